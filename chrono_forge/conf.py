@@ -1,0 +1,84 @@
+"""Settings: one accessor over the optional ``CHRONO_FORGE`` dict.
+
+Values are read on every call so ``override_settings`` and run-time changes take effect; the system
+checks in :mod:`chrono_forge.checks` validate them at start-up.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "MAX_DURATION": timedelta(minutes=10),
+    "REAP_STALE_AFTER": None,  # None: 3 x MAX_DURATION
+    "RESUME_OVERDUE_GRACE": timedelta(minutes=5),
+    "DISPATCHER": "chrono_forge.dispatch.django_q.DjangoQDispatcher",
+    "CLUSTER": None,  # django-q2 cluster (queue) for workflow continuations; None: Q_CLUSTER's
+    "BRANCH_MERGE_CLUSTER": None,
+    "MAINTENANCE_CLUSTER": None,
+    "DATABASE": "default",
+    "CONTEXT_VALUE_MAX_BYTES": 16 * 1024,
+    "RESULT_MAX_BYTES": 64 * 1024,
+    "ERROR_CONTEXT_MAX_BYTES": 64 * 1024,
+    "TASK_TIMEOUT": None,
+    "PRIMARY_KEY_FIELD": None,  # None: settings.DEFAULT_AUTO_FIELD  # django-q2 per-task timeout for passes; None: Q_CLUSTER's
+}
+
+DURATION_SETTINGS = ("MAX_DURATION", "REAP_STALE_AFTER", "RESUME_OVERDUE_GRACE")
+BYTES_SETTINGS = ("CONTEXT_VALUE_MAX_BYTES", "RESULT_MAX_BYTES", "ERROR_CONTEXT_MAX_BYTES")
+
+
+def user_settings() -> dict[str, Any]:
+    value = getattr(settings, "CHRONO_FORGE", None)
+    return value if isinstance(value, dict) else {}
+
+
+def get(name: str) -> Any:
+    """The value of one setting, falling back to its default."""
+    if name not in DEFAULTS:
+        raise KeyError(f"unknown chrono_forge setting {name!r}")
+    return user_settings().get(name, DEFAULTS[name])
+
+
+def as_timedelta(value: timedelta | int | float) -> timedelta:
+    """Durations are ``timedelta`` or seconds (int/float); bool is neither."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    raise TypeError(f"expected a timedelta or a number of seconds, got {value!r}")
+
+
+def max_duration() -> timedelta:
+    return as_timedelta(get("MAX_DURATION"))
+
+
+def reap_stale_after() -> timedelta:
+    explicit = get("REAP_STALE_AFTER")
+    return as_timedelta(explicit) if explicit is not None else 3 * max_duration()
+
+
+def database() -> str:
+    """The database alias holding chrono_forge's tables."""
+    return get("DATABASE") or "default"
+
+
+def primary_key_field_path() -> str:
+    return get("PRIMARY_KEY_FIELD") or settings.DEFAULT_AUTO_FIELD
+
+
+def primary_key_field():
+    """The primary-key field of chrono_forge's models (migrations and models share it)."""
+    import uuid
+
+    from django.db import models
+    from django.utils.module_loading import import_string
+
+    field_class = import_string(primary_key_field_path())
+    if issubclass(field_class, models.UUIDField):
+        return field_class(default=uuid.uuid4, editable=False, primary_key=True, serialize=False,
+                           verbose_name="ID")
+    return field_class(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")

@@ -1,0 +1,69 @@
+"""Dispatch: how a continuation (one more pass of a workflow) reaches a worker.
+
+A dispatcher is one small interface. The default, :class:`~chrono_forge.dispatch.django_q.DjangoQDispatcher`,
+sends passes to django-q2; :mod:`chrono_forge.testing` swaps in an in-memory one. Everything in
+chrono_forge calls :func:`enqueue` / :func:`enqueue_many` below, never a dispatcher directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, Protocol
+
+from django.db import connections
+from django.utils.module_loading import import_string
+
+from .. import conf
+
+#: The django-q2 task every continuation calls.
+TASK = "chrono_forge.tasks.run_workflow"
+
+
+class Dispatcher(Protocol):
+    def enqueue(self, job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any) -> None:
+        """Run one pass of ``(job_class, key)`` now, or not before ``run_at``.
+
+        ``internal`` carries chrono_forge's own task arguments (attempt, retry_counts, retry_workflow,
+        token, ...); user kwargs never travel in a payload.
+        """
+
+    def enqueue_many(self, runs: Iterable[tuple[str, str]]) -> None:
+        """Run one pass of each ``(job_class, key)`` now, in bulk."""
+
+
+_override: Dispatcher | None = None
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> Dispatcher:
+    return import_string(path)()
+
+
+def get_dispatcher() -> Dispatcher:
+    if _override is not None:
+        return _override
+    return _load(conf.get("DISPATCHER"))
+
+
+def set_dispatcher(dispatcher: Dispatcher | None) -> Dispatcher | None:
+    """Install ``dispatcher`` (None restores the configured one); returns the previous override."""
+    global _override
+    previous, _override = _override, dispatcher
+    return previous
+
+
+def enqueue(job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any) -> None:
+    get_dispatcher().enqueue(job_class, key, run_at=run_at, **internal)
+
+
+def enqueue_many(runs: Iterable[tuple[str, str]]) -> None:
+    get_dispatcher().enqueue_many(runs)
+
+
+def in_user_transaction(using: str | None = None) -> bool:
+    """True inside an ``atomic()`` block opened by application code (a test case's own wrapping
+    transaction does not count), i.e. when an enqueue has to wait for the commit."""
+    connection = connections[using or conf.database()]
+    return any(not block._from_testcase for block in connection.atomic_blocks)

@@ -1,0 +1,136 @@
+"""The django-q2 dispatcher.
+
+* Due now: ``async_task``.
+* Due later with the ORM broker (the default): an ``OrmQ`` row whose ``lock`` ("not before") is the due
+  time, written by a tiny broker subclass, so the pass starts within the broker's poll interval (~0.2 s).
+* Due later with any other broker (Redis, SQS, ...): one django-q2 ``Schedule`` (ONCE) per workflow;
+  the scheduler runs every ~30 s, so expect up to ~30 s of lateness.
+
+With the ORM broker on chrono_forge's own database the enqueue is part of the caller's transaction (a
+rollback drops it); otherwise it is deferred to ``transaction.on_commit``. Every task is sent with
+``ack_failure=True``: chrono_forge retries durably itself, so django-q2 must not redeliver a failing task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import nullcontext
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django_q.brokers import get_broker
+from django_q.brokers.orm import ORM
+from django_q.conf import Conf
+from django_q.models import OrmQ, Schedule
+from django_q.tasks import async_task
+
+from .. import clock, conf
+from . import TASK, in_user_transaction
+
+
+class DelayedORM(ORM):
+    """The ORM broker, writing the row invisible until ``run_at``."""
+
+    def __init__(self, run_at: datetime, list_key: str | None = None):
+        self.run_at = run_at
+        super().__init__(list_key=list_key)
+
+    def enqueue(self, task):
+        return self.get_connection().create(key=self.list_key, payload=task, lock=self.run_at).pk
+
+
+class CollectingORM(ORM):
+    """The ORM broker, collecting signed packages for one bulk INSERT instead of writing each."""
+
+    def __init__(self, list_key: str | None = None):
+        self.rows: list[OrmQ] = []
+        super().__init__(list_key=list_key)
+
+    def enqueue(self, task):
+        self.rows.append(OrmQ(key=self.list_key, payload=task, lock=clock.now()))
+        return None
+
+    def flush(self, batch_size: int = 500) -> None:
+        OrmQ.objects.using(Conf.ORM).bulk_create(self.rows, batch_size=batch_size)
+        self.rows = []
+
+
+def _task_name(job_class: str, key: str) -> str:
+    return f"chrono_forge {job_class.rsplit('.', 1)[-1]}({key})"[:100]
+
+
+def _schedule_name(job_class: str, key: str) -> str:
+    digest = hashlib.sha1(f"{job_class}\0{key}".encode()).hexdigest()[:32]
+    return f"chrono_forge:{digest}"
+
+
+class DjangoQDispatcher:
+    def cluster(self) -> str | None:
+        return conf.get("CLUSTER")
+
+    def q_options(self, job_class: str, key: str) -> dict[str, Any]:
+        options: dict[str, Any] = {"ack_failure": True, "task_name": _task_name(job_class, key)}
+        if self.cluster():
+            options["cluster"] = self.cluster()
+        if conf.get("TASK_TIMEOUT"):
+            options["timeout"] = conf.get("TASK_TIMEOUT")
+        return options
+
+    def uses_orm_broker(self) -> bool:
+        return isinstance(get_broker(self.cluster()), ORM)
+
+    def transactional(self) -> bool:
+        """True when the queue rows live in chrono_forge's own database (one transaction covers both)."""
+        return self.uses_orm_broker() and Conf.ORM == conf.database()
+
+    def _on_commit(self, push) -> None:
+        if self.transactional() or not in_user_transaction():
+            # Inside atomic() the ORM broker does not close "old" connections (dispatch.md pitfall 10).
+            with transaction.atomic(using=Conf.ORM) if self.uses_orm_broker() else nullcontext():
+                push()
+        else:
+            transaction.on_commit(push, using=conf.database())
+
+    # Dispatcher interface -----------------------------------------------------------------------
+    def enqueue(self, job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any) -> None:
+        self._on_commit(lambda: self._push(job_class, key, run_at, internal))
+
+    def enqueue_many(self, runs: Iterable[tuple[str, str]]) -> None:
+        runs = list(runs)
+        if runs:
+            self._on_commit(lambda: self._push_many(runs))
+
+    # -------------------------------------------------------------------------------------------
+    def _push(self, job_class: str, key: str, run_at: datetime | None, internal: dict[str, Any]) -> None:
+        options = self.q_options(job_class, key)
+        if run_at is None or run_at <= clock.now():
+            async_task(TASK, job_class, key, q_options=options, **internal)
+        elif self.uses_orm_broker():
+            options["broker"] = DelayedORM(run_at, list_key=self.cluster())
+            async_task(TASK, job_class, key, q_options=options, **internal)
+        else:
+            Schedule.objects.update_or_create(
+                name=_schedule_name(job_class, key),
+                defaults={
+                    "func": TASK,
+                    "args": repr((job_class, key)),
+                    "kwargs": repr(internal),
+                    "schedule_type": Schedule.ONCE,
+                    "repeats": -1,
+                    "next_run": run_at,
+                    "cluster": self.cluster(),
+                },
+            )
+
+    def _push_many(self, runs: list[tuple[str, str]]) -> None:
+        if not self.uses_orm_broker():
+            for job_class, key in runs:
+                async_task(TASK, job_class, key, q_options=self.q_options(job_class, key))
+            return
+        broker = CollectingORM(list_key=self.cluster())
+        for job_class, key in runs:
+            async_task(TASK, job_class, key, q_options={**self.q_options(job_class, key), "broker": broker})
+        broker.flush()
+

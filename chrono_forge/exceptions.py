@@ -1,0 +1,95 @@
+"""Exceptions raised by chrono_forge.
+
+Everything public derives from :class:`ChronoForgeError`. Programming errors that no retry can fix
+(bad step names, spawning outside a branch, ...) derive from :class:`NotExecutableError`: they stall the
+workflow and propagate to the caller or worker. :class:`HaltExecution` is the internal signal a primitive
+raises to end a pass early; it derives from ``BaseException`` so that a user's ``except Exception:``
+around a primitive can never swallow it.
+"""
+
+from __future__ import annotations
+
+
+class ChronoForgeError(Exception):
+    """Base class of every chrono_forge error."""
+
+
+class ExecutionFailedError(ChronoForgeError):
+    """A durable step used up its retry budget; the workflow is stalled."""
+
+    def __init__(self, message: str, *, step_name: str | None = None, recorded: bool = False):
+        super().__init__(message)
+        self.step_name = step_name
+        # True when the underlying error is already in ErrorLog (the step recorded it).
+        self.recorded = recorded
+
+
+class WaitConditionNotMet(ChronoForgeError):
+    """A ``wait_until`` condition was still false at its timeout."""
+
+
+class NotExecutableError(ChronoForgeError):
+    """A programming error that retrying cannot fix; it stalls the workflow and propagates."""
+
+
+class InvalidStepName(NotExecutableError, ValueError):
+    """A step name is empty, too long, or contains a reserved character (``$``, ``,`` for merges)."""
+
+
+class InvalidStepResult(NotExecutableError, TypeError):
+    """A step returned a value that cannot be stored (not JSON, or larger than RESULT_MAX_BYTES)."""
+
+
+class InvalidStepArgument(NotExecutableError, TypeError, ValueError):
+    """A primitive was called with an argument it cannot use (a missing method, a bad duration, ...)."""
+
+
+class NotInBranchError(NotExecutableError):
+    """``spawn``/``spawn_each`` was called outside a ``branch`` dispatch callable."""
+
+
+class UnmergedBranchError(NotExecutableError):
+    """The workflow reached completion with a branch that was never merged."""
+
+
+class UnknownBranchError(NotExecutableError, ValueError):
+    """``merge_branches`` named a branch that was never opened."""
+
+
+class WorkflowNotRetryableError(ChronoForgeError):
+    """``retry_now``/``retry_later`` on a workflow that is not failed or stalled."""
+
+
+class ConcurrentExecutionError(ChronoForgeError):
+    """Another run holds a fresh lock on this workflow; the duplicate run exits."""
+
+
+class LongRunningConcurrentExecutionError(ConcurrentExecutionError):
+    """This run overran ``MAX_DURATION`` and its lock was taken by another run."""
+
+
+class ContextValidationError(ChronoForgeError, ValueError):
+    """A context key or value is not allowed (type, JSON, or size)."""
+
+
+class HaltExecution(BaseException):
+    """Internal: ends the current pass after a primitive scheduled (or declined) a continuation."""
+
+
+__all__ = [
+    "ChronoForgeError",
+    "ExecutionFailedError",
+    "WaitConditionNotMet",
+    "NotExecutableError",
+    "InvalidStepName",
+    "InvalidStepResult",
+    "InvalidStepArgument",
+    "NotInBranchError",
+    "UnmergedBranchError",
+    "UnknownBranchError",
+    "WorkflowNotRetryableError",
+    "ConcurrentExecutionError",
+    "LongRunningConcurrentExecutionError",
+    "ContextValidationError",
+    "HaltExecution",
+]

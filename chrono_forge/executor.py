@@ -1,0 +1,281 @@
+"""One pass of a workflow, top to bottom.
+
+    acquire the lock  ->  run perform()  ->  completion gate  ->  complete
+                      \-> halt (continuation) / stall / workflow-level retry or fail
+    finally: save the context and release the lock (one UPDATE), then publish the continuation.
+
+The lock is taken with ``select_for_update()`` inside a short transaction (on SQLite the database-wide
+write lock of ``transaction_mode="IMMEDIATE"`` does the same job). Step bodies never run inside a
+transaction. The continuation is published only after the lock is released, so a zero-delay
+continuation can never lose the lock race, and it is published even if saving the context failed.
+
+Each continuation carries a token (its due time, also stored in ``Workflow.next_run_at``). A delivery
+whose token no longer matches was superseded by a later schedule and exits quietly, so duplicate
+deliveries and overlapping wake-ups never multiply pending continuations.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+
+from . import clock, conf, dispatch
+from .context import Context
+from .errors import record_error
+from .exceptions import (
+    ConcurrentExecutionError,
+    ExecutionFailedError,
+    HaltExecution,
+    LongRunningConcurrentExecutionError,
+    NotExecutableError,
+)
+from .models import ExecutionLog, Workflow
+from .retry import RetryPolicy, coerce
+from .steps import COMPLETED, FAILED, PENDING, StepLogs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .workflow import DurableWorkflow
+
+logger = logging.getLogger("chrono_forge")
+
+#: Columns the lock SELECT loads: everything a pass needs, nothing it does not.
+LOCK_COLUMNS = (
+    "id", "job_class", "key", "kwargs", "options", "context", "state", "locked_by", "locked_at",
+    "started_at", "next_run_at", "parent_execution_log_id",
+)
+
+COMPLETION_MARKER = "$workflow_completion$"
+FAILURE_MARKER = "$workflow_failure${}"
+RETRY_MARKER = "$workflow_retry${}"
+
+#: Workflow-level retries of an unbounded class policy stop here (a safety guard).
+WORKFLOW_ATTEMPTS_GUARD = 10
+
+STATE = Workflow.STATE
+
+
+def token_for(run_at: datetime) -> str:
+    return run_at.isoformat()
+
+
+class Pass:
+    """The state of one pass; primitives reach it as ``workflow._pass``."""
+
+    def __init__(
+        self,
+        workflow_class: type[DurableWorkflow],
+        key: str,
+        *,
+        attempt: int = 0,
+        retry_counts: dict[str, int] | None = None,
+        retry_workflow: bool = False,
+        token: str | None = None,
+        **internal: Any,
+    ):
+        self.workflow_class = workflow_class
+        self.job_class = workflow_class.job_class()
+        self.key = key
+        self.attempt = attempt
+        self.retry_counts = dict(retry_counts or {})
+        self.retry_workflow = retry_workflow
+        self.token = token
+        self.internal = internal  # extra continuation arguments (e.g. wait_condition), for primitives
+        self.run_id = uuid.uuid4().hex
+        self.db = conf.database()
+        self.row: Workflow | None = None
+        self.context: Context | None = None
+        self.steps: StepLogs | None = None
+        self.final_state = STATE.idle
+        self.released = False
+        self.continuation: tuple[datetime, dict[str, Any]] | None = None
+
+    # -- the pass ----------------------------------------------------------------------------------
+    def execute(self) -> Workflow | None:
+        """Run one pass; returns the workflow row, or None when there was nothing to run."""
+        row = self.acquire()
+        if row is None:
+            return None
+        try:
+            self.run(self.workflow_class._bind(row, self))
+        finally:
+            self.finish()
+        return row
+
+    def run(self, workflow: DurableWorkflow) -> None:
+        try:
+            workflow.perform(**self.row.kwargs)
+            workflow._before_completion()
+        except HaltExecution:
+            return  # a primitive scheduled a continuation (or parked with nothing scheduled)
+        except ExecutionFailedError as error:
+            self.stall(error, recorded=error.recorded)
+            return
+        except NotExecutableError as error:
+            self.stall(error, recorded=getattr(error, "recorded", False))
+            raise
+        except Exception as error:
+            self.retry_or_fail(error)
+            return
+        self.complete()
+
+    def finish(self) -> None:
+        try:
+            self.release(self.final_state)
+        finally:
+            self.publish()
+
+    # -- lock --------------------------------------------------------------------------------------
+    def acquire(self) -> Workflow | None:
+        now = clock.now()
+        with transaction.atomic(using=self.db):
+            row = (
+                Workflow.objects.select_for_update()
+                .only(*LOCK_COLUMNS)
+                .filter(job_class=self.job_class, key=self.key)
+                .first()
+            )
+            if row is None:
+                logger.warning("chrono_forge: %s(%s) does not exist; nothing to run", self.job_class, self.key)
+                return None
+            if self.token is not None and (
+                row.next_run_at is None or row.next_run_at != datetime.fromisoformat(self.token)
+            ):
+                logger.info("chrono_forge: %s: superseded continuation (%s) exits", row, self.token)
+                return None
+            if self.retry_workflow and row.state in Workflow.RETRYABLE_STATES:
+                self.prepare_retry(row, now)
+            if row.state not in Workflow.EXECUTABLE_STATES:
+                logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
+                return None
+            if row.locked_by and row.locked_at and row.locked_at > now - conf.max_duration():
+                raise ConcurrentExecutionError(
+                    f"{self.job_class}({self.key}) is locked by run {row.locked_by} since "
+                    f"{row.locked_at.isoformat()}; run {self.run_id} exits "
+                    f"(lock strategy: select_for_update, stale after {conf.max_duration()})"
+                )
+            first_pass = row.started_at is None
+            fields: dict[str, Any] = {"locked_by": self.run_id, "locked_at": now, "state": STATE.running,
+                                      "modified": now}
+            if first_pass:
+                fields["started_at"] = now
+            Workflow.objects.filter(pk=row.pk).update(**fields)
+            for name, value in fields.items():
+                setattr(row, name, value)
+        self.row = row
+        self.context = Context(row.context)
+        self.steps = StepLogs(row.pk, known_empty=first_pass)
+        return row
+
+    def prepare_retry(self, row: Workflow, now: datetime) -> None:
+        """An operator retry: mark it, give failed steps a fresh budget, and make the row runnable."""
+        ExecutionLog.objects.get_or_create(
+            workflow_id=row.pk,
+            step_name=RETRY_MARKER.format(int(now.timestamp())),
+            defaults={"state": COMPLETED, "attempts": 1, "started_at": now, "last_executed_at": now,
+                      "completed_at": now, "created": now, "modified": now},
+        )
+        for log in ExecutionLog.objects.filter(workflow_id=row.pk, state=FAILED).only("id", "metadata"):
+            metadata = {k: v for k, v in (log.metadata or {}).items() if k != "retry_counts"}
+            ExecutionLog.objects.filter(pk=log.pk).update(state=PENDING, attempts=0, metadata=metadata,
+                                                          modified=now)
+        row.state, row.locked_by, row.locked_at = STATE.idle, None, None
+
+    def release(self, state: str, **fields: Any) -> None:
+        """Save the context (if changed) and release the lock in one UPDATE that verifies ownership.
+
+        If saving the context fails, the lock is still released (without it) and the error propagates.
+        """
+        if self.released:
+            return
+        now = clock.now()
+        fields.update(locked_by=None, locked_at=None, state=state, modified=now,
+                      next_run_at=self.continuation[0] if self.continuation else None)
+        owned = Workflow.objects.filter(pk=self.row.pk, locked_by=self.run_id)
+        try:
+            if self.context.dirty:
+                fields["context"] = self.context.to_dict()
+            updated = owned.update(**fields)
+        except Exception:
+            fields.pop("context", None)
+            owned.update(**fields)
+            self.released = True
+            raise
+        self.released = True
+        if not updated:
+            holder = Workflow.objects.filter(pk=self.row.pk).values_list("locked_by", flat=True).first()
+            raise LongRunningConcurrentExecutionError(
+                f"{self.job_class}({self.key}): run {self.run_id} lost its lock to {holder} "
+                f"(it ran longer than MAX_DURATION={conf.max_duration()})"
+            )
+        self.context.dirty = False
+        self.row.state = state
+
+    # -- continuation ------------------------------------------------------------------------------
+    def continue_at(self, run_at: datetime, **internal: Any) -> None:
+        """Schedule the next pass; published after the lock is released."""
+        self.continuation = (run_at, internal)
+
+    def continue_after(self, delay: timedelta | float, **internal: Any) -> None:
+        self.continue_at(clock.now() + conf.as_timedelta(delay), **internal)
+
+    def halt(self) -> HaltExecution:
+        return HaltExecution()
+
+    def publish(self) -> None:
+        if self.continuation is None or not self.released:
+            return
+        run_at, internal = self.continuation
+        dispatch.enqueue(self.job_class, self.key, run_at=run_at, token=token_for(run_at), **internal)
+
+    # -- outcomes ----------------------------------------------------------------------------------
+    def record_error(self, error: BaseException, *, step_name: str | None = None,
+                     attempt: int | None = None):
+        return record_error(self.row.pk, error, step_name=step_name, attempt=attempt, context=self.context)
+
+    def complete(self) -> None:
+        """The completion marker (born completed), the state change and the release: one transaction."""
+        now = clock.now()
+        with transaction.atomic(using=self.db):
+            self.steps.create(COMPLETION_MARKER, state=COMPLETED, attempts=1, started_at=now,
+                              last_executed_at=now, completed_at=now)
+            self.release(STATE.completed, completed_at=now)
+        self.final_state = STATE.completed
+
+    def stall(self, error: BaseException, *, recorded: bool) -> None:
+        """A step used up its retries, or a programming error: the operator must retry."""
+        if not recorded:
+            self.record_error(error)
+        self.final_state = STATE.stalled
+
+    def retry_or_fail(self, error: Exception) -> None:
+        """An uncaught error in perform(): retry the whole pass per the class policy, else fail."""
+        error_log = self.record_error(error, attempt=self.attempt)
+        policy = self.workflow_class.workflow_retry_policy()
+        counts = dict(self.retry_counts)
+
+        def count(budget_key: str) -> int:
+            counts[budget_key] = counts.get(budget_key, 0) + 1
+            return counts[budget_key]
+
+        backoff = policy.retry_backoff(error, attempts=self.attempt + 1, count=count)
+        if policy.max_attempts is None and self.attempt + 1 >= WORKFLOW_ATTEMPTS_GUARD:
+            backoff = None
+        if backoff is not None:
+            self.continue_after(backoff, attempt=self.attempt + 1, retry_counts=counts or None)
+            return
+        now = clock.now()
+        with transaction.atomic(using=self.db):
+            self.steps.create(FAILURE_MARKER.format(error_log.pk), state=COMPLETED, attempts=1,
+                              started_at=now, last_executed_at=now, completed_at=now,
+                              metadata={"error_log_id": error_log.pk})
+            self.release(STATE.failed)
+        self.final_state = STATE.failed
+
+    # -- policies ----------------------------------------------------------------------------------
+    def step_policy(self, explicit: Any = None):
+        """Per-call policy, else the class default, else the built-in step default."""
+        return coerce(explicit) or coerce(self.workflow_class.retry_policy) or RetryPolicy.step_default()

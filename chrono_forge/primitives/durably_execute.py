@@ -1,0 +1,87 @@
+"""``durably_execute``: run a method once, checkpointed, with retries and a stored result.
+
+Step name ``durably_execute$<name or method>``. The first attempt is recorded in the INSERT (no separate
+attempt UPDATE); a retry bumps ``attempts`` before running. The method runs outside any transaction;
+its completion is committed on its own right after it returns. At-least-once: a hard kill after the
+side effect but before that commit runs the method again on the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .. import clock, conf
+from ..errors import error_class_name
+from ..exceptions import ExecutionFailedError, HaltExecution, InvalidStepResult
+from ..steps import COMPLETED, FAILED, PENDING, resolve_method
+from ..validation import json_size, step_name, to_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import ExecutionLog
+    from ..workflow import DurableWorkflow
+
+logger = logging.getLogger("chrono_forge")
+
+
+def durably_execute(workflow: DurableWorkflow, method: Any, *, retry_policy: Any = None,
+                    name: str | None = None) -> Any:
+    run = workflow._pass
+    func, method_name = resolve_method(workflow, method, kind="durably_execute")
+    step = step_name("durably_execute", name if name is not None else method_name)
+    policy = run.step_policy(retry_policy)
+
+    log = run.steps.get(step)
+    if log is not None and log.state == COMPLETED:
+        return log.result
+    now = clock.now()
+    if log is None:
+        log = run.steps.create(step, state=PENDING, attempts=1, started_at=now, last_executed_at=now)
+    else:
+        run.steps.update(log, attempts=log.attempts + 1, last_executed_at=now, state=PENDING)
+
+    try:
+        result = func()
+    except HaltExecution:
+        raise
+    except Exception as error:
+        retry_or_stall(run, log, error, policy)
+    stored = storable_result(step, result, run, log)
+    run.steps.update(log, state=COMPLETED, completed_at=clock.now(), result=stored)
+    return stored
+
+
+def retry_or_stall(run, log: ExecutionLog, error: Exception, policy) -> None:
+    """Record the error; schedule a retry and halt, or mark the step failed and raise."""
+    run.record_error(error, step_name=log.step_name, attempt=log.attempts)
+    backoff = policy.retry_backoff(error, attempts=log.attempts,
+                                   count=lambda key: run.steps.bump_retry_count(log, key))
+    if backoff is not None:
+        run.continue_after(backoff)
+        raise HaltExecution()
+    run.steps.update(log, state=FAILED, error_class=error_class_name(error), error_message=str(error))
+    raise ExecutionFailedError(
+        f"{log.step_name} failed after {log.attempts} attempt(s): {error}",
+        step_name=log.step_name,
+        recorded=True,
+    ) from error
+
+
+def storable_result(step: str, result: Any, run, log: ExecutionLog) -> Any:
+    """The JSON form of a step's return value, or InvalidStepResult (recorded, step failed)."""
+    try:
+        stored = to_json(result, f"the return value of {step}")
+        limit = conf.get("RESULT_MAX_BYTES")
+        size = json_size(stored)
+        if size > limit:
+            raise InvalidStepResult(
+                f"the return value of {step} is {size} bytes as JSON; the limit is {limit} "
+                "(RESULT_MAX_BYTES): store large data elsewhere and return a reference"
+            )
+    except (TypeError, ValueError) as error:
+        error = error if isinstance(error, InvalidStepResult) else InvalidStepResult(str(error))
+        run.record_error(error, step_name=step, attempt=log.attempts)
+        run.steps.update(log, state=FAILED, error_class=error_class_name(error), error_message=str(error))
+        error.recorded = True
+        raise error from None
+    return stored

@@ -1,0 +1,186 @@
+"""Retry policies: exponential backoff with equal jitter, per-error matching and per-error budgets.
+
+``attempts`` counts from 1 and includes the failure that just happened. A plain :class:`RetryPolicy`
+allows a retry while ``attempts < max_attempts``. A :class:`CompositeRetryPolicy` routes each error to
+the first sub-policy that matches it and counts attempts per sub-policy (its ``budget_key``) through a
+callback, so a step can allow, say, 2 network failures and 3 rate-limit failures independently.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
+from typing import Union
+
+from .conf import as_timedelta
+
+CountCallback = Callable[[str], int]
+
+
+def _seconds(value: timedelta | int | float, name: str) -> float:
+    seconds = as_timedelta(value).total_seconds()
+    if seconds < 0:
+        raise ValueError(f"RetryPolicy {name} must be >= 0, got {value!r}")
+    return seconds
+
+
+class RetryPolicy:
+    """Up to ``max_attempts`` attempts (``None``: unbounded), backoff ``base * 2**(attempts-1)``
+    clamped to ``cap`` seconds, halved-and-randomised when ``jitter`` (equal jitter).
+
+    ``retry_on=None`` retries any ``Exception``; a list retries those classes and their subclasses;
+    ``[]`` retries nothing.
+    """
+
+    def __init__(
+        self,
+        max_attempts: int | None = 3,
+        base: timedelta | int | float = 1,
+        cap: timedelta | int | float = 30,
+        jitter: bool = True,
+        retry_on: Iterable[type[BaseException]] | None = None,
+    ):
+        if max_attempts is not None and (
+            not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1
+        ):
+            raise ValueError(f"RetryPolicy max_attempts must be a positive int or None, got {max_attempts!r}")
+        self.max_attempts = max_attempts
+        self.base = _seconds(base, "base")
+        self.cap = _seconds(cap, "cap")
+        self.jitter = bool(jitter)
+        if retry_on is None:
+            self.retry_on: tuple[type[BaseException], ...] | None = None
+        else:
+            classes = tuple(retry_on)
+            for cls in classes:
+                if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+                    raise TypeError(f"RetryPolicy retry_on must list exception classes, got {cls!r}")
+            self.retry_on = classes
+
+    # presets -----------------------------------------------------------------------------------
+    @classmethod
+    def step_default(cls) -> RetryPolicy:
+        """The default for ``durably_execute`` steps: 3 attempts, 1 s base, 30 s cap, jitter."""
+        return cls(max_attempts=3, base=1, cap=30, jitter=True)
+
+    @classmethod
+    def workflow_default(cls) -> RetryPolicy:
+        """The default for uncaught workflow-level errors: 10 attempts, capped at 600 s."""
+        return cls(max_attempts=10, base=1, cap=600, jitter=True)
+
+    @classmethod
+    def wait_default(cls) -> RetryPolicy:
+        """The default for wait conditions: retries nothing."""
+        return cls(max_attempts=None, retry_on=[])
+
+    @staticmethod
+    def compose(*policies: RetryPolicy) -> CompositeRetryPolicy:
+        return CompositeRetryPolicy(policies)
+
+    # predicates --------------------------------------------------------------------------------
+    def matches(self, error: BaseException) -> bool:
+        return self.retry_on is None or isinstance(error, self.retry_on)
+
+    def allows(self, attempts: int) -> bool:
+        """True while another attempt fits under the cap."""
+        return self.max_attempts is None or attempts < self.max_attempts
+
+    def retryable(self, error: BaseException, attempts: int) -> bool:
+        return self.matches(error) and self.allows(attempts)
+
+    @property
+    def budget_key(self) -> str:
+        """``"*"`` for a catch-all, else the sorted, comma-joined full names of ``retry_on``."""
+        if self.retry_on is None:
+            return "*"
+        return ",".join(sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in self.retry_on))
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait before attempt ``attempts + 1``."""
+        delay = min(self.base * 2 ** max(attempts - 1, 0), self.cap)
+        if self.jitter and delay > 0:
+            delay = delay / 2 + random.uniform(0, delay / 2)
+        return delay
+
+    def retry_backoff(
+        self, error: BaseException, attempts: int, count: CountCallback | None = None
+    ) -> float | None:
+        """The delay before the next attempt, or ``None`` when the error is not retried.
+
+        A plain policy never calls ``count``: the caller's ``attempts`` is its budget.
+        """
+        return self.backoff(attempts) if self.retryable(error, attempts) else None
+
+    def __repr__(self) -> str:
+        retry_on = None if self.retry_on is None else [c.__name__ for c in self.retry_on]
+        return (
+            f"RetryPolicy(max_attempts={self.max_attempts}, base={self.base:g}, cap={self.cap:g}, "
+            f"jitter={self.jitter}, retry_on={retry_on})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RetryPolicy) and (
+            (self.max_attempts, self.base, self.cap, self.jitter, self.retry_on)
+            == (other.max_attempts, other.base, other.cap, other.jitter, other.retry_on)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class CompositeRetryPolicy:
+    """Per-error budgets: the first matching sub-policy decides, counting its own attempts."""
+
+    def __init__(self, policies: Iterable[RetryPolicy]):
+        self.policies = tuple(policies)
+        if not self.policies:
+            raise ValueError("a composite retry policy needs at least one RetryPolicy")
+        for policy in self.policies:
+            if not isinstance(policy, RetryPolicy):
+                raise TypeError(f"composite retry policies take RetryPolicy objects, got {policy!r}")
+
+    def policy_for(self, error: BaseException) -> RetryPolicy | None:
+        return next((p for p in self.policies if p.matches(error)), None)
+
+    def matches(self, error: BaseException) -> bool:
+        return self.policy_for(error) is not None
+
+    @property
+    def max_attempts(self) -> int | None:
+        """The largest sub-cap, or None if any sub-policy is unbounded."""
+        caps = [p.max_attempts for p in self.policies]
+        return None if any(c is None for c in caps) else max(caps)  # type: ignore[type-var]
+
+    def retry_backoff(
+        self, error: BaseException, attempts: int, count: CountCallback | None = None
+    ) -> float | None:
+        """Route to the matching sub-policy; with ``count``, its budget is the per-key count."""
+        policy = self.policy_for(error)
+        if policy is None:
+            return None
+        used = count(policy.budget_key) if count is not None else attempts
+        return policy.retry_backoff(error, used)
+
+    def __repr__(self) -> str:
+        return f"CompositeRetryPolicy({list(self.policies)!r})"
+
+
+AnyRetryPolicy = Union[RetryPolicy, CompositeRetryPolicy]
+
+
+def coerce(policy: AnyRetryPolicy | Sequence[RetryPolicy] | None) -> AnyRetryPolicy | None:
+    """A list/tuple becomes a composite; a policy or composite passes through; None stays None."""
+    if policy is None or isinstance(policy, (RetryPolicy, CompositeRetryPolicy)):
+        return policy
+    if isinstance(policy, (list, tuple)):
+        return CompositeRetryPolicy(policy)
+    raise TypeError(f"expected a RetryPolicy, a list of them, or None; got {policy!r}")
+
+
+def retry_policy(*policies: RetryPolicy, **options) -> AnyRetryPolicy:
+    """Class DSL: ``retry_policy = retry_policy(p1, p2)`` (composite) or ``retry_policy(max_attempts=5)``."""
+    if policies and options:
+        raise TypeError("pass either RetryPolicy objects (a composite) or keyword options, not both")
+    if options:
+        return RetryPolicy(**options)
+    return CompositeRetryPolicy(policies)

@@ -1,0 +1,92 @@
+"""Shared helpers of the primitives: the per-pass step-log view and method resolution."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import clock
+from .exceptions import InvalidStepArgument
+from .models import ExecutionLog
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .workflow import DurableWorkflow
+
+#: Repetition logs (``durably_repeat$<name>$<unix_ts>``) grow without bound and are never replayed,
+#: so they stay out of the per-pass read.
+REPETITION_LOG_PATTERN = r"^durably_repeat\$[^$]*\$"
+
+#: Columns a pass needs from a step log (error text and timestamps stay in the database).
+STEP_COLUMNS = ("id", "workflow_id", "step_name", "state", "attempts", "started_at", "result", "metadata")
+
+COMPLETED = ExecutionLog.STATE.completed
+PENDING = ExecutionLog.STATE.pending
+FAILED = ExecutionLog.STATE.failed
+
+
+class StepLogs:
+    """The execution logs of one workflow as seen by one pass.
+
+    One bulk SELECT (on first use) answers every lookup of the pass, so replaying N completed steps
+    costs nothing per step. A workflow on its very first pass is known to have no logs and skips even
+    that read. Rows written during the pass are added to the view.
+    """
+
+    def __init__(self, workflow_id: int, *, known_empty: bool = False):
+        self.workflow_id = workflow_id
+        self._by_name: dict[str, ExecutionLog] | None = {} if known_empty else None
+
+    def _rows(self) -> dict[str, ExecutionLog]:
+        if self._by_name is None:
+            rows = (
+                ExecutionLog.objects.filter(workflow_id=self.workflow_id)
+                .exclude(step_name__regex=REPETITION_LOG_PATTERN)
+                .only(*STEP_COLUMNS)
+            )
+            self._by_name = {row.step_name: row for row in rows}
+        return self._by_name
+
+    def get(self, step_name: str) -> ExecutionLog | None:
+        return self._rows().get(step_name)
+
+    def names(self) -> list[str]:
+        return list(self._rows())
+
+    def create(self, step_name: str, **fields: Any) -> ExecutionLog:
+        """INSERT a step log (the first attempt is recorded in the INSERT itself)."""
+        now = clock.now()
+        log = ExecutionLog.objects.create(
+            workflow_id=self.workflow_id, step_name=step_name, created=now, modified=now, **fields
+        )
+        self._rows()[step_name] = log
+        return log
+
+    def update(self, log: ExecutionLog, **fields: Any) -> None:
+        """UPDATE only the given columns (plus ``modified``) and mirror them on ``log``."""
+        fields["modified"] = clock.now()
+        ExecutionLog.objects.filter(pk=log.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(log, name, value)
+
+    def bump_retry_count(self, log: ExecutionLog, budget_key: str) -> int:
+        """Count one more failure against ``budget_key`` in ``metadata["retry_counts"]``; returns it."""
+        metadata = dict(log.metadata or {})
+        counts = dict(metadata.get("retry_counts") or {})
+        counts[budget_key] = counts.get(budget_key, 0) + 1
+        metadata["retry_counts"] = counts
+        self.update(log, metadata=metadata)
+        return counts[budget_key]
+
+
+def resolve_method(workflow: DurableWorkflow, method: Any, *, kind: str) -> tuple[Callable[..., Any], str]:
+    """A method name or a bound method of ``workflow`` -> (callable, name)."""
+    if isinstance(method, str):
+        func = getattr(workflow, method, None)
+        if not callable(func):
+            raise InvalidStepArgument(f"{kind}: {type(workflow).__name__} has no method {method!r}")
+        return func, method
+    if callable(method) and getattr(method, "__self__", None) is workflow:
+        return method, method.__name__
+    raise InvalidStepArgument(
+        f"{kind}: expected a method name or a bound method of this workflow, got {method!r}"
+    )

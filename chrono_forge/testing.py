@@ -1,0 +1,103 @@
+"""Test helpers for projects using chrono_forge.
+
+    from chrono_forge.testing import workflow_env
+
+    with workflow_env() as env:           # in-memory dispatcher + controllable clock, restored on exit
+        OrderWorkflow.perform_later("k", order_id=1)
+        env.run_due()                     # run every continuation due now (until none is) -> count
+        env.run_all()                     # run everything, jumping the clock to each due time -> count
+        env.advance(timedelta(hours=1))   # move the clock without running anything
+        env.now, env.pending, env.drop_pending()
+
+Also available as the pytest fixture ``chrono_forge_env`` (installed with the package).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from . import clock, dispatch
+from .conf import as_timedelta
+from .dispatch.memory import InMemoryDispatcher, PendingRun
+
+__all__ = ["WorkflowEnv", "workflow_env", "PendingRun"]
+
+
+class WorkflowEnv:
+    """A fake clock plus an in-memory queue of continuations."""
+
+    def __init__(self, start: datetime | None = None, max_runs: int = 10_000):
+        self._now = start or timezone.now()
+        self.dispatcher = InMemoryDispatcher()
+        self.max_runs = max_runs
+
+    @property
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta | float) -> datetime:
+        self._now += as_timedelta(delta)
+        return self._now
+
+    def travel_to(self, moment: datetime) -> datetime:
+        self._now = moment
+        return self._now
+
+    @property
+    def pending(self) -> list[PendingRun]:
+        """Pending continuations, each unpacking as ``(job_class, key, run_at)``, soonest first."""
+        return self.dispatcher.pending()
+
+    def drop_pending(self) -> int:
+        """Forget every pending continuation, as a broker that lost them would."""
+        dropped = len(self.dispatcher.pending())
+        self.dispatcher.clear()
+        return dropped
+
+    def _run(self, run: PendingRun) -> None:
+        from .tasks import run_workflow
+
+        run_workflow(run.job_class, run.key, **run.internal)
+
+    def run_due(self) -> int:
+        """Run every continuation due at ``now`` (including ones they enqueue that are due); -> count."""
+        count = 0
+        while (run := self.dispatcher.pop_due(self._now)) is not None:
+            count += 1
+            self._guard(count)
+            self._run(run)
+        return count
+
+    def run_all(self) -> int:
+        """Run until nothing is pending, jumping the clock to each next due time; -> count."""
+        count = 0
+        while pending := self.dispatcher.pending():
+            if pending[0].run_at > self._now:
+                self._now = pending[0].run_at
+            run = self.dispatcher.pop_due(self._now)
+            count += 1
+            self._guard(count)
+            self._run(run)
+        return count
+
+    def _guard(self, count: int) -> None:
+        if count > self.max_runs:
+            raise RuntimeError(
+                f"chrono_forge.testing: more than {self.max_runs} continuations ran; "
+                "is a workflow rescheduling itself forever?"
+            )
+
+
+@contextmanager
+def workflow_env(start: datetime | None = None, max_runs: int = 10_000) -> Iterator[WorkflowEnv]:
+    env = WorkflowEnv(start=start, max_runs=max_runs)
+    previous = dispatch.set_dispatcher(env.dispatcher)
+    try:
+        with clock.use(lambda: env.now):
+            yield env
+    finally:
+        dispatch.set_dispatcher(previous)

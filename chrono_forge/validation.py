@@ -1,0 +1,83 @@
+"""Boundary validation: keys, kwargs, step names and JSON values, checked before anything is stored."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .exceptions import InvalidStepName
+
+RESERVED_KWARGS = frozenset({"attempt", "retry_counts", "retry_workflow"})
+KEY_MAX_LENGTH = 255
+STEP_NAME_MAX_LENGTH = 255
+
+
+def json_dumps(value: Any) -> str:
+    """Compact, strict JSON (no NaN/Infinity: PostgreSQL's jsonb rejects them)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def to_json(value: Any, what: str) -> Any:
+    """A deep, JSON-normalised copy of ``value`` (dict keys become strings) or a TypeError naming ``what``."""
+    try:
+        return json.loads(json_dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+def json_size(value: Any) -> int:
+    """Bytes of a value as stored: a string's UTF-8 bytes, anything else's compact JSON."""
+    if isinstance(value, str):
+        return len(value.encode())
+    return len(json_dumps(value).encode())
+
+
+def validate_key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"workflow key must be a str, got {type(key).__name__} {key!r}")
+    if not key:
+        raise ValueError("workflow key must not be empty")
+    if "$" in key:
+        raise ValueError(f"workflow key {key!r} must not contain '$' (reserved step/child separator)")
+    if len(key) > KEY_MAX_LENGTH:
+        raise ValueError(f"workflow key is {len(key)} characters; the limit is {KEY_MAX_LENGTH}")
+    return key
+
+
+def validate_kwargs(args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Keyword-only, not reserved, JSON-serialisable; returns the normalised copy that gets stored."""
+    if args:
+        raise TypeError(
+            f"workflows take keyword arguments only (key first, then name=value); got {len(args)} "
+            f"extra positional argument(s) {args!r}"
+        )
+    reserved = sorted(RESERVED_KWARGS.intersection(kwargs))
+    if reserved:
+        raise ValueError(f"{', '.join(map(repr, reserved))} is reserved for chrono_forge's own use")
+    return to_json(kwargs, "workflow kwargs")
+
+
+def validate_options(options: Any) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}")
+    return to_json(options, "workflow options")
+
+
+def validate_name(name: Any, *, what: str = "step name", forbidden: str = "$") -> str:
+    """A user-chosen name segment: non-empty str without reserved characters."""
+    if not isinstance(name, str) or not name:
+        raise InvalidStepName(f"{what} must be a non-empty string, got {name!r}")
+    bad = [c for c in forbidden if c in name]
+    if bad:
+        raise InvalidStepName(f"{what} {name!r} must not contain {' or '.join(map(repr, bad))} (reserved)")
+    return name
+
+
+def step_name(kind: str, name: str, *, forbidden: str = "$") -> str:
+    """``<kind>$<name>``, validated."""
+    full = f"{kind}${validate_name(name, what=f'{kind} name', forbidden=forbidden)}"
+    if len(full) > STEP_NAME_MAX_LENGTH:
+        raise InvalidStepName(f"step name {full!r} is longer than {STEP_NAME_MAX_LENGTH} characters")
+    return full

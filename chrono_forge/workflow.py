@@ -1,0 +1,173 @@
+"""``DurableWorkflow``: the class users subclass, its enqueue API and its durable primitives.
+
+The pass lifecycle lives in :mod:`chrono_forge.executor`; each primitive lives in its own module under
+:mod:`chrono_forge.primitives`. The methods here are thin, typed entry points.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.db import IntegrityError, transaction
+
+from . import clock, conf, dispatch
+from .exceptions import NotExecutableError, WorkflowNotRetryableError
+from .models import Workflow
+from .primitives import durably_execute as _durably_execute
+from .retry import AnyRetryPolicy, RetryPolicy, coerce
+from .validation import validate_key, validate_kwargs, validate_options
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import Context
+    from .executor import Pass
+
+Method = str | Callable[..., Any]
+RetryPolicyLike = AnyRetryPolicy | Sequence[RetryPolicy] | None
+
+
+def resolve_workflow_class(job_class: str) -> type[DurableWorkflow]:
+    """Import ``job_class`` (a dotted path) and insist it is a DurableWorkflow subclass."""
+    if not isinstance(job_class, str) or "." not in job_class:
+        raise NotExecutableError(f"{job_class!r} is not a dotted path to a DurableWorkflow subclass")
+    parts = job_class.split(".")
+    target: Any = None
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for attribute in parts[split:]:
+                target = getattr(target, attribute)
+        except AttributeError:
+            target = None
+        break
+    if not (isinstance(target, type) and issubclass(target, DurableWorkflow) and target is not DurableWorkflow):
+        raise NotExecutableError(f"{job_class!r} does not name an importable DurableWorkflow subclass")
+    return target
+
+
+class DurableWorkflow:
+    """Subclass it and write ``perform(self, *, ...)`` with durable primitives.
+
+    A run is identified by ``(job_class, key)``; every pass replays ``perform`` from the top and each
+    primitive answers from its checkpoint when it already completed.
+    """
+
+    #: Class default retry policy for steps and for uncaught workflow-level errors (a list = composite).
+    retry_policy: ClassVar[RetryPolicyLike] = None
+
+    workflow: Workflow
+    key: str
+    context: Context
+    _pass: Pass
+
+    def perform(self, **kwargs: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must define perform(self, *, ...)")
+
+    # -- identity ------------------------------------------------------------------------------
+    @classmethod
+    def job_class(cls) -> str:
+        if "<locals>" in cls.__qualname__:
+            raise TypeError(
+                f"{cls.__qualname__} is defined inside a function; workflow classes must be importable "
+                "(define them at module level)"
+            )
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    @classmethod
+    def workflow_retry_policy(cls) -> AnyRetryPolicy:
+        return coerce(cls.retry_policy) or RetryPolicy.workflow_default()
+
+    # -- enqueue API ---------------------------------------------------------------------------
+    @classmethod
+    def perform_later(cls, key: str, *args: Any, options: dict[str, Any] | None = None,
+                      **kwargs: Any) -> Workflow:
+        """Create the workflow row if missing (an existing key keeps its kwargs) and enqueue a pass.
+
+        Inside ``transaction.atomic()`` the enqueue happens on commit.
+        """
+        row = cls._admit(key, args, kwargs, options)
+        dispatch.enqueue(row.job_class, row.key)
+        return row
+
+    @classmethod
+    def perform_now(cls, key: str, *args: Any, options: dict[str, Any] | None = None,
+                    **kwargs: Any) -> Workflow:
+        """Create the workflow row if missing and run one pass inline."""
+        row = cls._admit(key, args, kwargs, options)
+        return cls._execute(row.key) or row
+
+    @classmethod
+    def retry_now(cls, key: str, *args: Any, **kwargs: Any) -> Workflow:
+        """Retry a failed or stalled workflow with one pass inline."""
+        row = cls._retryable_row(key, args, kwargs)
+        return cls._execute(row.key, retry_workflow=True) or row
+
+    @classmethod
+    def retry_later(cls, key: str, *args: Any, **kwargs: Any) -> Workflow:
+        """Retry a failed or stalled workflow through the queue."""
+        row = cls._retryable_row(key, args, kwargs)
+        dispatch.enqueue(row.job_class, row.key, retry_workflow=True)
+        return row
+
+    # -- internals -------------------------------------------------------------------------------
+    @classmethod
+    def _admit(cls, key: Any, args: tuple, kwargs: dict[str, Any], options: Any) -> Workflow:
+        job_class = cls.job_class()
+        validate_key(key)
+        kwargs = validate_kwargs(args, kwargs)
+        options = validate_options(options)
+        existing = Workflow.objects.filter(job_class=job_class, key=key).first()
+        if existing is not None:
+            return existing
+        now = clock.now()
+        try:
+            with transaction.atomic(using=conf.database()):
+                return Workflow.objects.create(job_class=job_class, key=key, kwargs=kwargs, options=options,
+                                               created=now, modified=now)
+        except IntegrityError:  # created concurrently: the first one wins
+            return Workflow.objects.get(job_class=job_class, key=key)
+
+    @classmethod
+    def _retryable_row(cls, key: Any, args: tuple, kwargs: dict[str, Any]) -> Workflow:
+        validate_key(key)
+        validate_kwargs(args, kwargs)
+        if kwargs:
+            raise TypeError(f"retry takes only the workflow key; got {sorted(kwargs)}")
+        row = Workflow.objects.filter(job_class=cls.job_class(), key=key).first()
+        if row is None:
+            raise WorkflowNotRetryableError(f"{cls.job_class()}({key}) does not exist")
+        if not row.retryable:
+            raise WorkflowNotRetryableError(
+                f"{row} is {row.state}; only failed or stalled workflows can be retried"
+            )
+        return row
+
+    @classmethod
+    def _execute(cls, key: str, **internal: Any) -> Workflow | None:
+        from .executor import Pass
+
+        return Pass(cls, key, **internal).execute()
+
+    @classmethod
+    def _bind(cls, row: Workflow, run: Pass) -> DurableWorkflow:
+        instance = cls()
+        instance.workflow = row
+        instance.key = row.key
+        instance.context = run.context
+        instance._pass = run
+        return instance
+
+    def _before_completion(self) -> None:
+        """The completion gate: hooks that must pass before the workflow may complete."""
+
+    # -- primitives ----------------------------------------------------------------------------
+    def durably_execute(self, method: Method, *, retry_policy: RetryPolicyLike = None,
+                        name: str | None = None) -> Any:
+        """Run ``method`` once, durably: retried per ``retry_policy`` (else the class default, else
+        3 attempts); its JSON return value is stored and returned unchanged on replay."""
+        return _durably_execute.durably_execute(self, method, retry_policy=retry_policy, name=name)
