@@ -1,7 +1,7 @@
 """One pass of a workflow, top to bottom.
 
     acquire the lock  ->  run perform()  ->  completion gate  ->  complete
-                      \-> halt (continuation) / stall / workflow-level retry or fail
+                      `-> halt (continuation) / stall / workflow-level retry or fail
     finally: save the context and release the lock (one UPDATE), then publish the continuation.
 
 The lock is taken with ``select_for_update()`` inside a short transaction (on SQLite the database-wide

@@ -171,3 +171,62 @@ class DurableWorkflow:
         """Run ``method`` once, durably: retried per ``retry_policy`` (else the class default, else
         3 attempts); its JSON return value is stored and returned unchanged on replay."""
         return _durably_execute.durably_execute(self, method, retry_policy=retry_policy, name=name)
+
+    # The primitives below live in their own modules (imported on use to keep start-up light).
+    def wait(self, duration: timedelta | float, name: str) -> None:
+        """Durable sleep: the deadline is fixed at first execution; the pass halts until it passes."""
+        from .primitives.wait import wait
+
+        return wait(self, duration, name)
+
+    def wait_until(self, condition: Method, *, timeout: timedelta | float = timedelta(hours=1),
+                   check_interval: timedelta | float = timedelta(minutes=15),
+                   retry_policy: RetryPolicyLike = None, name: str | None = None) -> Any:
+        """Poll ``condition`` every ``check_interval`` (by continuation) until true or ``timeout``."""
+        from .primitives.wait_until import wait_until
+
+        return wait_until(self, condition, timeout=timeout, check_interval=check_interval,
+                          retry_policy=retry_policy, name=name)
+
+    def continue_if(self, condition: Method, *, name: str | None = None) -> bool:
+        """Event gate: park with nothing scheduled until ``condition`` is true on a later pass."""
+        from .primitives.continue_if import continue_if
+
+        return continue_if(self, condition, name=name)
+
+    def durably_repeat(self, method: Method, *, every: timedelta | float, till: Any,
+                       start_at: Any = None, retry_policy: RetryPolicyLike = None,
+                       timeout: timedelta | float = timedelta(hours=1), on_error: str = "continue",
+                       name: str | None = None) -> None:
+        """Run ``method`` every ``every`` until ``till`` is true."""
+        from .primitives.durably_repeat import durably_repeat
+
+        return durably_repeat(self, method, every=every, till=till, start_at=start_at,
+                              retry_policy=retry_policy, timeout=timeout, on_error=on_error, name=name)
+
+    def branch(self, name: str, dispatch: Callable[[], Any], *, automerge: bool = False) -> None:
+        """Fan out: ``dispatch`` spawns child workflows; the branch seals when it returns."""
+        from .primitives.branch import branch
+
+        return branch(self, name, dispatch, automerge=automerge)
+
+    def spawn(self, name: str, workflow_class: type[DurableWorkflow], **kwargs: Any) -> None:
+        """Inside a branch's dispatch: start one child workflow."""
+        from .primitives.branch import spawn
+
+        return spawn(self, name, workflow_class, **kwargs)
+
+    def spawn_each(self, name: str, source: Any, build: Callable[[Any], Any], *, of: int = 1000) -> None:
+        """Inside a branch's dispatch: one child per item of ``source`` (streamed, resumable)."""
+        from .primitives.branch import spawn_each
+
+        return spawn_each(self, name, source, build, of=of)
+
+    def merge_branches(self, *names: str, min_interval: timedelta | float = timedelta(seconds=5),
+                       max_interval: timedelta | float = timedelta(minutes=5)) -> None:
+        """Wait until every child of the named branches completed."""
+        from .primitives.merge import merge_branches
+
+        return merge_branches(self, *names, min_interval=min_interval, max_interval=max_interval)
+
+    merge_branch = merge_branches
