@@ -6,6 +6,7 @@ must (``save()`` would rewrite the JSON columns). Timestamps come from :mod:`chr
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ from model_utils.fields import StatusField
 from model_utils.models import TimeStampedModel
 
 from . import clock, conf
+
+logger = logging.getLogger("chrono_forge")
 
 if TYPE_CHECKING:  # pragma: no cover
     from .workflow import DurableWorkflow
@@ -45,6 +48,42 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         """Running rows whose lock is older than ``stale_after`` (default REAP_STALE_AFTER)."""
         cutoff = clock.now() - (stale_after if stale_after is not None else conf.reap_stale_after())
         return self.filter(state=Workflow.STATE.running, locked_at__isnull=False, locked_at__lt=cutoff)
+
+    def overdue(self, grace: timedelta | None = None):
+        """Idle rows whose scheduled continuation is past due by more than ``grace``."""
+        grace = conf.as_timedelta(grace if grace is not None else conf.get("RESUME_OVERDUE_GRACE"))
+        return self.filter(state=Workflow.STATE.idle, next_run_at__lt=clock.now() - grace)
+
+    def reap_stalled(self, stale_after: timedelta | None = None) -> int:
+        """Re-enqueue running rows whose lock is older than ``stale_after`` (default REAP_STALE_AFTER);
+        the pass steals the stale lock. A row that cannot be re-enqueued (its class is gone, ...) is
+        logged and skipped. Returns how many were re-enqueued."""
+        from .dispatch import enqueue
+
+        return self._requeue(self.stranded(stale_after), lambda row: enqueue(row.job_class, row.key))
+
+    def resume_overdue(self, grace: timedelta | None = None) -> int:
+        """Re-enqueue idle rows whose continuation is overdue (lost by the broker). The delivery carries
+        the row's token, so if the original continuation does arrive, only one of them runs."""
+        from .dispatch import enqueue
+        from .executor import token_for
+
+        return self._requeue(
+            self.overdue(grace),
+            lambda row: enqueue(row.job_class, row.key, run_at=row.next_run_at, token=token_for(row.next_run_at)),
+        )
+
+    def _requeue(self, queryset, enqueue_one) -> int:
+        count = 0
+        for row in queryset.only("id", "job_class", "key", "next_run_at").iterator(chunk_size=500):
+            try:
+                row.workflow_class()
+                enqueue_one(row)
+            except Exception:
+                logger.exception("chrono_forge: could not re-enqueue %s(%s); skipped", row.job_class, row.key)
+                continue
+            count += 1
+        return count
 
 
 class WorkflowManager(ChronoForgeManager.from_queryset(WorkflowQuerySet)):  # type: ignore[misc]
@@ -132,6 +171,16 @@ class Workflow(TimeStampedModel):
             raise NotExecutableError(f"{self}: only idle workflows can be resumed (state is {self.state})")
         self.workflow_class()  # refuse a class that no longer imports before enqueuing
         dispatch.enqueue(self.job_class, self.key)
+        return self
+
+    def force_unlock(self) -> Workflow:
+        """Clear the lock and set the row idle, whoever holds it. Nothing is scheduled afterwards and a
+        still-running pass may run steps twice: prefer ``reap_stalled``."""
+        now = clock.now()
+        Workflow.objects.filter(pk=self.pk, state=self.STATE.running).update(
+            locked_by=None, locked_at=None, state=self.STATE.idle, modified=now
+        )
+        self.refresh_from_db(fields=["locked_by", "locked_at", "state", "modified"])
         return self
 
 

@@ -32,12 +32,13 @@ def json_size(value: Any) -> int:
     return len(json_dumps(value).encode())
 
 
-def validate_key(key: Any) -> str:
+def validate_key(key: Any, *, child: bool = False) -> str:
+    """A workflow key: non-empty str <= 255 chars; ``$`` only in child keys chrono_forge builds."""
     if not isinstance(key, str):
         raise TypeError(f"workflow key must be a str, got {type(key).__name__} {key!r}")
     if not key:
         raise ValueError("workflow key must not be empty")
-    if "$" in key:
+    if "$" in key and not child:
         raise ValueError(f"workflow key {key!r} must not contain '$' (reserved step/child separator)")
     if len(key) > KEY_MAX_LENGTH:
         raise ValueError(f"workflow key is {len(key)} characters; the limit is {KEY_MAX_LENGTH}")

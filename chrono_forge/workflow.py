@@ -134,7 +134,7 @@ class DurableWorkflow:
 
     @classmethod
     def _retryable_row(cls, key: Any, args: tuple, kwargs: dict[str, Any]) -> Workflow:
-        validate_key(key)
+        validate_key(key, child=True)
         validate_kwargs(args, kwargs)
         if kwargs:
             raise TypeError(f"retry takes only the workflow key; got {sorted(kwargs)}")
