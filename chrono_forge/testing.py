@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from . import clock, dispatch
 from .conf import as_timedelta
@@ -49,7 +50,8 @@ class WorkflowEnv:
 
     @property
     def pending(self) -> list[PendingRun]:
-        """Pending continuations, each unpacking as ``(job_class, key, run_at)``, soonest first."""
+        """Pending calls, soonest first: workflow passes unpack as ``(job_class, key, run_at)``;
+        chrono_forge's own background tasks (merge pollers, bulk actions) have ``job_class`` None."""
         return self.dispatcher.pending()
 
     def drop_pending(self) -> int:
@@ -59,9 +61,7 @@ class WorkflowEnv:
         return dropped
 
     def _run(self, run: PendingRun) -> None:
-        from .tasks import run_workflow
-
-        run_workflow(run.job_class, run.key, **run.internal)
+        import_string(run.func)(*run.args, **run.kwargs)
 
     def run_due(self) -> int:
         """Run every continuation due at ``now`` (including ones they enqueue that are due); -> count."""

@@ -32,6 +32,11 @@ class Dispatcher(Protocol):
     def enqueue_many(self, runs: Iterable[tuple[str, str]]) -> None:
         """Run one pass of each ``(job_class, key)`` now, in bulk."""
 
+    def enqueue_call(self, func: str, *args: Any, run_at: datetime | None = None,
+                     cluster: str | None = None, **kwargs: Any) -> None:
+        """Call the function at dotted path ``func`` in a worker (chrono_forge's own background tasks:
+        merge pollers, bulk operator actions, maintenance). Arguments must be JSON-like literals."""
+
 
 _override: Dispatcher | None = None
 
@@ -60,6 +65,11 @@ def enqueue(job_class: str, key: str, *, run_at: datetime | None = None, **inter
 
 def enqueue_many(runs: Iterable[tuple[str, str]]) -> None:
     get_dispatcher().enqueue_many(runs)
+
+
+def enqueue_call(func: str, *args: Any, run_at: datetime | None = None, cluster: str | None = None,
+                 **kwargs: Any) -> None:
+    get_dispatcher().enqueue_call(func, *args, run_at=run_at, cluster=cluster, **kwargs)
 
 
 def in_user_transaction(using: str | None = None) -> bool:

@@ -102,25 +102,41 @@ class DjangoQDispatcher:
         if runs:
             self._on_commit(lambda: self._push_many(runs))
 
+    def enqueue_call(self, func: str, *args: Any, run_at: datetime | None = None,
+                     cluster: str | None = None, **kwargs: Any) -> None:
+        self._on_commit(lambda: self._push_call(func, args, kwargs, run_at, cluster))
+
     # -------------------------------------------------------------------------------------------
     def _push(self, job_class: str, key: str, run_at: datetime | None, internal: dict[str, Any]) -> None:
-        options = self.q_options(job_class, key)
+        self._send(TASK, (job_class, key), internal, run_at, self.cluster(),
+                   self.q_options(job_class, key), _schedule_name(job_class, key))
+
+    def _push_call(self, func: str, args: tuple, kwargs: dict[str, Any], run_at: datetime | None,
+                   cluster: str | None) -> None:
+        options: dict[str, Any] = {"ack_failure": True, "task_name": f"chrono_forge {func.rsplit('.', 1)[-1]}"}
+        if cluster:
+            options["cluster"] = cluster
+        self._send(func, args, kwargs, run_at, cluster, options, _schedule_name(func, repr(args)))
+
+    def _send(self, func: str, args: tuple, kwargs: dict[str, Any], run_at: datetime | None,
+              cluster: str | None, options: dict[str, Any], schedule_name: str) -> None:
         if run_at is None or run_at <= clock.now():
-            async_task(TASK, job_class, key, q_options=options, **internal)
-        elif self.uses_orm_broker():
-            options["broker"] = DelayedORM(run_at, list_key=self.cluster())
-            async_task(TASK, job_class, key, q_options=options, **internal)
+            async_task(func, *args, q_options=options, **kwargs)
+        elif isinstance(get_broker(cluster), ORM):
+            options["broker"] = DelayedORM(run_at, list_key=cluster)
+            async_task(func, *args, q_options=options, **kwargs)
         else:
+            # Other brokers have no delayed delivery: one ONCE schedule per target (~30 s precision).
             Schedule.objects.update_or_create(
-                name=_schedule_name(job_class, key),
+                name=schedule_name,
                 defaults={
-                    "func": TASK,
-                    "args": repr((job_class, key)),
-                    "kwargs": repr(internal),
+                    "func": func,
+                    "args": repr(tuple(args)),
+                    "kwargs": repr(kwargs),
                     "schedule_type": Schedule.ONCE,
                     "repeats": -1,
                     "next_run": run_at,
-                    "cluster": self.cluster(),
+                    "cluster": cluster,
                 },
             )
 

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from .. import clock, conf
-from . import in_user_transaction
+from . import TASK, in_user_transaction
 
 
 class _CommitMarker:
@@ -27,14 +27,33 @@ class _CommitMarker:
 
 @dataclass
 class PendingRun:
-    """A continuation waiting in the in-memory queue."""
+    """A call waiting in the in-memory queue: a workflow pass (``func == TASK``) or one of chrono_forge's
+    own background tasks."""
 
-    job_class: str
-    key: str
+    func: str
+    args: tuple
+    kwargs: dict[str, Any]
     run_at: datetime
-    internal: dict[str, Any] = field(default_factory=dict)
     seq: int = 0
+    cluster: str | None = None
     marker: _CommitMarker | None = field(default=None, repr=False)
+
+    @property
+    def is_workflow_pass(self) -> bool:
+        return self.func == TASK
+
+    @property
+    def job_class(self) -> str | None:
+        return self.args[0] if self.is_workflow_pass else None
+
+    @property
+    def key(self) -> str | None:
+        return self.args[1] if self.is_workflow_pass else None
+
+    @property
+    def internal(self) -> dict[str, Any]:
+        """chrono_forge's own arguments of a workflow pass (attempt, token, ...)."""
+        return self.kwargs
 
     def __iter__(self):  # unpacks as (job_class, key, run_at)
         return iter((self.job_class, self.key, self.run_at))
@@ -46,7 +65,11 @@ class InMemoryDispatcher:
         self._seq = itertools.count()
 
     def enqueue(self, job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any) -> None:
-        run = PendingRun(job_class, key, run_at or clock.now(), dict(internal), next(self._seq))
+        self.enqueue_call(TASK, job_class, key, run_at=run_at, **internal)
+
+    def enqueue_call(self, func: str, *args: Any, run_at: datetime | None = None,
+                     cluster: str | None = None, **kwargs: Any) -> None:
+        run = PendingRun(func, tuple(args), dict(kwargs), run_at or clock.now(), next(self._seq), cluster)
         if in_user_transaction():
             run.marker = _CommitMarker()
             transaction.on_commit(run.marker, using=conf.database())
