@@ -45,7 +45,7 @@ logger = logging.getLogger("chrono_forge")
 #: Columns the lock SELECT loads: everything a pass needs, nothing it does not.
 LOCK_COLUMNS = (
     "id", "job_class", "key", "kwargs", "options", "context", "state", "locked_by", "locked_at",
-    "started_at", "next_run_at", "parent_execution_log_id",
+    "started_at", "next_run_at", "wake_requested", "parent_execution_log_id",
 )
 
 COMPLETION_MARKER = "$workflow_completion$"
@@ -151,20 +151,25 @@ class Pass:
             if row.state not in Workflow.EXECUTABLE_STATES:
                 logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
                 return None
-            if row.locked_by and row.locked_at and row.locked_at > now - conf.max_duration():
-                raise ConcurrentExecutionError(
-                    f"{self.job_class}({self.key}) is locked by run {row.locked_by} since "
-                    f"{row.locked_at.isoformat()}; run {self.run_id} exits "
-                    f"(lock strategy: select_for_update, stale after {conf.max_duration()})"
-                )
-            first_pass = row.started_at is None
-            fields: dict[str, Any] = {"locked_by": self.run_id, "locked_at": now, "state": STATE.running,
-                                      "modified": now}
-            if first_pass:
-                fields["started_at"] = now
-            Workflow.objects.filter(pk=row.pk).update(**fields)
-            for name, value in fields.items():
-                setattr(row, name, value)
+            holder = row.locked_by if row.locked_at and row.locked_at > now - conf.max_duration() else None
+            if holder and self.token is None and not row.wake_requested:
+                # An external wake-up must not be lost: the holder publishes it when it releases.
+                Workflow.objects.filter(pk=row.pk).update(wake_requested=True)
+            if not holder:
+                first_pass = row.started_at is None
+                fields: dict[str, Any] = {"locked_by": self.run_id, "locked_at": now, "state": STATE.running,
+                                          "wake_requested": False, "modified": now}
+                if first_pass:
+                    fields["started_at"] = now
+                Workflow.objects.filter(pk=row.pk).update(**fields)
+                for name, value in fields.items():
+                    setattr(row, name, value)
+        if holder:
+            raise ConcurrentExecutionError(
+                f"{self.job_class}({self.key}) is locked by run {holder} since "
+                f"{row.locked_at.isoformat()}; run {self.run_id} exits "
+                f"(lock strategy: select_for_update, stale after {conf.max_duration()})"
+            )
         self.row = row
         self.context = Context(row.context)
         self.steps = StepLogs(row.pk, known_empty=first_pass)
@@ -188,6 +193,8 @@ class Pass:
         """Save the context (if changed) and release the lock in one UPDATE that verifies ownership.
 
         If saving the context fails, the lock is still released (without it) and the error propagates.
+        If an external wake-up arrived meanwhile (``wake_requested``), an idle workflow gets an
+        immediate continuation instead of waiting for its schedule or an event that already happened.
         """
         if self.released:
             return
@@ -198,7 +205,12 @@ class Pass:
         try:
             if self.context.dirty:
                 fields["context"] = self.context.to_dict()
-            updated = owned.update(**fields)
+            updated = owned.filter(wake_requested=False).update(**fields)
+            if not updated:
+                if state == STATE.idle:
+                    self.continuation = (now, {})
+                    fields["next_run_at"] = now
+                updated = owned.update(wake_requested=False, **fields)
         except Exception:
             fields.pop("context", None)
             owned.update(**fields)

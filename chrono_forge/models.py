@@ -112,6 +112,11 @@ class Workflow(TimeStampedModel):
     next_run_at = models.DateTimeField(
         null=True, blank=True, help_text="When the scheduled continuation is due (None: nothing scheduled)."
     )
+    wake_requested = models.BooleanField(
+        default=False,
+        help_text="An external wake-up (perform_later, resume) arrived while a pass held the lock; "
+        "that pass publishes an immediate continuation when it releases.",
+    )
     parent_execution_log = models.ForeignKey(
         "ExecutionLog",
         null=True,

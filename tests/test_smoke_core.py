@@ -44,3 +44,36 @@ def test_permanent(chrono_forge_env):
     wf = Workflow.objects.get()
     assert wf.state == "failed"
     assert ErrorLog.objects.count() == 10
+
+
+def test_wake_during_pass_is_not_lost(chrono_forge_env):
+    """A perform_later that arrives while a pass holds the lock is published when that pass releases."""
+    from chrono_forge import tasks
+
+    class Probe:
+        inner_done = False
+
+    wf = w.NoSteps.perform_later("wake")
+    chrono_forge_env.drop_pending()
+    original = w.NoSteps.perform
+
+    def perform(self):
+        if not Probe.inner_done:
+            Probe.inner_done = True
+            tasks.run_workflow(self.workflow.job_class, self.key)  # the concurrent wake: locked -> flagged
+            assert Workflow.objects.get(pk=self.workflow.pk).wake_requested is True
+            from chrono_forge.exceptions import HaltExecution
+            raise HaltExecution()  # park with nothing scheduled
+        original(self)
+
+    w.NoSteps.perform = perform
+    try:
+        tasks.run_workflow(wf.job_class, wf.key)
+        wf.refresh_from_db()
+        assert wf.state == "idle" and wf.wake_requested is False
+        assert len(chrono_forge_env.pending) == 1  # the wake was carried over, not dropped
+        chrono_forge_env.run_all()
+    finally:
+        w.NoSteps.perform = original
+    wf.refresh_from_db()
+    assert wf.state == "completed"

@@ -51,6 +51,7 @@ class Migration(migrations.Migration):
                 ('locked_at', models.DateTimeField(blank=True, null=True)),
                 ('started_at', models.DateTimeField(blank=True, null=True)),
                 ('completed_at', models.DateTimeField(blank=True, null=True)),
+                ('wake_requested', models.BooleanField(default=False, help_text='An external wake-up (perform_later, resume) arrived while a pass held the lock; that pass publishes an immediate continuation when it releases.')),
                 ('next_run_at', models.DateTimeField(blank=True, help_text='When the scheduled continuation is due (None: nothing scheduled).', null=True)),
                 ('parent_execution_log', models.ForeignKey(blank=True, help_text='The branch step that spawned this workflow.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='child_workflows', to='chrono_forge.executionlog')),
             ],
