@@ -99,13 +99,15 @@ class DurableWorkflow:
                     **kwargs: Any) -> Workflow:
         """Create the workflow row if missing and run one pass inline."""
         row = cls._admit(key, args, kwargs, options)
-        return cls._execute(row.key) or row
+        cls._execute(row.key)
+        return Workflow.objects.get(pk=row.pk)
 
     @classmethod
     def retry_now(cls, key: str, *args: Any, **kwargs: Any) -> Workflow:
         """Retry a failed or stalled workflow with one pass inline."""
         row = cls._retryable_row(key, args, kwargs)
-        return cls._execute(row.key, retry_workflow=True) or row
+        cls._execute(row.key, retry_workflow=True)
+        return Workflow.objects.get(pk=row.pk)
 
     @classmethod
     def retry_later(cls, key: str, *args: Any, **kwargs: Any) -> Workflow:
