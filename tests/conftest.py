@@ -166,4 +166,3 @@ def qcluster(transactional_db, tmp_path, request):
 
     for cluster in clusters:
         cluster.stop()
-

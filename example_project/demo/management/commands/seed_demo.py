@@ -21,7 +21,9 @@ class Command(BaseCommand):
         for demo in DEMOS:
             name = demo.workflow_class.__name__
             if demo.key in existing:
-                self.stdout.write(f"  {demo.key:<18} {name:<22} already there ({existing[demo.key]})")
+                self.stdout.write(
+                    f"  {demo.key:<18} {name:<22} already there ({existing[demo.key]})"
+                )
                 continue
             demo.workflow_class.perform_later(demo.key, **demo.kwargs)
             self.stdout.write(f"  {demo.key:<18} {name:<22} enqueued")
