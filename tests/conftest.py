@@ -22,14 +22,20 @@ _RUNNING = re.compile(r"Q Cluster \S+ \[[^\]]*\] running\.")
 
 
 def pytest_collection_modifyitems(config, items):
-    skip_pg = pytest.mark.skip(
-        reason="PostgreSQL only: run scripts/test, or set CHRONO_FORGE_TEST_DB=postgres"
-    )
+    """Mark qcluster tests `e2e`; deselect (never skip) tests that belong to the other database.
+
+    `postgres_only` tests run in scripts/test's PostgreSQL pass, `sqlite_only` ones in its SQLite pass;
+    deselected tests are reported as such, so no skip is ever counted.
+    """
+    other = "sqlite_only" if TEST_DB == "postgres" else "postgres_only"
+    kept, deselected = [], []
     for item in items:
         if "qcluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
-        if TEST_DB != "postgres" and "postgres_only" in item.keywords:
-            item.add_marker(skip_pg)
+        (deselected if other in item.keywords else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @pytest.hookimpl(wrapper=True)

@@ -33,9 +33,7 @@ def test_database_matches_requested_backend():
 
 
 @pytest.mark.django_db
-@pytest.mark.skipif(
-    os.environ.get("CHRONO_FORGE_TEST_DB", "sqlite") != "sqlite", reason="SQLite recipe only"
-)
+@pytest.mark.sqlite_only
 def test_sqlite_test_database_is_a_wal_file_with_immediate_transactions():
     # A qcluster subprocess must be able to open the test database, and writers must queue
     # (BEGIN IMMEDIATE) instead of failing with "database is locked".
