@@ -24,8 +24,9 @@ class ExecutionFailedError(ChronoForgeError):
         self.recorded = recorded
 
 
-class WaitConditionNotMet(ChronoForgeError):
-    """A ``wait_until`` condition was still false at its timeout."""
+class WaitConditionNotMet(ExecutionFailedError):
+    """A ``wait_until`` condition was still false at its timeout. Uncaught, it stalls the workflow like
+    any step that used up its budget; caught, the workflow goes on (and replays raise it again)."""
 
 
 class NotExecutableError(ChronoForgeError):

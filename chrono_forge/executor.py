@@ -35,7 +35,7 @@ from .exceptions import (
 )
 from .models import ExecutionLog, Workflow
 from .retry import RetryPolicy, coerce
-from .steps import COMPLETED, FAILED, PENDING, StepLogs
+from .steps import COMPLETED, FAILED, PENDING, REPETITION_LOG_PATTERN, StepLogs
 
 if TYPE_CHECKING:  # pragma: no cover
     from .workflow import DurableWorkflow
@@ -51,6 +51,10 @@ LOCK_COLUMNS = (
 COMPLETION_MARKER = "$workflow_completion$"
 FAILURE_MARKER = "$workflow_failure${}"
 RETRY_MARKER = "$workflow_retry${}"
+
+#: Step metadata that bounds one try and starts afresh on an operator retry: per-error retry counts,
+#: and a wait_until's deadline and outcome (a retried wait_until gets a fresh timeout).
+RESET_ON_RETRY = frozenset({"retry_counts", "timeout_at", "result"})
 
 #: Workflow-level retries of an unbounded class policy stop here (a safety guard).
 WORKFLOW_ATTEMPTS_GUARD = 10
@@ -183,8 +187,11 @@ class Pass:
             defaults={"state": COMPLETED, "attempts": 1, "started_at": now, "last_executed_at": now,
                       "completed_at": now, "created": now, "modified": now},
         )
-        for log in ExecutionLog.objects.filter(workflow_id=row.pk, state=FAILED).only("id", "metadata"):
-            metadata = {k: v for k, v in (log.metadata or {}).items() if k != "retry_counts"}
+        # Repetition logs are history (a durably_repeat retries its own failed tick), so they stay as they are.
+        failed = ExecutionLog.objects.filter(workflow_id=row.pk, state=FAILED).exclude(
+            step_name__regex=REPETITION_LOG_PATTERN)
+        for log in failed.only("id", "metadata"):
+            metadata = {k: v for k, v in (log.metadata or {}).items() if k not in RESET_ON_RETRY}
             ExecutionLog.objects.filter(pk=log.pk).update(state=PENDING, attempts=0, metadata=metadata,
                                                           modified=now)
         row.state, row.locked_by, row.locked_at = STATE.idle, None, None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import clock
+from . import clock, conf
 from .exceptions import InvalidStepArgument
 from .models import ExecutionLog
 
@@ -90,3 +91,23 @@ def resolve_method(workflow: DurableWorkflow, method: Any, *, kind: str) -> tupl
     raise InvalidStepArgument(
         f"{kind}: expected a method name or a bound method of this workflow, got {method!r}"
     )
+
+
+def callsite(kind: str, method: Any, name: str | None) -> str:
+    """How a bad-argument error names the step: ``<kind>$<name or method name>`` as best known."""
+    label = name if name is not None else method if isinstance(method, str) else getattr(method, "__name__", None)
+    return f"{kind}${label}" if isinstance(label, str) else kind
+
+
+def duration_arg(value: Any, *, where: str, what: str, positive: bool = False,
+                 non_negative: bool = False) -> timedelta:
+    """A duration argument (timedelta or seconds) of a primitive, or InvalidStepArgument naming the step."""
+    try:
+        delta = conf.as_timedelta(value)
+    except (TypeError, ValueError, OverflowError):  # not a duration, NaN, out of range
+        raise InvalidStepArgument(f"{where}: {what} must be a timedelta or a number of seconds, got {value!r}") from None
+    if positive and delta <= timedelta(0):
+        raise InvalidStepArgument(f"{where}: {what} must be greater than 0, got {value!r}")
+    if non_negative and delta < timedelta(0):
+        raise InvalidStepArgument(f"{where}: {what} must not be negative, got {value!r}")
+    return delta
