@@ -40,7 +40,8 @@ def test_false_condition_parks_with_nothing_scheduled(chrono_forge_env):
 
 @pytest.mark.parametrize("wake", ["perform_later", "resume"])
 def test_wake_up_after_the_event_completes_on_the_same_row(chrono_forge_env, wake):
-    # 58 / 60: perform_later(key) or Workflow.resume() -> checked exactly twice, the same log row completes.
+    # 58 / 60: perform_later(key) or Workflow.resume() -> checked exactly twice, the same log row
+    # completes.
     wf = ww.SimpleGate.perform_later("g")
     chrono_forge_env.run_all()
     row_id = log(wf, "continue_if$condition_met").pk
@@ -53,7 +54,9 @@ def test_wake_up_after_the_event_completes_on_the_same_row(chrono_forge_env, wak
     assert refresh(wf).state == "completed"
     assert ww.CALLS == {"condition_met": 2, "after_gate": 1}
     entries = ExecutionLog.objects.filter(workflow=wf, step_name__startswith="continue_if$")
-    assert [(e.pk, e.state, e.attempts, e.metadata["result"]) for e in entries] == [(row_id, "completed", 2, True)]
+    assert [(e.pk, e.state, e.attempts, e.metadata["result"]) for e in entries] == [
+        (row_id, "completed", 2, True)
+    ]
 
 
 def test_a_wake_up_while_still_closed_parks_again(chrono_forge_env):
@@ -78,7 +81,11 @@ def test_raising_condition_stalls_without_retry(chrono_forge_env):
     assert ww.CALLS == {"condition_met": 1}
     assert chrono_forge_env.pending == []
     error = ErrorLog.objects.get()
-    assert (error.error_class, error.step_name, error.attempt) == ("RuntimeError", "continue_if$condition_met", 1)
+    assert (error.error_class, error.step_name, error.attempt) == (
+        "RuntimeError",
+        "continue_if$condition_met",
+        1,
+    )
 
 
 def test_steps_around_the_gate_run_once_in_order(chrono_forge_env):
@@ -90,8 +97,12 @@ def test_steps_around_the_gate_run_once_in_order(chrono_forge_env):
     ww.Gate.perform_later("g")
     chrono_forge_env.run_all()
     assert ww.CALLS == {"step1": 1, "condition_met": 2, "step3": 1}
-    assert step_names(wf) == ["durably_execute$step1", "continue_if$condition_met",
-                              "durably_execute$step3", "$workflow_completion$"]
+    assert step_names(wf) == [
+        "durably_execute$step1",
+        "continue_if$condition_met",
+        "durably_execute$step3",
+        "$workflow_completion$",
+    ]
 
 
 def test_two_gates_in_sequence(chrono_forge_env):
@@ -119,7 +130,11 @@ def test_custom_name(chrono_forge_env):
     wf = ww.NamedGate.perform_later("g")
     chrono_forge_env.run_all()
     entry = log(wf, "continue_if$custom_step_name")
-    assert entry.metadata == {"condition": "condition_met", "name": "custom_step_name", "result": True}
+    assert entry.metadata == {
+        "condition": "condition_met",
+        "name": "custom_step_name",
+        "result": True,
+    }
 
 
 def test_first_evaluation_is_recorded_in_the_insert(chrono_forge_env):
@@ -138,7 +153,8 @@ def test_first_evaluation_is_recorded_in_the_insert(chrono_forge_env):
     with capture() as met:
         ww.SimpleGate.perform_later("g")
         chrono_forge_env.run_all()
-    # the met re-evaluation: one UPDATE (attempt + completion together), plus the completion marker INSERT
+    # the met re-evaluation: one UPDATE (attempt + completion together), plus the completion marker
+    # INSERT
     assert len(attempt_updates(met)) == 1 and len(statements(met, "UPDATE")) == 1
     assert refresh(wf).state == "completed"
 

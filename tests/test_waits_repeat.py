@@ -1,10 +1,12 @@
-"""behaviors.md §8: durably_repeat, catch-up and fast-forward (and §22 236 for its first repetition)."""
+"""behaviors.md §8: durably_repeat, catch-up and fast-forward (and §22 236 for its first
+repetition).
+"""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
+from chrono_forge.models import ErrorLog, ExecutionLog
 from chrono_forge.primitives.durably_repeat import fast_forward
 from chrono_forge.steps import StepLogs
 from tests import workflows_waits as ww
@@ -19,17 +21,26 @@ def _reset():
 
 
 def repetitions(wf, step="durably_repeat$tick"):
-    return list(ExecutionLog.objects.filter(workflow=wf, step_name__startswith=f"{step}$").order_by("id"))
+    return list(
+        ExecutionLog.objects.filter(workflow=wf, step_name__startswith=f"{step}$").order_by("id")
+    )
 
 
 def summaries(wf):
-    return [r for r in ExecutionLog.objects.filter(workflow=wf) if "fast_forwarded" in (r.metadata or {})]
+    return [
+        r
+        for r in ExecutionLog.objects.filter(workflow=wf)
+        if "fast_forwarded" in (r.metadata or {})
+    ]
 
 
 def timed_out_ticks(wf):
     """Per-tick timeout rows: a repetition failed with TimeoutError that is not a summary row."""
-    return [r for r in ExecutionLog.objects.filter(workflow=wf, error_class="TimeoutError")
-            if "fast_forwarded" not in r.metadata]
+    return [
+        r
+        for r in ExecutionLog.objects.filter(workflow=wf, error_class="TimeoutError")
+        if "fast_forwarded" not in r.metadata
+    ]
 
 
 def iso(moment):
@@ -50,22 +61,35 @@ def test_coordination_and_repetition_logs(chrono_forge_env):
     coordination = log(wf, "durably_repeat$tick")
     reps = repetitions(wf)
     ticks = [start + timedelta(seconds=2 * n) for n in range(3)]
-    assert [r.step_name for r in reps] == [f"durably_repeat$tick${int(t.timestamp())}" for t in ticks]
+    assert [r.step_name for r in reps] == [
+        f"durably_repeat$tick${int(t.timestamp())}" for t in ticks
+    ]
     assert [r.metadata for r in reps] == [
-        {"scheduled_for": iso(t), "timeout_at": iso(t + timedelta(hours=1)), "parent_id": coordination.pk}
+        {
+            "scheduled_for": iso(t),
+            "timeout_at": iso(t + timedelta(hours=1)),
+            "parent_id": coordination.pk,
+        }
         for t in ticks
     ]
     assert all(r.state == "completed" and r.attempts == 1 for r in reps)
     assert coordination.state == "completed"
     assert coordination.metadata == {
-        "method": "tick", "every": 2.0, "till": "enough", "timeout": 3600.0, "on_error": "continue",
-        "start_at": iso(start), "last_execution_at": iso(ticks[-1]), "next_execution_at": None,
+        "method": "tick",
+        "every": 2.0,
+        "till": "enough",
+        "timeout": 3600.0,
+        "on_error": "continue",
+        "start_at": iso(start),
+        "last_execution_at": iso(ticks[-1]),
+        "next_execution_at": None,
     }
     wf = refresh(wf)
     assert wf.state == "completed" and wf.context["runs"] == 3 and wf.next_run_at is None
     assert chrono_forge_env.pending == []
     assert ww.CALLS["after"] == 1
-    # till is checked right after each tick: the workflow went on at the third tick, not one interval later
+    # till is checked right after each tick: the workflow went on at the third tick, not one
+    # interval later
     assert wf.completed_at == ticks[-1]
 
 
@@ -110,8 +134,9 @@ def test_till_as_callable_of_the_context_or_bound_method(chrono_forge_env, till)
     chrono_forge_env.run_all()
     wf = refresh(wf)
     assert wf.state == "completed" and wf.context["runs"] == 5
-    assert log(wf, "durably_repeat$tick").metadata["till"] == ("enough" if till == "bound" else
-                                                             "Repeater.perform.<locals>.<lambda>")
+    assert log(wf, "durably_repeat$tick").metadata["till"] == (
+        "enough" if till == "bound" else "Repeater.perform.<locals>.<lambda>"
+    )
 
 
 def test_till_already_true_completes_without_running(chrono_forge_env):
@@ -121,18 +146,21 @@ def test_till_already_true_completes_without_running(chrono_forge_env):
     assert log(wf, "durably_repeat$tick").state == "completed" and repetitions(wf) == []
 
 
-# --- 72-74: start_at and the window ----------------------------------------------------------------
+# --- 72-74: start_at and the window ---------------------------------------------------------------
 
 
 def test_future_start_at(chrono_forge_env):
-    # 72: nothing before start_at (and no early repetition row); then the first tick is start_at itself.
+    # 72: nothing before start_at (and no early repetition row); then the first tick is start_at
+    # itself.
     start = chrono_forge_env.now
     wf = ww.Repeater.perform_later("r", every=2, limit=2, start_offset=3)
     chrono_forge_env.run_due()
     assert ww.TICKS == [] and repetitions(wf) == []
     assert refresh(wf).next_run_at == start + timedelta(seconds=3)
     chrono_forge_env.advance(timedelta(seconds=2))
-    ww.Repeater.perform_later("r")  # an early wake-up: the replay computes another start_at, ignored
+    ww.Repeater.perform_later(
+        "r"
+    )  # an early wake-up: the replay computes another start_at, ignored
     chrono_forge_env.run_due()
     assert ww.TICKS == []
     chrono_forge_env.run_all()
@@ -159,7 +187,7 @@ def test_every_second_over_three_seconds_runs_a_bounded_number_of_times(chrono_f
     assert refresh(wf).state == "completed"
 
 
-# --- 75-77: errors ---------------------------------------------------------------------------------
+# --- 75-77: errors --------------------------------------------------------------------------------
 
 
 def test_on_error_continue_retries_a_tick_and_the_schedule_goes_on(chrono_forge_env):
@@ -170,7 +198,9 @@ def test_on_error_continue_retries_a_tick_and_the_schedule_goes_on(chrono_forge_
     errors = list(ErrorLog.objects.order_by("id"))
     assert [e.error_message for e in errors] == ["Simulated failure"] * 2
     first = repetitions(wf, "durably_repeat$flaky")[0]
-    assert [e.step_name for e in errors] == [first.step_name] * 2 and [e.attempt for e in errors] == [1, 2]
+    assert [e.step_name for e in errors] == [first.step_name] * 2 and [
+        e.attempt for e in errors
+    ] == [1, 2]
     assert (first.state, first.attempts) == ("completed", 3)
     assert ww.TICKS == [start, start + timedelta(seconds=60)]
     assert refresh(wf).state == "completed"
@@ -203,7 +233,9 @@ def test_on_error_fail_workflow_stalls(chrono_forge_env):
 
 def test_operator_retry_reruns_the_failed_tick_with_a_fresh_budget(chrono_forge_env, monkeypatch):
     start = chrono_forge_env.now
-    wf = ww.Repeater.perform_later("r", method="always_fails", every=60, on_error="fail_workflow", limit=1)
+    wf = ww.Repeater.perform_later(
+        "r", method="always_fails", every=60, on_error="fail_workflow", limit=1
+    )
     chrono_forge_env.run_all()
     monkeypatch.setattr(ww.Repeater, "always_fails", lambda self: self.count())
     ww.Repeater.retry_now("r")
@@ -221,7 +253,9 @@ def test_a_caught_fail_workflow_error_replays_without_running_again(chrono_forge
     wf = refresh(wf)
     assert wf.state == "completed"
     assert ww.CALLS["always_fails"] == 1
-    assert wf.context["caught"] == 2  # the first pass and the replay after wait(5) both took the except branch
+    assert (
+        wf.context["caught"] == 2
+    )  # the first pass and the replay after wait(5) both took the except branch
 
 
 def test_per_call_retry_budget_is_honoured(chrono_forge_env):
@@ -236,7 +270,8 @@ def test_per_call_retry_budget_is_honoured(chrono_forge_env):
 
 
 def test_a_tick_retried_past_its_timeout_fails_as_timed_out(chrono_forge_env):
-    # The retry comes after the tick's window closed (the workers were down): one per-tick timeout row,
+    # The retry comes after the tick's window closed (the workers were down): one per-tick timeout
+    # row,
     # no summary (no tick was skipped unseen), and the schedule goes on.
     ww.FLAGS["failures"] = 1
     start = chrono_forge_env.now
@@ -246,7 +281,9 @@ def test_a_tick_retried_past_its_timeout_fails_as_timed_out(chrono_forge_env):
     chrono_forge_env.run_all()
     reps = repetitions(wf, "durably_repeat$flaky")
     assert [(r.state, r.error_class, r.metadata["scheduled_for"]) for r in reps] == [
-        ("failed", "TimeoutError", iso(start)), ("completed", "", iso(start + timedelta(seconds=60)))]
+        ("failed", "TimeoutError", iso(start)),
+        ("completed", "", iso(start + timedelta(seconds=60))),
+    ]
     assert summaries(wf) == []
     assert ww.TICKS == [start + timedelta(seconds=60)]
     assert refresh(wf).state == "completed"
@@ -302,26 +339,31 @@ def test_dormant_start_skips_missed_ticks_in_one_summary_row(chrono_forge_env):
     assert timed_out_ticks(wf) == []
     (summary,) = summaries(wf)
     assert summary.metadata == {
-        "scheduled_for": iso(start - timedelta(seconds=60)), "parent_id": log(wf, "durably_repeat$tick").pk,
-        "fast_forwarded": 59, "skipped_from": iso(start - timedelta(seconds=60)),
+        "scheduled_for": iso(start - timedelta(seconds=60)),
+        "parent_id": log(wf, "durably_repeat$tick").pk,
+        "fast_forwarded": 59,
+        "skipped_from": iso(start - timedelta(seconds=60)),
         "skipped_to": iso(start - timedelta(seconds=2)),
     }
     assert (summary.state, summary.error_class) == ("failed", "TimeoutError")
-    assert summary.step_name == f"durably_repeat$tick${int((start - timedelta(seconds=60)).timestamp())}"
+    assert (
+        summary.step_name
+        == f"durably_repeat$tick${int((start - timedelta(seconds=60)).timestamp())}"
+    )
     assert ww.TICKS[0] == start - timedelta(seconds=1)  # on the grid, inside its 1 s window
     assert refresh(wf).state == "completed"
 
 
 def test_fast_forward_unit_future_tick_unchanged():
     # 82
-    now = datetime(2026, 5, 15, tzinfo=timezone.utc)
+    now = datetime(2026, 5, 15, tzinfo=UTC)
     due = now + timedelta(seconds=30)
     assert fast_forward(due, timedelta(seconds=1), now - timedelta(seconds=1)) == (due, 0)
 
 
 def test_fast_forward_unit_closed_form_stays_on_the_grid():
     # 83
-    now = datetime(2026, 5, 15, 8, 0, 0, 250000, tzinfo=timezone.utc)
+    now = datetime(2026, 5, 15, 8, 0, 0, 250000, tzinfo=UTC)
     every, timeout = timedelta(seconds=1), timedelta(seconds=1)
     due = now - timedelta(seconds=60)
     cutoff = now - timeout
@@ -334,35 +376,45 @@ def test_fast_forward_unit_closed_form_stays_on_the_grid():
 
 
 def test_fast_forward_integration_coordination_and_single_summary(chrono_forge_env):
-    # 83: coordination last_execution_at == result - every; exactly 1 row matches durably_repeat$x$%.
+    # 83: coordination last_execution_at == result - every; exactly 1 row matches
+    # durably_repeat$x$%.
     start = chrono_forge_env.now
     wf = ww.Repeater.perform_later("r", every=1, timeout=1, limit=1, start_offset=-60, name="x")
     chrono_forge_env.run_all()
     ran = ww.TICKS[0]
     coordination = log(wf, "durably_repeat$x")
-    assert ran >= start - timedelta(seconds=1) and ran - timedelta(seconds=1) < start - timedelta(seconds=1)
+    assert ran >= start - timedelta(seconds=1) and ran - timedelta(seconds=1) < start - timedelta(
+        seconds=1
+    )
     (summary,) = [r for r in repetitions(wf, "durably_repeat$x") if r.error_class == "TimeoutError"]
     assert summary.metadata["fast_forwarded"] >= 1
     assert summary.metadata["skipped_to"] == iso(ran - timedelta(seconds=1))
-    assert coordination.metadata["last_execution_at"] == iso(ran)  # then the tick itself ran and completed
+    assert coordination.metadata["last_execution_at"] == iso(
+        ran
+    )  # then the tick itself ran and completed
     assert len(repetitions(wf, "durably_repeat$x")) == 2  # the summary and the tick that ran
 
 
 def test_daily_grid(chrono_forge_env):
     # 85: now 2026-03-20 12:00, from Mar 1 12:00, every day, timeout 1 day -> Mar 19 12:00.
-    now = datetime(2026, 3, 20, 12, 0, tzinfo=timezone.utc)
-    assert fast_forward(datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc), timedelta(days=1),
-                        now - timedelta(days=1)) == (datetime(2026, 3, 19, 12, 0, tzinfo=timezone.utc), 18)
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+    assert fast_forward(
+        datetime(2026, 3, 1, 12, 0, tzinfo=UTC), timedelta(days=1), now - timedelta(days=1)
+    ) == (datetime(2026, 3, 19, 12, 0, tzinfo=UTC), 18)
     chrono_forge_env.travel_to(now)
-    wf = ww.Repeater.perform_later("r", every=86400, timeout=86400, limit=1, start_offset=-19 * 86400)
+    wf = ww.Repeater.perform_later(
+        "r", every=86400, timeout=86400, limit=1, start_offset=-19 * 86400
+    )
     chrono_forge_env.run_all()
-    assert ww.TICKS == [datetime(2026, 3, 19, 12, 0, tzinfo=timezone.utc)]
+    assert ww.TICKS == [datetime(2026, 3, 19, 12, 0, tzinfo=UTC)]
     assert summaries(wf)[0].metadata["fast_forwarded"] == 18
 
 
 def test_pruned_repetitions_are_never_re_executed(chrono_forge_env):
-    # 86: run 6 ticks every 1 s; after 2, delete every repetition behind the frontier (what a prune with
-    # a 0 s window removes); the run still gives 6 unique ticks and the executed prefix is unchanged.
+    # 86: run 6 ticks every 1 s; after 2, delete every repetition behind the frontier (what a prune
+    # with
+    # a 0 s window removes); the run still gives 6 unique ticks and the executed prefix is
+    # unchanged.
     start = chrono_forge_env.now
     wf = ww.Repeater.perform_later("r", every=1, limit=6)
     chrono_forge_env.run_due()
@@ -370,8 +422,11 @@ def test_pruned_repetitions_are_never_re_executed(chrono_forge_env):
     chrono_forge_env.run_due()
     prefix = list(ww.TICKS)
     frontier = datetime.fromisoformat(log(wf, "durably_repeat$tick").metadata["last_execution_at"])
-    prunable = [r.pk for r in repetitions(wf) if r.state == "completed"
-                and datetime.fromisoformat(r.metadata["scheduled_for"]) < frontier]
+    prunable = [
+        r.pk
+        for r in repetitions(wf)
+        if r.state == "completed" and datetime.fromisoformat(r.metadata["scheduled_for"]) < frontier
+    ]
     assert len(prunable) >= 1
     ExecutionLog.objects.filter(pk__in=prunable).delete()
     assert ExecutionLog.objects.filter(workflow=wf, step_name="durably_repeat$tick").exists()
@@ -388,22 +443,32 @@ def test_one_year_dormancy_fast_forwards_in_one_pass_with_bounded_queries(chrono
     counts = {}
     for dormancy in (timedelta(minutes=1), timedelta(days=365)):
         # off the grid by half a second, so the tick after the one that runs is not due yet
-        chrono_forge_env.travel_to(start + timedelta(seconds=60.5) + (dormancy if dormancy.days else timedelta(0)))
+        chrono_forge_env.travel_to(
+            start + timedelta(seconds=60.5) + (dormancy if dormancy.days else timedelta(0))
+        )
         with capture() as queries:
-            assert chrono_forge_env.run_due() == 1  # one pass: skip, then run the first tick in its window
+            assert (
+                chrono_forge_env.run_due() == 1
+            )  # one pass: skip, then run the first tick in its window
         counts[dormancy] = len(data_statements(queries))
     assert counts[timedelta(minutes=1)] == counts[timedelta(days=365)]
     assert counts[timedelta(days=365)] == PINNED_DORMANCY_QUERIES
     minute, year = summaries(wf)
     assert minute.metadata["fast_forwarded"] == 59
     assert year.metadata["fast_forwarded"] == 365 * 86400 - 1
-    assert ww.TICKS == [start, start + timedelta(seconds=60), start + timedelta(days=365, seconds=60)]
+    assert ww.TICKS == [
+        start,
+        start + timedelta(seconds=60),
+        start + timedelta(days=365, seconds=60),
+    ]
     wf = refresh(wf)
     assert wf.context["runs"] == 3 and wf.next_run_at == start + timedelta(days=365, seconds=61)
 
 
-# lock (SELECT FOR UPDATE + UPDATE) · bulk log read · repetition SELECT · summary INSERT + coordination
-# UPDATE (one transaction) · tick INSERT · tick UPDATE · coordination UPDATE · release (context + lock UPDATE)
+# lock (SELECT FOR UPDATE + UPDATE) · bulk log read · repetition SELECT · summary INSERT +
+# coordination
+# UPDATE (one transaction) · tick INSERT · tick UPDATE · coordination UPDATE · release (context +
+# lock UPDATE)
 PINNED_DORMANCY_QUERIES = 10
 
 
@@ -431,7 +496,9 @@ def test_repetition_logs_stay_out_of_the_bulk_read(chrono_forge_env):
     chrono_forge_env.run_all()
     names = StepLogs(wf.pk).names()
     assert "durably_repeat$tick" in names
-    assert len(repetitions(wf)) == 3 and not [n for n in names if n.startswith("durably_repeat$tick$")]
+    assert len(repetitions(wf)) == 3 and not [
+        n for n in names if n.startswith("durably_repeat$tick$")
+    ]
 
 
 def test_next_run_at_tracks_the_next_tick_and_retries(chrono_forge_env):

@@ -18,7 +18,8 @@ def _reset():
 
 
 def test_first_pass_records_the_deadline_and_halts_until_it(chrono_forge_env):
-    # 46: log wait$<name>, metadata.wait_until = first run + duration, persisted pending before halting.
+    # 46: log wait$<name>, metadata.wait_until = first run + duration, persisted pending before
+    # halting.
     start = chrono_forge_env.now
     wf = ww.WaitThenStep.perform_later("w", seconds=3600)
     with capture() as queries:
@@ -31,12 +32,15 @@ def test_first_pass_records_the_deadline_and_halts_until_it(chrono_forge_env):
     assert len(statements(queries, "INSERT")) == 1 and attempt_updates(queries) == []
     wf = refresh(wf)
     assert wf.state == "idle" and wf.next_run_at == start + timedelta(hours=1)
-    assert [(run.key, run.run_at) for run in chrono_forge_env.pending] == [("w", start + timedelta(hours=1))]
+    assert [(run.key, run.run_at) for run in chrono_forge_env.pending] == [
+        ("w", start + timedelta(hours=1))
+    ]
     assert ww.CALLS.get("WaitThenStep.after") is None
 
 
 def test_early_pass_bumps_attempts_and_reschedules_for_the_time_remaining(chrono_forge_env):
-    # 46 (port: reschedule at wait_until, not the full duration again) and 47 (the deadline never moves).
+    # 46 (port: reschedule at wait_until, not the full duration again) and 47 (the deadline never
+    # moves).
     start = chrono_forge_env.now
     wf = ww.WaitThenStep.perform_later("w", seconds=3600)
     chrono_forge_env.run_due()
@@ -74,7 +78,10 @@ def test_replays_never_extend_the_deadline(chrono_forge_env):
         chrono_forge_env.advance(timedelta(minutes=1))
         ww.WaitThenStep.perform_later("w")
         chrono_forge_env.run_due()
-    assert log(wf, "wait$cool_down").metadata["wait_until"] == (start + timedelta(minutes=10)).isoformat()
+    assert (
+        log(wf, "wait$cool_down").metadata["wait_until"]
+        == (start + timedelta(minutes=10)).isoformat()
+    )
     chrono_forge_env.run_all()
     assert refresh(wf).state == "completed"
     assert refresh(wf).completed_at == start + timedelta(minutes=10)
@@ -108,7 +115,9 @@ def test_dollar_in_name_raises_invalid_step_name_and_is_not_retried(chrono_forge
     assert wf.state == "stalled"
     assert wf.execution_logs.count() == 0
     assert chrono_forge_env.pending == []
-    assert list(ErrorLog.objects.values_list("error_class", flat=True)) == ["chrono_forge.exceptions.InvalidStepName"]
+    assert list(ErrorLog.objects.values_list("error_class", flat=True)) == [
+        "chrono_forge.exceptions.InvalidStepName"
+    ]
 
 
 @pytest.mark.parametrize("duration", [-1, timedelta(seconds=-5), "10", True, None, float("nan")])

@@ -28,7 +28,8 @@ def test_condition_error_without_policy_stalls_with_one_attempt(chrono_forge_env
     assert refresh(wf).state == "stalled"
     assert ww.CALLS["explodes"] == 1
     assert list(ErrorLog.objects.values_list("error_class", "step_name", "attempt")) == [
-        ("ValueError", "wait_until$explodes", 1)]
+        ("ValueError", "wait_until$explodes", 1)
+    ]
     assert chrono_forge_env.pending == []
 
 
@@ -84,8 +85,11 @@ def test_metadata_stores_timeout_and_interval_and_result(chrono_forge_env):
     chrono_forge_env.run_due()
     entry = log(wf, "wait_until$ready")
     assert entry.state == "pending" and entry.attempts == 1
-    assert entry.metadata == {"condition": "ready", "timeout_at": (start + timedelta(seconds=60)).isoformat(),
-                              "check_interval": 10.0}
+    assert entry.metadata == {
+        "condition": "ready",
+        "timeout_at": (start + timedelta(seconds=60)).isoformat(),
+        "check_interval": 10.0,
+    }
     ww.FLAGS["ready"] = True
     chrono_forge_env.run_all()
     entry = log(wf, "wait_until$ready")
@@ -95,7 +99,9 @@ def test_metadata_stores_timeout_and_interval_and_result(chrono_forge_env):
     assert refresh(wf).context["result"] is True
 
 
-def test_replay_of_a_completed_wait_returns_the_stored_result_without_calling_the_condition(chrono_forge_env):
+def test_replay_of_a_completed_wait_returns_the_stored_result_without_calling_the_condition(
+    chrono_forge_env,
+):
     # 53: the workflow parks after the wait (on a closed gate below it) and is replayed.
     ww.FLAGS["ready"] = True
     wf = ww.WaitUntil.perform_later("w", cond="ready", then=False)
@@ -121,7 +127,8 @@ def test_class_default_policy_is_not_inherited(chrono_forge_env):
 
 
 def test_each_unmet_poll_reschedules_after_check_interval_with_wait_condition(chrono_forge_env):
-    # 55: every not-yet-met poll halts with a continuation due check_interval later, carrying wait_condition.
+    # 55: every not-yet-met poll halts with a continuation due check_interval later, carrying
+    # wait_condition.
     start = chrono_forge_env.now
     wf = ww.WaitUntil.perform_later("w", cond="ready_third_time", timeout=60, interval=10)
     seen = []
@@ -131,7 +138,10 @@ def test_each_unmet_poll_reschedules_after_check_interval_with_wait_condition(ch
         seen.append((run.key, run.run_at - start, run.internal["wait_condition"]))
         assert refresh(wf).next_run_at == run.run_at
         chrono_forge_env.travel_to(run.run_at)
-    assert seen == [("w", timedelta(seconds=10), "ready_third_time"), ("w", timedelta(seconds=20), "ready_third_time")]
+    assert seen == [
+        ("w", timedelta(seconds=10), "ready_third_time"),
+        ("w", timedelta(seconds=20), "ready_third_time"),
+    ]
     chrono_forge_env.run_due()
     assert refresh(wf).state == "completed"
     assert log(wf, "wait_until$ready_third_time").attempts == 3
@@ -160,13 +170,17 @@ def test_operator_retry_of_a_timed_out_wait_gets_a_fresh_timeout(chrono_forge_en
     ww.WaitUntil.retry_now("w")
     entry = log(wf, "wait_until$ready")
     assert entry.state == "pending" and entry.attempts == 1  # a fresh budget
-    assert datetime.fromisoformat(entry.metadata["timeout_at"]) == retried_at + timedelta(seconds=30)
+    assert datetime.fromisoformat(entry.metadata["timeout_at"]) == retried_at + timedelta(
+        seconds=30
+    )
     assert "result" not in entry.metadata
     ww.FLAGS["ready"] = True
     chrono_forge_env.run_all()
     assert refresh(wf).state == "completed"
     assert chrono_forge_env.now == retried_at + timedelta(seconds=10)
-    assert datetime.fromisoformat(log(wf, "wait_until$ready").metadata["timeout_at"]) > start + timedelta(hours=2)
+    assert datetime.fromisoformat(
+        log(wf, "wait_until$ready").metadata["timeout_at"]
+    ) > start + timedelta(hours=2)
 
 
 def test_a_caught_timeout_lets_the_workflow_go_on_and_replays_the_same_branch(chrono_forge_env):

@@ -36,12 +36,17 @@ TRANSACTION_CONTROL = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK", "BEGIN", "C
 
 def data_statements(queries) -> list[str]:
     """Every statement except transaction control (savepoints differ between test wrappers)."""
-    return [q["sql"] for q in queries.captured_queries
-            if not q["sql"].lstrip().upper().startswith(TRANSACTION_CONTROL)]
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if not q["sql"].lstrip().upper().startswith(TRANSACTION_CONTROL)
+    ]
 
 
 def attempt_updates(queries) -> list[str]:
-    """UPDATEs on execution logs that write ``attempts`` (an INSERT-recorded first attempt has none)."""
+    """UPDATEs on execution logs that write ``attempts`` (an INSERT-recorded first attempt has
+    none).
+    """
     return [sql for sql in statements(queries, "UPDATE") if '"attempts"' in sql.split(" WHERE ")[0]]
 
 

@@ -1,7 +1,7 @@
 """Workflow classes for the wait / wait_until / continue_if / durably_repeat tests.
 
-Module level so their job_class imports. Calls are counted in ``CALLS`` and switches live in ``FLAGS``;
-both are reset by an autouse fixture in each test module.
+Module level so their job_class imports. Calls are counted in ``CALLS`` and switches live in
+``FLAGS``; both are reset by an autouse fixture in each test module.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class KitchenSink(DurableWorkflow):
         self.context["completed_at"] = clock.now().isoformat()
 
 
-# --- §5 wait ---------------------------------------------------------------------------------------
+# --- §5 wait --------------------------------------------------------------------------------------
 
 
 class WaitThenStep(DurableWorkflow):
@@ -86,24 +86,32 @@ class TwoWaits(DurableWorkflow):
 
 
 class BadWait(DurableWorkflow):
-    """Arguments come from ``FLAGS["args"]`` so tests can pass non-JSON values (timedelta, NaN, ...)."""
+    """Arguments come from ``FLAGS["args"]`` so tests can pass non-JSON values (timedelta, NaN,
+    ...).
+    """
 
     def perform(self):
         args = {"duration": 1, "name": "ok", **FLAGS.get("args", {})}
         self.wait(args["duration"], args["name"])
 
 
-# --- §6 wait_until ---------------------------------------------------------------------------------
+# --- §6 wait_until --------------------------------------------------------------------------------
 
 
 class WaitUntil(DurableWorkflow):
-    """``cond`` names one of the conditions below; ``policy`` (max_attempts, retry TransientError only)."""
+    """``cond`` names one of the conditions below; ``policy`` (max_attempts, retry TransientError
+    only).
+    """
 
     def perform(self, *, cond="ready", timeout=60, interval=10, policy=None, name=None, then=True):
         retry = None
         if policy is not None:
-            retry = RetryPolicy(max_attempts=policy, base=0, cap=0, jitter=False, retry_on=[TransientError])
-        result = self.wait_until(cond, timeout=timeout, check_interval=interval, retry_policy=retry, name=name)
+            retry = RetryPolicy(
+                max_attempts=policy, base=0, cap=0, jitter=False, retry_on=[TransientError]
+            )
+        result = self.wait_until(
+            cond, timeout=timeout, check_interval=interval, retry_policy=retry, name=name
+        )
         self.context["result"] = result
         if then:
             self.durably_execute("after")
@@ -165,7 +173,7 @@ class WaitUntilCatches(DurableWorkflow):
         called("done")
 
 
-# --- §7 continue_if --------------------------------------------------------------------------------
+# --- §7 continue_if -------------------------------------------------------------------------------
 
 
 class Gate(DurableWorkflow):
@@ -259,11 +267,26 @@ class ManyStepsGate(DurableWorkflow):
 
 
 class Repeater(DurableWorkflow):
-    """One configurable durably_repeat followed by a step. ``runs`` counts executions in the context."""
+    """One configurable durably_repeat followed by a step. ``runs`` counts executions in the
+    context.
+    """
 
-    def perform(self, *, method="tick", every=2, limit=3, timeout=3600, start_offset=None,
-                on_error="continue", name=None, policy=None, till="enough"):
-        start_at = clock.now() + timedelta(seconds=start_offset) if start_offset is not None else None
+    def perform(
+        self,
+        *,
+        method="tick",
+        every=2,
+        limit=3,
+        timeout=3600,
+        start_offset=None,
+        on_error="continue",
+        name=None,
+        policy=None,
+        till="enough",
+    ):
+        start_at = (
+            clock.now() + timedelta(seconds=start_offset) if start_offset is not None else None
+        )
         retry = RetryPolicy(max_attempts=policy, base=0, cap=0, jitter=False) if policy else None
         if till == "callable":
             till = lambda context: context.get("runs", 0) >= limit  # noqa: E731
@@ -273,8 +296,16 @@ class Repeater(DurableWorkflow):
             end = FLAGS["end"]
             till = lambda context: clock.now() >= end  # noqa: E731
         self.limit = limit
-        self.durably_repeat(method, every=every, till=till, start_at=start_at, retry_policy=retry,
-                            timeout=timeout, on_error=on_error, name=name)
+        self.durably_repeat(
+            method,
+            every=every,
+            till=till,
+            start_at=start_at,
+            retry_policy=retry,
+            timeout=timeout,
+            on_error=on_error,
+            name=name,
+        )
         self.durably_execute("after")
 
     def enough(self):
@@ -348,8 +379,13 @@ class CaughtRepeatFailure(DurableWorkflow):
 
     def perform(self):
         try:
-            self.durably_repeat("always_fails", every=1, till=lambda ctx: False, on_error="fail_workflow",
-                                retry_policy=RetryPolicy(max_attempts=1))
+            self.durably_repeat(
+                "always_fails",
+                every=1,
+                till=lambda ctx: False,
+                on_error="fail_workflow",
+                retry_policy=RetryPolicy(max_attempts=1),
+            )
         except ExecutionFailedError:
             self.context["caught"] = self.context.get("caught", 0) + 1
         self.wait(5, "later")

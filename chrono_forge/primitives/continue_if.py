@@ -1,11 +1,11 @@
 """``continue_if``: an event gate. No polling: a closed gate parks the run with nothing scheduled.
 
 Step name ``continue_if$<name or condition>``. The condition is evaluated once per pass. The first
-evaluation is recorded in the INSERT (``attempts=1``, completed or pending); a later evaluation updates
-the same row once (attempt bump and, if met, completion together). A closed gate halts the pass without
-a continuation, so ``Workflow.next_run_at`` stays None: ``Cls.perform_later(key)`` or
-``Workflow.resume()`` (from a webhook, a signal, another workflow) wakes it. A condition that raises is
-recorded and stalls the workflow; it is not retried (an operator retry evaluates it again).
+evaluation is recorded in the INSERT (``attempts=1``, completed or pending); a later evaluation
+updates the same row once (attempt bump and, if met, completion together). A closed gate halts the
+pass without a continuation, so ``Workflow.next_run_at`` stays None: ``Cls.perform_later(key)`` or
+``Workflow.resume()`` (from a webhook, a signal, another workflow) wakes it. A condition that raises
+is recorded and stalls the workflow; it is not retried (an operator retry evaluates it again).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None = None) -> bool:
     run = workflow._pass
-    func, condition_name = resolve_method(workflow, condition, kind=callsite("continue_if", condition, name))
+    func, condition_name = resolve_method(
+        workflow, condition, kind=callsite("continue_if", condition, name)
+    )
     step = step_name("continue_if", name if name is not None else condition_name)
 
     log = run.steps.get(step)
@@ -37,11 +39,18 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
     except HaltExecution:
         raise
     except Exception as error:
-        fields = {"state": FAILED, "error_class": error_class_name(error), "error_message": str(error)}
+        fields = {
+            "state": FAILED,
+            "error_class": error_class_name(error),
+            "error_message": str(error),
+        }
         log = record(run, log, step, now, metadata, **fields)
         run.record_error(error, step_name=step, attempt=log.attempts)
-        raise ExecutionFailedError(f"{step}: the condition {condition_name} raised {error!r}",
-                                   step_name=step, recorded=True) from error
+        raise ExecutionFailedError(
+            f"{step}: the condition {condition_name} raised {error!r}",
+            step_name=step,
+            recorded=True,
+        ) from error
     if met:
         record(run, log, step, now, {**metadata, "result": True}, state=COMPLETED, completed_at=now)
         return True
@@ -50,9 +59,12 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
 
 
 def record(run, log, step: str, now, metadata: dict[str, Any], **fields: Any):
-    """One statement per evaluation: the INSERT on the first, an UPDATE (attempt bump) afterwards."""
+    """One statement per evaluation: the INSERT on the first, an attempt-bump UPDATE after."""
     if log is None:
-        return run.steps.create(step, attempts=1, started_at=now, last_executed_at=now, metadata=metadata,
-                                **fields)
-    run.steps.update(log, attempts=log.attempts + 1, last_executed_at=now, metadata=metadata, **fields)
+        return run.steps.create(
+            step, attempts=1, started_at=now, last_executed_at=now, metadata=metadata, **fields
+        )
+    run.steps.update(
+        log, attempts=log.attempts + 1, last_executed_at=now, metadata=metadata, **fields
+    )
     return log

@@ -1,20 +1,23 @@
-"""``wait_until``: poll a condition by continuation (never by sleeping in a worker) until it is true or
+"""``wait_until``: poll a condition by continuation (never by sleeping in a worker) until it is true
+or
 the timeout passes.
 
-Step name ``wait_until$<name or condition>``; metadata ``condition``, ``timeout_at`` (fixed at the first
-poll), ``check_interval`` and, once resolved, ``result`` (``true`` or ``"timed_out"``). Each pass calls
-the condition once:
+Step name ``wait_until$<name or condition>``; metadata ``condition``, ``timeout_at`` (fixed at the
+first poll), ``check_interval`` and, once resolved, ``result`` (``true`` or ``"timed_out"``). Each
+pass calls the condition once:
 
-* true: the step completes and ``True`` is returned; replays return the stored result without calling
-  the condition again;
-* false before ``timeout_at``: the attempt is persisted (INSERT on the first poll) and the pass halts
-  with a continuation after ``check_interval`` (never later than ``timeout_at``, so the last poll happens
-  at the deadline) carrying ``wait_condition=<condition>``;
-* false at or after ``timeout_at``: ``WaitConditionNotMet`` is recorded in ErrorLog, the step fails with
-  ``result="timed_out"`` and the error is raised. Uncaught, it stalls the workflow (it is an
-  ``ExecutionFailedError``); caught, the workflow goes on, and replays raise it again without polling.
+* true: the step completes and ``True`` is returned; replays return the stored result without
+  calling the condition again;
+* false before ``timeout_at``: the attempt is persisted (INSERT on the first poll) and the pass
+  halts with a continuation after ``check_interval`` (never later than ``timeout_at``, so the last
+  poll happens at the deadline) carrying ``wait_condition=<condition>``;
+* false at or after ``timeout_at``: ``WaitConditionNotMet`` is recorded in ErrorLog, the step fails
+  with ``result="timed_out"`` and the error is raised. Uncaught, it stalls the workflow (it is an
+  ``ExecutionFailedError``); caught, the workflow goes on, and replays raise it again without
+  polling.
 * the condition raises: retried only per the call's ``retry_policy`` (never the class default; the
-  built-in ``RetryPolicy.wait_default()`` retries nothing), then the step fails and the workflow stalls.
+  built-in ``RetryPolicy.wait_default()`` retries nothing), then the step fails and the workflow
+  stalls.
 
 An operator retry of the stalled workflow gives the wait a fresh timeout (the executor's retry reset
 drops ``timeout_at`` and ``result``).
@@ -27,7 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from .. import clock
 from ..errors import error_class_name
-from ..exceptions import ExecutionFailedError, HaltExecution, InvalidStepArgument, WaitConditionNotMet
+from ..exceptions import (
+    ExecutionFailedError,
+    HaltExecution,
+    InvalidStepArgument,
+    WaitConditionNotMet,
+)
 from ..retry import RetryPolicy, coerce
 from ..steps import COMPLETED, FAILED, PENDING, callsite, duration_arg, resolve_method
 from ..validation import step_name
@@ -38,8 +46,15 @@ if TYPE_CHECKING:  # pragma: no cover
 TIMED_OUT = "timed_out"
 
 
-def wait_until(workflow: DurableWorkflow, condition: Any, *, timeout: timedelta | float,
-               check_interval: timedelta | float, retry_policy: Any = None, name: str | None = None) -> Any:
+def wait_until(
+    workflow: DurableWorkflow,
+    condition: Any,
+    *,
+    timeout: timedelta | float,
+    check_interval: timedelta | float,
+    retry_policy: Any = None,
+    name: str | None = None,
+) -> Any:
     run = workflow._pass
     where = callsite("wait_until", condition, name)
     func, condition_name = resolve_method(workflow, condition, kind=where)
@@ -60,8 +75,11 @@ def wait_until(workflow: DurableWorkflow, condition: Any, *, timeout: timedelta 
     now = clock.now()
     metadata = dict(log.metadata or {}) if log is not None else {}
     if "timeout_at" not in metadata:  # the first poll, or the first after an operator retry
-        metadata.update(condition=condition_name, timeout_at=(now + timeout).isoformat(),
-                        check_interval=interval.total_seconds())
+        metadata.update(
+            condition=condition_name,
+            timeout_at=(now + timeout).isoformat(),
+            check_interval=interval.total_seconds(),
+        )
     timeout_at = datetime.fromisoformat(metadata["timeout_at"])
 
     try:
@@ -71,14 +89,20 @@ def wait_until(workflow: DurableWorkflow, condition: Any, *, timeout: timedelta 
     except Exception as error:
         log = record(run, log, step, now, metadata, state=PENDING)
         run.record_error(error, step_name=step, attempt=log.attempts)
-        backoff = policy.retry_backoff(error, attempts=log.attempts,
-                                       count=lambda key: run.steps.bump_retry_count(log, key))
+        backoff = policy.retry_backoff(
+            error, attempts=log.attempts, count=lambda key: run.steps.bump_retry_count(log, key)
+        )
         if backoff is not None:
             run.continue_after(backoff)
             raise HaltExecution() from None
-        run.steps.update(log, state=FAILED, error_class=error_class_name(error), error_message=str(error))
-        raise ExecutionFailedError(f"{step}: the condition {condition_name} raised {error!r}",
-                                   step_name=step, recorded=True) from error
+        run.steps.update(
+            log, state=FAILED, error_class=error_class_name(error), error_message=str(error)
+        )
+        raise ExecutionFailedError(
+            f"{step}: the condition {condition_name} raised {error!r}",
+            step_name=step,
+            recorded=True,
+        ) from error
 
     if met:
         record(run, log, step, now, {**metadata, "result": True}, state=COMPLETED, completed_at=now)
@@ -86,10 +110,19 @@ def wait_until(workflow: DurableWorkflow, condition: Any, *, timeout: timedelta 
     if now >= timeout_at:
         error = WaitConditionNotMet(
             f"{step}: {condition_name} was still false at the timeout ({timeout_at.isoformat()})",
-            step_name=step, recorded=True,
+            step_name=step,
+            recorded=True,
         )
-        log = record(run, log, step, now, {**metadata, "result": TIMED_OUT}, state=FAILED,
-                     error_class=error_class_name(error), error_message=str(error))
+        log = record(
+            run,
+            log,
+            step,
+            now,
+            {**metadata, "result": TIMED_OUT},
+            state=FAILED,
+            error_class=error_class_name(error),
+            error_message=str(error),
+        )
         run.record_error(error, step_name=step, attempt=log.attempts)
         raise error
     record(run, log, step, now, metadata, state=PENDING)
@@ -98,10 +131,13 @@ def wait_until(workflow: DurableWorkflow, condition: Any, *, timeout: timedelta 
 
 
 def record(run, log, step: str, now, metadata: dict[str, Any], **fields: Any):
-    """One statement per poll: the INSERT (``attempts=1``) on the first, an attempt-bump UPDATE after."""
+    """One statement per poll: the INSERT (``attempts=1``) on the first, an attempt-bump UPDATE
+    after.
+    """
     if log is None:
-        return run.steps.create(step, attempts=1, started_at=now, last_executed_at=now, metadata=metadata,
-                                **fields)
+        return run.steps.create(
+            step, attempts=1, started_at=now, last_executed_at=now, metadata=metadata, **fields
+        )
     changes = dict(fields, attempts=log.attempts + 1, last_executed_at=now)
     if metadata != log.metadata:
         changes["metadata"] = metadata
@@ -110,8 +146,11 @@ def record(run, log, step: str, now, metadata: dict[str, Any], **fields: Any):
 
 
 def replay_failure(log) -> None:
-    """A failed wait (the caller caught the error and went on) fails the same way on every replay."""
+    """A failed wait (the caller caught its error and went on) fails alike on every replay."""
     if (log.metadata or {}).get("result") == TIMED_OUT:
-        raise WaitConditionNotMet(f"{log.step_name}: timed out (replayed)", step_name=log.step_name,
-                                  recorded=True)
-    raise ExecutionFailedError(f"{log.step_name} failed (replayed)", step_name=log.step_name, recorded=True)
+        raise WaitConditionNotMet(
+            f"{log.step_name}: timed out (replayed)", step_name=log.step_name, recorded=True
+        )
+    raise ExecutionFailedError(
+        f"{log.step_name} failed (replayed)", step_name=log.step_name, recorded=True
+    )
