@@ -25,8 +25,8 @@ class ExecutionFailedError(ChronoForgeError):
 
 
 class WaitConditionNotMet(ExecutionFailedError):
-    """A ``wait_until`` condition was still false at its timeout. Uncaught, it stalls the workflow like
-    any step that used up its budget; caught, the workflow goes on (and replays raise it again)."""
+    """A ``wait_until`` condition was still false at its timeout. Uncaught, it stalls the workflow
+    like any step that used up its budget; caught, the workflow goes on (replays raise it again)."""
 
 
 class NotExecutableError(ChronoForgeError):

@@ -187,7 +187,7 @@ class Pass:
             defaults={"state": COMPLETED, "attempts": 1, "started_at": now, "last_executed_at": now,
                       "completed_at": now, "created": now, "modified": now},
         )
-        # Repetition logs are history (a durably_repeat retries its own failed tick), so they stay as they are.
+        # Repetition logs are history (durably_repeat retries its own failed tick): left as they are.
         failed = ExecutionLog.objects.filter(workflow_id=row.pk, state=FAILED).exclude(
             step_name__regex=REPETITION_LOG_PATTERN)
         for log in failed.only("id", "metadata"):

@@ -95,17 +95,21 @@ def resolve_method(workflow: DurableWorkflow, method: Any, *, kind: str) -> tupl
 
 def callsite(kind: str, method: Any, name: str | None) -> str:
     """How a bad-argument error names the step: ``<kind>$<name or method name>`` as best known."""
-    label = name if name is not None else method if isinstance(method, str) else getattr(method, "__name__", None)
+    label = name
+    if label is None:
+        label = method if isinstance(method, str) else getattr(method, "__name__", None)
     return f"{kind}${label}" if isinstance(label, str) else kind
 
 
 def duration_arg(value: Any, *, where: str, what: str, positive: bool = False,
                  non_negative: bool = False) -> timedelta:
-    """A duration argument (timedelta or seconds) of a primitive, or InvalidStepArgument naming the step."""
+    """A primitive's duration argument (timedelta or seconds), or InvalidStepArgument naming the step."""
     try:
         delta = conf.as_timedelta(value)
     except (TypeError, ValueError, OverflowError):  # not a duration, NaN, out of range
-        raise InvalidStepArgument(f"{where}: {what} must be a timedelta or a number of seconds, got {value!r}") from None
+        raise InvalidStepArgument(
+            f"{where}: {what} must be a timedelta or a number of seconds, got {value!r}"
+        ) from None
     if positive and delta <= timedelta(0):
         raise InvalidStepArgument(f"{where}: {what} must be greater than 0, got {value!r}")
     if non_negative and delta < timedelta(0):
