@@ -6,6 +6,7 @@ Module level so their job_class imports. Calls are counted in ``CALLS`` and swit
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import datetime, timedelta
 
@@ -393,3 +394,29 @@ class CaughtRepeatFailure(DurableWorkflow):
     def always_fails(self):
         called("always_fails")
         raise TransientError("Simulated failure")
+
+
+# --- end to end (a real qcluster) ----------------------------------------------------------------
+
+
+class E2EWaits(DurableWorkflow):
+    """Waits 2 s, polls a condition that is true on its third check (two 1 s poll intervals), then
+    parks on a gate that another process opens (a file) and wakes (resume / perform_later)."""
+
+    def perform(self, *, flag_path):
+        self.flag_path = flag_path
+        self.wait(2, "pause")
+        self.wait_until("third_poll", timeout=30, check_interval=1)
+        self.continue_if("flag_raised")
+        self.durably_execute("finish")
+
+    def third_poll(self):
+        polls = self.context.get("polls", []) + [clock.now().isoformat()]
+        self.context["polls"] = polls
+        return len(polls) >= 3
+
+    def flag_raised(self):
+        return os.path.exists(self.flag_path)
+
+    def finish(self):
+        return "done"
