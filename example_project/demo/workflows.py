@@ -6,6 +6,7 @@ returned the first time.
 """
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from chrono_forge import DurableWorkflow, RetryPolicy
 
@@ -89,6 +90,41 @@ class InventorySyncWorkflow(DurableWorkflow):
         raise RuntimeError(f"warehouse {self.warehouse!r} API answered 503 (demo: always fails)")
 
 
+class ParcelDeliveryWorkflow(DurableWorkflow):
+    """Durable waits and periodic work (see docs/waits.md), with second-long intervals so the demo
+    finishes in a few seconds; in production they would be hours or days.
+
+    No worker is held while the workflow waits: each wait ends the pass and schedules the next one
+    (``Workflow.next_run_at`` in the admin shows when).
+    """
+
+    def perform(self, *, parcel_id):
+        self.parcel_id = parcel_id
+        # A cooling-off period: a durable sleep whose deadline is fixed the first time it runs.
+        self.wait(timedelta(seconds=2), "cooling_off")
+        # Poll the carrier every second (by continuation) until it has the parcel; 1 minute max.
+        self.wait_until(self.carrier_has_parcel, timeout=timedelta(minutes=1), check_interval=1)
+        # A tracking update every second until the parcel is delivered.
+        self.durably_repeat(self.send_tracking_update, every=1, till=self.delivered)
+        self.durably_execute(self.close_parcel)
+
+    def carrier_has_parcel(self):
+        checks = self.context.get("carrier_checks", 0) + 1
+        self.context["carrier_checks"] = checks
+        return checks >= 2  # the (pretend) carrier API says yes on the second check
+
+    def send_tracking_update(self, scheduled_time):
+        # The scheduled time (not "now") identifies the tick, even when it runs late.
+        updates = self.context.get("tracking_updates", [])
+        self.context["tracking_updates"] = [*updates, scheduled_time.isoformat()]
+
+    def delivered(self):
+        return len(self.context.get("tracking_updates", [])) >= 3
+
+    def close_parcel(self):
+        return {"parcel_id": self.parcel_id, "tracking_updates": 3}
+
+
 @dataclass(frozen=True)
 class Demo:
     workflow_class: type
@@ -103,4 +139,5 @@ DEMOS = [
     Demo(SignupWorkflow, "signup-ada", {"email": "ada@example.com"}),
     Demo(FlakyPaymentWorkflow, "invoice-2001", {"invoice_id": 2001}),
     Demo(InventorySyncWorkflow, "inventory-north", {"warehouse": "north"}, "stalled"),
+    Demo(ParcelDeliveryWorkflow, "parcel-3001", {"parcel_id": 3001}),
 ]
