@@ -168,3 +168,12 @@ def test_operator_retry_reevaluates_a_raising_condition(chrono_forge_env, monkey
     entry = log(wf, "continue_if$condition_met")
     assert entry.state == "completed" and entry.metadata["result"] is True
     assert Workflow.objects.get().state == "completed"
+
+
+def test_a_caught_gate_failure_replays_without_evaluating_again(chrono_forge_env):
+    wf = ww.CaughtGateFailure.perform_later("g")
+    chrono_forge_env.run_all()
+    wf = refresh(wf)
+    assert wf.state == "completed" and wf.context["caught"] == 2
+    assert ww.CALLS == {"condition_met": 1}
+    assert ErrorLog.objects.count() == 1

@@ -191,6 +191,16 @@ def test_a_caught_timeout_lets_the_workflow_go_on_and_replays_the_same_branch(ch
     assert ww.CALLS["never"] == 1  # the replay after the wait(5) did not poll again
     assert ErrorLog.objects.count() == 1  # and did not record the timeout twice
     assert ww.CALLS["done"] == 1
+    assert wf.context["passes"] == 2
+
+
+def test_a_caught_condition_error_replays_without_calling_the_condition(chrono_forge_env):
+    wf = ww.WaitUntilCatches.perform_later("w", cond="explodes")
+    chrono_forge_env.run_all()
+    wf = refresh(wf)
+    assert wf.state == "completed" and wf.context["branch"] == "failed"
+    assert wf.context["passes"] == 2 and ww.CALLS["explodes"] == 1
+    assert ErrorLog.objects.count() == 1
 
 
 def test_custom_name(chrono_forge_env):

@@ -155,20 +155,27 @@ class WaitUntilClassPolicy(DurableWorkflow):
 
 
 class WaitUntilCatches(DurableWorkflow):
-    """Handles the timeout itself: the workflow goes on, and replays take the same branch."""
+    """Handles the failure itself: the workflow goes on, and replays take the same branch."""
 
-    def perform(self):
+    def perform(self, *, cond="never"):
         try:
-            self.wait_until("never", timeout=0, check_interval=1)
+            self.wait_until(cond, timeout=0, check_interval=1)
             self.context["branch"] = "met"
         except WaitConditionNotMet:
             self.context["branch"] = "timed out"
+        except ExecutionFailedError:
+            self.context["branch"] = "failed"
+        self.context["passes"] = self.context.get("passes", 0) + 1
         self.wait(5, "after_timeout")
         self.durably_execute("done")
 
     def never(self):
         called("never")
         return False
+
+    def explodes(self):
+        called("explodes")
+        raise ValueError("condition exploded")
 
     def done(self):
         called("done")
@@ -239,6 +246,21 @@ class NamedGate(DurableWorkflow):
 class RaisingGate(DurableWorkflow):
     def perform(self):
         self.continue_if("condition_met")
+
+    def condition_met(self):
+        called("condition_met")
+        raise RuntimeError("gate condition broke")
+
+
+class CaughtGateFailure(DurableWorkflow):
+    """Catches the raising gate's failure and goes on; replays raise it again without evaluating."""
+
+    def perform(self):
+        try:
+            self.continue_if("condition_met")
+        except ExecutionFailedError:
+            self.context["caught"] = self.context.get("caught", 0) + 1
+        self.wait(5, "later")
 
     def condition_met(self):
         called("condition_met")

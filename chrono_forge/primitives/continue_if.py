@@ -5,7 +5,8 @@ evaluation is recorded in the INSERT (``attempts=1``, completed or pending); a l
 updates the same row once (attempt bump and, if met, completion together). A closed gate halts the
 pass without a continuation, so ``Workflow.next_run_at`` stays None: ``Cls.perform_later(key)`` or
 ``Workflow.resume()`` (from a webhook, a signal, another workflow) wakes it. A condition that raises
-is recorded and stalls the workflow; it is not retried (an operator retry evaluates it again).
+is recorded and stalls the workflow; it is not retried (an operator retry evaluates it again;
+until then, a replay raises the same failure without evaluating it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
     log = run.steps.get(step)
     if log is not None and log.state == COMPLETED:
         return True
+    if log is not None and log.state == FAILED:  # perform caught the error: replay the failure
+        raise ExecutionFailedError(f"{step} failed (replayed)", step_name=step, recorded=True)
     now = clock.now()
     metadata = {"condition": condition_name, "name": name}
     try:
