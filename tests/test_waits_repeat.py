@@ -526,3 +526,32 @@ def test_crash_after_a_tick_before_the_schedule_moved_does_not_rerun_it(chrono_f
     chrono_forge_env.run_all()
     assert ww.TICKS == [start, start + timedelta(seconds=60)]
     assert refresh(wf).state == "completed"
+
+
+def test_operator_retry_leaves_repetition_history_alone(chrono_forge_env, monkeypatch):
+    # A failed tick (on_error="continue") and a summary row are history: an operator retry of the
+    # workflow (stalled later, on another step) resets only the failed non-repetition steps.
+    ww.FLAGS["failures"] = 3
+
+    def broken_after(self):
+        raise ww.TransientError("after is broken")
+
+    monkeypatch.setattr(ww.Repeater, "after", broken_after)
+    wf = ww.Repeater.perform_later("r", method="flaky", every=60, limit=1, timeout=30)
+    chrono_forge_env.run_due()
+    chrono_forge_env.advance(timedelta(minutes=10))  # the first tick's retries come too late
+    chrono_forge_env.run_all()
+    assert refresh(wf).state == "stalled"
+    before = {
+        r.step_name: (r.state, r.attempts, r.error_class)
+        for r in repetitions(wf, "durably_repeat$flaky")
+    }
+    assert sorted(state for state, _, _ in before.values()) == ["completed", "failed", "failed"]
+    monkeypatch.setattr(ww.Repeater, "after", lambda self: None)
+    ww.Repeater.retry_now("r")
+    after = {
+        r.step_name: (r.state, r.attempts, r.error_class)
+        for r in repetitions(wf, "durably_repeat$flaky")
+    }
+    assert after == before
+    assert refresh(wf).state == "completed"
