@@ -1,6 +1,4 @@
-"""behaviors.md §8: durably_repeat, catch-up and fast-forward (and §22 236 for its first
-repetition).
-"""
+"""behaviors.md §8: durably_repeat, catch-up and fast-forward (and §22 236: its first tick)."""
 
 from datetime import UTC, datetime, timedelta
 

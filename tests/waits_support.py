@@ -44,9 +44,7 @@ def data_statements(queries) -> list[str]:
 
 
 def attempt_updates(queries) -> list[str]:
-    """UPDATEs on execution logs that write ``attempts`` (an INSERT-recorded first attempt has
-    none).
-    """
+    """UPDATEs on execution logs writing ``attempts`` (a first attempt in the INSERT has none)."""
     return [sql for sql in statements(queries, "UPDATE") if '"attempts"' in sql.split(" WHERE ")[0]]
 
 

@@ -87,9 +87,7 @@ class TwoWaits(DurableWorkflow):
 
 
 class BadWait(DurableWorkflow):
-    """Arguments come from ``FLAGS["args"]`` so tests can pass non-JSON values (timedelta, NaN,
-    ...).
-    """
+    """Arguments come from ``FLAGS["args"]``, so tests can pass non-JSON values (NaN, ...)."""
 
     def perform(self):
         args = {"duration": 1, "name": "ok", **FLAGS.get("args", {})}
@@ -100,9 +98,7 @@ class BadWait(DurableWorkflow):
 
 
 class WaitUntil(DurableWorkflow):
-    """``cond`` names one of the conditions below; ``policy`` (max_attempts, retry TransientError
-    only).
-    """
+    """``cond`` names a condition below; ``policy``: max_attempts, retrying TransientError only."""
 
     def perform(self, *, cond="ready", timeout=60, interval=10, policy=None, name=None, then=True):
         retry = None
@@ -290,9 +286,7 @@ class ManyStepsGate(DurableWorkflow):
 
 
 class Repeater(DurableWorkflow):
-    """One configurable durably_repeat followed by a step. ``runs`` counts executions in the
-    context.
-    """
+    """One configurable durably_repeat, then a step; ``context["runs"]`` counts executions."""
 
     def perform(
         self,

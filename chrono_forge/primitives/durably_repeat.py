@@ -1,5 +1,4 @@
-"""``durably_repeat``: run a method on a fixed grid (``start_at + n * every``) until ``till`` is
-true.
+"""``durably_repeat``: run a method on a fixed grid, ``start_at + n * every``, until ``till``.
 
 Two kinds of rows:
 
@@ -324,9 +323,7 @@ def repetition_name(step: str, scheduled_for: datetime) -> str:
 
 
 def fast_forward(due: datetime, every: timedelta, cutoff: datetime) -> tuple[datetime, int]:
-    """The first tick ``due + n * every`` at or after ``cutoff``, and ``n`` (the ticks skipped), in
-    O(1).
-    """
+    """The first tick ``due + n * every`` at or after ``cutoff`` and ``n`` (ticks skipped), O(1)."""
     if due >= cutoff:
         return due, 0
     whole, rest = divmod(cutoff - due, every)

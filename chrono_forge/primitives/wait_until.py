@@ -1,6 +1,5 @@
-"""``wait_until``: poll a condition by continuation (never by sleeping in a worker) until it is true
-or
-the timeout passes.
+"""``wait_until``: poll a condition by continuation (never by sleeping in a worker) until it is
+true or the timeout passes.
 
 Step name ``wait_until$<name or condition>``; metadata ``condition``, ``timeout_at`` (fixed at the
 first poll), ``check_interval`` and, once resolved, ``result`` (``true`` or ``"timed_out"``). Each
@@ -14,10 +13,10 @@ pass calls the condition once:
 * false at or after ``timeout_at``: ``WaitConditionNotMet`` is recorded in ErrorLog, the step fails
   with ``result="timed_out"`` and the error is raised. Uncaught, it stalls the workflow (it is an
   ``ExecutionFailedError``); caught, the workflow goes on, and replays raise it again without
-  polling.
-* the condition raises: retried only per the call's ``retry_policy`` (never the class default; the
-  built-in ``RetryPolicy.wait_default()`` retries nothing), then the step fails and the workflow
-  stalls.
+  polling;
+* the condition raises: retried only per the call's ``retry_policy`` (never the class default;
+  the built-in ``RetryPolicy.wait_default()`` retries nothing), then the step fails and the
+  workflow stalls.
 
 An operator retry of the stalled workflow gives the wait a fresh timeout (the executor's retry reset
 drops ``timeout_at`` and ``result``).
@@ -131,9 +130,7 @@ def wait_until(
 
 
 def record(run, log, step: str, now, metadata: dict[str, Any], **fields: Any):
-    """One statement per poll: the INSERT (``attempts=1``) on the first, an attempt-bump UPDATE
-    after.
-    """
+    """One statement per poll: the INSERT (``attempts=1``) first, then an attempt-bump UPDATE."""
     if log is None:
         return run.steps.create(
             step, attempts=1, started_at=now, last_executed_at=now, metadata=metadata, **fields
