@@ -6,8 +6,10 @@ calls ``commit()`` (the database commits each statement on its own). So :class:`
 was set, and wraps ``connection.commit`` to count the commits Django issues when an outermost
 ``atomic()`` block exits:
 
-    commits = statements run outside any atomic block (each is its own transaction)
+    commits = writes (INSERT/UPDATE/DELETE) run outside any atomic block (each commits on its own)
             + calls of connection.commit() (one per outermost atomic block)
+
+A SELECT outside an atomic block commits nothing, so it is not counted.
 
 Only meaningful with real commits, i.e. in ``transactional_db`` tests (in a ``django_db`` test every
 statement runs inside the test case's own transaction).
@@ -68,7 +70,8 @@ class SqlLog:
 
     statements: list[Statement] = field(default_factory=list)
     explicit_commits: int = 0
-    #: (statement index at the time of the commit) for every connection.commit() call
+    #: for every connection.commit() call: how many data statements had run by then (an index into
+    #: ``data_statements``: the commit follows ``data_statements[point - 1]``)
     commit_points: list[int] = field(default_factory=list)
 
     def __enter__(self) -> SqlLog:
@@ -81,7 +84,7 @@ class SqlLog:
 
         def commit():
             log.explicit_commits += 1
-            log.commit_points.append(len(log.statements))
+            log.commit_points.append(len(log.data_statements))
             return log._original_commit()
 
         self.connection.commit = commit
@@ -110,7 +113,7 @@ class SqlLog:
 
     @property
     def commits(self) -> int:
-        autocommitted = sum(1 for s in self.data_statements if not s.in_atomic)
+        autocommitted = sum(1 for s in self.data_statements if not s.in_atomic and s.kind != "SELECT")
         return autocommitted + self.explicit_commits
 
     def summary(self) -> str:

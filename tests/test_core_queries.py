@@ -1,0 +1,214 @@
+"""Query and commit budgets (performance.md §3-4; behaviors §22 for durably_execute and the markers, §23).
+
+How statements and commits are counted (see tests/core_sql.py): a ``connection.execute_wrapper``
+records every statement and whether ``connection.in_atomic_block`` was set when it ran, and
+``connection.commit`` is wrapped to count the commits Django issues at the end of an outermost
+``atomic()`` block. Commits = writes run outside any atomic block (autocommit: one commit each) +
+``commit()`` calls. Transaction control (BEGIN, SAVEPOINT) is not counted as a statement. The commit
+tests use ``transactional_db``, so commits are real; the in-memory dispatcher is used, so the broker's
+own writes (one OrmQ INSERT per enqueue with django-q2's ORM broker, plus the worker's claim/ack) are
+not included.
+
+Measured for a trivial top-level workflow (one durably_execute returning a small value, no context
+write), ``perform_later`` + its single pass, on SQLite and on PostgreSQL alike:
+
+    perform_later   find S + INSERT (in atomic)                              2 statements, 1 commit
+    the pass        lock (S FOR UPDATE + U, one atomic), step I, step U,
+                    completion (marker I + wf U, one atomic)                 6 statements, 4 commits
+    total           2S 3I 3U = 8 statements, 5 commits (reference: 6S 3I 4U, 6 commits)
+
+and per new step: 2 statements (I + U) and 2 commits; per replayed completed step: 0.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.db import connection
+
+from chrono_forge.executor import LOCK_COLUMNS, Pass
+from chrono_forge.models import ExecutionLog, Workflow
+from chrono_forge.steps import StepLogs
+from tests import workflows_core as w
+from tests.core_sql import ERROR_LOG, EXECUTION_LOG, WORKFLOW, SqlLog
+from tests.workflows_core import reset_core  # noqa: F401  (autouse)
+
+transactional = pytest.mark.django_db(transaction=True)
+
+
+def run_pass(env) -> SqlLog:
+    """Run exactly the due continuations, recording their SQL."""
+    with SqlLog() as sql:
+        env.run_due()
+    return sql
+
+
+def no_commit_between(sql: SqlLog, first: int, second: int) -> bool:
+    """True when no commit happened after statement ``first`` and up to statement ``second``."""
+    return not any(first < point <= second for point in sql.commit_points)
+
+
+# -- the trivial top-level workflow -------------------------------------------------------------------
+@transactional
+def test_trivial_top_level_workflow_budget(chrono_forge_env):
+    with SqlLog() as enqueue:
+        w.OneStep.perform_later("trivial")
+    with SqlLog() as one_pass:
+        assert chrono_forge_env.run_all() == 1
+    assert Workflow.objects.get(key="trivial").state == "completed"
+    print(f"\n[{connection.vendor}] perform_later: {enqueue.summary()}; pass: {one_pass.summary()}")
+    assert (len(enqueue.data_statements), enqueue.commits) == (2, 1), enqueue.dump()
+    assert len(one_pass.data_statements) == 6, one_pass.dump()
+    assert one_pass.commits == 4, one_pass.dump()
+    assert one_pass.count("SELECT") == 1  # the lock; a first pass knows it has no step logs yet
+    assert len(enqueue.data_statements) + len(one_pass.data_statements) <= 6 + 3 + 4  # reference: 13
+    assert enqueue.commits + one_pass.commits <= 6
+
+
+# -- a new step ---------------------------------------------------------------------------------------
+@transactional
+@pytest.mark.parametrize("later_pass", [False, True], ids=["first-pass", "later-pass"])
+def test_a_new_step_costs_at_most_3_statements_and_2_commits(chrono_forge_env, later_pass):
+    costs = {}
+    for n in (1, 2, 5):
+        key = f"steps-{n}"
+        wf = w.Steps.perform_later(key, n=n)
+        if later_pass:  # make the steps "new" on a pass that is not the workflow's first
+            Workflow.objects.filter(pk=wf.pk).update(started_at=chrono_forge_env.now)
+        sql = run_pass(chrono_forge_env)
+        assert Workflow.objects.get(pk=wf.pk).state == "completed"
+        costs[n] = (len(sql.data_statements), sql.commits)
+    per_step = (costs[2][0] - costs[1][0], costs[2][1] - costs[1][1])
+    assert costs[5] == (costs[1][0] + 4 * per_step[0], costs[1][1] + 4 * per_step[1])  # linear
+    print(f"\n[{connection.vendor}] per new step: {per_step[0]} statements, {per_step[1]} commits")
+    assert per_step[0] <= 3 and per_step[1] <= 2
+    assert per_step == (2, 2)  # INSERT (attempts=1 in it) + UPDATE completed, each its own commit
+
+
+# -- replay -------------------------------------------------------------------------------------------
+def park_after(env, n: int) -> Workflow:
+    """A workflow with ``n`` completed steps parked on a gate step (failing, halted for a 60 s retry)."""
+    wf = w.Steps.perform_later(f"parked-{n}", n=n, gate=True)
+    env.run_due()
+    assert Workflow.objects.get(pk=wf.pk).state == "idle" and len(env.pending) == 1
+    return wf
+
+
+@pytest.mark.django_db
+def test_replaying_completed_steps_costs_nothing_per_step(chrono_forge_env):
+    resumed = {}
+    for n in (3, 25, 30):
+        park_after(chrono_forge_env, n)
+        chrono_forge_env.advance(60)
+        resumed[n] = run_pass(chrono_forge_env)
+        chrono_forge_env.drop_pending()  # the gate is still closed: forget its next retry
+    shape = {n: [(s.kind, s.table) for s in sql.data_statements] for n, sql in resumed.items()}
+    assert shape[3] == shape[25] == shape[30], resumed[30].dump()
+    # §23: one bulk read of the step logs per pass, whatever N is
+    assert resumed[3].count("SELECT", EXECUTION_LOG) == resumed[25].count("SELECT", EXECUTION_LOG) == 1
+    # the resume: lock S+U, bulk S, gate attempt U, error I, release U (+ nothing per completed step)
+    assert resumed[30].count("INSERT", EXECUTION_LOG) == 0
+    assert resumed[30].count("INSERT", ERROR_LOG) == 1
+    assert w.calls("Steps.gate") == 6
+
+
+@pytest.mark.django_db
+def test_the_step_cache_includes_coordination_logs_and_excludes_repetitions():
+    wf = Workflow.objects.create(job_class="tests.workflows_core.Steps", key="cache")
+    for name in ("durably_execute$send_email", "durably_repeat$poll", "durably_repeat$poll$1700000000",
+                 "$workflow_retry$1700000000"):
+        ExecutionLog.objects.create(workflow=wf, step_name=name, state="completed")
+    steps = StepLogs(wf.pk)
+    assert sorted(steps.names()) == ["$workflow_retry$1700000000", "durably_execute$send_email",
+                                     "durably_repeat$poll"]
+    assert steps.get("durably_repeat$poll$1700000000") is None
+
+
+# -- lock and release ---------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_lock_acquire_is_one_select_of_the_pass_columns_and_one_update(chrono_forge_env):
+    w.OneStep.perform_later("lock")
+    with SqlLog() as sql:
+        Pass(w.OneStep, "lock").acquire()
+    select, update = sql.data_statements
+    assert (select.kind, select.table, update.kind, update.table) == ("SELECT", WORKFLOW, "UPDATE", WORKFLOW)
+    columns = set(re.findall(r'"chrono_forge_workflow"\."(\w+)"', select.sql.split(" FROM ", 1)[0]))
+    assert columns == set(LOCK_COLUMNS)
+    assert not columns & {"created", "modified", "completed_at"}
+    if connection.vendor == "postgresql":
+        assert select.sql.rstrip().endswith("FOR UPDATE")
+    assert select.in_atomic and update.in_atomic
+
+
+@pytest.mark.django_db
+def test_release_is_one_conditional_update_and_reads_nothing(chrono_forge_env):
+    w.OneStep.perform_later("release")
+    run = Pass(w.OneStep, "release")
+    run.acquire()
+    with SqlLog() as sql:
+        run.release("idle")
+    [update] = sql.data_statements
+    assert (update.kind, update.table) == ("UPDATE", WORKFLOW)
+    where = update.sql.split(" WHERE ", 1)[1]
+    assert '"locked_by" =' in where
+    assert not any(s.kind == "SELECT" for s in sql.statements)  # never a SELECT of kwargs/context
+
+
+# -- lifetime invariants ------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_the_workflow_row_is_inserted_once_and_each_step_log_once(chrono_forge_env):
+    with SqlLog() as sql:
+        w.ReplayProbe.perform_later("life")
+        chrono_forge_env.run_due()
+        w.ReplayProbe.perform_later("life")  # an external wake-up finds the row by SELECT
+        chrono_forge_env.run_all()
+    wf = Workflow.objects.get(key="life")
+    assert wf.state == "completed" and w.calls("ReplayProbe.perform") >= 3
+    assert sql.count("INSERT", WORKFLOW) == 1
+    assert sql.count("INSERT", EXECUTION_LOG) == wf.execution_logs.count() == 3
+
+
+# -- markers ------------------------------------------------------------------------------------------
+@transactional
+def test_completion_marker_is_one_insert_in_the_completed_update_transaction(chrono_forge_env):
+    w.NoSteps.perform_later("marker")
+    sql = run_pass(chrono_forge_env)
+    assert sql.count("INSERT", EXECUTION_LOG) == 1 and sql.count("UPDATE", EXECUTION_LOG) == 0
+    statements = sql.data_statements
+    marker = next(i for i, s in enumerate(statements) if s.kind == "INSERT" and s.table == EXECUTION_LOG)
+    completed = next(i for i, s in enumerate(statements)
+                     if s.kind == "UPDATE" and s.table == WORKFLOW and i > marker)
+    assert statements[marker].in_atomic and statements[completed].in_atomic
+    assert no_commit_between(sql, marker, completed), sql.dump()
+    log = ExecutionLog.objects.get(workflow__key="marker")
+    assert (log.step_name, log.state, log.attempts) == ("$workflow_completion$", "completed", 1)
+    assert log.completed_at is not None
+    assert Workflow.objects.get(key="marker").state == "completed"
+
+
+@transactional
+def test_failure_marker_is_one_insert_and_no_update(chrono_forge_env):
+    w.FailsOnce.perform_later("failure")
+    sql = run_pass(chrono_forge_env)
+    assert sql.count("INSERT", EXECUTION_LOG) == 1 and sql.count("UPDATE", EXECUTION_LOG) == 0
+    assert sql.count("INSERT", ERROR_LOG) == 1
+    statements = sql.data_statements
+    marker = next(i for i, s in enumerate(statements) if s.kind == "INSERT" and s.table == EXECUTION_LOG)
+    failed = next(i for i, s in enumerate(statements) if s.kind == "UPDATE" and s.table == WORKFLOW and i > marker)
+    assert no_commit_between(sql, marker, failed)
+    log = ExecutionLog.objects.get(workflow__key="failure")
+    assert log.step_name.startswith("$workflow_failure$") and log.state == "completed" and log.attempts == 1
+    assert Workflow.objects.get(key="failure").state == "failed"
+
+
+@pytest.mark.django_db
+def test_first_run_of_a_step_has_no_attempt_only_update_and_a_retry_has_one(chrono_forge_env):
+    w.OneStep.perform_later("first")
+    first = run_pass(chrono_forge_env)
+    assert not any('"attempts"' in s.sql for s in first.of("UPDATE", EXECUTION_LOG))
+    w.FlakyOnce.perform_later("retry")
+    run_pass(chrono_forge_env)  # fails: the INSERT carries attempts=1
+    chrono_forge_env.advance(1)
+    retry = run_pass(chrono_forge_env)
+    assert sum('"attempts"' in s.sql for s in retry.of("UPDATE", EXECUTION_LOG)) == 1, retry.dump()
