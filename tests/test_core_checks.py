@@ -72,11 +72,13 @@ def test_e007_bad_cluster_name(name, value):
 
 
 @pytest.mark.parametrize("options", [{}, {"transaction_mode": "DEFERRED"}, {"transaction_mode": None}])
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 def test_w001_sqlite_without_immediate(options):
     databases = {"default": {**settings.DATABASES["default"], **SQLITE_GOOD, "OPTIONS": options}}
     assert ids(DATABASES=databases) == ["chrono_forge.W001"]
 
 
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 def test_w001_quiet_for_immediate_sqlite_and_for_postgresql():
     assert ids(DATABASES={"default": SQLITE_GOOD}) == []
     assert ids(DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}}) == []

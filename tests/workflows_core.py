@@ -413,3 +413,18 @@ def a_function():  # pragma: no cover - must never run
 
 def iso(moment: datetime) -> str:
     return moment.isoformat()
+
+
+class E2EFlaky(DurableWorkflow):
+    """For a real qcluster (several worker processes, so no in-memory counters): the first attempt marks
+    the context and fails; the retry, 1 s later, succeeds."""
+
+    def perform(self):
+        self.durably_execute(self.flaky, retry_policy=RetryPolicy(max_attempts=3, base=1, cap=1, jitter=False))
+        self.context["done"] = True
+
+    def flaky(self):
+        if not self.context.get("failed_once"):
+            self.context["failed_once"] = True
+            raise TransientError("the first attempt fails")
+        return "ok"
