@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .exceptions import InvalidStepName
@@ -12,9 +13,18 @@ KEY_MAX_LENGTH = 255
 STEP_NAME_MAX_LENGTH = 255
 
 
+#: ``\u0000`` not itself escaped (preceded by an even number of backslashes) in JSON text.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+NUL_MESSAGE = "NUL characters (\\x00) cannot be stored: PostgreSQL's jsonb rejects them"
+
+
 def json_dumps(value: Any) -> str:
-    """Compact, strict JSON (no NaN/Infinity: PostgreSQL's jsonb rejects them)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Compact, strict JSON that every supported database stores: no NaN/Infinity and no NUL character
+    (PostgreSQL's jsonb rejects both, SQLite would accept them)."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise ValueError(NUL_MESSAGE)
+    return text
 
 
 def to_json(value: Any, what: str) -> Any:
@@ -28,6 +38,8 @@ def to_json(value: Any, what: str) -> Any:
 def json_size(value: Any) -> int:
     """Bytes of a value as stored: a string's UTF-8 bytes, anything else's compact JSON."""
     if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(NUL_MESSAGE)
         return len(value.encode())
     return len(json_dumps(value).encode())
 
@@ -38,6 +50,8 @@ def validate_key(key: Any, *, child: bool = False) -> str:
         raise TypeError(f"workflow key must be a str, got {type(key).__name__} {key!r}")
     if not key:
         raise ValueError("workflow key must not be empty")
+    if "\x00" in key:
+        raise ValueError(f"workflow key {key!r} must not contain NUL characters")
     if "$" in key and not child:
         raise ValueError(f"workflow key {key!r} must not contain '$' (reserved step/child separator)")
     if len(key) > KEY_MAX_LENGTH:
@@ -68,8 +82,8 @@ def validate_options(options: Any) -> dict[str, Any]:
 
 def validate_name(name: Any, *, what: str = "step name", forbidden: str = "$") -> str:
     """A user-chosen name segment: non-empty str without reserved characters."""
-    if not isinstance(name, str) or not name:
-        raise InvalidStepName(f"{what} must be a non-empty string, got {name!r}")
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise InvalidStepName(f"{what} must be a non-empty string without NUL, got {name!r}")
     bad = [c for c in forbidden if c in name]
     if bad:
         raise InvalidStepName(f"{what} {name!r} must not contain {' or '.join(map(repr, bad))} (reserved)")

@@ -69,13 +69,14 @@ def test_allowed_types_and_scalars_preserved():
 
 
 @pytest.mark.parametrize("value", [object(), {1, 2}, (1, 2), b"bytes", float("nan"), float("inf"),
-                                   {"nested": object()}, [1, object()], {(1, 2): "tuple key"}])
+                                   {"nested": object()}, [1, object()], {(1, 2): "tuple key"},
+                                   "nul\x00", ["nul\x00"], {"key\x00": 1}])
 def test_other_types_are_rejected(value):
     with pytest.raises(ContextValidationError):
         Context()["k"] = value
 
 
-@pytest.mark.parametrize("key", ["", 1, None])
+@pytest.mark.parametrize("key", ["", 1, None, "nul\x00"])
 def test_keys_must_be_non_empty_strings(key):
     with pytest.raises(ContextValidationError):
         Context()[key] = 1

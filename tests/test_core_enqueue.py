@@ -45,7 +45,7 @@ def test_positional_extras_are_rejected(chrono_forge_env, how):
 @pytest.mark.parametrize("how", ENQUEUERS)
 @pytest.mark.parametrize("key,error", [
     (123, TypeError), (None, TypeError), (b"k", TypeError), (["k"], TypeError),
-    ("", ValueError), ("a$b", ValueError), ("k" * 256, ValueError),
+    ("", ValueError), ("a$b", ValueError), ("k" * 256, ValueError), ("a\x00b", ValueError),
 ])
 def test_bad_keys_are_rejected(chrono_forge_env, how, key, error):
     with pytest.raises(error):
@@ -59,8 +59,10 @@ def test_a_255_character_key_is_accepted(chrono_forge_env):
 
 
 @pytest.mark.parametrize("how", ENQUEUERS)
-@pytest.mark.parametrize("value", [object(), datetime(2026, 1, 1), {1, 2}, float("nan"), b"x"])
+@pytest.mark.parametrize("value", [object(), datetime(2026, 1, 1), {1, 2}, float("nan"), b"x",
+                                   "nul\x00", {"nested": ["nul\x00"]}, {"key\x00": 1}])
 def test_non_json_kwargs_are_rejected(chrono_forge_env, how, value):
+    """NUL characters count as non-JSON: PostgreSQL's jsonb rejects them (SQLite would not)."""
     with pytest.raises(TypeError, match="JSON"):
         getattr(w.EchoKwargs, how)("k", foo=value)
     assert_nothing_stored_or_enqueued(chrono_forge_env)
@@ -124,7 +126,8 @@ def test_a_workflow_class_defined_in_a_function_is_refused(chrono_forge_env):
 
 
 # -- step results ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("result", [object(), {1, 2}, datetime(2026, 1, 1), float("inf"), {"x": b"bytes"}])
+@pytest.mark.parametrize("result", [object(), {1, 2}, datetime(2026, 1, 1), float("inf"), {"x": b"bytes"},
+                                    "nul\x00", ["nul\x00"]])
 def test_a_non_json_step_result_fails_the_step_and_stalls(chrono_forge_env, result):
     w.FLAGS["result"] = result
     with pytest.raises(InvalidStepResult, match="JSON"):
@@ -152,6 +155,15 @@ def test_a_result_at_the_limit_is_stored_and_returned_normalised(chrono_forge_en
     assert wf.state == "completed"
     step = ExecutionLog.objects.get(workflow=wf, step_name="durably_execute$produce")
     assert step.result == {"1": ["x" * 10]}
+
+
+def test_an_escaped_backslash_u0000_text_is_not_a_nul_and_round_trips(chrono_forge_env):
+    text = "literal \\u0000 and \\\\u0000"  # backslash-u-0-0-0-0, not a NUL character
+    w.FLAGS["result"] = {"text": text}
+    wf = w.EchoKwargs.perform_now("esc", foo=text)
+    assert Workflow.objects.get(pk=wf.pk).kwargs == {"foo": text}
+    wf = w.BadResult.perform_now("esc-result")
+    assert ExecutionLog.objects.get(workflow=wf, step_name="durably_execute$produce").result == {"text": text}
 
 
 def test_the_default_result_limit_is_64_kb(chrono_forge_env):

@@ -290,6 +290,13 @@ def test_empty_or_non_string_step_names_are_invalid(chrono_forge_env, name):
         w.NamedStep.perform_now(f"bad-{name!r}", name=name)
 
 
+def test_a_nul_in_a_step_name_is_invalid():
+    from chrono_forge.validation import step_name
+
+    with pytest.raises(InvalidStepName, match="NUL"):
+        step_name("durably_execute", "nul\x00")
+
+
 def test_an_overlong_step_name_is_invalid(chrono_forge_env):
     with pytest.raises(InvalidStepName, match="longer than 255"):
         w.NamedStep.perform_now("long", name="n" * 250)
