@@ -59,7 +59,8 @@ class StepLogs:
         log = ExecutionLog.objects.create(
             workflow_id=self.workflow_id, step_name=step_name, created=now, modified=now, **fields
         )
-        self._rows()[step_name] = log
+        if self._by_name is not None:  # not loaded yet: a later read will include this row anyway
+            self._by_name[step_name] = log
         return log
 
     def update(self, log: ExecutionLog, **fields: Any) -> None:

@@ -212,3 +212,19 @@ def test_first_run_of_a_step_has_no_attempt_only_update_and_a_retry_has_one(chro
     chrono_forge_env.advance(1)
     retry = run_pass(chrono_forge_env)
     assert sum('"attempts"' in s.sql for s in retry.of("UPDATE", EXECUTION_LOG)) == 1, retry.dump()
+
+
+@pytest.mark.django_db
+def test_markers_on_a_later_pass_read_no_step_logs(chrono_forge_env):
+    """A pass that touched no step does not load the step logs just to write its marker."""
+    w.PermanentFailure.perform_later("later")
+    chrono_forge_env.run_due()  # attempt 0 fails; the continuation is attempt 1
+    chrono_forge_env.advance(3600)
+    retried = run_pass(chrono_forge_env)
+    assert retried.count("SELECT", EXECUTION_LOG) == 0, retried.dump()
+    w.NoSteps.perform_later("done-later")
+    Workflow.objects.filter(key="done-later").update(started_at=chrono_forge_env.now)  # not a first pass
+    completed = run_pass(chrono_forge_env)
+    assert Workflow.objects.get(key="done-later").state == "completed"
+    assert completed.count("SELECT", EXECUTION_LOG) == 0, completed.dump()
+    assert completed.count("INSERT", EXECUTION_LOG) == 1
