@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -255,10 +257,23 @@ class Pass:
                      attempt: int | None = None):
         return record_error(self.row.pk, error, step_name=step_name, attempt=attempt, context=self.context)
 
+    @contextmanager
+    def final_transaction(self) -> Iterator[None]:
+        """A marker INSERT and the final release, committed together. If the block fails (e.g. saving
+        the context), its rollback undid the release too: let ``finish()`` release again (to idle)."""
+        try:
+            with transaction.atomic(using=self.db):
+                yield
+        except LongRunningConcurrentExecutionError:
+            raise  # the lock is someone else's: nothing to release
+        except Exception:
+            self.released = False
+            raise
+
     def complete(self) -> None:
         """The completion marker (born completed), the state change and the release: one transaction."""
         now = clock.now()
-        with transaction.atomic(using=self.db):
+        with self.final_transaction():
             self.steps.create(COMPLETION_MARKER, state=COMPLETED, attempts=1, started_at=now,
                               last_executed_at=now, completed_at=now)
             self.release(STATE.completed, completed_at=now)
@@ -287,7 +302,7 @@ class Pass:
             self.continue_after(backoff, attempt=self.attempt + 1, retry_counts=counts or None)
             return
         now = clock.now()
-        with transaction.atomic(using=self.db):
+        with self.final_transaction():
             self.steps.create(FAILURE_MARKER.format(error_log.pk), state=COMPLETED, attempts=1,
                               started_at=now, last_executed_at=now, completed_at=now,
                               metadata={"error_log_id": error_log.pk})

@@ -241,6 +241,25 @@ def test_a_failing_context_save_still_releases_and_publishes(chrono_forge_env, m
     assert run.internal["wait_condition"] == "my_cond" and row.next_run_at == run.run_at
 
 
+@pytest.mark.parametrize("workflow,kwargs", [(w.Steps, {"n": 1, "context_write": True}),
+                                               (w.FailsWithContext, {})], ids=["completion", "failure"])
+def test_a_failing_context_save_at_the_end_never_leaves_the_row_locked(chrono_forge_env, monkeypatch,
+                                                                        workflow, kwargs):
+    """The marker and the final release commit together; when saving the context fails there, the
+    rollback must not take the lock release with it."""
+    def to_dict(self):
+        raise RuntimeError("context save failed")
+
+    monkeypatch.setattr(Context, "to_dict", to_dict)
+    wf = workflow.perform_later("end", **kwargs)
+    with pytest.raises(RuntimeError, match="context save failed"):
+        chrono_forge_env.run_due()
+    wf.refresh_from_db()
+    assert (wf.locked_by, wf.locked_at) == (None, None)
+    assert wf.state == "idle"  # not completed/failed without its context: an operator can resume it
+    assert not wf.execution_logs.filter(step_name__startswith="$workflow_").exists()
+
+
 # -- tokens: at most one pending continuation per workflow -------------------------------------------------
 def live(env) -> list:
     """Pending runs that would actually run a pass: untokened, or carrying the row's current token."""

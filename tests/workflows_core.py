@@ -292,6 +292,16 @@ class FailsOnce(DurableWorkflow):
         raise RuntimeError("boom")
 
 
+class FailsWithContext(DurableWorkflow):
+    """Writes the context, then fails at workflow level with no retry."""
+
+    retry_policy = RetryPolicy(max_attempts=1)
+
+    def perform(self):
+        self.context["written"] = True
+        raise RuntimeError("boom")
+
+
 class PermanentFailure(DurableWorkflow):
     def perform(self):
         called("PermanentFailure.perform")
