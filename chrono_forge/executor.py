@@ -216,8 +216,8 @@ class Pass:
                 fields["context"] = self.context.to_dict()
             updated = owned.filter(wake_requested=False).update(**fields)
             if not updated:
-                if state == STATE.idle:
-                    self.continuation = (now, {})
+                if state == STATE.idle:  # run now, keeping the continuation's arguments (attempt, ...)
+                    self.continuation = (now, self.continuation[1] if self.continuation else {})
                     fields["next_run_at"] = now
                 updated = owned.update(wake_requested=False, **fields)
         except Exception:

@@ -354,6 +354,18 @@ def test_a_wake_up_that_races_a_running_pass_is_published_at_release(chrono_forg
     assert chrono_forge_env.pending == []
 
 
+def test_a_racing_wake_up_keeps_the_workflow_retry_budget(chrono_forge_env):
+    """The wake-up published at release replaces the scheduled retry but keeps its arguments (attempt,
+    retry_counts), so racing wake-ups run the retry sooner without resetting its budget."""
+    chrono_forge_env.max_runs = 20  # a reset budget would loop forever
+    wf = w.WokenFailure.perform_later("woken")
+    chrono_forge_env.run_all()
+    wf.refresh_from_db()
+    assert wf.state == "failed"
+    assert list(ErrorLog.objects.filter(workflow=wf).order_by("id").values_list("attempt", flat=True)) == [0, 1, 2]
+    assert w.calls("WokenFailure.perform") == 3
+
+
 # -- §16.182-185 retry API on the row --------------------------------------------------------------------
 @pytest.mark.parametrize("state,retryable", [
     ("failed", True), ("stalled", True), ("completed", False), ("running", False), ("idle", False),

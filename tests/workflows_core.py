@@ -302,6 +302,19 @@ class FailsWithContext(DurableWorkflow):
         raise RuntimeError("boom")
 
 
+class WokenFailure(DurableWorkflow):
+    """Fails at workflow level (3 attempts, 60 s apart); every pass is raced by an external wake-up."""
+
+    retry_policy = RetryPolicy(max_attempts=3, base=60, cap=60, jitter=False)
+
+    def perform(self):
+        from chrono_forge import tasks
+
+        called("WokenFailure.perform")
+        tasks.run_workflow(self.workflow.job_class, self.key)  # finds the lock held: flags the row
+        raise RuntimeError("still broken")
+
+
 class PermanentFailure(DurableWorkflow):
     def perform(self):
         called("PermanentFailure.perform")
