@@ -163,8 +163,12 @@ def test_a_run_that_lost_its_lock_is_reported_by_the_task(chrono_forge_env, monk
         return original(self)
 
     monkeypatch.setattr(w.Counter, "count", count)
-    with pytest.raises(LongRunningConcurrentExecutionError):
+    with pytest.raises(LongRunningConcurrentExecutionError, match="lost its lock to thief"):
         tasks.run_workflow(w.Counter.job_class(), "k")
+    row = Workflow.objects.get(key="k")
+    assert (row.locked_by, row.state) == ("thief", "running")  # untouched: the thief owns it
+    assert not row.execution_logs.filter(step_name="$workflow_completion$").exists()  # rolled back
+    assert chrono_forge_env.pending == []
 
 
 @pytest.mark.parametrize("job_class", [
