@@ -35,7 +35,9 @@ def _check_types(value: Any, path: str) -> None:
 def clean_value(key: Any, value: Any) -> Any:
     """Validate one context entry; returns a deep, JSON-normalised copy (dict keys become strings)."""
     if not isinstance(key, str) or not key or "\x00" in key:
-        raise ContextValidationError(f"context keys must be non-empty strings without NUL, got {key!r}")
+        raise ContextValidationError(
+            f"context keys must be non-empty strings without NUL, got {key!r}"
+        )
     _check_types(value, repr(key))
     try:
         size = json_size(value)

@@ -216,7 +216,7 @@ class Pass:
                 fields["context"] = self.context.to_dict()
             updated = owned.filter(wake_requested=False).update(**fields)
             if not updated:
-                if state == STATE.idle:  # run now, keeping the continuation's arguments (attempt, ...)
+                if state == STATE.idle:  # run now, keeping the continuation's arguments
                     self.continuation = (now, self.continuation[1] if self.continuation else {})
                     fields["next_run_at"] = now
                 updated = owned.update(wake_requested=False, **fields)
@@ -259,8 +259,8 @@ class Pass:
 
     @contextmanager
     def final_transaction(self) -> Iterator[None]:
-        """A marker INSERT and the final release, committed together. If the block fails (e.g. saving
-        the context), its rollback undid the release too: let ``finish()`` release again (to idle)."""
+        """A marker INSERT and the final release, committed together. If the block fails (e.g.
+        saving the context), its rollback undid the release too: ``finish()`` releases again."""
         try:
             with transaction.atomic(using=self.db):
                 yield

@@ -19,8 +19,8 @@ NUL_MESSAGE = "NUL characters (\\x00) cannot be stored: PostgreSQL's jsonb rejec
 
 
 def json_dumps(value: Any) -> str:
-    """Compact, strict JSON that every supported database stores: no NaN/Infinity and no NUL character
-    (PostgreSQL's jsonb rejects both, SQLite would accept them)."""
+    """Compact, strict JSON that every supported database stores: no NaN/Infinity and no NUL
+    character (PostgreSQL's jsonb rejects both, SQLite would accept them)."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise ValueError(NUL_MESSAGE)

@@ -59,8 +59,8 @@ def set_dispatcher(dispatcher: Dispatcher | None) -> Dispatcher | None:
     return previous
 
 
-#: Keyword names ``django_q.tasks.async_task`` takes for itself: an internal argument with one of these
-#: names would silently become a task option instead of reaching ``run_workflow``.
+#: Keyword names ``django_q.tasks.async_task`` takes for itself: an internal argument with one of
+#: these names would silently become a task option instead of reaching ``run_workflow``.
 Q_OPTION_NAMES = frozenset({
     "hook", "group", "save", "sync", "cached", "ack_failure", "iter_count", "iter_cached", "chain",
     "broker", "cluster", "timeout", "task_name", "q_options",
@@ -70,7 +70,9 @@ Q_OPTION_NAMES = frozenset({
 def enqueue(job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any) -> None:
     clash = sorted(Q_OPTION_NAMES.intersection(internal))
     if clash:
-        raise ValueError(f"continuation argument(s) {clash} clash with django-q2 task options; rename them")
+        raise ValueError(
+            f"continuation argument(s) {clash} clash with django-q2 task options; rename them"
+        )
     get_dispatcher().enqueue(job_class, key, run_at=run_at, **internal)
 
 
