@@ -2,14 +2,14 @@
 
 Not a test: it prints numbers beside a raw baseline measured in the same run, as ratios.
 
-* **steps/s**: ``perform_now`` of a workflow with 100 trivial ``durably_execute`` steps (one pass: admit,
-  lock, 100 x (INSERT + UPDATE), completion), against a raw baseline doing the same writes with plain ORM
-  calls and the same commit pattern (the workflow row INSERT, then per step an autocommitted
-  ``ExecutionLog`` INSERT and an autocommitted UPDATE to completed).
-* **replay**: a pass over a workflow whose N steps are completed and which parks again on a gate step
-  (N = 0, 10, 100). The marginal replay cost ``pass(N) - pass(0)`` is printed beside the N rows' share
-  of one bulk SELECT of the workflow's step logs (``select(N) - select(0)``): the floor for replaying N
-  steps from the database.
+* **steps/s**: ``perform_now`` of a workflow with 100 trivial ``durably_execute`` steps (one pass:
+  admit, lock, 100 x (INSERT + UPDATE), completion), against a raw baseline doing the same writes
+  with plain ORM calls and the same commit pattern (the workflow row INSERT, then per step an
+  autocommitted ``ExecutionLog`` INSERT and an autocommitted UPDATE to completed).
+* **replay**: a pass over a workflow whose N steps are completed and which parks again on a gate
+  step (N = 0, 10, 100). The marginal replay cost ``pass(N) - pass(0)`` is printed beside the
+  N rows' share of one bulk SELECT of the workflow's step logs (``select(N) - select(0)``): the
+  floor for replaying N steps from the database.
 
 Run (from the repository root; the database is chosen like the tests' settings):
 
@@ -69,14 +69,24 @@ def engine_run(index: int) -> None:
 def raw_run(index: int) -> None:
     """The same writes with plain ORM calls, each autocommitted like the engine's step writes."""
     now = clock.now()
-    row = Workflow.objects.create(job_class="bench.Raw", key=f"raw-{index}", created=now, modified=now)
+    row = Workflow.objects.create(
+        job_class="bench.Raw", key=f"raw-{index}", created=now, modified=now
+    )
     for step in range(STEPS):
         now = clock.now()
-        log = ExecutionLog.objects.create(workflow=row, step_name=f"durably_execute$step_{step}",
-                                          state="pending", attempts=1, started_at=now, last_executed_at=now,
-                                          created=now, modified=now)
-        ExecutionLog.objects.filter(pk=log.pk).update(state="completed", completed_at=clock.now(), result=None,
-                                                      modified=clock.now())
+        log = ExecutionLog.objects.create(
+            workflow=row,
+            step_name=f"durably_execute$step_{step}",
+            state="pending",
+            attempts=1,
+            started_at=now,
+            last_executed_at=now,
+            created=now,
+            modified=now,
+        )
+        ExecutionLog.objects.filter(pk=log.pk).update(
+            state="completed", completed_at=clock.now(), result=None, modified=clock.now()
+        )
 
 
 def parked(n: int) -> Workflow:
@@ -88,7 +98,9 @@ def parked(n: int) -> Workflow:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=15, help="rounds per measurement (median reported)")
+    parser.add_argument(
+        "--rounds", type=int, default=15, help="rounds per measurement (median reported)"
+    )
     args = parser.parse_args()
 
     logging.getLogger("chrono_forge").setLevel(logging.ERROR)  # the gate's expected failures
@@ -106,24 +118,31 @@ def main() -> None:
         raw_run(-1)
         timed = interleaved({"engine": engine_run, "raw": raw_run}, args.rounds)
         engine, raw = timed["engine"], timed["raw"]
-        print(f"{STEPS}-step workflow, one pass:  chrono_forge {STEPS / engine:8.0f} steps/s "
-              f"({engine * 1000:.1f} ms)   raw ORM baseline {STEPS / raw:8.0f} steps/s ({raw * 1000:.1f} ms)   "
-              f"chrono_forge/raw {raw / engine:.2f}")
+        print(
+            f"{STEPS}-step workflow, one pass:  chrono_forge {STEPS / engine:8.0f} steps/s "
+            f"({engine * 1000:.1f} ms)   raw ORM baseline {STEPS / raw:8.0f} steps/s "
+            f"({raw * 1000:.1f} ms)   chrono_forge/raw {raw / engine:.2f}"
+        )
 
         rows = {n: parked(n) for n in (0, 10, 100)}
         funcs = {}
         for n, row in rows.items():
             funcs[("replay", n)] = lambda _i, key=row.key: Steps._execute(key)
-            funcs[("bulk", n)] = lambda _i, pk=row.pk: list(ExecutionLog.objects.filter(workflow_id=pk))
+            funcs[("bulk", n)] = lambda _i, pk=row.pk: list(
+                ExecutionLog.objects.filter(workflow_id=pk)
+            )
         timed = interleaved(funcs, args.rounds)
         replay = {n: timed[("replay", n)] for n in rows}
         for n in (10, 100):
             bulk = timed[("bulk", n)] - timed[("bulk", 0)]  # the rows' share of one bulk SELECT
             marginal = replay[n] - replay[0]
-            print(f"replay of {n:3d} completed steps: pass {replay[n] * 1000:6.2f} ms "
-                  f"(pass with 0 steps {replay[0] * 1000:.2f} ms, marginal {marginal * 1000:6.3f} ms, "
-                  f"{marginal / n * 1e6:5.1f} us/step)   bulk SELECT of {n} rows (minus an empty one) {bulk * 1000:6.3f} ms   "
-                  f"marginal/bulk {marginal / bulk:.2f}")
+            print(
+                f"replay of {n:3d} completed steps: pass {replay[n] * 1000:6.2f} ms "
+                f"(pass with 0 steps {replay[0] * 1000:.2f} ms, "
+                f"marginal {marginal * 1000:6.3f} ms, {marginal / n * 1e6:5.1f} us/step)   "
+                f"bulk SELECT of {n} rows (minus an empty one) {bulk * 1000:6.3f} ms   "
+                f"marginal/bulk {marginal / bulk:.2f}"
+            )
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0, keepdb=False)
 

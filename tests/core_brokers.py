@@ -1,4 +1,5 @@
-"""A non-ORM django-q2 broker for the dispatcher tests (stands in for Redis/SQS: no delayed delivery)."""
+"""A non-ORM django-q2 broker for the dispatcher tests (stands in for Redis/SQS: no delayed
+delivery)."""
 
 from django_q.brokers import Broker
 

@@ -1,10 +1,10 @@
 """SQL accounting for the query-budget tests: statements by table and kind, and commits.
 
-Counting commits: ``CaptureQueriesContext`` does not show COMMITs, and in autocommit mode Django never
-calls ``commit()`` (the database commits each statement on its own). So :class:`SqlLog` records, through
-``connection.execute_wrapper``, every statement together with whether ``connection.in_atomic_block``
-was set, and wraps ``connection.commit`` to count the commits Django issues when an outermost
-``atomic()`` block exits:
+Counting commits: ``CaptureQueriesContext`` does not show COMMITs, and in autocommit mode Django
+never calls ``commit()`` (the database commits each statement on its own). So :class:`SqlLog`
+records, through ``connection.execute_wrapper``, every statement together with whether
+``connection.in_atomic_block`` was set, and wraps ``connection.commit`` to count the commits Django
+issues when an outermost ``atomic()`` block exits:
 
     commits = writes (INSERT/UPDATE/DELETE) run outside any atomic block (each commits on its own)
             + calls of connection.commit() (one per outermost atomic block)
@@ -28,7 +28,9 @@ WORKFLOW = "chrono_forge_workflow"
 EXECUTION_LOG = "chrono_forge_executionlog"
 ERROR_LOG = "chrono_forge_errorlog"
 
-_KIND = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|SAVEPOINT|RELEASE SAVEPOINT|ROLLBACK TO SAVEPOINT)", re.I)
+_KIND = re.compile(
+    r"^\s*(SELECT|INSERT|UPDATE|DELETE|SAVEPOINT|RELEASE SAVEPOINT|ROLLBACK TO SAVEPOINT)", re.I
+)
 
 
 def kind(sql: str) -> str:
@@ -100,8 +102,11 @@ class SqlLog:
 
     # -- queries over the record -----------------------------------------------------------
     def of(self, kind: str | None = None, table: str | None = None) -> list[Statement]:
-        return [s for s in self.statements
-                if (kind is None or s.kind == kind) and (table is None or s.table == table)]
+        return [
+            s
+            for s in self.statements
+            if (kind is None or s.kind == kind) and (table is None or s.table == table)
+        ]
 
     def count(self, kind: str | None = None, table: str | None = None) -> int:
         return len(self.of(kind, table))
@@ -113,7 +118,9 @@ class SqlLog:
 
     @property
     def commits(self) -> int:
-        autocommitted = sum(1 for s in self.data_statements if not s.in_atomic and s.kind != "SELECT")
+        autocommitted = sum(
+            1 for s in self.data_statements if not s.in_atomic and s.kind != "SELECT"
+        )
         return autocommitted + self.explicit_commits
 
     def summary(self) -> str:

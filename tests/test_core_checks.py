@@ -1,4 +1,5 @@
-"""System checks: every chrono_forge.E00x / W00x fires for bad settings and stays quiet for good ones."""
+"""System checks: every chrono_forge.E00x / W00x fires for bad settings and stays quiet for good
+ones."""
 
 from __future__ import annotations
 
@@ -28,10 +29,17 @@ def test_the_test_settings_pass_every_check():
 
 def test_a_fully_configured_chrono_forge_passes():
     good = {
-        "MAX_DURATION": timedelta(minutes=5), "REAP_STALE_AFTER": 900, "RESUME_OVERDUE_GRACE": 60.5,
-        "DISPATCHER": "chrono_forge.dispatch.memory.InMemoryDispatcher", "CLUSTER": "workflows",
-        "BRANCH_MERGE_CLUSTER": "merges", "MAINTENANCE_CLUSTER": "maintenance", "DATABASE": "default",
-        "CONTEXT_VALUE_MAX_BYTES": 1024, "RESULT_MAX_BYTES": 2048, "ERROR_CONTEXT_MAX_BYTES": 4096,
+        "MAX_DURATION": timedelta(minutes=5),
+        "REAP_STALE_AFTER": 900,
+        "RESUME_OVERDUE_GRACE": 60.5,
+        "DISPATCHER": "chrono_forge.dispatch.memory.InMemoryDispatcher",
+        "CLUSTER": "workflows",
+        "BRANCH_MERGE_CLUSTER": "merges",
+        "MAINTENANCE_CLUSTER": "maintenance",
+        "DATABASE": "default",
+        "CONTEXT_VALUE_MAX_BYTES": 1024,
+        "RESULT_MAX_BYTES": 2048,
+        "ERROR_CONTEXT_MAX_BYTES": 4096,
     }
     assert ids(CHRONO_FORGE=good, Q_CLUSTER=Q_GOOD) == []
 
@@ -50,14 +58,18 @@ def test_e003_bad_duration(name, value):
     assert ids(CHRONO_FORGE={name: value}) == ["chrono_forge.E003"]
 
 
-@pytest.mark.parametrize("name", ["CONTEXT_VALUE_MAX_BYTES", "RESULT_MAX_BYTES", "ERROR_CONTEXT_MAX_BYTES"])
+@pytest.mark.parametrize(
+    "name", ["CONTEXT_VALUE_MAX_BYTES", "RESULT_MAX_BYTES", "ERROR_CONTEXT_MAX_BYTES"]
+)
 @pytest.mark.parametrize("value", [0, -1, 1.5, "16KB", True])
 def test_e004_bad_byte_limit(name, value):
     assert ids(CHRONO_FORGE={name: value}) == ["chrono_forge.E004"]
 
 
 def test_e005_dispatcher_not_importable():
-    assert ids(CHRONO_FORGE={"DISPATCHER": "chrono_forge.dispatch.nope.Dispatcher"}) == ["chrono_forge.E005"]
+    assert ids(CHRONO_FORGE={"DISPATCHER": "chrono_forge.dispatch.nope.Dispatcher"}) == [
+        "chrono_forge.E005"
+    ]
 
 
 def test_e006_unknown_database_alias():
@@ -71,7 +83,9 @@ def test_e007_bad_cluster_name(name, value):
     assert ids(CHRONO_FORGE={name: value}) == ["chrono_forge.E007"]
 
 
-@pytest.mark.parametrize("options", [{}, {"transaction_mode": "DEFERRED"}, {"transaction_mode": None}])
+@pytest.mark.parametrize(
+    "options", [{}, {"transaction_mode": "DEFERRED"}, {"transaction_mode": None}]
+)
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 def test_w001_sqlite_without_immediate(options):
     databases = {"default": {**settings.DATABASES["default"], **SQLITE_GOOD, "OPTIONS": options}}
@@ -81,7 +95,9 @@ def test_w001_sqlite_without_immediate(options):
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 def test_w001_quiet_for_immediate_sqlite_and_for_postgresql():
     assert ids(DATABASES={"default": SQLITE_GOOD}) == []
-    assert ids(DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}}) == []
+    assert (
+        ids(DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}}) == []
+    )
 
 
 @pytest.mark.parametrize("q_cluster", [{"timeout": 60, "retry": 60}, {"timeout": 90}])

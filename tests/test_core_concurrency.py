@@ -1,7 +1,8 @@
 """Real concurrency: many workers deliver a pass of the same workflow at the same moment.
 
-The 20-thread race is PostgreSQL only (tests/conftest.py deselects ``postgres_only`` tests on SQLite,
-where there is no row lock to race for); a smaller SQLite race checks the IMMEDIATE write lock instead.
+The 20-thread race is PostgreSQL only (tests/conftest.py deselects ``postgres_only`` tests on
+SQLite, where there is no row lock to race for); a smaller SQLite race checks the IMMEDIATE write
+lock instead.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def backends() -> int:
 
 
 def race(env, threads: int) -> list[object]:
-    """``threads`` deliveries of the same pass, released at once by a barrier; returns their outcomes."""
+    """``threads`` deliveries of the same pass, released at once by a barrier; returns their
+    outcomes."""
     barrier = threading.Barrier(threads)
     outcomes: list[object] = []
 
@@ -71,13 +73,15 @@ def test_simultaneous_deliveries_run_the_step_once_and_complete_once(chrono_forg
     before = backends()
     assert race(chrono_forge_env, THREADS) == ["ok"] * THREADS  # every duplicate exited quietly
     assert_ran_once(chrono_forge_env, wf)
-    # every thread closed its connection (the server drops a backend shortly after the client closes)
+    # every thread closed its connection (the server drops a backend shortly after the client
+    # closes)
     wait_for(lambda: backends() <= before, timeout=10, message="the threads' connections to close")
 
 
 @pytest.mark.sqlite_only
 def test_simultaneous_deliveries_on_sqlite_serialise_on_the_write_lock(chrono_forge_env):
-    """SQLite ignores select_for_update; BEGIN IMMEDIATE (transaction_mode) serialises the lock instead."""
+    """SQLite ignores select_for_update; BEGIN IMMEDIATE (transaction_mode) serialises the lock
+    instead."""
     wf = w.Counter.perform_later("race")
     chrono_forge_env.drop_pending()
     assert race(chrono_forge_env, 8) == ["ok"] * 8

@@ -18,7 +18,7 @@ from tests.workflows_core import reset_core  # noqa: F401  (autouse)
 KB = 1024
 
 
-# -- §18 context validation ---------------------------------------------------------------------------
+# -- §18 context validation ------------------------------------------------------------------------
 def test_stored_containers_are_deep_copies():
     source = {"a": [1, {"b": 2}]}
     ctx = Context()
@@ -34,12 +34,15 @@ def test_dict_keys_become_strings_recursively():
     assert ctx["k"] == {"1": "a", "nested": {"2": "b"}}
 
 
-@pytest.mark.parametrize("value", [
-    "x" * (16 * KB + 1),
-    "é" * (8 * KB + 1),  # 2 bytes each: over the limit in bytes, not in characters
-    {"blob": "x" * (16 * KB)},
-    ["x" * (16 * KB)],
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x" * (16 * KB + 1),
+        "é" * (8 * KB + 1),  # 2 bytes each: over the limit in bytes, not in characters
+        {"blob": "x" * (16 * KB)},
+        ["x" * (16 * KB)],
+    ],
+)
 def test_values_over_16_kb_serialised_are_rejected(value):
     ctx = Context()
     with pytest.raises(ContextValidationError, match="limit"):
@@ -68,9 +71,23 @@ def test_allowed_types_and_scalars_preserved():
         assert ctx[key] == value and type(ctx[key]) is type(value)
 
 
-@pytest.mark.parametrize("value", [object(), {1, 2}, (1, 2), b"bytes", float("nan"), float("inf"),
-                                   {"nested": object()}, [1, object()], {(1, 2): "tuple key"},
-                                   "nul\x00", ["nul\x00"], {"key\x00": 1}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        object(),
+        {1, 2},
+        (1, 2),
+        b"bytes",
+        float("nan"),
+        float("inf"),
+        {"nested": object()},
+        [1, object()],
+        {(1, 2): "tuple key"},
+        "nul\x00",
+        ["nul\x00"],
+        {"key\x00": 1},
+    ],
+)
 def test_other_types_are_rejected(value):
     with pytest.raises(ContextValidationError):
         Context()["k"] = value
@@ -152,10 +169,14 @@ def test_an_oversized_context_value_in_perform_raises_and_is_never_stored(chrono
     assert error.error_class == "chrono_forge.exceptions.ContextValidationError"
     assert "'big'" in error.error_message and "limit" in error.error_message
     # the oversized value is not stored (earlier writes of the pass are); retried at workflow level
-    assert wf.context == {"small": "kept"} and wf.state == "idle" and len(chrono_forge_env.pending) == 1
+    assert (
+        wf.context == {"small": "kept"}
+        and wf.state == "idle"
+        and len(chrono_forge_env.pending) == 1
+    )
 
 
-# -- §19 error-log snapshot ----------------------------------------------------------------------------
+# -- §19 error-log snapshot ------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_a_small_context_is_copied_into_the_error_log(chrono_forge_env):
     w.FLAGS["context"] = {"order": 7, "items": ["a", "b"]}
@@ -204,10 +225,14 @@ def test_step_and_workflow_errors_carry_step_name_and_attempt(chrono_forge_env):
     chrono_forge_env.run_all()
     step_errors = ErrorLog.objects.filter(workflow__key="step").order_by("id")
     assert list(step_errors.values_list("step_name", "attempt")) == [
-        ("durably_execute$always_fails", 1), ("durably_execute$always_fails", 2)]
+        ("durably_execute$always_fails", 1),
+        ("durably_execute$always_fails", 2),
+    ]
     [workflow_error] = ErrorLog.objects.filter(workflow__key="wf")
     assert (workflow_error.step_name, workflow_error.attempt) == (None, 0)  # 0-based job attempt
-    marker = Workflow.objects.get(key="wf").execution_logs.get(step_name__startswith="$workflow_failure$")
+    marker = Workflow.objects.get(key="wf").execution_logs.get(
+        step_name__startswith="$workflow_failure$"
+    )
     assert marker.step_name == f"$workflow_failure${workflow_error.pk}"
     assert marker.metadata == {"error_log_id": workflow_error.pk}
 

@@ -1,4 +1,5 @@
-"""The django-q2 dispatcher against the real ORM broker tables (no qcluster), and the other-broker path."""
+"""The django-q2 dispatcher against the real ORM broker tables (no qcluster), and the other-broker
+path."""
 
 from __future__ import annotations
 
@@ -90,6 +91,10 @@ def test_other_brokers_get_one_once_schedule_per_workflow(list_broker):
     dispatcher.enqueue(JOB, "other", run_at=later)
     assert list_broker == [] and Schedule.objects.count() == 2
     schedule = Schedule.objects.get(args=repr((JOB, "k")))
-    assert (schedule.func, schedule.schedule_type, schedule.repeats) == (dispatch.TASK, Schedule.ONCE, -1)
+    assert (schedule.func, schedule.schedule_type, schedule.repeats) == (
+        dispatch.TASK,
+        Schedule.ONCE,
+        -1,
+    )
     assert schedule.next_run == later
     assert ast.literal_eval(schedule.kwargs) == {"token": later.isoformat(), "attempt": 1}

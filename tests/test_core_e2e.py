@@ -1,5 +1,5 @@
-"""End to end under a real ``qcluster`` (ORM broker, on the SQLite WAL file or PostgreSQL test database):
-a step that fails once is retried by a delayed continuation that starts on time."""
+"""End to end under a real ``qcluster`` (ORM broker, on the SQLite WAL file or PostgreSQL test
+database): a step that fails once is retried by a delayed continuation that starts on time."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from datetime import timedelta
 
 import pytest
 
-from chrono_forge.models import ErrorLog, Workflow
+from chrono_forge.models import ErrorLog
 from tests import workflows_core as w
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
-#: The ORM broker's delayed row becomes visible at its due time; the cluster polls every 0.1 s (tests
-#: settings) and a pass takes milliseconds, so 1.5 s is a generous bound that still catches a lost
-#: delay (a continuation run by the 30 s django-q2 scheduler, or by a later sweep).
+#: The ORM broker's delayed row becomes visible at its due time; the cluster polls every 0.1 s
+#: (tests settings) and a pass takes milliseconds, so 1.5 s is a generous bound that still catches a
+#: lost delay (a continuation run by the 30 s django-q2 scheduler, or by a later sweep).
 ON_TIME = timedelta(seconds=1.5)
 
 

@@ -1,5 +1,5 @@
-"""The enqueue contract and bad input (behaviors §21, DESIGN §2): bad input raises before anything is
-stored or enqueued; perform_later inside atomic() enqueues on commit."""
+"""The enqueue contract and bad input (behaviors §21, DESIGN §2): bad input raises before anything
+is stored or enqueued; perform_later inside atomic() enqueues on commit."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def assert_nothing_stored_or_enqueued(env):
     assert w.FLAGS.get("received") is None
 
 
-# -- §21 reserved kwargs and the contract ---------------------------------------------------------------
+# -- §21 reserved kwargs and the contract ----------------------------------------------------------
 @pytest.mark.parametrize("how", ENQUEUERS)
 @pytest.mark.parametrize("reserved", ["attempt", "retry_counts", "retry_workflow"])
 def test_reserved_kwargs_are_rejected(chrono_forge_env, how, reserved):
@@ -43,10 +43,19 @@ def test_positional_extras_are_rejected(chrono_forge_env, how):
 
 
 @pytest.mark.parametrize("how", ENQUEUERS)
-@pytest.mark.parametrize("key,error", [
-    (123, TypeError), (None, TypeError), (b"k", TypeError), (["k"], TypeError),
-    ("", ValueError), ("a$b", ValueError), ("k" * 256, ValueError), ("a\x00b", ValueError),
-])
+@pytest.mark.parametrize(
+    "key,error",
+    [
+        (123, TypeError),
+        (None, TypeError),
+        (b"k", TypeError),
+        (["k"], TypeError),
+        ("", ValueError),
+        ("a$b", ValueError),
+        ("k" * 256, ValueError),
+        ("a\x00b", ValueError),
+    ],
+)
 def test_bad_keys_are_rejected(chrono_forge_env, how, key, error):
     with pytest.raises(error):
         getattr(w.EchoKwargs, how)(key)
@@ -59,8 +68,19 @@ def test_a_255_character_key_is_accepted(chrono_forge_env):
 
 
 @pytest.mark.parametrize("how", ENQUEUERS)
-@pytest.mark.parametrize("value", [object(), datetime(2026, 1, 1), {1, 2}, float("nan"), b"x",
-                                   "nul\x00", {"nested": ["nul\x00"]}, {"key\x00": 1}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        object(),
+        datetime(2026, 1, 1),
+        {1, 2},
+        float("nan"),
+        b"x",
+        "nul\x00",
+        {"nested": ["nul\x00"]},
+        {"key\x00": 1},
+    ],
+)
 def test_non_json_kwargs_are_rejected(chrono_forge_env, how, value):
     """NUL characters count as non-JSON: PostgreSQL's jsonb rejects them (SQLite would not)."""
     with pytest.raises(TypeError, match="JSON"):
@@ -125,9 +145,11 @@ def test_a_workflow_class_defined_in_a_function_is_refused(chrono_forge_env):
     assert_nothing_stored_or_enqueued(chrono_forge_env)
 
 
-# -- step results ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("result", [object(), {1, 2}, datetime(2026, 1, 1), float("inf"), {"x": b"bytes"},
-                                    "nul\x00", ["nul\x00"]])
+# -- step results ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "result",
+    [object(), {1, 2}, datetime(2026, 1, 1), float("inf"), {"x": b"bytes"}, "nul\x00", ["nul\x00"]],
+)
 def test_a_non_json_step_result_fails_the_step_and_stalls(chrono_forge_env, result):
     w.FLAGS["result"] = result
     with pytest.raises(InvalidStepResult, match="JSON"):
@@ -163,7 +185,9 @@ def test_an_escaped_backslash_u0000_text_is_not_a_nul_and_round_trips(chrono_for
     wf = w.EchoKwargs.perform_now("esc", foo=text)
     assert Workflow.objects.get(pk=wf.pk).kwargs == {"foo": text}
     wf = w.BadResult.perform_now("esc-result")
-    assert ExecutionLog.objects.get(workflow=wf, step_name="durably_execute$produce").result == {"text": text}
+    assert ExecutionLog.objects.get(workflow=wf, step_name="durably_execute$produce").result == {
+        "text": text
+    }
 
 
 def test_the_default_result_limit_is_64_kb(chrono_forge_env):
@@ -172,7 +196,7 @@ def test_the_default_result_limit_is_64_kb(chrono_forge_env):
         w.BadResult.perform_now("default")
 
 
-# -- perform_later inside atomic() -------------------------------------------------------------------------
+# -- perform_later inside atomic() -----------------------------------------------------------------
 class Rollback(Exception):
     pass
 
@@ -213,8 +237,8 @@ def test_committed_perform_later_with_a_real_commit(chrono_forge_env):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_django_q_broker_row_follows_the_users_transaction():
-    """The real dispatcher (ORM broker on the same database): the queue row commits or rolls back with
-    the workflow row."""
+    """The real dispatcher (ORM broker on the same database): the queue row commits or rolls back
+    with the workflow row."""
     with pytest.raises(Rollback):
         with transaction.atomic():
             w.NoSteps.perform_later("q-rolled")

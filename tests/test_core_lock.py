@@ -1,8 +1,9 @@
-"""The lock, continuation publication and tokens, retry API on the row (behaviors §14, §15, §16.182-185).
+"""The lock, continuations and their tokens, the row's retry API (behaviors §14-15, §16.182-185).
 
 §14.174-177 (Solid Queue concurrency hooks) have no Ruby-style hook here; the Python analog is the
-``select_for_update`` lock plus ``ConcurrentExecutionError``: a duplicate delivery exits quietly through
-``chrono_forge.tasks.run_workflow`` (tested below; the real race is in test_core_concurrency.py).
+``select_for_update`` lock plus ``ConcurrentExecutionError``: a duplicate delivery exits quietly
+through ``chrono_forge.tasks.run_workflow`` (tested below; the real race is in
+test_core_concurrency.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ pytestmark = pytest.mark.django_db
 
 def make_row(key="k", cls=w.Counter, **fields) -> Workflow:
     now = clock.now()
-    return Workflow.objects.create(job_class=cls.job_class(), key=key, created=now, modified=now, **fields)
+    return Workflow.objects.create(
+        job_class=cls.job_class(), key=key, created=now, modified=now, **fields
+    )
 
 
 # -- §14 lock --------------------------------------------------------------------------------------
@@ -62,8 +65,12 @@ def test_acquire_is_exactly_one_update_setting_started_at_and_locked_by(chrono_f
 
 
 def test_a_fresh_foreign_lock_raises_concurrent_execution_error(chrono_forge_env):
-    make_row(key="order-123", locked_by="holder-run", locked_at=clock.now() - timedelta(minutes=1),
-             state="running")
+    make_row(
+        key="order-123",
+        locked_by="holder-run",
+        locked_at=clock.now() - timedelta(minutes=1),
+        state="running",
+    )
     run = Pass(w.Counter, "order-123")
     with pytest.raises(ConcurrentExecutionError) as excinfo:
         run.acquire()
@@ -115,8 +122,11 @@ def test_release_reads_no_row_and_updates_only_where_it_still_owns_the_lock(chro
 
 
 def test_a_stale_lock_is_stolen(chrono_forge_env):
-    row = make_row(locked_by="dead-run", state="running",
-                   locked_at=clock.now() - conf.max_duration() - timedelta(seconds=1))
+    row = make_row(
+        locked_by="dead-run",
+        state="running",
+        locked_at=clock.now() - conf.max_duration() - timedelta(seconds=1),
+    )
     run = Pass(w.Counter, "k")
     run.acquire()
     row.refresh_from_db()
@@ -143,11 +153,12 @@ def test_a_missing_row_is_not_run(chrono_forge_env):
     assert Workflow.objects.count() == 0
 
 
-# -- §14.174-177 analog: duplicate deliveries through the django-q2 task ------------------------------
+# -- §14.174-177 analog: duplicate deliveries through the django-q2 task ---------------------------
 def test_a_duplicate_delivery_exits_quietly_through_the_task(chrono_forge_env, caplog):
     row = make_row(locked_by="live-run", locked_at=clock.now(), state="running")
     caplog.set_level("INFO", logger="chrono_forge")
-    assert tasks.run_workflow(w.Counter.job_class(), "k") is None  # no exception for django-q2 to record
+    # no exception for django-q2 to record
+    assert tasks.run_workflow(w.Counter.job_class(), "k") is None
     row.refresh_from_db()
     assert row.locked_by == "live-run" and w.calls("Counter.perform") == 0
     assert "locked by run live-run" in caplog.text
@@ -171,26 +182,42 @@ def test_a_run_that_lost_its_lock_is_reported_by_the_task(chrono_forge_env, monk
     assert chrono_forge_env.pending == []
 
 
-@pytest.mark.parametrize("job_class", [
-    "tests.workflows_core.DoesNotExist", "tests.no_such_module.Workflow", "tests.workflows_core.NotAWorkflow",
-    "tests.workflows_core.a_function", "chrono_forge.workflow.DurableWorkflow", "os.path", "builtins.dict",
-    "nodots", "", 123, None,
-])
+@pytest.mark.parametrize(
+    "job_class",
+    [
+        "tests.workflows_core.DoesNotExist",
+        "tests.no_such_module.Workflow",
+        "tests.workflows_core.NotAWorkflow",
+        "tests.workflows_core.a_function",
+        "chrono_forge.workflow.DurableWorkflow",
+        "os.path",
+        "builtins.dict",
+        "nodots",
+        "",
+        123,
+        None,
+    ],
+)
 def test_the_task_refuses_anything_but_a_durable_workflow_subclass(chrono_forge_env, job_class):
     with pytest.raises(NotExecutableError):
         tasks.run_workflow(job_class, "k")
     assert w.CALLS == {} and Workflow.objects.count() == 0
 
 
-# -- §15 continuation publication ordering -----------------------------------------------------------
+# -- §15 continuation publication ordering ---------------------------------------------------------
 @pytest.fixture
 def lock_at_enqueue(chrono_forge_env, monkeypatch):
-    """Records, for every enqueue, the workflow's locked_by as the database shows it at that moment."""
+    """Records, for every enqueue, the workflow's locked_by as the database shows it at that
+    moment."""
     seen = []
     original = chrono_forge_env.dispatcher.enqueue
 
     def enqueue(job_class, key, *, run_at=None, **internal):
-        holder = Workflow.objects.filter(job_class=job_class, key=key).values_list("locked_by", flat=True).first()
+        holder = (
+            Workflow.objects.filter(job_class=job_class, key=key)
+            .values_list("locked_by", flat=True)
+            .first()
+        )
         seen.append((key, run_at, holder))
         return original(job_class, key, run_at=run_at, **internal)
 
@@ -198,7 +225,9 @@ def lock_at_enqueue(chrono_forge_env, monkeypatch):
     return seen
 
 
-def test_every_continuation_is_published_after_the_lock_is_released(chrono_forge_env, lock_at_enqueue):
+def test_every_continuation_is_published_after_the_lock_is_released(
+    chrono_forge_env, lock_at_enqueue
+):
     w.ReplayProbe.perform_later("order")
     chrono_forge_env.run_all()
     assert Workflow.objects.get(key="order").state == "completed"
@@ -217,7 +246,8 @@ def test_a_continuation_keeps_its_internal_kwargs_and_targets_the_key(chrono_for
     assert run.internal["token"] == token_for(run.run_at)
     assert Workflow.objects.get(key="cont").next_run_at == run.run_at
     chrono_forge_env.run_all()
-    assert w.FLAGS["internal"][1]["wait_condition"] == "my_cond"  # the primitive sees it on the next pass
+    # the primitive sees it on the next pass
+    assert w.FLAGS["internal"][1]["wait_condition"] == "my_cond"
     row = Workflow.objects.get(key="cont")
     assert row.state == "completed" and row.next_run_at is None
 
@@ -245,12 +275,17 @@ def test_a_failing_context_save_still_releases_and_publishes(chrono_forge_env, m
     assert run.internal["wait_condition"] == "my_cond" and row.next_run_at == run.run_at
 
 
-@pytest.mark.parametrize("workflow,kwargs", [(w.Steps, {"n": 1, "context_write": True}),
-                                               (w.FailsWithContext, {})], ids=["completion", "failure"])
-def test_a_failing_context_save_at_the_end_never_leaves_the_row_locked(chrono_forge_env, monkeypatch,
-                                                                        workflow, kwargs):
+@pytest.mark.parametrize(
+    "workflow,kwargs",
+    [(w.Steps, {"n": 1, "context_write": True}), (w.FailsWithContext, {})],
+    ids=["completion", "failure"],
+)
+def test_a_failing_context_save_at_the_end_never_leaves_the_row_locked(
+    chrono_forge_env, monkeypatch, workflow, kwargs
+):
     """The marker and the final release commit together; when saving the context fails there, the
     rollback must not take the lock release with it."""
+
     def to_dict(self):
         raise RuntimeError("context save failed")
 
@@ -264,9 +299,10 @@ def test_a_failing_context_save_at_the_end_never_leaves_the_row_locked(chrono_fo
     assert not wf.execution_logs.filter(step_name__startswith="$workflow_").exists()
 
 
-# -- tokens: at most one pending continuation per workflow -------------------------------------------------
+# -- tokens: at most one pending continuation per workflow -----------------------------------------
 def live(env) -> list:
-    """Pending runs that would actually run a pass: untokened, or carrying the row's current token."""
+    """Pending runs that would actually run a pass: untokened, or carrying the row's current
+    token."""
     rows = {(r.job_class, r.key): r.next_run_at for r in Workflow.objects.all()}
     result = []
     for run in env.pending:
@@ -297,21 +333,24 @@ def test_a_duplicate_delivery_of_the_same_continuation_runs_once(chrono_forge_en
     tasks.run_workflow(run.job_class, run.key, **run.internal)  # redelivered by the broker
     assert w.calls("FlakyOnce.flaky") == 2
     row = Workflow.objects.get(key="twice")
-    assert row.state == "completed" and row.execution_logs.get(step_name="durably_execute$flaky").attempts == 2
+    assert (
+        row.state == "completed"
+        and row.execution_logs.get(step_name="durably_execute$flaky").attempts == 2
+    )
 
 
 def test_external_wake_ups_never_multiply_continuations(chrono_forge_env):
-    """FlakyOnce-style step failing twice with 10 s, 20 s backoffs; three external perform_later calls
-    while the first continuation is pending. Every pass that runs leaves at most one live continuation,
-    and superseded ones never run perform()."""
+    """FlakyOnce-style step failing twice with 10 s, 20 s backoffs; three external perform_later
+    calls while the first continuation is pending. Every pass that runs leaves at most one live
+    continuation, and superseded ones never run perform()."""
     wf = w.ReplayProbe.perform_later("wake")
     chrono_forge_env.run_due()  # pass 1: second() fails once -> continuation at +10 s
     assert len(live(chrono_forge_env)) == 1
     for _ in range(3):
         w.ReplayProbe.perform_later("wake")  # untokened: each runs a pass
     assert chrono_forge_env.run_due() == 3
-    # wake 1: second() fails again (continuation at +20 s, superseding +10 s); wake 2: second() succeeds
-    # and the workflow completes; wake 3 finds it completed and runs nothing.
+    # wake 1: second() fails again (continuation at +20 s, superseding +10 s); wake 2: second()
+    # succeeds and the workflow completes; wake 3 finds it completed and runs nothing.
     row = Workflow.objects.get(pk=wf.pk)
     assert row.state == "completed" and row.next_run_at is None
     assert w.calls("ReplayProbe.perform") == 3 and w.calls("ReplayProbe.second") == 3
@@ -359,21 +398,31 @@ def test_a_wake_up_that_races_a_running_pass_is_published_at_release(chrono_forg
 
 
 def test_a_racing_wake_up_keeps_the_workflow_retry_budget(chrono_forge_env):
-    """The wake-up published at release replaces the scheduled retry but keeps its arguments (attempt,
-    retry_counts), so racing wake-ups run the retry sooner without resetting its budget."""
+    """The wake-up published at release replaces the scheduled retry but keeps its arguments
+    (attempt, retry_counts), so racing wake-ups run the retry sooner without resetting its
+    budget."""
     chrono_forge_env.max_runs = 20  # a reset budget would loop forever
     wf = w.WokenFailure.perform_later("woken")
     chrono_forge_env.run_all()
     wf.refresh_from_db()
     assert wf.state == "failed"
-    assert list(ErrorLog.objects.filter(workflow=wf).order_by("id").values_list("attempt", flat=True)) == [0, 1, 2]
+    assert list(
+        ErrorLog.objects.filter(workflow=wf).order_by("id").values_list("attempt", flat=True)
+    ) == [0, 1, 2]
     assert w.calls("WokenFailure.perform") == 3
 
 
-# -- §16.182-185 retry API on the row --------------------------------------------------------------------
-@pytest.mark.parametrize("state,retryable", [
-    ("failed", True), ("stalled", True), ("completed", False), ("running", False), ("idle", False),
-])
+# -- §16.182-185 retry API on the row --------------------------------------------------------------
+@pytest.mark.parametrize(
+    "state,retryable",
+    [
+        ("failed", True),
+        ("stalled", True),
+        ("completed", False),
+        ("running", False),
+        ("idle", False),
+    ],
+)
 def test_retryable(state, retryable):
     assert Workflow(state=state).retryable is retryable
 
@@ -403,4 +452,9 @@ def test_row_retry_of_a_fixed_failed_workflow_completes(chrono_forge_env):
     wf.retry_now()
     wf.refresh_from_db()
     assert wf.state == "completed" and wf.context == {"fixed": True, "done": True}
-    assert wf.execution_logs.filter(step_name__startswith="$workflow_retry$", state="completed").count() == 1
+    assert (
+        wf.execution_logs.filter(
+            step_name__startswith="$workflow_retry$", state="completed"
+        ).count()
+        == 1
+    )

@@ -1,13 +1,13 @@
-"""Query and commit budgets (performance.md §3-4; behaviors §22 for durably_execute and the markers, §23).
+"""Query and commit budgets (performance.md §3-4; behaviors §22 for steps and markers, §23).
 
 How statements and commits are counted (see tests/core_sql.py): a ``connection.execute_wrapper``
 records every statement and whether ``connection.in_atomic_block`` was set when it ran, and
 ``connection.commit`` is wrapped to count the commits Django issues at the end of an outermost
 ``atomic()`` block. Commits = writes run outside any atomic block (autocommit: one commit each) +
 ``commit()`` calls. Transaction control (BEGIN, SAVEPOINT) is not counted as a statement. The commit
-tests use ``transactional_db``, so commits are real; the in-memory dispatcher is used, so the broker's
-own writes (one OrmQ INSERT per enqueue with django-q2's ORM broker, plus the worker's claim/ack) are
-not included.
+tests use ``transactional_db``, so commits are real; the in-memory dispatcher is used, so the
+broker's own writes (one OrmQ INSERT per enqueue with django-q2's ORM broker, plus the worker's
+claim/ack) are not included.
 
 Measured for a trivial top-level workflow (one durably_execute returning a small value, no context
 write), ``perform_later`` + its single pass, on SQLite and on PostgreSQL alike:
@@ -49,7 +49,7 @@ def no_commit_between(sql: SqlLog, first: int, second: int) -> bool:
     return not any(first < point <= second for point in sql.commit_points)
 
 
-# -- the trivial top-level workflow -------------------------------------------------------------------
+# -- the trivial top-level workflow ----------------------------------------------------------------
 @transactional
 def test_trivial_top_level_workflow_budget(chrono_forge_env):
     with SqlLog() as enqueue:
@@ -62,11 +62,12 @@ def test_trivial_top_level_workflow_budget(chrono_forge_env):
     assert len(one_pass.data_statements) == 6, one_pass.dump()
     assert one_pass.commits == 4, one_pass.dump()
     assert one_pass.count("SELECT") == 1  # the lock; a first pass knows it has no step logs yet
-    assert len(enqueue.data_statements) + len(one_pass.data_statements) <= 6 + 3 + 4  # reference: 13
+    # reference: 13
+    assert len(enqueue.data_statements) + len(one_pass.data_statements) <= 6 + 3 + 4
     assert enqueue.commits + one_pass.commits <= 6
 
 
-# -- a new step ---------------------------------------------------------------------------------------
+# -- a new step ------------------------------------------------------------------------------------
 @transactional
 @pytest.mark.parametrize("later_pass", [False, True], ids=["first-pass", "later-pass"])
 def test_a_new_step_costs_at_most_3_statements_and_2_commits(chrono_forge_env, later_pass):
@@ -86,9 +87,10 @@ def test_a_new_step_costs_at_most_3_statements_and_2_commits(chrono_forge_env, l
     assert per_step == (2, 2)  # INSERT (attempts=1 in it) + UPDATE completed, each its own commit
 
 
-# -- replay -------------------------------------------------------------------------------------------
+# -- replay ----------------------------------------------------------------------------------------
 def park_after(env, n: int) -> Workflow:
-    """A workflow with ``n`` completed steps parked on a gate step (failing, halted for a 60 s retry)."""
+    """A workflow with ``n`` completed steps parked on a gate step (failing, halted for a 60 s
+    retry)."""
     wf = w.Steps.perform_later(f"parked-{n}", n=n, gate=True)
     env.run_due()
     assert Workflow.objects.get(pk=wf.pk).state == "idle" and len(env.pending) == 1
@@ -106,8 +108,11 @@ def test_replaying_completed_steps_costs_nothing_per_step(chrono_forge_env):
     shape = {n: [(s.kind, s.table) for s in sql.data_statements] for n, sql in resumed.items()}
     assert shape[3] == shape[25] == shape[30], resumed[30].dump()
     # §23: one bulk read of the step logs per pass, whatever N is
-    assert resumed[3].count("SELECT", EXECUTION_LOG) == resumed[25].count("SELECT", EXECUTION_LOG) == 1
-    # the resume: lock S+U, bulk S, gate attempt U, error I, release U (+ nothing per completed step)
+    assert (
+        resumed[3].count("SELECT", EXECUTION_LOG) == resumed[25].count("SELECT", EXECUTION_LOG) == 1
+    )
+    # the resume: lock S+U, bulk S, gate attempt U, error I, release U (+ nothing per completed
+    # step)
     assert resumed[30].count("INSERT", EXECUTION_LOG) == 0
     assert resumed[30].count("INSERT", ERROR_LOG) == 1
     assert w.calls("Steps.gate") == 6
@@ -116,23 +121,35 @@ def test_replaying_completed_steps_costs_nothing_per_step(chrono_forge_env):
 @pytest.mark.django_db
 def test_the_step_cache_includes_coordination_logs_and_excludes_repetitions():
     wf = Workflow.objects.create(job_class="tests.workflows_core.Steps", key="cache")
-    for name in ("durably_execute$send_email", "durably_repeat$poll", "durably_repeat$poll$1700000000",
-                 "$workflow_retry$1700000000"):
+    for name in (
+        "durably_execute$send_email",
+        "durably_repeat$poll",
+        "durably_repeat$poll$1700000000",
+        "$workflow_retry$1700000000",
+    ):
         ExecutionLog.objects.create(workflow=wf, step_name=name, state="completed")
     steps = StepLogs(wf.pk)
-    assert sorted(steps.names()) == ["$workflow_retry$1700000000", "durably_execute$send_email",
-                                     "durably_repeat$poll"]
+    assert sorted(steps.names()) == [
+        "$workflow_retry$1700000000",
+        "durably_execute$send_email",
+        "durably_repeat$poll",
+    ]
     assert steps.get("durably_repeat$poll$1700000000") is None
 
 
-# -- lock and release ---------------------------------------------------------------------------------
+# -- lock and release ------------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_lock_acquire_is_one_select_of_the_pass_columns_and_one_update(chrono_forge_env):
     w.OneStep.perform_later("lock")
     with SqlLog() as sql:
         Pass(w.OneStep, "lock").acquire()
     select, update = sql.data_statements
-    assert (select.kind, select.table, update.kind, update.table) == ("SELECT", WORKFLOW, "UPDATE", WORKFLOW)
+    assert (select.kind, select.table, update.kind, update.table) == (
+        "SELECT",
+        WORKFLOW,
+        "UPDATE",
+        WORKFLOW,
+    )
     columns = set(re.findall(r'"chrono_forge_workflow"\."(\w+)"', select.sql.split(" FROM ", 1)[0]))
     assert columns == set(LOCK_COLUMNS)
     assert not columns & {"created", "modified", "completed_at"}
@@ -155,7 +172,7 @@ def test_release_is_one_conditional_update_and_reads_nothing(chrono_forge_env):
     assert not any(s.kind == "SELECT" for s in sql.statements)  # never a SELECT of kwargs/context
 
 
-# -- lifetime invariants ------------------------------------------------------------------------------
+# -- lifetime invariants ---------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_the_workflow_row_is_inserted_once_and_each_step_log_once(chrono_forge_env):
     with SqlLog() as sql:
@@ -169,16 +186,21 @@ def test_the_workflow_row_is_inserted_once_and_each_step_log_once(chrono_forge_e
     assert sql.count("INSERT", EXECUTION_LOG) == wf.execution_logs.count() == 3
 
 
-# -- markers ------------------------------------------------------------------------------------------
+# -- markers ---------------------------------------------------------------------------------------
 @transactional
 def test_completion_marker_is_one_insert_in_the_completed_update_transaction(chrono_forge_env):
     w.NoSteps.perform_later("marker")
     sql = run_pass(chrono_forge_env)
     assert sql.count("INSERT", EXECUTION_LOG) == 1 and sql.count("UPDATE", EXECUTION_LOG) == 0
     statements = sql.data_statements
-    marker = next(i for i, s in enumerate(statements) if s.kind == "INSERT" and s.table == EXECUTION_LOG)
-    completed = next(i for i, s in enumerate(statements)
-                     if s.kind == "UPDATE" and s.table == WORKFLOW and i > marker)
+    marker = next(
+        i for i, s in enumerate(statements) if s.kind == "INSERT" and s.table == EXECUTION_LOG
+    )
+    completed = next(
+        i
+        for i, s in enumerate(statements)
+        if s.kind == "UPDATE" and s.table == WORKFLOW and i > marker
+    )
     assert statements[marker].in_atomic and statements[completed].in_atomic
     assert no_commit_between(sql, marker, completed), sql.dump()
     log = ExecutionLog.objects.get(workflow__key="marker")
@@ -194,11 +216,21 @@ def test_failure_marker_is_one_insert_and_no_update(chrono_forge_env):
     assert sql.count("INSERT", EXECUTION_LOG) == 1 and sql.count("UPDATE", EXECUTION_LOG) == 0
     assert sql.count("INSERT", ERROR_LOG) == 1
     statements = sql.data_statements
-    marker = next(i for i, s in enumerate(statements) if s.kind == "INSERT" and s.table == EXECUTION_LOG)
-    failed = next(i for i, s in enumerate(statements) if s.kind == "UPDATE" and s.table == WORKFLOW and i > marker)
+    marker = next(
+        i for i, s in enumerate(statements) if s.kind == "INSERT" and s.table == EXECUTION_LOG
+    )
+    failed = next(
+        i
+        for i, s in enumerate(statements)
+        if s.kind == "UPDATE" and s.table == WORKFLOW and i > marker
+    )
     assert no_commit_between(sql, marker, failed)
     log = ExecutionLog.objects.get(workflow__key="failure")
-    assert log.step_name.startswith("$workflow_failure$") and log.state == "completed" and log.attempts == 1
+    assert (
+        log.step_name.startswith("$workflow_failure$")
+        and log.state == "completed"
+        and log.attempts == 1
+    )
     assert Workflow.objects.get(key="failure").state == "failed"
 
 
@@ -223,7 +255,8 @@ def test_markers_on_a_later_pass_read_no_step_logs(chrono_forge_env):
     retried = run_pass(chrono_forge_env)
     assert retried.count("SELECT", EXECUTION_LOG) == 0, retried.dump()
     w.NoSteps.perform_later("done-later")
-    Workflow.objects.filter(key="done-later").update(started_at=chrono_forge_env.now)  # not a first pass
+    # not a first pass
+    Workflow.objects.filter(key="done-later").update(started_at=chrono_forge_env.now)
     completed = run_pass(chrono_forge_env)
     assert Workflow.objects.get(key="done-later").state == "completed"
     assert completed.count("SELECT", EXECUTION_LOG) == 0, completed.dump()

@@ -9,14 +9,19 @@ from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.retry import coerce, retry_policy
 from chrono_forge.steps import StepLogs
 from tests import workflows_core as w
-from tests.workflows_core import DeclinedError, NetworkError, RateLimitError, SlowNetworkError
-from tests.workflows_core import reset_core  # noqa: F401  (autouse)
+from tests.workflows_core import (
+    DeclinedError,
+    NetworkError,
+    RateLimitError,
+    SlowNetworkError,
+    reset_core,  # noqa: F401  (autouse)
+)
 
 NETWORK = "tests.workflows_core.NetworkError"
 RATE_LIMIT = "tests.workflows_core.RateLimitError"
 
 
-# -- §3 RetryPolicy ---------------------------------------------------------------------------------
+# -- §3 RetryPolicy --------------------------------------------------------------------------------
 def test_attempts_count_from_one_and_include_the_failure():
     policy = RetryPolicy(max_attempts=3)
     assert [policy.retryable(ValueError(), n) for n in (1, 2, 3, 4)] == [True, True, False, False]
@@ -56,7 +61,13 @@ def test_equal_jitter_stays_within_half_and_full_delay():
 
 def test_presets():
     step = RetryPolicy.step_default()
-    assert (step.max_attempts, step.retry_on, step.base, step.cap, step.jitter) == (3, None, 1, 30, True)
+    assert (step.max_attempts, step.retry_on, step.base, step.cap, step.jitter) == (
+        3,
+        None,
+        1,
+        30,
+        True,
+    )
     workflow = RetryPolicy.workflow_default()
     assert (workflow.max_attempts, workflow.retry_on, workflow.cap) == (10, None, 600)
     wait = RetryPolicy.wait_default()
@@ -108,7 +119,7 @@ def test_invalid_durations_and_retry_on():
         RetryPolicy(retry_on=["NetworkError"])
 
 
-# -- §4 composite policies ---------------------------------------------------------------------------
+# -- §4 composite policies -------------------------------------------------------------------------
 def test_empty_composite_is_rejected():
     with pytest.raises(ValueError):
         CompositeRetryPolicy([])
@@ -129,7 +140,9 @@ def test_policy_for_routes_to_the_first_match():
 
 
 def test_composite_backoff_uses_the_callback_count_not_attempts():
-    composite = CompositeRetryPolicy([RetryPolicy(max_attempts=5, base=2, jitter=False, retry_on=[RateLimitError])])
+    composite = CompositeRetryPolicy(
+        [RetryPolicy(max_attempts=5, base=2, jitter=False, retry_on=[RateLimitError])]
+    )
     seen = []
 
     def count(key):
@@ -142,15 +155,29 @@ def test_composite_backoff_uses_the_callback_count_not_attempts():
 
 
 def test_composite_sub_cap_applies_and_unmatched_errors_are_not_retried():
-    composite = CompositeRetryPolicy([RetryPolicy(max_attempts=1, retry_on=[DeclinedError]),
-                                      RetryPolicy(retry_on=[NetworkError])])
+    composite = CompositeRetryPolicy(
+        [
+            RetryPolicy(max_attempts=1, retry_on=[DeclinedError]),
+            RetryPolicy(retry_on=[NetworkError]),
+        ]
+    )
     assert composite.retry_backoff(DeclinedError(), 1, count=lambda key: 1) is None
     assert composite.retry_backoff(RateLimitError(), 1, count=lambda key: 1) is None
 
 
 def test_composite_max_attempts():
-    assert CompositeRetryPolicy([RetryPolicy(max_attempts=2), RetryPolicy(max_attempts=5)]).max_attempts == 5
-    assert CompositeRetryPolicy([RetryPolicy(max_attempts=2), RetryPolicy(max_attempts=None)]).max_attempts is None
+    assert (
+        CompositeRetryPolicy(
+            [RetryPolicy(max_attempts=2), RetryPolicy(max_attempts=5)]
+        ).max_attempts
+        == 5
+    )
+    assert (
+        CompositeRetryPolicy(
+            [RetryPolicy(max_attempts=2), RetryPolicy(max_attempts=None)]
+        ).max_attempts
+        is None
+    )
 
 
 def test_coercion():
@@ -232,5 +259,6 @@ def test_workflow_level_composite_budget_travels_in_the_continuation(chrono_forg
     chrono_forge_env.run_all()
     wf.refresh_from_db()
     assert wf.state == "failed"
-    assert ErrorLog.objects.filter(workflow=wf).count() == 2  # its own budget (2), not the catch-all's 5
+    # its own budget (2), not the catch-all's 5
+    assert ErrorLog.objects.filter(workflow=wf).count() == 2
     assert w.calls("WorkflowComposite.perform") == 2

@@ -1,4 +1,5 @@
-"""durably_execute, step retries and the workflow lifecycle (behaviors §1 without waits, §2, §20)."""
+"""durably_execute, step retries and the workflow lifecycle (behaviors §1 without waits, §2,
+§20)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,11 @@ def test_happy_path_stores_identity_kwargs_options_and_context(chrono_forge_env)
     assert set(wf.context) == {"order_id", "processed_at", "completed_at"}
     assert wf.started_at is not None and wf.completed_at is not None
     assert wf.locked_at is None and wf.locked_by is None
-    assert step_names(wf) == ["durably_execute$process_order", "durably_execute$complete_order",
-                              "$workflow_completion$"]
+    assert step_names(wf) == [
+        "durably_execute$process_order",
+        "durably_execute$complete_order",
+        "$workflow_completion$",
+    ]
     assert ErrorLog.objects.count() == 0
 
 
@@ -47,9 +51,14 @@ def test_transient_error_before_a_step_is_retried_without_duplicate_logs(chrono_
     chrono_forge_env.run_all()
     wf.refresh_from_db()
     assert wf.state == "completed"
-    assert step_names(wf) == ["durably_execute$process_order", "durably_execute$complete_order",
-                              "$workflow_completion$"]
-    assert list(ErrorLog.objects.values_list("error_class", flat=True)) == ["tests.workflows_core.TransientError"]
+    assert step_names(wf) == [
+        "durably_execute$process_order",
+        "durably_execute$complete_order",
+        "$workflow_completion$",
+    ]
+    assert list(ErrorLog.objects.values_list("error_class", flat=True)) == [
+        "tests.workflows_core.TransientError"
+    ]
 
 
 def test_two_transient_errors_still_complete(chrono_forge_env):
@@ -89,7 +98,8 @@ def test_a_step_that_raises_execution_failed_stalls_the_workflow(chrono_forge_en
     assert wf.state == "stalled" and wf.completed_at is None
     assert wf.context == {"before_step": "kept"}
     assert "chrono_forge.exceptions.ExecutionFailedError" in set(
-        ErrorLog.objects.values_list("error_class", flat=True))
+        ErrorLog.objects.values_list("error_class", flat=True)
+    )
     assert log(wf, "durably_execute$explode").state == "failed"
     assert chrono_forge_env.pending == []
 
@@ -103,16 +113,20 @@ def test_context_api_inside_perform(chrono_forge_env):
     assert w.FLAGS["has_once"] is True and w.FLAGS["has_missing"] is False
     assert w.FLAGS["get_default"] == "fallback" and w.FLAGS["missing_raises"] is True
     assert wf.context == {
-        "bracket": "via []", "via_set": 1, "once": "first",
+        "bracket": "via []",
+        "via_set": 1,
+        "once": "first",
         "a_list": [1, "two", {"three": 3}],
-        "a_dict": {"1": "int key", "nested": {"true": "bool key"}}  # JSON key rules,
+        "a_dict": {"1": "int key", "nested": {"true": "bool key"}},  # JSON key rules,
     }
 
 
 def test_a_pre_locked_workflow_is_not_run_until_unlocked(chrono_forge_env):
     wf = w.Counter.perform_later("dup")
     chrono_forge_env.drop_pending()
-    Workflow.objects.filter(pk=wf.pk).update(locked_by="fake_job_id", locked_at=clock.now(), state="running")
+    Workflow.objects.filter(pk=wf.pk).update(
+        locked_by="fake_job_id", locked_at=clock.now(), state="running"
+    )
     w.Counter.perform_later("dup")
     chrono_forge_env.run_all()
     wf.refresh_from_db()
@@ -171,7 +185,7 @@ def test_retry_now_on_a_completed_workflow_raises_and_writes_nothing(chrono_forg
     assert chrono_forge_env.pending == []
 
 
-# -- §2 durably_execute and step retries ------------------------------------------------------------
+# -- §2 durably_execute and step retries -----------------------------------------------------------
 def test_per_call_policy_caps_attempts(chrono_forge_env):
     wf = w.AlwaysFailsPerCall.perform_later("k")
     chrono_forge_env.run_all()
@@ -197,9 +211,13 @@ def test_builtin_step_default_is_three_attempts_with_one_error_log_each(chrono_f
     errors = ErrorLog.objects.filter(workflow=wf).order_by("id")
     assert list(errors.values_list("attempt", flat=True)) == [1, 2, 3]
     assert set(errors.values_list("step_name", flat=True)) == {"durably_execute$always_fails"}
-    assert set(errors.values_list("error_class", flat=True)) == {"tests.workflows_core.TransientError"}
+    assert set(errors.values_list("error_class", flat=True)) == {
+        "tests.workflows_core.TransientError"
+    }
     step = log(wf, "durably_execute$always_fails")
-    assert step.error_class == "tests.workflows_core.TransientError" and step.error_message == "nope"
+    assert (
+        step.error_class == "tests.workflows_core.TransientError" and step.error_message == "nope"
+    )
 
 
 def test_a_fresh_step_records_its_attempt_in_the_insert(chrono_forge_env):
@@ -222,7 +240,9 @@ def test_a_retried_step_bumps_its_attempts(chrono_forge_env):
     assert any('"attempts"' in s.sql for s in sql.of("UPDATE", EXECUTION_LOG)), sql.dump()
 
 
-def test_a_completed_step_is_never_re_executed_and_replay_returns_its_stored_result(chrono_forge_env):
+def test_a_completed_step_is_never_re_executed_and_replay_returns_its_stored_result(
+    chrono_forge_env,
+):
     wf = w.ReplayProbe.perform_later("replay")
     chrono_forge_env.run_all()
     wf.refresh_from_db()
@@ -237,7 +257,8 @@ class HardKill(BaseException):
 
 
 def test_at_least_once_a_kill_between_side_effect_and_completed_write_reruns_the_step(
-        chrono_forge_env, monkeypatch):
+    chrono_forge_env, monkeypatch
+):
     from chrono_forge import steps
     from chrono_forge.executor import Pass
 
@@ -279,7 +300,12 @@ def test_a_dollar_in_a_step_name_fails_fast_through_perform_now(chrono_forge_env
     wf = Workflow.objects.get(key="bad")
     assert wf.state == "stalled"
     assert w.calls("NamedStep.work") == 0
-    assert ErrorLog.objects.filter(workflow=wf, error_class="chrono_forge.exceptions.InvalidStepName").count() == 1
+    assert (
+        ErrorLog.objects.filter(
+            workflow=wf, error_class="chrono_forge.exceptions.InvalidStepName"
+        ).count()
+        == 1
+    )
     assert chrono_forge_env.pending == []  # not retried
     assert wf.execution_logs.count() == 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils.timezone import now as django_now
@@ -17,7 +17,7 @@ from tests.workflows_core import reset_core  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 
-START = datetime(2030, 1, 1, 12, tzinfo=timezone.utc)
+START = datetime(2030, 1, 1, 12, tzinfo=UTC)
 
 
 def test_the_clock_is_frozen_and_moves_only_when_told():
@@ -70,7 +70,7 @@ def test_the_env_restores_dispatcher_and_clock_on_exit():
     with pytest.raises(ZeroDivisionError):
         with workflow_env(start=START):
             assert isinstance(dispatch.get_dispatcher(), InMemoryDispatcher)
-            1 / 0
+            raise ZeroDivisionError("a failing test body")
     assert dispatch.get_dispatcher() is before
     assert abs(clock.now() - django_now()) < timedelta(minutes=1)  # the real clock again
 

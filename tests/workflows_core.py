@@ -1,7 +1,7 @@
 """Workflow classes of the core-engine tests (module level, so their dotted job_class imports).
 
-Counters and switches live in module-level dicts that the autouse fixture ``reset_core`` clears before
-every test (import the fixture into a test module to activate it there).
+Counters and switches live in module-level dicts that the autouse fixture ``reset_core`` clears
+before every test (import the fixture into a test module to activate it there).
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from chrono_forge import DurableWorkflow, RetryPolicy
-from chrono_forge import clock
+from chrono_forge import DurableWorkflow, RetryPolicy, clock
 from chrono_forge.exceptions import ExecutionFailedError
 
 CALLS: dict[str, int] = {}
@@ -69,7 +68,8 @@ class WorkflowLevelError(Exception):
 
 # -- kitchen sink lite (no waits: the full KitchenSink belongs to the waits tests) ----------------
 class LiteSink(DurableWorkflow):
-    """process_order, optionally a permanent failure, then complete_order; timestamps in the context."""
+    """process_order, optionally a permanent failure, then complete_order; timestamps in the
+    context."""
 
     def perform(self, *, kwarg=None, fail_after_process=False):
         called("LiteSink.perform")
@@ -128,7 +128,8 @@ class ContextApi(DurableWorkflow):
 
 
 class Counter(DurableWorkflow):
-    """One step that counts how often its body ran (the concurrency and duplicate-delivery probe)."""
+    """One step that counts how often its body ran (the concurrency and duplicate-delivery
+    probe)."""
 
     def perform(self):
         called("Counter.perform")
@@ -139,7 +140,7 @@ class Counter(DurableWorkflow):
         return "counted"
 
 
-# -- durably_execute and retries --------------------------------------------------------------------
+# -- durably_execute and retries -------------------------------------------------------------------
 class OneStep(DurableWorkflow):
     """A trivial top-level workflow: one step returning a small value, no context write."""
 
@@ -191,7 +192,9 @@ class FlakyOnce(DurableWorkflow):
     """Fails on its first call, succeeds on the retry (1 s backoff, no jitter)."""
 
     def perform(self):
-        self.durably_execute(self.flaky, retry_policy=RetryPolicy(max_attempts=3, base=1, cap=1, jitter=False))
+        self.durably_execute(
+            self.flaky, retry_policy=RetryPolicy(max_attempts=3, base=1, cap=1, jitter=False)
+        )
 
     def flaky(self):
         if called("FlakyOnce.flaky") == 1:
@@ -205,8 +208,9 @@ class ReplayProbe(DurableWorkflow):
     def perform(self):
         called("ReplayProbe.perform")
         first = self.durably_execute(self.first)
-        second = self.durably_execute(self.second, retry_policy=RetryPolicy(max_attempts=5, base=10,
-                                                                            jitter=False))
+        second = self.durably_execute(
+            self.second, retry_policy=RetryPolicy(max_attempts=5, base=10, jitter=False)
+        )
         self.context["results"] = [first, second]
 
     def first(self):
@@ -234,10 +238,13 @@ class Composite(DurableWorkflow):
     """Per-error budgets: NetworkError 2, RateLimitError 3 (errors scripted in FLAGS["errors"])."""
 
     def perform(self):
-        self.durably_execute(self.call_api, retry_policy=[
-            RetryPolicy(max_attempts=2, retry_on=[NetworkError], **NO_WAIT),
-            RetryPolicy(max_attempts=3, retry_on=[RateLimitError], **NO_WAIT),
-        ])
+        self.durably_execute(
+            self.call_api,
+            retry_policy=[
+                RetryPolicy(max_attempts=2, retry_on=[NetworkError], **NO_WAIT),
+                RetryPolicy(max_attempts=3, retry_on=[RateLimitError], **NO_WAIT),
+            ],
+        )
 
     def call_api(self):
         called("Composite.call_api")
@@ -251,8 +258,10 @@ class CompositeSingle(DurableWorkflow):
     """A composite with one sub-policy [NetworkError max 2]."""
 
     def perform(self):
-        self.durably_execute(self.call_api, retry_policy=[RetryPolicy(max_attempts=2, retry_on=[NetworkError],
-                                                                      **NO_WAIT)])
+        self.durably_execute(
+            self.call_api,
+            retry_policy=[RetryPolicy(max_attempts=2, retry_on=[NetworkError], **NO_WAIT)],
+        )
 
     def call_api(self):
         called("CompositeSingle.call_api")
@@ -283,7 +292,8 @@ class WorkflowComposite(DurableWorkflow):
 
 
 class FailsOnce(DurableWorkflow):
-    """Workflow-level error on the first pass only (max 1 attempt: fails immediately when FLAGS say)."""
+    """Workflow-level error on the first pass only (max 1 attempt: fails immediately when FLAGS
+    say)."""
 
     retry_policy = RetryPolicy(max_attempts=1)
 
@@ -303,7 +313,8 @@ class FailsWithContext(DurableWorkflow):
 
 
 class WokenFailure(DurableWorkflow):
-    """Fails at workflow level (3 attempts, 60 s apart); every pass is raced by an external wake-up."""
+    """Fails at workflow level (3 attempts, 60 s apart); every pass is raced by an external
+    wake-up."""
 
     retry_policy = RetryPolicy(max_attempts=3, base=60, cap=60, jitter=False)
 
@@ -334,7 +345,7 @@ class FixableFailure(DurableWorkflow):
         self.context["done"] = True
 
 
-# -- steps, names and results -------------------------------------------------------------------------
+# -- steps, names and results ----------------------------------------------------------------------
 class Steps(DurableWorkflow):
     """``n`` trivial steps, then (optionally) a gate step that fails, halting for a retry backoff,
     until FLAGS["gate_open"]."""
@@ -345,8 +356,10 @@ class Steps(DurableWorkflow):
         if context_write:
             self.context["written"] = True
         if gate:
-            self.durably_execute(self.gate, retry_policy=RetryPolicy(max_attempts=None, base=60, cap=60,
-                                                                     jitter=False))
+            self.durably_execute(
+                self.gate,
+                retry_policy=RetryPolicy(max_attempts=None, base=60, cap=60, jitter=False),
+            )
 
     def noop(self):
         return None
@@ -391,7 +404,8 @@ class EchoKwargs(DurableWorkflow):
 
 
 class ContinueWithKwargs(DurableWorkflow):
-    """Schedules a continuation carrying an arbitrary internal argument, then parks (behaviors §15.179)."""
+    """Schedules a continuation carrying an arbitrary internal argument, then parks (behaviors
+    §15.179)."""
 
     def perform(self):
         from chrono_forge.exceptions import HaltExecution
@@ -439,11 +453,13 @@ def iso(moment: datetime) -> str:
 
 
 class E2EFlaky(DurableWorkflow):
-    """For a real qcluster (several worker processes, so no in-memory counters): the first attempt marks
-    the context and fails; the retry, 1 s later, succeeds."""
+    """For a real qcluster (several worker processes, so no in-memory counters): the first attempt
+    marks the context and fails; the retry, 1 s later, succeeds."""
 
     def perform(self):
-        self.durably_execute(self.flaky, retry_policy=RetryPolicy(max_attempts=3, base=1, cap=1, jitter=False))
+        self.durably_execute(
+            self.flaky, retry_policy=RetryPolicy(max_attempts=3, base=1, cap=1, jitter=False)
+        )
         self.context["done"] = True
 
     def flaky(self):
