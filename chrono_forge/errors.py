@@ -34,6 +34,11 @@ def context_snapshot(context: Mapping[str, Any], budget: int | None = None) -> d
     return snapshot
 
 
+def printable(text: str) -> str:
+    """PostgreSQL text columns cannot hold NUL: an error message must never fail its own recording."""
+    return text.replace("\x00", "\\x00")
+
+
 def error_class_name(error: BaseException) -> str:
     cls = type(error)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
@@ -60,8 +65,8 @@ def record_error(
         step_name=step_name,
         attempt=attempt,
         error_class=error_class_name(error),
-        error_message=str(error),
-        backtrace="".join(traceback.format_exception(error)),
+        error_message=printable(str(error)),
+        backtrace=printable("".join(traceback.format_exception(error))),
         context=context_snapshot(context or {}),
         created=now,
         modified=now,

@@ -30,6 +30,7 @@ from .context import Context
 from .errors import record_error
 from .exceptions import (
     ConcurrentExecutionError,
+    ContextValidationError,
     ExecutionFailedError,
     HaltExecution,
     LongRunningConcurrentExecutionError,
@@ -123,6 +124,10 @@ class Pass:
         except NotExecutableError as error:
             self.stall(error, recorded=getattr(error, "recorded", False))
             raise
+        except ContextValidationError as error:
+            # The same code writes the same bad value on every retry: stall for a fix instead.
+            self.stall(error, recorded=False)
+            return
         except Exception as error:
             self.retry_or_fail(error)
             return

@@ -161,19 +161,25 @@ def test_a_changed_context_is_written_once_in_the_release(chrono_forge_env):
 
 
 @pytest.mark.django_db
-def test_an_oversized_context_value_in_perform_raises_and_is_never_stored(chrono_forge_env):
+def test_an_oversized_context_value_in_perform_stalls_and_is_never_stored(chrono_forge_env):
     wf = w.OversizedContext.perform_later("big", size=17 * KB)
     chrono_forge_env.run_due()
     wf.refresh_from_db()
     error = ErrorLog.objects.get(workflow=wf)
     assert error.error_class == "chrono_forge.exceptions.ContextValidationError"
     assert "'big'" in error.error_message and "limit" in error.error_message
-    # the oversized value is not stored (earlier writes of the pass are); retried at workflow level
-    assert (
-        wf.context == {"small": "kept"}
-        and wf.state == "idle"
-        and len(chrono_forge_env.pending) == 1
-    )
+    # the oversized value is not stored (earlier writes of the pass are); the same code would write
+    # it again on every retry, so the workflow stalls for a fix instead of retrying
+    assert wf.context == {"small": "kept"}
+    assert wf.state == "stalled" and chrono_forge_env.pending == []
+
+
+@pytest.mark.django_db
+def test_an_error_message_with_a_nul_character_is_recorded(chrono_forge_env):
+    wf = w.NulMessage.perform_later("nul")
+    chrono_forge_env.run_due()
+    error = ErrorLog.objects.get(workflow=wf)
+    assert error.error_message == "bad\\x00byte" and "\x00" not in error.backtrace
 
 
 # -- §19 error-log snapshot ------------------------------------------------------------------------

@@ -467,3 +467,10 @@ class E2EFlaky(DurableWorkflow):
             self.context["failed_once"] = True
             raise TransientError("the first attempt fails")
         return "ok"
+
+
+class NulMessage(DurableWorkflow):
+    """Raises an error whose message holds a NUL (PostgreSQL text cannot store it as is)."""
+
+    def perform(self):
+        raise TransientError("bad\x00byte")
