@@ -23,8 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "CONTEXT_VALUE_MAX_BYTES": 16 * 1024,
     "RESULT_MAX_BYTES": 64 * 1024,
     "ERROR_CONTEXT_MAX_BYTES": 64 * 1024,
-    "TASK_TIMEOUT": None,
-    "PRIMARY_KEY_FIELD": None,  # None: settings.DEFAULT_AUTO_FIELD  # django-q2 per-task timeout for passes; None: Q_CLUSTER's
+    "TASK_TIMEOUT": None,  # django-q2 per-task timeout for passes; None: Q_CLUSTER's
+    "PRIMARY_KEY_FIELD": None,  # None: settings.DEFAULT_AUTO_FIELD
 }
 
 DURATION_SETTINGS = ("MAX_DURATION", "REAP_STALE_AFTER", "RESUME_OVERDUE_GRACE")
