@@ -1,0 +1,79 @@
+"""Workflow classes used by the operations tests (module level, so their job_class imports)."""
+
+from __future__ import annotations
+
+from chrono_forge import DurableWorkflow, RetryPolicy
+
+CALLS: dict[str, int] = {}
+
+
+def called(name: str) -> int:
+    CALLS[name] = CALLS.get(name, 0) + 1
+    return CALLS[name]
+
+
+class TransientError(Exception):
+    pass
+
+
+class OneStep(DurableWorkflow):
+    """One step plus the completion marker: two execution logs."""
+
+    def perform(self, *, value: int = 1):
+        self.context["result"] = self.durably_execute(self.compute)
+
+    def compute(self):
+        called("OneStep.compute")
+        return 42
+
+
+class NeedsFix(DurableWorkflow):
+    """Fails at workflow level (no retries) until an operator sets ``context["fixed"]``."""
+
+    retry_policy = RetryPolicy(max_attempts=1)
+
+    def perform(self):
+        called("NeedsFix.perform")
+        if not self.context.get("fixed"):
+            raise RuntimeError("not fixed yet: set context['fixed']")
+        self.context["done"] = True
+
+
+class StallsUntilFixed(DurableWorkflow):
+    """A step that uses up its single attempt (-> stalled) until ``FIXED`` is set."""
+
+    FIXED = False
+
+    def perform(self):
+        self.durably_execute(self.charge, retry_policy=RetryPolicy(max_attempts=1))
+
+    def charge(self):
+        called("StallsUntilFixed.charge")
+        if not StallsUntilFixed.FIXED:
+            raise TransientError("card declined")
+        return "charged"
+
+
+class RetriesOnce(DurableWorkflow):
+    """The step fails once and schedules a retry 60 s later (a wait-like halt), then succeeds."""
+
+    def perform(self):
+        self.durably_execute(
+            self.flaky, retry_policy=RetryPolicy(max_attempts=3, base=60, cap=60, jitter=False)
+        )
+        self.durably_execute(self.finish)
+
+    def flaky(self):
+        if called("RetriesOnce.flaky") == 1:
+            raise TransientError("first call fails")
+        return "ok"
+
+    def finish(self):
+        called("RetriesOnce.finish")
+
+
+class Other(DurableWorkflow):
+    """A second class, for keys that exist under several classes."""
+
+    def perform(self):
+        called("Other.perform")
