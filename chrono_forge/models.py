@@ -46,7 +46,8 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
 
     def stranded(self, stale_after: timedelta | None = None):
         """Running rows whose lock is older than ``stale_after`` (default REAP_STALE_AFTER)."""
-        cutoff = clock.now() - (stale_after if stale_after is not None else conf.reap_stale_after())
+        stale_after = conf.as_timedelta(stale_after) if stale_after is not None else conf.reap_stale_after()
+        cutoff = clock.now() - stale_after
         return self.filter(state=Workflow.STATE.running, locked_at__isnull=False, locked_at__lt=cutoff)
 
     def overdue(self, grace: timedelta | None = None):
