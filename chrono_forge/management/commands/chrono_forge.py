@@ -1,0 +1,334 @@
+"""``python manage.py chrono_forge <subcommand>``: inspect and operate workflows.
+
+    list [--state S] [--class C] [--limit N]     show KEY [--class C]
+    resume KEY                                   retry KEY [--now]
+    reap [--stale-after MIN]                     resume-overdue [--grace MIN]
+    cleanup [--older-than DAYS ...] [--dry-run]  maintenance --install | --uninstall
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Q
+
+from chrono_forge import cleanup, conf, maintenance
+from chrono_forge.cleanup import REPEAT_PREFIX
+from chrono_forge.exceptions import ChronoForgeError
+from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
+from chrono_forge.steps import REPETITION_LOG_PATTERN
+
+FAILURE_PREFIX = "$workflow_failure$"
+
+
+def _positive(kind):
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            raise ValueError(value) from None
+        if number < 0:
+            raise ValueError(value)
+        return number
+
+    parse.__name__ = f"non-negative {kind.__name__}"
+    return parse
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _duration(start: datetime | None, end: datetime | None) -> str:
+    if not (start and end):
+        return "-"
+    seconds = (end - start).total_seconds()
+    return f"{seconds:.3f}s" if seconds < 60 else str(timedelta(seconds=round(seconds)))
+
+
+class Command(BaseCommand):
+    help = "Inspect and operate chrono_forge workflows (list, show, resume, retry, reap, cleanup, ...)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        subs = parser.add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
+
+        def sub(name: str, help: str, key: bool = False) -> CommandParser:
+            p = subs.add_parser(name, help=help, description=help)
+            if key:
+                p.add_argument("key", metavar="KEY", help="the workflow key")
+                p.add_argument("--class", dest="job_class", metavar="CLASS",
+                               help="the workflow class (dotted path or class name) when KEY is ambiguous")
+            return p
+
+        p = sub("list", "List workflows, newest first.")
+        p.add_argument("--state", choices=list(Workflow.STATE._db_values))
+        p.add_argument("--class", dest="job_class", metavar="CLASS", help="dotted path or class name")
+        p.add_argument("--limit", type=_positive(int), default=50, help="at most this many rows (default 50)")
+
+        sub("show", "Show a workflow's timeline: steps, attempts, timings, results and errors.", key=True)
+        sub("resume", "Re-enqueue an idle workflow (e.g. after the event a continue_if waits for).", key=True)
+        p = sub("retry", "Retry a failed or stalled workflow.", key=True)
+        p.add_argument("--now", action="store_true", help="run the retry pass here instead of enqueuing it")
+
+        p = sub("reap", "Re-enqueue running workflows whose lock is stale (their worker died).")
+        p.add_argument("--stale-after", type=_positive(float), metavar="MINUTES",
+                       help="lock age in minutes (default: REAP_STALE_AFTER, 3 x MAX_DURATION)")
+        p = sub("resume-overdue", "Re-enqueue idle workflows whose scheduled continuation was lost.")
+        p.add_argument("--grace", type=_positive(float), metavar="MINUTES",
+                       help="how late, in minutes, before a continuation counts as lost "
+                            "(default: RESUME_OVERDUE_GRACE)")
+
+        p = sub("cleanup", "Delete old completed/failed workflows and prune old repetition logs.")
+        p.add_argument("--older-than", type=_positive(float), default=90, metavar="DAYS",
+                       help="terminal for longer than this (default 90)")
+        p.add_argument("--completed-older-than", type=_positive(float), metavar="DAYS")
+        p.add_argument("--failed-older-than", type=_positive(float), metavar="DAYS")
+        p.add_argument("--prune-repetitions-older-than", type=_positive(float), metavar="DAYS",
+                       help="also prune durably_repeat repetition logs this old (behind the frontier)")
+        p.add_argument("--batch-size", type=_positive(int), default=1000)
+        p.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+        p = sub("maintenance", "Register (or remove) the django-q2 Schedules for reap, resume-overdue "
+                               "and a daily cleanup.")
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--install", action="store_true")
+        group.add_argument("--uninstall", action="store_true")
+
+    def handle(self, *args: Any, sub: str, **options: Any) -> None:
+        handler = getattr(self, "handle_" + sub.replace("-", "_"))
+        try:
+            handler(**options)
+        except ChronoForgeError as error:
+            raise CommandError(str(error)) from error
+
+    # -- lookups --------------------------------------------------------------------------------
+    @staticmethod
+    def class_filter(job_class: str | None) -> Q:
+        if not job_class:
+            return Q()
+        if "." in job_class:
+            return Q(job_class=job_class)
+        return Q(job_class__endswith="." + job_class)
+
+    def get_workflow(self, key: str, job_class: str | None) -> Workflow:
+        matches = list(Workflow.objects.filter(self.class_filter(job_class), key=key)[:11])
+        if not matches:
+            where = f" of class {job_class}" if job_class else ""
+            raise CommandError(f"No workflow with key {key!r}{where}. "
+                               f"Find it with `manage.py chrono_forge list`.")
+        if len(matches) > 1:
+            classes = ", ".join(sorted(m.job_class for m in matches))
+            raise CommandError(f"Key {key!r} matches several workflows ({classes}); "
+                               f"choose one with --class.")
+        return matches[0]
+
+    # -- list / show -------------------------------------------------------------------------------
+    def handle_list(self, state: str | None, job_class: str | None, limit: int, **_: Any) -> None:
+        rows = Workflow.objects.filter(self.class_filter(job_class))
+        if state:
+            rows = rows.filter(state=state)
+        rows = rows.order_by("-pk").only("id", "job_class", "key", "state", "created", "next_run_at",
+                                         "completed_at", "locked_at")[:limit]
+        lines = [(str(r.pk), r.job_class, r.key, r.state, _time(r.created), _time(r.next_run_at),
+                  _time(r.completed_at)) for r in rows]
+        if not lines:
+            self.stdout.write("No workflows match.")
+            return
+        header = ("ID", "CLASS", "KEY", "STATE", "CREATED", "NEXT RUN", "COMPLETED")
+        widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+        for row in [header, *lines]:
+            self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if len(lines) == limit:
+            self.stdout.write(f"(first {limit}; use --limit for more)")
+
+    def handle_show(self, key: str, job_class: str | None, **_: Any) -> None:
+        wf = self.get_workflow(key, job_class)
+        out = self.stdout.write
+        out(self.style.MIGRATE_HEADING(f"{wf}  [{wf.job_class}]  id={wf.pk}"))
+        out(f"  state: {wf.state}    created: {_time(wf.created)}    started: {_time(wf.started_at)}    "
+            f"completed: {_time(wf.completed_at)}")
+        out(f"  next run: {_time(wf.next_run_at)}    locked by: {wf.locked_by or '-'} "
+            f"(since {_time(wf.locked_at)})")
+        out(f"  kwargs: {_short(wf.kwargs, 200)}")
+        out(f"  context: {_short(wf.context, 200)}")
+
+        errors: dict[str | None, list[ErrorLog]] = {}
+        for error in ErrorLog.objects.filter(workflow=wf).order_by("pk").only(
+                "id", "step_name", "attempt", "error_class", "error_message", "created"):
+            errors.setdefault(error.step_name, []).append(error)
+        errors_by_id = {e.pk: e for group in errors.values() for e in group}
+
+        logs = list(ExecutionLog.objects.filter(workflow=wf).exclude(step_name__regex=REPETITION_LOG_PATTERN)
+                    .order_by("pk"))
+        out("")
+        out(self.style.MIGRATE_HEADING("Timeline"))
+        if not logs:
+            out("  (no steps yet)")
+        for number, log in enumerate(logs, 1):
+            self.show_step(number, log, errors.pop(log.step_name, []), errors_by_id)
+            if log.step_name.startswith(REPEAT_PREFIX):
+                self.show_repetitions(wf, log, errors)
+        orphans = [e for group in errors.values() for e in group]
+        if orphans:
+            out("")
+            out(self.style.MIGRATE_HEADING("Errors outside any step"))
+            for error in orphans:
+                self.show_error(error, indent="  ")
+
+    def show_step(self, number: int, log: ExecutionLog, errors: list[ErrorLog],
+                  errors_by_id: dict[Any, ErrorLog]) -> None:
+        style = {"completed": self.style.SUCCESS, "failed": self.style.ERROR}.get(log.state, self.style.WARNING)
+        self.stdout.write(
+            f"  {number:>3}. {log.step_name}  {style(log.state)}  attempts={log.attempts}  "
+            f"started={_time(log.started_at)}  last={_time(log.last_executed_at)}  "
+            f"completed={_time(log.completed_at)}  took={_duration(log.started_at, log.completed_at)}"
+        )
+        if log.result is not None:
+            self.stdout.write(f"       result: {_short(log.result)}")
+        if log.error_class:
+            self.stdout.write(f"       error: {log.error_class}: {_short(log.error_message, 120)}")
+        if log.metadata:
+            self.stdout.write(f"       metadata: {_short(log.metadata, 200)}")
+        if log.step_name.startswith(FAILURE_PREFIX):
+            error_id = (log.metadata or {}).get("error_log_id") or log.step_name[len(FAILURE_PREFIX):]
+            cause = errors_by_id.get(error_id) or errors_by_id.get(_int(error_id))
+            self.stdout.write(self.style.ERROR(
+                f"       workflow failed: {cause.error_class}: {_short(cause.error_message, 120)} "
+                f"(ErrorLog #{cause.pk})" if cause else f"       workflow failed: ErrorLog #{error_id} (deleted)"))
+        for error in errors:
+            self.show_error(error, indent="       ", with_step=False)
+
+    def show_repetitions(self, wf: Workflow, coordination: ExecutionLog, errors: dict, shown: int = 5) -> None:
+        prefix = coordination.step_name + "$"
+        repetitions = ExecutionLog.objects.filter(workflow=wf, step_name__startswith=prefix)
+        total = repetitions.count()
+        if not total:
+            return
+        recent = list(repetitions.order_by("-pk")[:shown])[::-1]
+        self.stdout.write(f"       {total} repetition(s)" + (f", last {shown}:" if total > shown else ":"))
+        for log in recent:
+            self.stdout.write(f"         {log.step_name}  {log.state}  attempts={log.attempts}  "
+                              f"took={_duration(log.started_at, log.completed_at)}"
+                              + (f"  error={log.error_class}" if log.error_class else ""))
+        for name in [n for n in errors if n and n.startswith(prefix)]:
+            for error in errors.pop(name):
+                self.show_error(error, indent="         ")
+
+    def show_error(self, error: ErrorLog, indent: str, with_step: bool = True) -> None:
+        where = f"{error.step_name} " if error.step_name and with_step else ""
+        attempt = f"attempt {error.attempt} " if error.attempt is not None else ""
+        self.stdout.write(self.style.ERROR(
+            f"{indent}x {where}{attempt}{error.error_class}: {_short(error.error_message, 120)} "
+            f"(ErrorLog #{error.pk}, {_time(error.created)})"))
+
+    # -- operations ----------------------------------------------------------------------------------
+    def handle_resume(self, key: str, job_class: str | None, **_: Any) -> None:
+        wf = self.get_workflow(key, job_class)
+        if wf.state != Workflow.STATE.idle:
+            hint = {"failed": "use `chrono_forge retry` instead", "stalled": "use `chrono_forge retry` instead",
+                    "running": "it is running; if its worker died, use `chrono_forge reap`",
+                    "completed": "it has nothing left to do"}[wf.state]
+            raise CommandError(f"{wf} is {wf.state}; only idle workflows can be resumed ({hint}).")
+        wf.resume()
+        self.stdout.write(self.style.SUCCESS(f"Resumed {wf}: a pass is enqueued."))
+
+    def handle_retry(self, key: str, job_class: str | None, now: bool, **_: Any) -> None:
+        wf = self.get_workflow(key, job_class)
+        if not wf.retryable:
+            hint = "use `chrono_forge resume` instead" if wf.state == "idle" else "nothing to retry"
+            raise CommandError(f"{wf} is {wf.state}; only failed or stalled workflows can be retried ({hint}).")
+        if now:
+            wf.retry_now()
+            wf.refresh_from_db(fields=["state"])
+            self.stdout.write(self.style.SUCCESS(f"Retried {wf} here: it is now {wf.state}."))
+        else:
+            wf.retry_later()
+            self.stdout.write(self.style.SUCCESS(f"Retry of {wf} enqueued."))
+
+    def handle_reap(self, stale_after: float | None, **_: Any) -> None:
+        stale = timedelta(minutes=stale_after) if stale_after is not None else conf.reap_stale_after()
+        count = Workflow.objects.reap_stalled(stale)
+        self.stdout.write(f"Re-enqueued {count} stranded workflow(s) (running with a lock older than {stale}).")
+
+    def handle_resume_overdue(self, grace: float | None, **_: Any) -> None:
+        grace_td = (timedelta(minutes=grace) if grace is not None
+                    else conf.as_timedelta(conf.get("RESUME_OVERDUE_GRACE")))
+        count = Workflow.objects.resume_overdue(grace_td)
+        self.stdout.write(f"Re-enqueued {count} idle workflow(s) whose continuation was overdue by more than "
+                          f"{grace_td}.")
+
+    def handle_cleanup(self, older_than: float, completed_older_than: float | None,
+                       failed_older_than: float | None, prune_repetitions_older_than: float | None,
+                       batch_size: int, dry_run: bool, no_progress: bool, **_: Any) -> None:
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1.")
+
+        def days(value: float | None) -> timedelta | None:
+            return None if value is None else timedelta(days=value)
+
+        bar = None if no_progress else ProgressBar(self.stderr, batch_size)
+        counts = cleanup.run(older_than=timedelta(days=older_than), completed_older_than=days(completed_older_than),
+                             failed_older_than=days(failed_older_than),
+                             prune_repetitions_older_than=days(prune_repetitions_older_than),
+                             batch_size=batch_size, dry_run=dry_run, progress=bar)
+        if bar:
+            bar.close()
+        verb = "Would delete" if dry_run else "Deleted"
+        self.stdout.write(f"{verb} {counts['workflows']} workflow(s), {counts['execution_logs']} execution "
+                          f"log(s), {counts['error_logs']} error log(s), {counts['repetition_logs']} "
+                          f"repetition log(s).")
+
+    def handle_maintenance(self, install: bool, uninstall: bool, **_: Any) -> None:
+        if uninstall:
+            count = maintenance.uninstall_schedules()
+            self.stdout.write(f"Removed {count} chrono_forge maintenance schedule(s).")
+            return
+        cluster = conf.get("MAINTENANCE_CLUSTER")
+        for name, created in maintenance.install_schedules():
+            self.stdout.write(f"{'Created' if created else 'Updated'} schedule {name}"
+                              + (f" (cluster {cluster})" if cluster else ""))
+        self.stdout.write("Start `manage.py qcluster` (its scheduler runs them).")
+
+
+def _int(value: Any) -> Any:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+class ProgressBar:
+    """A one-line bar on stderr, drawn only for runs longer than one batch."""
+
+    width = 30
+
+    def __init__(self, stream, batch_size: int):
+        self.stream = stream
+        self.batch_size = batch_size
+        self.drawn = False
+        self.stage = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if total <= self.batch_size and not self.drawn:
+            return
+        if self.drawn and stage != self.stage:
+            self.stream.write("", style_func=lambda text: text)  # keep the finished stage's line
+        self.stage = stage
+        filled = self.width * done // total if total else self.width
+        line = f"\r{stage:<12} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}"
+        self.stream.write(line, ending="", style_func=lambda text: text)
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("", style_func=lambda text: text)
