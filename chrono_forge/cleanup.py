@@ -1,21 +1,22 @@
 """Retention: delete old terminal workflows and prune old repetition logs.
 
     from chrono_forge import cleanup
-    cleanup.run(older_than=timedelta(days=90))            # -> {"workflows": n, "execution_logs": n, ...}
+    cleanup.run(older_than=timedelta(days=90))   # -> {"workflows": n, "execution_logs": n, ...}
 
-* A workflow is deleted once it has been terminal for longer than its window: a completed one counted
-  from ``completed_at``, a failed one from its last change (``modified``, written when it failed).
+* A workflow is deleted once it has been terminal for longer than its window: a completed one
+  counted from ``completed_at``, a failed one from its last change (``modified``, written when it
+  failed).
   Running, idle and stalled workflows are never deleted.
-* Repetition logs (``durably_repeat$<name>$<unix_seconds>``) of any workflow are pruned only when a window
-  is given, and only behind the coordination log's frontier (``metadata["last_execution_at"]``, the
-  last tick handled): nothing at or after it, and no pending row, is ever touched. The tick time comes
-  from the step name, not from ``created``.
+* Repetition logs (``durably_repeat$<name>$<unix_seconds>``) of any workflow are pruned only when a
+  window is given, and only behind the coordination log's frontier
+  (``metadata["last_execution_at"]``, the last tick handled): nothing at or after it, and no pending
+  row, is ever touched. The tick time comes from the step name, not from ``created``.
 
 Workflows go in batches of ``batch_size`` primary keys, each batch in its own short transaction with
 one raw DELETE per table (error logs, execution logs, workflows); repetition logs are pruned
-``batch_size`` rows at a time. No row is loaded as a model instance, so memory stays flat however many
-rows there are. Raw deletes skip the ORM's ``on_delete``, so links into the deleted rows (a child
-workflow's ``parent_execution_log``) are set to NULL explicitly first.
+``batch_size`` rows at a time. No row is loaded as a model instance, so memory stays flat however
+many rows there are. Raw deletes skip the ORM's ``on_delete``, so links into the deleted rows (a
+child workflow's ``parent_execution_log``) are set to NULL explicitly first.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def run(
     dry_run: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, int]:
-    """Delete terminal workflows (with their logs) and prune repetition logs; returns exact counts of
-    what was deleted (with ``dry_run``: of what would be)."""
+    """Delete terminal workflows (with their logs) and prune repetition logs; returns exact counts
+    of what was deleted (with ``dry_run``: of what would be)."""
     older_than = _window(older_than, "older_than")
     completed_older_than = _window(completed_older_than, "completed_older_than") or older_than
     failed_older_than = _window(failed_older_than, "failed_older_than") or older_than
@@ -80,15 +81,17 @@ def _window(value: Any, name: str) -> timedelta | None:
     try:
         window = conf.as_timedelta(value)
     except TypeError:
-        raise TypeError(f"{name} must be a timedelta or a number of seconds, got {value!r}") from None
+        raise TypeError(
+            f"{name} must be a timedelta or a number of seconds, got {value!r}"
+        ) from None
     if window < timedelta(0):
         raise ValueError(f"{name} must not be negative, got {value!r}")
     return window
 
 
 def _batches(queryset: QuerySet, batch_size: int):
-    """Primary keys of ``queryset`` in ascending batches (keyset pagination: no OFFSET, no cursor held
-    open across the deletes)."""
+    """Primary keys of ``queryset`` in ascending batches (keyset pagination: no OFFSET, no cursor
+    held open across the deletes)."""
     last = None
     while True:
         page = queryset.order_by("pk")
@@ -101,8 +104,13 @@ def _batches(queryset: QuerySet, batch_size: int):
         last = ids[-1]
 
 
-def _delete_workflows(workflows: QuerySet, counts: dict[str, int], batch_size: int, dry_run: bool,
-                      progress: Progress | None) -> None:
+def _delete_workflows(
+    workflows: QuerySet,
+    counts: dict[str, int],
+    batch_size: int,
+    dry_run: bool,
+    progress: Progress | None,
+) -> None:
     total = workflows.count() if progress else 0
     db = conf.database()
     for ids in _batches(workflows, batch_size):
@@ -114,8 +122,10 @@ def _delete_workflows(workflows: QuerySet, counts: dict[str, int], batch_size: i
             counts["workflows"] += len(ids)
         else:
             with transaction.atomic(using=db):
-                # Re-select under the lock: a row retried since the page was read is no longer terminal.
-                ids = list(workflows.filter(pk__in=ids).select_for_update().values_list("pk", flat=True))
+                # Re-select under the lock: a row retried since the page was read is not terminal.
+                ids = list(
+                    workflows.filter(pk__in=ids).select_for_update().values_list("pk", flat=True)
+                )
                 errors = ErrorLog.objects.filter(workflow_id__in=ids)
                 logs = ExecutionLog.objects.filter(workflow_id__in=ids)
                 _unlink_children(Workflow.objects.filter(parent_execution_log__workflow_id__in=ids))
@@ -153,17 +163,22 @@ def frontier(coordination: ExecutionLog) -> datetime | None:
 
 
 def tick_seconds(step_name: str, prefix: str) -> int | None:
-    """The unix seconds of a repetition log named ``<prefix><seconds>``, else None. The prefix test is
-    done here (not only with SQL LIKE, where ``_`` and ``%`` are wildcards) so that ``durably_repeat$a_b``
-    never matches ``durably_repeat$axb$...``."""
+    """The unix seconds of a repetition log named ``<prefix><seconds>``, else None. The prefix test
+    is done here (not only with SQL LIKE, where ``_`` and ``%`` are wildcards) so that
+    ``durably_repeat$a_b`` never matches ``durably_repeat$axb$...``."""
     if not step_name.startswith(prefix):
         return None
-    suffix = step_name[len(prefix):]
+    suffix = step_name[len(prefix) :]
     return int(suffix) if suffix.isascii() and suffix.isdigit() else None
 
 
-def _prune_repetitions(before: datetime, counts: dict[str, int], batch_size: int, dry_run: bool,
-                       progress: Progress | None) -> None:
+def _prune_repetitions(
+    before: datetime,
+    counts: dict[str, int],
+    batch_size: int,
+    dry_run: bool,
+    progress: Progress | None,
+) -> None:
     coordinations = coordination_logs().only("id", "workflow_id", "step_name", "metadata")
     total = coordinations.count() if progress else 0
     done = 0
@@ -182,10 +197,9 @@ def _prune_one(coordination: ExecutionLog, before: datetime, batch_size: int, dr
     # Strictly before both the window's cutoff and the frontier, in the step name's whole seconds.
     cutoff = math.floor(min(before, last).timestamp())
     prefix = coordination.step_name + "$"
-    candidates = (
-        ExecutionLog.objects.filter(workflow_id=coordination.workflow_id, step_name__startswith=prefix)
-        .exclude(state=ExecutionLog.STATE.pending)
-    )
+    candidates = ExecutionLog.objects.filter(
+        workflow_id=coordination.workflow_id, step_name__startswith=prefix
+    ).exclude(state=ExecutionLog.STATE.pending)
     pruned = 0
     last_name = None
     while True:
@@ -197,7 +211,11 @@ def _prune_one(coordination: ExecutionLog, before: datetime, batch_size: int, dr
         if not rows:
             return pruned
         last_name = rows[-1][1]
-        ids = [pk for pk, name in rows if (tick := tick_seconds(name, prefix)) is not None and tick < cutoff]
+        ids = [
+            pk
+            for pk, name in rows
+            if (tick := tick_seconds(name, prefix)) is not None and tick < cutoff
+        ]
         if ids and not dry_run:
             with transaction.atomic(using=conf.database()):
                 _unlink_children(Workflow.objects.filter(parent_execution_log_id__in=ids))

@@ -20,9 +20,18 @@ logger = logging.getLogger("chrono_forge")
 
 #: name -> (function, schedule type, minutes between runs, description)
 SCHEDULES: dict[str, tuple[str, str, int | None, str]] = {
-    "reap": ("chrono_forge.maintenance.reap", "I", 5, "re-enqueue running workflows with a stale lock"),
-    "resume-overdue": ("chrono_forge.maintenance.resume_overdue", "I", 5,
-                       "re-enqueue idle workflows whose continuation was lost"),
+    "reap": (
+        "chrono_forge.maintenance.reap",
+        "I",
+        5,
+        "re-enqueue running workflows with a stale lock",
+    ),
+    "resume-overdue": (
+        "chrono_forge.maintenance.resume_overdue",
+        "I",
+        5,
+        "re-enqueue idle workflows whose continuation was lost",
+    ),
     "cleanup": ("chrono_forge.maintenance.cleanup", "D", None, "delete old terminal workflows"),
 }
 SCHEDULE_PREFIX = "chrono_forge:maintenance:"
@@ -50,9 +59,13 @@ def resume_overdue(grace_minutes: float | None = None) -> int:
     return count
 
 
-def cleanup(older_than_days: float = 90, completed_older_than_days: float | None = None,
-            failed_older_than_days: float | None = None, prune_repetitions_older_than_days: float | None = None,
-            batch_size: int = 1000) -> dict[str, int]:
+def cleanup(
+    older_than_days: float = 90,
+    completed_older_than_days: float | None = None,
+    failed_older_than_days: float | None = None,
+    prune_repetitions_older_than_days: float | None = None,
+    batch_size: int = 1000,
+) -> dict[str, int]:
     """:func:`chrono_forge.cleanup.run` with windows in days."""
     counts = _cleanup.run(
         older_than=timedelta(days=older_than_days),
@@ -66,8 +79,8 @@ def cleanup(older_than_days: float = 90, completed_older_than_days: float | None
 
 
 def enqueue(name: str, **kwargs: Any) -> None:
-    """Run one maintenance function (``"reap"``, ``"resume-overdue"``, ``"cleanup"``) in a worker, on
-    the ``MAINTENANCE_CLUSTER`` configured now."""
+    """Run one maintenance function (``"reap"``, ``"resume-overdue"``, ``"cleanup"``) in a worker,
+    on the ``MAINTENANCE_CLUSTER`` configured now."""
     func = SCHEDULES[name][0]
     dispatch.enqueue_call(func, cluster=conf.get("MAINTENANCE_CLUSTER"), **kwargs)
 
@@ -80,11 +93,21 @@ def install_schedules() -> list[tuple[str, bool]]:
     for name, (func, schedule_type, minutes, _) in SCHEDULES.items():
         schedule, created = Schedule.objects.update_or_create(
             name=SCHEDULE_PREFIX + name,
-            defaults={"func": func, "schedule_type": schedule_type, "minutes": minutes, "repeats": -1,
-                      "cluster": conf.get("MAINTENANCE_CLUSTER")},
-            create_defaults={"func": func, "schedule_type": schedule_type, "minutes": minutes,
-                             "repeats": -1, "cluster": conf.get("MAINTENANCE_CLUSTER"),
-                             "next_run": clock.now()},
+            defaults={
+                "func": func,
+                "schedule_type": schedule_type,
+                "minutes": minutes,
+                "repeats": -1,
+                "cluster": conf.get("MAINTENANCE_CLUSTER"),
+            },
+            create_defaults={
+                "func": func,
+                "schedule_type": schedule_type,
+                "minutes": minutes,
+                "repeats": -1,
+                "cluster": conf.get("MAINTENANCE_CLUSTER"),
+                "next_run": clock.now(),
+            },
         )
         done.append((schedule.name, created))
     return done

@@ -99,7 +99,16 @@ if JOIN_DB_NAME:
     _default["NAME"] = JOIN_DB_NAME
     _default["TEST"] = {"NAME": JOIN_DB_NAME}
 
-DATABASES = {"default": _default}
+# A second alias, for the multi-database tests (they point CHRONO_FORGE["DATABASE"] at it).
+_secondary = {**_default, "TEST": {**_default["TEST"]}}
+if TEST_DB == "postgres":
+    _secondary["NAME"] = _default["NAME"] + "_secondary"
+    _secondary["TEST"] = {"NAME": "test_" + _secondary["NAME"]}
+else:
+    _secondary["NAME"] = _default["NAME"].replace(".sqlite3", "-secondary.sqlite3")
+    _secondary["TEST"] = {"NAME": _default["TEST"]["NAME"].replace(".sqlite3", "-secondary.sqlite3")}
+
+DATABASES = {"default": _default, "secondary": _secondary}
 
 # --- django-q2 -----------------------------------------------------------------------------
 

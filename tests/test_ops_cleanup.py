@@ -24,12 +24,21 @@ def make_workflow(env, key, state, *, terminal_days_ago=None, created_days_ago=0
     created = now - created_days_ago * DAY
     terminal = now - terminal_days_ago * DAY if terminal_days_ago is not None else created
     wf = Workflow.objects.create(
-        job_class=JOB, key=key, state=state, created=created, modified=terminal,
+        job_class=JOB,
+        key=key,
+        state=state,
+        created=created,
+        modified=terminal,
         completed_at=terminal if state == "completed" else None,
     )
     for i in range(logs):
-        ExecutionLog.objects.create(workflow=wf, step_name=f"durably_execute$s{i}", state="completed",
-                                    created=created, modified=created)
+        ExecutionLog.objects.create(
+            workflow=wf,
+            step_name=f"durably_execute$s{i}",
+            state="completed",
+            created=created,
+            modified=created,
+        )
     for _ in range(errors):
         ErrorLog.objects.create(workflow=wf, error_class="E", created=created, modified=created)
     return wf
@@ -39,7 +48,7 @@ def keys():
     return set(Workflow.objects.values_list("key", flat=True))
 
 
-# -- terminal workflows ------------------------------------------------------------------------------
+# -- terminal workflows ----------------------------------------------------------------------------
 def test_197_old_completed_and_failed_are_deleted_with_their_logs(chrono_forge_env):
     make_workflow(chrono_forge_env, "done", "completed", terminal_days_ago=40, logs=2, errors=1)
     make_workflow(chrono_forge_env, "broken", "failed", terminal_days_ago=40, logs=1, errors=3)
@@ -91,7 +100,9 @@ def test_201_failed_older_than_overrides_for_failed_only(chrono_forge_env):
 
 def test_batches_delete_every_row_exactly_once(chrono_forge_env):
     for i in range(7):
-        make_workflow(chrono_forge_env, f"old{i}", "completed", terminal_days_ago=40, logs=3, errors=2)
+        make_workflow(
+            chrono_forge_env, f"old{i}", "completed", terminal_days_ago=40, logs=3, errors=2
+        )
     make_workflow(chrono_forge_env, "new", "completed", terminal_days_ago=1)
     result = cleanup.run(older_than=30 * DAY, batch_size=2)
     assert result == {"workflows": 7, "execution_logs": 21, "error_logs": 14, "repetition_logs": 0}
@@ -104,7 +115,11 @@ def test_dry_run_counts_exactly_and_deletes_nothing(chrono_forge_env):
     before = (Workflow.objects.count(), ExecutionLog.objects.count(), ErrorLog.objects.count())
     result = cleanup.run(older_than=30 * DAY, batch_size=2, dry_run=True)
     assert result == {"workflows": 3, "execution_logs": 6, "error_logs": 3, "repetition_logs": 0}
-    assert (Workflow.objects.count(), ExecutionLog.objects.count(), ErrorLog.objects.count()) == before
+    assert (
+        Workflow.objects.count(),
+        ExecutionLog.objects.count(),
+        ErrorLog.objects.count(),
+    ) == before
     assert cleanup.run(older_than=30 * DAY) == result  # the dry run predicted the real one
 
 
@@ -116,8 +131,16 @@ def test_progress_reports_each_batch(chrono_forge_env):
     assert seen == [("workflows", 2, 5), ("workflows", 4, 5), ("workflows", 5, 5)]
 
 
-@pytest.mark.parametrize("bad", [{"older_than": "30d"}, {"older_than": -DAY}, {"batch_size": 0},
-                                 {"failed_older_than": object()}, {"batch_size": True}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"older_than": "30d"},
+        {"older_than": -DAY},
+        {"batch_size": 0},
+        {"failed_older_than": object()},
+        {"batch_size": True},
+    ],
+)
 def test_bad_arguments_raise_before_anything_is_deleted(chrono_forge_env, bad):
     make_workflow(chrono_forge_env, "old", "completed", terminal_days_ago=400)
     with pytest.raises((TypeError, ValueError)):
@@ -127,7 +150,9 @@ def test_bad_arguments_raise_before_anything_is_deleted(chrono_forge_env, bad):
 
 def test_208_deleting_a_parents_branch_log_nulls_the_childs_link(chrono_forge_env):
     parent = make_workflow(chrono_forge_env, "parent", "completed", terminal_days_ago=40, logs=0)
-    branch_log = ExecutionLog.objects.create(workflow=parent, step_name="branch$fan", state="completed")
+    branch_log = ExecutionLog.objects.create(
+        workflow=parent, step_name="branch$fan", state="completed"
+    )
     child = make_workflow(chrono_forge_env, "child", "failed", terminal_days_ago=2)
     Workflow.objects.filter(pk=child.pk).update(parent_execution_log=branch_log)
     child_modified = Workflow.objects.get(pk=child.pk).modified
@@ -141,7 +166,9 @@ def test_208_deleting_a_parents_branch_log_nulls_the_childs_link(chrono_forge_en
 
 def test_deletes_are_raw_bulk_statements_not_per_row(chrono_forge_env):
     for i in range(20):
-        make_workflow(chrono_forge_env, f"old{i}", "completed", terminal_days_ago=40, logs=5, errors=5)
+        make_workflow(
+            chrono_forge_env, f"old{i}", "completed", terminal_days_ago=40, logs=5, errors=5
+        )
     with CaptureQueriesContext(connection) as queries:
         result = cleanup.run(older_than=30 * DAY, batch_size=1000)
     assert result["execution_logs"] == 100
@@ -149,21 +176,25 @@ def test_deletes_are_raw_bulk_statements_not_per_row(chrono_forge_env):
     assert len(deletes) == 3  # one per table: error logs, execution logs, workflows
 
 
-# -- repetition logs ---------------------------------------------------------------------------------
+# -- repetition logs -------------------------------------------------------------------------------
 def repeat_setup(env, name="tick", frontier_days_ago=30, state="running"):
     wf = Workflow.objects.create(job_class=JOB, key=f"repeat-{name}", state=state)
     metadata = {"method": name}
     if frontier_days_ago is not None:
         metadata["last_execution_at"] = (env.now - frontier_days_ago * DAY).isoformat()
-    coordination = ExecutionLog.objects.create(workflow=wf, step_name=f"durably_repeat${name}",
-                                               state="pending", metadata=metadata)
+    coordination = ExecutionLog.objects.create(
+        workflow=wf, step_name=f"durably_repeat${name}", state="pending", metadata=metadata
+    )
     return wf, coordination
 
 
 def repetition(wf, name, when: datetime, state="completed", created=None):
     return ExecutionLog.objects.create(
-        workflow=wf, step_name=f"durably_repeat${name}${int(when.timestamp())}", state=state,
-        created=created or when, modified=created or when,
+        workflow=wf,
+        step_name=f"durably_repeat${name}${int(when.timestamp())}",
+        state=state,
+        created=created or when,
+        modified=created or when,
     )
 
 
@@ -195,10 +226,13 @@ def test_203_window_limits_pruning_when_the_frontier_is_recent(chrono_forge_env)
     wf, _ = repeat_setup(chrono_forge_env, frontier_days_ago=0)
     old = repetition(wf, "tick", now - 10 * DAY)
     recent = repetition(wf, "tick", now - 3 * DAY)
-    failed_old = repetition(wf, "tick", now - 9 * DAY, state="failed")  # e.g. a fast-forward summary row
+    failed_old = repetition(
+        wf, "tick", now - 9 * DAY, state="failed"
+    )  # e.g. a fast-forward summary row
     assert cleanup.run(prune_repetitions_older_than=7 * DAY)["repetition_logs"] == 2
-    assert set(ExecutionLog.objects.filter(step_name__contains="$tick$").values_list("pk", flat=True)) == {
-        recent.pk}
+    assert set(
+        ExecutionLog.objects.filter(step_name__contains="$tick$").values_list("pk", flat=True)
+    ) == {recent.pk}
     assert not ExecutionLog.objects.filter(pk__in=[old.pk, failed_old.pk]).exists()
 
 
@@ -212,7 +246,9 @@ def test_204_no_frontier_prunes_nothing(chrono_forge_env):
 def test_205_uses_the_timestamp_in_the_step_name_not_created(chrono_forge_env):
     now = chrono_forge_env.now
     wf, _ = repeat_setup(chrono_forge_env, frontier_days_ago=0)
-    catch_up = repetition(wf, "tick", now - 365 * DAY, created=now)  # scheduled a year ago, written today
+    catch_up = repetition(
+        wf, "tick", now - 365 * DAY, created=now
+    )  # scheduled a year ago, written today
     assert cleanup.run(prune_repetitions_older_than=7 * DAY)["repetition_logs"] == 1
     assert not ExecutionLog.objects.filter(pk=catch_up.pk).exists()
 
@@ -224,8 +260,9 @@ def test_206_batches_prune_every_row_once_and_keep_pending(chrono_forge_env):
         repetition(wf, "tick", now - (10 + i) * DAY)
     pending = repetition(wf, "tick", now - 20 * DAY, state="pending")
     assert cleanup.run(prune_repetitions_older_than=DAY, batch_size=2)["repetition_logs"] == 7
-    assert list(ExecutionLog.objects.filter(step_name__contains="$tick$").values_list("pk", flat=True)) == [
-        pending.pk]
+    assert list(
+        ExecutionLog.objects.filter(step_name__contains="$tick$").values_list("pk", flat=True)
+    ) == [pending.pk]
 
 
 def test_207_scheduled_within_the_window_but_created_long_ago_is_kept(chrono_forge_env):
@@ -239,9 +276,11 @@ def test_207_scheduled_within_the_window_but_created_long_ago_is_kept(chrono_for
 def test_210_prefix_match_treats_underscore_and_percent_literally(chrono_forge_env):
     now = chrono_forge_env.now
     wf, _ = repeat_setup(chrono_forge_env, name="a_b", frontier_days_ago=0)
-    # Same workflow, a sibling repeat whose name matches "a_b" only if "_" were a wildcard; it has no
-    # frontier, so none of its rows may go.
-    ExecutionLog.objects.create(workflow=wf, step_name="durably_repeat$axb", state="pending", metadata={})
+    # Same workflow, a sibling repeat whose name matches "a_b" only if "_" were a wildcard; it has
+    # no frontier, so none of its rows may go.
+    ExecutionLog.objects.create(
+        workflow=wf, step_name="durably_repeat$axb", state="pending", metadata={}
+    )
     sibling = repetition(wf, "axb", now - 50 * DAY)
     longer = repetition(wf, "a_bc", now - 50 * DAY)  # shares the prefix text, not the "$" boundary
     own = repetition(wf, "a_b", now - 50 * DAY)
@@ -251,7 +290,9 @@ def test_210_prefix_match_treats_underscore_and_percent_literally(chrono_forge_e
     assert cleanup.run(prune_repetitions_older_than=DAY)["repetition_logs"] == 1
 
     assert not ExecutionLog.objects.filter(pk=own.pk).exists()
-    assert ExecutionLog.objects.filter(pk__in=[sibling.pk, longer.pk, percent_sibling.pk]).count() == 3
+    assert (
+        ExecutionLog.objects.filter(pk__in=[sibling.pk, longer.pk, percent_sibling.pk]).count() == 3
+    )
 
 
 def test_tick_seconds_parses_only_whole_second_suffixes():
@@ -296,29 +337,40 @@ def test_209_maintenance_cleanup_runs_with_no_args(chrono_forge_env):
     assert keys() == {"c80"}
 
 
-def test_209_enqueued_cleanup_uses_the_maintenance_cluster_at_enqueue_time(chrono_forge_env, settings):
+def test_209_enqueued_cleanup_uses_the_maintenance_cluster_at_enqueue_time(
+    chrono_forge_env, settings
+):
     settings.CHRONO_FORGE = {"MAINTENANCE_CLUSTER": "housekeeping"}
     maintenance.enqueue("cleanup")
     settings.CHRONO_FORGE = {"MAINTENANCE_CLUSTER": "other"}
     [run] = chrono_forge_env.pending
-    assert (run.func, run.cluster, run.args, run.kwargs) == ("chrono_forge.maintenance.cleanup", "housekeeping",
-                                                            (), {})
+    assert (run.func, run.cluster, run.args, run.kwargs) == (
+        "chrono_forge.maintenance.cleanup",
+        "housekeeping",
+        (),
+        {},
+    )
     make_workflow(chrono_forge_env, "c100", "completed", terminal_days_ago=100)
     chrono_forge_env.run_due()
     assert keys() == set()
 
 
-# -- bounded memory ----------------------------------------------------------------------------------
+# -- bounded memory --------------------------------------------------------------------------------
 def copy_rows(model, from_workflow_id, to_workflow_ids):
     """Copy one workflow's rows of ``model`` to other workflows, inside the database (fast fill)."""
     columns = [f.column for f in model._meta.concrete_fields if not f.primary_key]
     table = connection.ops.quote_name(model._meta.db_table)
     names = ", ".join(connection.ops.quote_name(c) for c in columns)
-    select = ", ".join("%s" if c == "workflow_id" else connection.ops.quote_name(c) for c in columns)
+    select = ", ".join(
+        "%s" if c == "workflow_id" else connection.ops.quote_name(c) for c in columns
+    )
     with connection.cursor() as cursor:
         for workflow_id in to_workflow_ids:
-            cursor.execute(f"INSERT INTO {table} ({names}) SELECT {select} FROM {table} WHERE workflow_id = %s",
-                           [workflow_id, from_workflow_id])
+            cursor.execute(
+                f"INSERT INTO {table} ({names}) "
+                f"SELECT {select} FROM {table} WHERE workflow_id = %s",
+                [workflow_id, from_workflow_id],
+            )
 
 
 def bulk_logs(env, rows: int, per_workflow: int = 1000):
@@ -326,20 +378,45 @@ def bulk_logs(env, rows: int, per_workflow: int = 1000):
     old = env.now - 400 * DAY
     start = Workflow.objects.count()
     Workflow.objects.bulk_create(
-        Workflow(job_class=JOB, key=f"bulk{start + i}", state="completed", completed_at=old, created=old,
-                 modified=old)
+        Workflow(
+            job_class=JOB,
+            key=f"bulk{start + i}",
+            state="completed",
+            completed_at=old,
+            created=old,
+            modified=old,
+        )
         for i in range(rows // per_workflow)
     )
-    first, *others = Workflow.objects.filter(key__startswith="bulk").order_by("pk").values_list("pk", flat=True)
+    first, *others = (
+        Workflow.objects.filter(key__startswith="bulk").order_by("pk").values_list("pk", flat=True)
+    )
     ExecutionLog.objects.bulk_create(
-        (ExecutionLog(workflow_id=first, step_name=f"durably_execute$s{i}", state="completed",
-                      result={"payload": "x" * 50}, metadata={}, created=old, modified=old)
-         for i in range(per_workflow)),
+        (
+            ExecutionLog(
+                workflow_id=first,
+                step_name=f"durably_execute$s{i}",
+                state="completed",
+                result={"payload": "x" * 50},
+                metadata={},
+                created=old,
+                modified=old,
+            )
+            for i in range(per_workflow)
+        ),
         batch_size=500,
     )
     ErrorLog.objects.bulk_create(
-        (ErrorLog(workflow_id=first, error_class="E", backtrace="trace " * 20, created=old, modified=old)
-         for _ in range(per_workflow // 10)),
+        (
+            ErrorLog(
+                workflow_id=first,
+                error_class="E",
+                backtrace="trace " * 20,
+                created=old,
+                modified=old,
+            )
+            for _ in range(per_workflow // 10)
+        ),
         batch_size=500,
     )
     copy_rows(ExecutionLog, first, others)
@@ -366,7 +443,12 @@ def test_cleanup_of_100k_log_rows_has_bounded_memory(chrono_forge_env, settings)
     bulk_logs(chrono_forge_env, 100_000)
     large_peak, large = peak_memory_of_cleanup()
 
-    assert large == {"workflows": 100, "execution_logs": 100_000, "error_logs": 10_000, "repetition_logs": 0}
+    assert large == {
+        "workflows": 100,
+        "execution_logs": 100_000,
+        "error_logs": 10_000,
+        "repetition_logs": 0,
+    }
     assert ExecutionLog.objects.count() == 0 and Workflow.objects.count() == 0
     # Ten times the rows, (nearly) the same peak: nothing proportional to the row count is held.
     assert large_peak < 2 * small_peak + 256 * 1024, (small_peak, large_peak)

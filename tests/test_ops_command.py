@@ -54,7 +54,7 @@ def test_a_subcommand_is_required():
     assert "SUBCOMMAND" in refused() or "required" in refused()
 
 
-# -- list ------------------------------------------------------------------------------------------------
+# -- list ------------------------------------------------------------------------------------------
 def test_list_shows_newest_first_with_filters():
     make("a", "completed")
     make("b", "failed", job_class="tests.workflows_ops.Other")
@@ -64,11 +64,22 @@ def test_list_shows_newest_first_with_filters():
     assert lines[0].split()[:4] == ["ID", "CLASS", "KEY", "STATE"]
     assert [line.split()[2] for line in lines[1:]] == ["c", "b", "a"]
 
-    assert [l.split()[2] for l in run("list", "--state", "failed")[0].splitlines()[1:]] == ["b"]
-    assert [l.split()[2] for l in run("list", "--class", "OneStep")[0].splitlines()[1:]] == ["c", "a"]
-    assert [l.split()[2] for l in run("list", "--class", "tests.workflows_ops.Other")[0].splitlines()[1:]] == ["b"]
+    assert [line.split()[2] for line in run("list", "--state", "failed")[0].splitlines()[1:]] == [
+        "b"
+    ]
+    assert [line.split()[2] for line in run("list", "--class", "OneStep")[0].splitlines()[1:]] == [
+        "c",
+        "a",
+    ]
+    assert [
+        line.split()[2]
+        for line in run("list", "--class", "tests.workflows_ops.Other")[0].splitlines()[1:]
+    ] == ["b"]
     limited = run("list", "--limit", "2")[0].splitlines()
-    assert [l.split()[2] for l in limited[1:3]] == ["c", "b"] and "use --limit for more" in limited[-1]
+    assert [line.split()[2] for line in limited[1:3]] == [
+        "c",
+        "b",
+    ] and "use --limit for more" in limited[-1]
 
 
 def test_list_with_nothing_to_show():
@@ -82,7 +93,7 @@ def test_list_refuses_bad_filters():
     assert "--limit" in refused("list", "--limit", "-3")
 
 
-# -- show ------------------------------------------------------------------------------------------------
+# -- show ------------------------------------------------------------------------------------------
 def test_show_prints_the_timeline_with_each_error_under_its_step(chrono_forge_env):
     w.RetriesOnce.perform_later("order-1")
     chrono_forge_env.run_all()
@@ -93,7 +104,7 @@ def test_show_prints_the_timeline_with_each_error_under_its_step(chrono_forge_en
     error = out.index("TransientError: first call fails")
     assert flaky < error < finish  # the error is listed under its step
     assert "attempt 1" in out[flaky:finish]
-    assert "attempts=2" in out[flaky:error] and 'result: ok' in out[flaky:finish]
+    assert "attempts=2" in out[flaky:error] and "result: ok" in out[flaky:finish]
     assert "$workflow_completion$" in out
     assert "Errors outside any step" not in out
 
@@ -103,20 +114,36 @@ def test_show_resolves_the_failure_marker_and_lists_errors_outside_steps(chrono_
     chrono_forge_env.run_all()
     error = ErrorLog.objects.get()
     out, _ = run("show", "bad")
-    assert f"workflow failed: RuntimeError: not fixed yet: set context['fixed'] (ErrorLog #{error.pk})" in out
-    orphans = out[out.index("Errors outside any step"):]
+    assert (
+        f"workflow failed: RuntimeError: not fixed yet: set context['fixed'] (ErrorLog #{error.pk})"
+        in out
+    )
+    orphans = out[out.index("Errors outside any step") :]
     assert "RuntimeError" in orphans and "attempt 0" in orphans
 
 
 def test_show_summarises_repetitions_and_metadata():
     wf = make("rep", "running")
-    ExecutionLog.objects.create(workflow=wf, step_name="durably_repeat$tick", state="pending",
-                                metadata={"every": 60, "last_execution_at": "2026-01-01T00:00:00+00:00"})
+    ExecutionLog.objects.create(
+        workflow=wf,
+        step_name="durably_repeat$tick",
+        state="pending",
+        metadata={"every": 60, "last_execution_at": "2026-01-01T00:00:00+00:00"},
+    )
     for i in range(7):
-        ExecutionLog.objects.create(workflow=wf, step_name=f"durably_repeat$tick${1700000000 + i}",
-                                    state="completed", attempts=1)
-    ErrorLog.objects.create(workflow=wf, step_name="durably_repeat$tick$1700000003", attempt=1,
-                            error_class="ValueError", error_message="tick broke")
+        ExecutionLog.objects.create(
+            workflow=wf,
+            step_name=f"durably_repeat$tick${1700000000 + i}",
+            state="completed",
+            attempts=1,
+        )
+    ErrorLog.objects.create(
+        workflow=wf,
+        step_name="durably_repeat$tick$1700000003",
+        attempt=1,
+        error_class="ValueError",
+        error_message="tick broke",
+    )
     out, _ = run("show", "rep")
     assert "metadata: " in out and '"every": 60' in out
     assert "7 repetition(s), last 5:" in out
@@ -141,7 +168,7 @@ def test_show_refuses_unknown_and_ambiguous_keys():
     assert "of class Missing" in refused("show", "shared", "--class", "Missing")
 
 
-# -- resume / retry -----------------------------------------------------------------------------------------
+# -- resume / retry --------------------------------------------------------------------------------
 def test_resume_enqueues_an_idle_workflow(chrono_forge_env):
     make("idle")
     out, _ = run("resume", "idle")
@@ -149,8 +176,15 @@ def test_resume_enqueues_an_idle_workflow(chrono_forge_env):
     assert [(r.job_class, r.key) for r in chrono_forge_env.pending] == [(ONE_STEP, "idle")]
 
 
-@pytest.mark.parametrize("state,hint", [("failed", "chrono_forge retry"), ("stalled", "chrono_forge retry"),
-                                        ("running", "chrono_forge reap"), ("completed", "nothing left")])
+@pytest.mark.parametrize(
+    "state,hint",
+    [
+        ("failed", "chrono_forge retry"),
+        ("stalled", "chrono_forge retry"),
+        ("running", "chrono_forge reap"),
+        ("completed", "nothing left"),
+    ],
+)
 def test_resume_refuses_other_states_with_what_to_do(chrono_forge_env, state, hint):
     make("k", state)
     message = refused("resume", "k")
@@ -183,8 +217,14 @@ def test_retry_now_runs_a_stalled_workflow_here(chrono_forge_env):
     assert chrono_forge_env.pending == []
 
 
-@pytest.mark.parametrize("state,hint", [("idle", "chrono_forge resume"), ("completed", "nothing to retry"),
-                                        ("running", "nothing to retry")])
+@pytest.mark.parametrize(
+    "state,hint",
+    [
+        ("idle", "chrono_forge resume"),
+        ("completed", "nothing to retry"),
+        ("running", "nothing to retry"),
+    ],
+)
 def test_retry_refuses_other_states(chrono_forge_env, state, hint):
     make("k", state)
     message = refused("retry", "k")
@@ -196,7 +236,7 @@ def test_retry_refuses_a_missing_workflow():
     assert "No workflow with key 'ghost'" in refused("retry", "ghost")
 
 
-# -- reap / resume-overdue ---------------------------------------------------------------------------------
+# -- reap / resume-overdue -------------------------------------------------------------------------
 def test_reap(chrono_forge_env):
     now = chrono_forge_env.now
     make("old", "running", locked_by="x", locked_at=now - timedelta(minutes=40))
@@ -217,7 +257,7 @@ def test_resume_overdue(chrono_forge_env):
     assert "--grace" in refused("resume-overdue", "--grace", "-1")
 
 
-# -- cleanup -------------------------------------------------------------------------------------------------
+# -- cleanup ---------------------------------------------------------------------------------------
 def old_workflows(env, count, days=100):
     for i in range(count):
         wf = make(f"old{i}", "completed", completed_at=env.now - days * DAY)
@@ -228,7 +268,10 @@ def test_cleanup_deletes_and_reports(chrono_forge_env):
     old_workflows(chrono_forge_env, 3)
     make("recent", "completed", completed_at=chrono_forge_env.now - 10 * DAY)
     out, err = run("cleanup")
-    assert out.strip() == "Deleted 3 workflow(s), 3 execution log(s), 0 error log(s), 0 repetition log(s)."
+    assert (
+        out.strip()
+        == "Deleted 3 workflow(s), 3 execution log(s), 0 error log(s), 0 repetition log(s)."
+    )
     assert err == ""  # one batch: no progress bar
     assert list(Workflow.objects.values_list("key", flat=True)) == ["recent"]
     assert "Deleted 1 workflow(s)" in run("cleanup", "--older-than", "5")[0]
@@ -247,10 +290,17 @@ def test_cleanup_dry_run_and_per_state_windows(chrono_forge_env):
 def test_cleanup_prunes_repetitions_when_asked(chrono_forge_env):
     now = chrono_forge_env.now
     wf = make("rep", "running")
-    ExecutionLog.objects.create(workflow=wf, step_name="durably_repeat$t", state="pending",
-                                metadata={"last_execution_at": now.isoformat()})
-    ExecutionLog.objects.create(workflow=wf, step_name=f"durably_repeat$t${int((now - 9 * DAY).timestamp())}",
-                                state="completed")
+    ExecutionLog.objects.create(
+        workflow=wf,
+        step_name="durably_repeat$t",
+        state="pending",
+        metadata={"last_execution_at": now.isoformat()},
+    )
+    ExecutionLog.objects.create(
+        workflow=wf,
+        step_name=f"durably_repeat$t${int((now - 9 * DAY).timestamp())}",
+        state="completed",
+    )
     assert "0 repetition log(s)" in run("cleanup")[0]
     assert "1 repetition log(s)" in run("cleanup", "--prune-repetitions-older-than", "7")[0]
 
@@ -269,17 +319,21 @@ def test_cleanup_without_progress_bar(chrono_forge_env):
     assert err == ""
 
 
-@pytest.mark.parametrize("args", [("--older-than", "-1"), ("--batch-size", "0"), ("--older-than", "ninety")])
+@pytest.mark.parametrize(
+    "args", [("--older-than", "-1"), ("--batch-size", "0"), ("--older-than", "ninety")]
+)
 def test_cleanup_refuses_bad_options(chrono_forge_env, args):
     old_workflows(chrono_forge_env, 1)
     refused("cleanup", *args)
     assert Workflow.objects.count() == 1
 
 
-# -- maintenance -------------------------------------------------------------------------------------------------
+# -- maintenance -----------------------------------------------------------------------------------
 def schedules():
-    return {s.name: (s.func, s.schedule_type, s.minutes, s.cluster, s.repeats)
-            for s in Schedule.objects.filter(name__startswith=maintenance.SCHEDULE_PREFIX)}
+    return {
+        s.name: (s.func, s.schedule_type, s.minutes, s.cluster, s.repeats)
+        for s in Schedule.objects.filter(name__startswith=maintenance.SCHEDULE_PREFIX)
+    }
 
 
 def test_maintenance_install_is_idempotent(chrono_forge_env):
@@ -288,8 +342,20 @@ def test_maintenance_install_is_idempotent(chrono_forge_env):
     first = schedules()
     assert first == {
         "chrono_forge:maintenance:reap": ("chrono_forge.maintenance.reap", "I", 5, None, -1),
-        "chrono_forge:maintenance:resume-overdue": ("chrono_forge.maintenance.resume_overdue", "I", 5, None, -1),
-        "chrono_forge:maintenance:cleanup": ("chrono_forge.maintenance.cleanup", "D", None, None, -1),
+        "chrono_forge:maintenance:resume-overdue": (
+            "chrono_forge.maintenance.resume_overdue",
+            "I",
+            5,
+            None,
+            -1,
+        ),
+        "chrono_forge:maintenance:cleanup": (
+            "chrono_forge.maintenance.cleanup",
+            "D",
+            None,
+            None,
+            -1,
+        ),
     }
     out, _ = run("maintenance", "--install")
     assert out.count("Updated schedule") == 3 and schedules() == first

@@ -1,7 +1,7 @@
 """Behaviors §24: config, schema, multi-database, migrations.
 
-The tests settings define a second alias, ``secondary``; these tests point ``CHRONO_FORGE["DATABASE"]``
-(and the router) at it.
+The test settings define a second alias, ``secondary``; these tests point
+``CHRONO_FORGE["DATABASE"]`` (and the router) at it.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def rows(alias: str) -> tuple[int, int, int]:
     return tuple(model._base_manager.using(alias).count() for model in MODELS)
 
 
-# -- 245: end to end on the second alias ----------------------------------------------------------------
+# -- 245: end to end on the second alias -----------------------------------------------------------
 @pytest.mark.django_db(databases=["default", SECOND])
 def test_245_a_workflow_runs_entirely_on_the_configured_database(chrono_forge_env):
     with ROUTED:
@@ -74,15 +74,22 @@ def test_245_errors_retries_and_operator_actions_stay_on_the_configured_database
 
 @pytest.mark.django_db(databases=["default", SECOND], transaction=True)
 def test_enqueue_is_transactional_with_the_orm_broker_on_the_same_alias(monkeypatch):
-    """Q_CLUSTER["orm"] on chrono_forge's alias: a rolled-back admission leaves neither row nor task."""
+    """Q_CLUSTER["orm"] on chrono_forge's alias: a rolled-back admission leaves no row, no task."""
     from django_q.conf import Conf
     from django_q.models import OrmQ
 
     from chrono_forge.dispatch.django_q import DjangoQDispatcher
 
     monkeypatch.setattr(Conf, "ORM", SECOND)
-    with ROUTED, override_settings(CHRONO_FORGE={"DATABASE": SECOND,
-                                                 "DISPATCHER": "chrono_forge.dispatch.django_q.DjangoQDispatcher"}):
+    with (
+        ROUTED,
+        override_settings(
+            CHRONO_FORGE={
+                "DATABASE": SECOND,
+                "DISPATCHER": "chrono_forge.dispatch.django_q.DjangoQDispatcher",
+            }
+        ),
+    ):
         assert DjangoQDispatcher().transactional()
         with pytest.raises(RuntimeError), transaction.atomic(using=SECOND):
             w.OneStep.perform_later("rolled-back")
@@ -97,23 +104,29 @@ def test_enqueue_is_transactional_with_the_orm_broker_on_the_same_alias(monkeypa
     assert rows("default") == (0, 0, 0)
 
 
-# -- 244: the router -----------------------------------------------------------------------------------
+# -- 244: the router -------------------------------------------------------------------------------
 def test_244_router_sends_chrono_forge_models_to_the_configured_alias():
     r = ChronoForgeRouter()
     from django.contrib.auth.models import User
 
-    assert [r.db_for_read(m) for m in MODELS] == ["default"] * 3  # the default without configuration
+    assert [r.db_for_read(m) for m in MODELS] == [
+        "default"
+    ] * 3  # the default without configuration
     with override_settings(CHRONO_FORGE={"DATABASE": SECOND}):
         assert [r.db_for_read(m) for m in MODELS] == [SECOND] * 3
         assert [r.db_for_write(m) for m in MODELS] == [SECOND] * 3
-        assert r.db_for_read(User) is None and r.db_for_write(User) is None  # other apps: not ours to say
+        assert (
+            r.db_for_read(User) is None and r.db_for_write(User) is None
+        )  # other apps: not ours to say
 
 
 def test_244_migrations_of_chrono_forge_only_on_the_configured_alias():
     r = ChronoForgeRouter()
     assert r.allow_migrate("default", "chrono_forge") is True
     assert r.allow_migrate(SECOND, "chrono_forge", model_name="workflow") is False
-    assert r.allow_migrate(SECOND, "auth") is None and r.allow_migrate("default", "django_q") is None
+    assert (
+        r.allow_migrate(SECOND, "auth") is None and r.allow_migrate("default", "django_q") is None
+    )
     with ROUTED:
         assert router.allow_migrate_model(SECOND, Workflow)
         assert not router.allow_migrate_model("default", Workflow)
@@ -129,15 +142,18 @@ def test_244_relations_between_chrono_forge_rows_are_allowed_others_left_to_djan
 
 
 def test_every_atomic_block_in_chrono_forge_names_the_database():
-    """``transaction.atomic()`` / ``on_commit()`` without ``using`` would act on ``default`` while the
-    queries go to ``CHRONO_FORGE["DATABASE"]``."""
+    """``transaction.atomic()`` / ``on_commit()`` without ``using`` would act on ``default`` while
+    the queries go to ``CHRONO_FORGE["DATABASE"]``."""
     root = Path(chrono_forge.__file__).parent
     calls, offenders = 0, []
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in ("atomic", "on_commit")
-                    and getattr(node.func.value, "id", None) == "transaction"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("atomic", "on_commit")
+                and getattr(node.func.value, "id", None) == "transaction"
+            ):
                 calls += 1
                 if "using" not in {k.arg for k in node.keywords}:
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}")
@@ -145,7 +161,7 @@ def test_every_atomic_block_in_chrono_forge_names_the_database():
     assert offenders == []
 
 
-# -- W003 ------------------------------------------------------------------------------------------------
+# -- W003 ------------------------------------------------------------------------------------------
 def check_ids():
     return [m.id for m in checks.check_django_q()]
 
@@ -167,14 +183,18 @@ def test_w003_silent_when_broker_and_tables_share_the_alias(settings):
     assert "chrono_forge.W003" not in check_ids()
 
 
-# -- 241 / 242 / 243: models and schema -------------------------------------------------------------------
+# -- 241 / 242 / 243: models and schema ------------------------------------------------------------
 def test_241_models_inherit_the_librarys_own_abstract_base():
     from model_utils.models import TimeStampedModel
 
     for model in MODELS:
         assert issubclass(model, TimeStampedModel)
-        foreign = [c for c in model.__mro__
-                   if not c.__module__.split(".")[0] in ("chrono_forge", "model_utils", "django", "builtins")]
+        foreign = [
+            c
+            for c in model.__mro__
+            if c.__module__.split(".")[0]
+            not in ("chrono_forge", "model_utils", "django", "builtins")
+        ]
         assert foreign == [], (model, foreign)
 
 
@@ -201,7 +221,10 @@ def test_243_primary_key_defaults_to_big_integer():
         assert type(model._meta.pk) is dj_models.BigAutoField
     connection = connections["default"]
     with connection.cursor() as cursor:
-        columns = {c.name: c for c in connection.introspection.get_table_description(cursor, "chrono_forge_workflow")}
+        columns = {
+            c.name: c
+            for c in connection.introspection.get_table_description(cursor, "chrono_forge_workflow")
+        }
     field_type = connection.introspection.get_field_type(columns["id"].type_code, columns["id"])
     if connection.vendor == "postgresql":
         assert field_type == "BigAutoField"
@@ -223,7 +246,9 @@ def test_243_primary_key_follows_default_auto_field_and_explicit_config_wins(set
 
 def test_243_the_models_use_the_configured_field_class():
     assert all(type(m._meta.pk) is import_string(conf.primary_key_field_path()) for m in MODELS)
-    assert "primary_key_field()" in inspect.getsource(import_string("chrono_forge.migrations.0001_initial"))
+    assert "primary_key_field()" in inspect.getsource(
+        import_string("chrono_forge.migrations.0001_initial")
+    )
 
 
 @pytest.mark.django_db

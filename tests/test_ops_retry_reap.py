@@ -10,7 +10,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from chrono_forge import conf
-from chrono_forge.exceptions import ConcurrentExecutionError, NotExecutableError, WorkflowNotRetryableError
+from chrono_forge.exceptions import (
+    ConcurrentExecutionError,
+    NotExecutableError,
+    WorkflowNotRetryableError,
+)
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.tasks import run_workflow
 from tests import workflows_ops as w
@@ -29,21 +33,38 @@ def reset():
 
 def stranded_row(env, key="k", *, lock_age=40 * MIN, state="running", job_class=ONE_STEP, **fields):
     locked_at = env.now - lock_age if lock_age is not None else None
-    return Workflow.objects.create(job_class=job_class, key=key, state=state, locked_by="dead-run",
-                                   locked_at=locked_at, started_at=locked_at, **fields)
+    return Workflow.objects.create(
+        job_class=job_class,
+        key=key,
+        state=state,
+        locked_by="dead-run",
+        locked_at=locked_at,
+        started_at=locked_at,
+        **fields,
+    )
 
 
 def pending_keys(env):
     return [(run.job_class, run.key) for run in env.pending]
 
 
-# -- 182-185: retryable, retry_now / retry_later -------------------------------------------------------
-@pytest.mark.parametrize("state,retryable", [("failed", True), ("stalled", True), ("completed", False),
-                                             ("running", False), ("idle", False)])
+# -- 182-185: retryable, retry_now / retry_later ---------------------------------------------------
+@pytest.mark.parametrize(
+    "state,retryable",
+    [
+        ("failed", True),
+        ("stalled", True),
+        ("completed", False),
+        ("running", False),
+        ("idle", False),
+    ],
+)
 def test_182_retryable(state, retryable):
     assert Workflow(job_class=ONE_STEP, key="k", state=state).retryable is retryable
     Workflow.objects.create(job_class=ONE_STEP, key="k", state=state)
-    assert list(Workflow.objects.retryable().values_list("state", flat=True)) == ([state] if retryable else [])
+    assert list(Workflow.objects.retryable().values_list("state", flat=True)) == (
+        [state] if retryable else []
+    )
 
 
 def test_183_retry_later_on_completed_raises_and_enqueues_nothing(chrono_forge_env):
@@ -95,7 +116,7 @@ def test_retry_later_of_a_stalled_workflow_runs_the_failed_step_again(chrono_for
     assert wf.execution_logs.get(step_name="durably_execute$charge").result == "charged"
 
 
-# -- resume ---------------------------------------------------------------------------------------------
+# -- resume ----------------------------------------------------------------------------------------
 def test_resume_re_enqueues_an_idle_workflow(chrono_forge_env):
     wf = Workflow.objects.create(job_class=ONE_STEP, key="idle")
     assert wf.resume() is wf
@@ -120,7 +141,7 @@ def test_resume_refuses_a_class_that_no_longer_imports(chrono_forge_env):
     assert chrono_forge_env.pending == []
 
 
-# -- force_unlock -------------------------------------------------------------------------------------------
+# -- force_unlock ----------------------------------------------------------------------------------
 def test_force_unlock_clears_the_lock_and_parks_the_row(chrono_forge_env):
     wf = stranded_row(chrono_forge_env, lock_age=MIN)
     wf.force_unlock()
@@ -136,7 +157,7 @@ def test_force_unlock_leaves_non_running_rows_alone(chrono_forge_env):
     assert Workflow.objects.get(pk=wf.pk).state == "completed"
 
 
-# -- 186-196: reap --------------------------------------------------------------------------------------------
+# -- 186-196: reap ---------------------------------------------------------------------------------
 def test_186_a_stale_lock_is_reaped_and_nothing_else_is_written(chrono_forge_env):
     wf = stranded_row(chrono_forge_env)
     before = Workflow.objects.values().get(pk=wf.pk)
@@ -144,8 +165,11 @@ def test_186_a_stale_lock_is_reaped_and_nothing_else_is_written(chrono_forge_env
         assert Workflow.objects.reap_stalled() == 1
     assert pending_keys(chrono_forge_env) == [(ONE_STEP, "k")]
     assert Workflow.objects.values().get(pk=wf.pk) == before
-    writes = [q["sql"] for q in queries.captured_queries
-              if q["sql"].split()[0] in ("INSERT", "UPDATE", "DELETE")]
+    writes = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].split()[0] in ("INSERT", "UPDATE", "DELETE")
+    ]
     assert writes == []
     assert ExecutionLog.objects.count() == 0 and ErrorLog.objects.count() == 0
 
@@ -233,7 +257,7 @@ def test_a_duplicate_delivery_during_a_live_lock_exits_quietly(chrono_forge_env)
     assert Workflow.objects.get(key="k").locked_by == "dead-run" and w.CALLS == {}
 
 
-# -- resume_overdue: the lost-continuation sweep ------------------------------------------------------------
+# -- resume_overdue: the lost-continuation sweep ---------------------------------------------------
 def halt_on_retry(env):
     """Run RetriesOnce to its wait-like halt: the step failed and a retry is due in 60 s."""
     w.RetriesOnce.perform_later("lost")
@@ -284,13 +308,16 @@ def test_resume_overdue_grace_argument_and_setting(chrono_forge_env, settings):
 
 @pytest.mark.parametrize("state", ["running", "completed", "failed", "stalled"])
 def test_resume_overdue_ignores_rows_that_are_not_idle(chrono_forge_env, state):
-    Workflow.objects.create(job_class=ONE_STEP, key="k", state=state,
-                            next_run_at=chrono_forge_env.now - 60 * MIN)
+    Workflow.objects.create(
+        job_class=ONE_STEP, key="k", state=state, next_run_at=chrono_forge_env.now - 60 * MIN
+    )
     assert Workflow.objects.resume_overdue() == 0
 
 
 def test_resume_overdue_ignores_parked_rows_with_nothing_scheduled(chrono_forge_env):
-    Workflow.objects.create(job_class=ONE_STEP, key="k", next_run_at=None)  # e.g. continue_if parked
+    Workflow.objects.create(
+        job_class=ONE_STEP, key="k", next_run_at=None
+    )  # e.g. continue_if parked
     assert Workflow.objects.resume_overdue(grace=timedelta(0)) == 0
 
 

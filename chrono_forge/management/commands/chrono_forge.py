@@ -1,9 +1,9 @@
 """``python manage.py chrono_forge <subcommand>``: inspect and operate workflows.
 
-    list [--state S] [--class C] [--limit N]     show KEY [--class C]
-    resume KEY                                   retry KEY [--now]
-    reap [--stale-after MIN]                     resume-overdue [--grace MIN]
-    cleanup [--older-than DAYS ...] [--dry-run]  maintenance --install | --uninstall
+list [--state S] [--class C] [--limit N]     show KEY [--class C]
+resume KEY                                   retry KEY [--now]
+reap [--stale-after MIN]                     resume-overdue [--grace MIN]
+cleanup [--older-than DAYS ...] [--dry-run]  maintenance --install | --uninstall
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _duration(start: datetime | None, end: datetime | None) -> str:
 
 
 class Command(BaseCommand):
-    help = "Inspect and operate chrono_forge workflows (list, show, resume, retry, reap, cleanup, ...)."
+    help = "Inspect and operate chrono_forge workflows (list, show, resume, retry, reap, ...)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         subs = parser.add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
@@ -64,41 +64,83 @@ class Command(BaseCommand):
             p = subs.add_parser(name, help=help, description=help)
             if key:
                 p.add_argument("key", metavar="KEY", help="the workflow key")
-                p.add_argument("--class", dest="job_class", metavar="CLASS",
-                               help="the workflow class (dotted path or class name) when KEY is ambiguous")
+                p.add_argument(
+                    "--class",
+                    dest="job_class",
+                    metavar="CLASS",
+                    help="the workflow class (dotted path or class name) when KEY is ambiguous",
+                )
             return p
 
         p = sub("list", "List workflows, newest first.")
         p.add_argument("--state", choices=list(Workflow.STATE._db_values))
-        p.add_argument("--class", dest="job_class", metavar="CLASS", help="dotted path or class name")
-        p.add_argument("--limit", type=_positive(int), default=50, help="at most this many rows (default 50)")
+        p.add_argument(
+            "--class", dest="job_class", metavar="CLASS", help="dotted path or class name"
+        )
+        p.add_argument(
+            "--limit", type=_positive(int), default=50, help="at most this many rows (default 50)"
+        )
 
-        sub("show", "Show a workflow's timeline: steps, attempts, timings, results and errors.", key=True)
-        sub("resume", "Re-enqueue an idle workflow (e.g. after the event a continue_if waits for).", key=True)
+        sub(
+            "show",
+            "Show a workflow's timeline: steps, attempts, timings, results and errors.",
+            key=True,
+        )
+        sub(
+            "resume",
+            "Re-enqueue an idle workflow (e.g. after the event a continue_if waits for).",
+            key=True,
+        )
         p = sub("retry", "Retry a failed or stalled workflow.", key=True)
-        p.add_argument("--now", action="store_true", help="run the retry pass here instead of enqueuing it")
+        p.add_argument(
+            "--now", action="store_true", help="run the retry pass here instead of enqueuing it"
+        )
 
         p = sub("reap", "Re-enqueue running workflows whose lock is stale (their worker died).")
-        p.add_argument("--stale-after", type=_positive(float), metavar="MINUTES",
-                       help="lock age in minutes (default: REAP_STALE_AFTER, 3 x MAX_DURATION)")
-        p = sub("resume-overdue", "Re-enqueue idle workflows whose scheduled continuation was lost.")
-        p.add_argument("--grace", type=_positive(float), metavar="MINUTES",
-                       help="how late, in minutes, before a continuation counts as lost "
-                            "(default: RESUME_OVERDUE_GRACE)")
+        p.add_argument(
+            "--stale-after",
+            type=_positive(float),
+            metavar="MINUTES",
+            help="lock age in minutes (default: REAP_STALE_AFTER, 3 x MAX_DURATION)",
+        )
+        p = sub(
+            "resume-overdue", "Re-enqueue idle workflows whose scheduled continuation was lost."
+        )
+        p.add_argument(
+            "--grace",
+            type=_positive(float),
+            metavar="MINUTES",
+            help="how late, in minutes, before a continuation counts as lost "
+            "(default: RESUME_OVERDUE_GRACE)",
+        )
 
         p = sub("cleanup", "Delete old completed/failed workflows and prune old repetition logs.")
-        p.add_argument("--older-than", type=_positive(float), default=90, metavar="DAYS",
-                       help="terminal for longer than this (default 90)")
+        p.add_argument(
+            "--older-than",
+            type=_positive(float),
+            default=90,
+            metavar="DAYS",
+            help="terminal for longer than this (default 90)",
+        )
         p.add_argument("--completed-older-than", type=_positive(float), metavar="DAYS")
         p.add_argument("--failed-older-than", type=_positive(float), metavar="DAYS")
-        p.add_argument("--prune-repetitions-older-than", type=_positive(float), metavar="DAYS",
-                       help="also prune durably_repeat repetition logs this old (behind the frontier)")
+        p.add_argument(
+            "--prune-repetitions-older-than",
+            type=_positive(float),
+            metavar="DAYS",
+            help="also prune durably_repeat repetition logs this old (behind the frontier)",
+        )
         p.add_argument("--batch-size", type=_positive(int), default=1000)
-        p.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+        p.add_argument(
+            "--dry-run", action="store_true", help="count what would be deleted, delete nothing"
+        )
         p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
-        p = sub("maintenance", "Register (or remove) the django-q2 Schedules for reap, resume-overdue "
-                               "and a daily cleanup.")
+        p = sub(
+            "maintenance",
+            "Register (or remove) the django-q2 Schedules for reap, resume-overdue "
+            "and a daily cleanup.",
+        )
         group = p.add_mutually_exclusive_group(required=True)
         group.add_argument("--install", action="store_true")
         group.add_argument("--uninstall", action="store_true")
@@ -123,12 +165,14 @@ class Command(BaseCommand):
         matches = list(Workflow.objects.filter(self.class_filter(job_class), key=key)[:11])
         if not matches:
             where = f" of class {job_class}" if job_class else ""
-            raise CommandError(f"No workflow with key {key!r}{where}. "
-                               f"Find it with `manage.py chrono_forge list`.")
+            raise CommandError(
+                f"No workflow with key {key!r}{where}. Find it with `manage.py chrono_forge list`."
+            )
         if len(matches) > 1:
             classes = ", ".join(sorted(m.job_class for m in matches))
-            raise CommandError(f"Key {key!r} matches several workflows ({classes}); "
-                               f"choose one with --class.")
+            raise CommandError(
+                f"Key {key!r} matches several workflows ({classes}); choose one with --class."
+            )
         return matches[0]
 
     # -- list / show -------------------------------------------------------------------------------
@@ -136,17 +180,32 @@ class Command(BaseCommand):
         rows = Workflow.objects.filter(self.class_filter(job_class))
         if state:
             rows = rows.filter(state=state)
-        rows = rows.order_by("-pk").only("id", "job_class", "key", "state", "created", "next_run_at",
-                                         "completed_at", "locked_at")[:limit]
-        lines = [(str(r.pk), r.job_class, r.key, r.state, _time(r.created), _time(r.next_run_at),
-                  _time(r.completed_at)) for r in rows]
+        rows = rows.order_by("-pk").only(
+            "id", "job_class", "key", "state", "created", "next_run_at", "completed_at", "locked_at"
+        )[:limit]
+        lines = [
+            (
+                str(r.pk),
+                r.job_class,
+                r.key,
+                r.state,
+                _time(r.created),
+                _time(r.next_run_at),
+                _time(r.completed_at),
+            )
+            for r in rows
+        ]
         if not lines:
             self.stdout.write("No workflows match.")
             return
         header = ("ID", "CLASS", "KEY", "STATE", "CREATED", "NEXT RUN", "COMPLETED")
         widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
         for row in [header, *lines]:
-            self.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+            self.stdout.write(
+                "  ".join(
+                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+                ).rstrip()
+            )
         if len(lines) == limit:
             self.stdout.write(f"(first {limit}; use --limit for more)")
 
@@ -154,21 +213,32 @@ class Command(BaseCommand):
         wf = self.get_workflow(key, job_class)
         out = self.stdout.write
         out(self.style.MIGRATE_HEADING(f"{wf}  [{wf.job_class}]  id={wf.pk}"))
-        out(f"  state: {wf.state}    created: {_time(wf.created)}    started: {_time(wf.started_at)}    "
-            f"completed: {_time(wf.completed_at)}")
-        out(f"  next run: {_time(wf.next_run_at)}    locked by: {wf.locked_by or '-'} "
-            f"(since {_time(wf.locked_at)})")
+        out(
+            f"  state: {wf.state}    created: {_time(wf.created)}    "
+            f"started: {_time(wf.started_at)}    "
+            f"completed: {_time(wf.completed_at)}"
+        )
+        out(
+            f"  next run: {_time(wf.next_run_at)}    locked by: {wf.locked_by or '-'} "
+            f"(since {_time(wf.locked_at)})"
+        )
         out(f"  kwargs: {_short(wf.kwargs, 200)}")
         out(f"  context: {_short(wf.context, 200)}")
 
         errors: dict[str | None, list[ErrorLog]] = {}
-        for error in ErrorLog.objects.filter(workflow=wf).order_by("pk").only(
-                "id", "step_name", "attempt", "error_class", "error_message", "created"):
+        for error in (
+            ErrorLog.objects.filter(workflow=wf)
+            .order_by("pk")
+            .only("id", "step_name", "attempt", "error_class", "error_message", "created")
+        ):
             errors.setdefault(error.step_name, []).append(error)
         errors_by_id = {e.pk: e for group in errors.values() for e in group}
 
-        logs = list(ExecutionLog.objects.filter(workflow=wf).exclude(step_name__regex=REPETITION_LOG_PATTERN)
-                    .order_by("pk"))
+        logs = list(
+            ExecutionLog.objects.filter(workflow=wf)
+            .exclude(step_name__regex=REPETITION_LOG_PATTERN)
+            .order_by("pk")
+        )
         out("")
         out(self.style.MIGRATE_HEADING("Timeline"))
         if not logs:
@@ -184,13 +254,21 @@ class Command(BaseCommand):
             for error in orphans:
                 self.show_error(error, indent="  ")
 
-    def show_step(self, number: int, log: ExecutionLog, errors: list[ErrorLog],
-                  errors_by_id: dict[Any, ErrorLog]) -> None:
-        style = {"completed": self.style.SUCCESS, "failed": self.style.ERROR}.get(log.state, self.style.WARNING)
+    def show_step(
+        self,
+        number: int,
+        log: ExecutionLog,
+        errors: list[ErrorLog],
+        errors_by_id: dict[Any, ErrorLog],
+    ) -> None:
+        style = {"completed": self.style.SUCCESS, "failed": self.style.ERROR}.get(
+            log.state, self.style.WARNING
+        )
         self.stdout.write(
             f"  {number:>3}. {log.step_name}  {style(log.state)}  attempts={log.attempts}  "
             f"started={_time(log.started_at)}  last={_time(log.last_executed_at)}  "
-            f"completed={_time(log.completed_at)}  took={_duration(log.started_at, log.completed_at)}"
+            f"completed={_time(log.completed_at)}  "
+            f"took={_duration(log.started_at, log.completed_at)}"
         )
         if log.result is not None:
             self.stdout.write(f"       result: {_short(log.result)}")
@@ -199,26 +277,40 @@ class Command(BaseCommand):
         if log.metadata:
             self.stdout.write(f"       metadata: {_short(log.metadata, 200)}")
         if log.step_name.startswith(FAILURE_PREFIX):
-            error_id = (log.metadata or {}).get("error_log_id") or log.step_name[len(FAILURE_PREFIX):]
+            error_id = (log.metadata or {}).get("error_log_id") or log.step_name[
+                len(FAILURE_PREFIX) :
+            ]
             cause = errors_by_id.get(error_id) or errors_by_id.get(_int(error_id))
-            self.stdout.write(self.style.ERROR(
-                f"       workflow failed: {cause.error_class}: {_short(cause.error_message, 120)} "
-                f"(ErrorLog #{cause.pk})" if cause else f"       workflow failed: ErrorLog #{error_id} (deleted)"))
+            self.stdout.write(
+                self.style.ERROR(
+                    f"       workflow failed: {cause.error_class}: "
+                    f"{_short(cause.error_message, 120)} "
+                    f"(ErrorLog #{cause.pk})"
+                    if cause
+                    else f"       workflow failed: ErrorLog #{error_id} (deleted)"
+                )
+            )
         for error in errors:
             self.show_error(error, indent="       ", with_step=False)
 
-    def show_repetitions(self, wf: Workflow, coordination: ExecutionLog, errors: dict, shown: int = 5) -> None:
+    def show_repetitions(
+        self, wf: Workflow, coordination: ExecutionLog, errors: dict, shown: int = 5
+    ) -> None:
         prefix = coordination.step_name + "$"
         repetitions = ExecutionLog.objects.filter(workflow=wf, step_name__startswith=prefix)
         total = repetitions.count()
         if not total:
             return
         recent = list(repetitions.order_by("-pk")[:shown])[::-1]
-        self.stdout.write(f"       {total} repetition(s)" + (f", last {shown}:" if total > shown else ":"))
+        self.stdout.write(
+            f"       {total} repetition(s)" + (f", last {shown}:" if total > shown else ":")
+        )
         for log in recent:
-            self.stdout.write(f"         {log.step_name}  {log.state}  attempts={log.attempts}  "
-                              f"took={_duration(log.started_at, log.completed_at)}"
-                              + (f"  error={log.error_class}" if log.error_class else ""))
+            self.stdout.write(
+                f"         {log.step_name}  {log.state}  attempts={log.attempts}  "
+                f"took={_duration(log.started_at, log.completed_at)}"
+                + (f"  error={log.error_class}" if log.error_class else "")
+            )
         for name in [n for n in errors if n and n.startswith(prefix)]:
             for error in errors.pop(name):
                 self.show_error(error, indent="         ")
@@ -226,17 +318,24 @@ class Command(BaseCommand):
     def show_error(self, error: ErrorLog, indent: str, with_step: bool = True) -> None:
         where = f"{error.step_name} " if error.step_name and with_step else ""
         attempt = f"attempt {error.attempt} " if error.attempt is not None else ""
-        self.stdout.write(self.style.ERROR(
-            f"{indent}x {where}{attempt}{error.error_class}: {_short(error.error_message, 120)} "
-            f"(ErrorLog #{error.pk}, {_time(error.created)})"))
+        self.stdout.write(
+            self.style.ERROR(
+                f"{indent}x {where}{attempt}{error.error_class}: "
+                f"{_short(error.error_message, 120)} "
+                f"(ErrorLog #{error.pk}, {_time(error.created)})"
+            )
+        )
 
-    # -- operations ----------------------------------------------------------------------------------
+    # -- operations --------------------------------------------------------------------------------
     def handle_resume(self, key: str, job_class: str | None, **_: Any) -> None:
         wf = self.get_workflow(key, job_class)
         if wf.state != Workflow.STATE.idle:
-            hint = {"failed": "use `chrono_forge retry` instead", "stalled": "use `chrono_forge retry` instead",
-                    "running": "it is running; if its worker died, use `chrono_forge reap`",
-                    "completed": "it has nothing left to do"}[wf.state]
+            hint = {
+                "failed": "use `chrono_forge retry` instead",
+                "stalled": "use `chrono_forge retry` instead",
+                "running": "it is running; if its worker died, use `chrono_forge reap`",
+                "completed": "it has nothing left to do",
+            }[wf.state]
             raise CommandError(f"{wf} is {wf.state}; only idle workflows can be resumed ({hint}).")
         wf.resume()
         self.stdout.write(self.style.SUCCESS(f"Resumed {wf}: a pass is enqueued."))
@@ -245,7 +344,9 @@ class Command(BaseCommand):
         wf = self.get_workflow(key, job_class)
         if not wf.retryable:
             hint = "use `chrono_forge resume` instead" if wf.state == "idle" else "nothing to retry"
-            raise CommandError(f"{wf} is {wf.state}; only failed or stalled workflows can be retried ({hint}).")
+            raise CommandError(
+                f"{wf} is {wf.state}; only failed or stalled workflows can be retried ({hint})."
+            )
         if now:
             wf.retry_now()
             wf.refresh_from_db(fields=["state"])
@@ -255,20 +356,37 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"Retry of {wf} enqueued."))
 
     def handle_reap(self, stale_after: float | None, **_: Any) -> None:
-        stale = timedelta(minutes=stale_after) if stale_after is not None else conf.reap_stale_after()
+        stale = (
+            timedelta(minutes=stale_after) if stale_after is not None else conf.reap_stale_after()
+        )
         count = Workflow.objects.reap_stalled(stale)
-        self.stdout.write(f"Re-enqueued {count} stranded workflow(s) (running with a lock older than {stale}).")
+        self.stdout.write(
+            f"Re-enqueued {count} stranded workflow(s) (running with a lock older than {stale})."
+        )
 
     def handle_resume_overdue(self, grace: float | None, **_: Any) -> None:
-        grace_td = (timedelta(minutes=grace) if grace is not None
-                    else conf.as_timedelta(conf.get("RESUME_OVERDUE_GRACE")))
+        grace_td = (
+            timedelta(minutes=grace)
+            if grace is not None
+            else conf.as_timedelta(conf.get("RESUME_OVERDUE_GRACE"))
+        )
         count = Workflow.objects.resume_overdue(grace_td)
-        self.stdout.write(f"Re-enqueued {count} idle workflow(s) whose continuation was overdue by more than "
-                          f"{grace_td}.")
+        self.stdout.write(
+            f"Re-enqueued {count} idle workflow(s) whose continuation was overdue by more than "
+            f"{grace_td}."
+        )
 
-    def handle_cleanup(self, older_than: float, completed_older_than: float | None,
-                       failed_older_than: float | None, prune_repetitions_older_than: float | None,
-                       batch_size: int, dry_run: bool, no_progress: bool, **_: Any) -> None:
+    def handle_cleanup(
+        self,
+        older_than: float,
+        completed_older_than: float | None,
+        failed_older_than: float | None,
+        prune_repetitions_older_than: float | None,
+        batch_size: int,
+        dry_run: bool,
+        no_progress: bool,
+        **_: Any,
+    ) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
 
@@ -276,16 +394,23 @@ class Command(BaseCommand):
             return None if value is None else timedelta(days=value)
 
         bar = None if no_progress else ProgressBar(self.stderr, batch_size)
-        counts = cleanup.run(older_than=timedelta(days=older_than), completed_older_than=days(completed_older_than),
-                             failed_older_than=days(failed_older_than),
-                             prune_repetitions_older_than=days(prune_repetitions_older_than),
-                             batch_size=batch_size, dry_run=dry_run, progress=bar)
+        counts = cleanup.run(
+            older_than=timedelta(days=older_than),
+            completed_older_than=days(completed_older_than),
+            failed_older_than=days(failed_older_than),
+            prune_repetitions_older_than=days(prune_repetitions_older_than),
+            batch_size=batch_size,
+            dry_run=dry_run,
+            progress=bar,
+        )
         if bar:
             bar.close()
         verb = "Would delete" if dry_run else "Deleted"
-        self.stdout.write(f"{verb} {counts['workflows']} workflow(s), {counts['execution_logs']} execution "
-                          f"log(s), {counts['error_logs']} error log(s), {counts['repetition_logs']} "
-                          f"repetition log(s).")
+        self.stdout.write(
+            f"{verb} {counts['workflows']} workflow(s), {counts['execution_logs']} execution "
+            f"log(s), {counts['error_logs']} error log(s), {counts['repetition_logs']} "
+            f"repetition log(s)."
+        )
 
     def handle_maintenance(self, install: bool, uninstall: bool, **_: Any) -> None:
         if uninstall:
@@ -294,8 +419,10 @@ class Command(BaseCommand):
             return
         cluster = conf.get("MAINTENANCE_CLUSTER")
         for name, created in maintenance.install_schedules():
-            self.stdout.write(f"{'Created' if created else 'Updated'} schedule {name}"
-                              + (f" (cluster {cluster})" if cluster else ""))
+            self.stdout.write(
+                f"{'Created' if created else 'Updated'} schedule {name}"
+                + (f" (cluster {cluster})" if cluster else "")
+            )
         self.stdout.write("Start `manage.py qcluster` (its scheduler runs them).")
 
 
