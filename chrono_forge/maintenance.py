@@ -86,26 +86,23 @@ def enqueue(name: str, **kwargs: Any) -> None:
 
 
 def install_schedules() -> list[tuple[str, bool]]:
-    """Create or update the django-q2 Schedules (idempotent); returns ``[(name, created)]``."""
+    """Create the django-q2 Schedules, or bring existing ones up to date (idempotent); returns
+    ``[(name, created)]``. An existing schedule keeps the timing and arguments an operator gave it;
+    only its function and cluster are reset."""
     from django_q.models import Schedule
 
+    cluster = conf.get("MAINTENANCE_CLUSTER")
     done = []
     for name, (func, schedule_type, minutes, _) in SCHEDULES.items():
         schedule, created = Schedule.objects.update_or_create(
             name=SCHEDULE_PREFIX + name,
-            defaults={
-                "func": func,
-                "schedule_type": schedule_type,
-                "minutes": minutes,
-                "repeats": -1,
-                "cluster": conf.get("MAINTENANCE_CLUSTER"),
-            },
+            defaults={"func": func, "cluster": cluster},
             create_defaults={
                 "func": func,
+                "cluster": cluster,
                 "schedule_type": schedule_type,
                 "minutes": minutes,
                 "repeats": -1,
-                "cluster": conf.get("MAINTENANCE_CLUSTER"),
                 "next_run": clock.now(),
             },
         )

@@ -362,6 +362,18 @@ def test_maintenance_install_is_idempotent(chrono_forge_env):
     assert Schedule.objects.count() == 3
 
 
+def test_maintenance_reinstall_keeps_an_operators_timing_and_arguments(settings):
+    run("maintenance", "--install")
+    Schedule.objects.filter(name="chrono_forge:maintenance:cleanup").update(
+        schedule_type="W", kwargs="{'older_than_days': 30}", func="old.path"
+    )
+    settings.CHRONO_FORGE = {"MAINTENANCE_CLUSTER": "housekeeping"}
+    run("maintenance", "--install")
+    cleanup = Schedule.objects.get(name="chrono_forge:maintenance:cleanup")
+    assert (cleanup.schedule_type, cleanup.kwargs) == ("W", "{'older_than_days': 30}")
+    assert (cleanup.func, cleanup.cluster) == ("chrono_forge.maintenance.cleanup", "housekeeping")
+
+
 def test_maintenance_install_uses_the_maintenance_cluster(settings):
     settings.CHRONO_FORGE = {"MAINTENANCE_CLUSTER": "housekeeping"}
     out, _ = run("maintenance", "--install")
@@ -391,3 +403,22 @@ def test_scheduled_functions_do_what_the_commands_do(chrono_forge_env):
     assert maintenance.resume_overdue() == 1
     assert maintenance.resume_overdue(grace_minutes=15) == 0
     assert sorted(r.key for r in chrono_forge_env.pending) == ["late", "stale"]
+
+
+def test_installed_schedules_call_the_maintenance_functions(chrono_forge_env):
+    """What django-q2's scheduler will do: import ``func`` and call it with the literal kwargs."""
+    import ast
+
+    from django.utils.module_loading import import_string
+
+    make("stale", "running", locked_by="x", locked_at=chrono_forge_env.now - timedelta(minutes=40))
+    run("maintenance", "--install")
+    results = {
+        s.name.rsplit(":", 1)[1]: import_string(s.func)(**ast.literal_eval(s.kwargs or "{}"))
+        for s in Schedule.objects.order_by("pk")
+    }
+    assert results == {
+        "reap": 1,
+        "resume-overdue": 0,
+        "cleanup": {"workflows": 0, "execution_logs": 0, "error_logs": 0, "repetition_logs": 0},
+    }
