@@ -256,3 +256,11 @@ def test_246_247_migrations_match_the_models():
     out = io.StringIO()
     call_command("makemigrations", "chrono_forge", "--check", "--dry-run", stdout=out)
     assert "No changes detected" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_247_migrating_again_is_a_no_op():
+    out = io.StringIO()
+    call_command("migrate", "chrono_forge", stdout=out)
+    call_command("migrate", "chrono_forge", stdout=out)
+    assert out.getvalue().count("No migrations to apply") == 2

@@ -77,3 +77,41 @@ class Other(DurableWorkflow):
 
     def perform(self):
         called("Other.perform")
+
+
+# -- shapes for the static step listing (``graph``); never run ------------------------------------
+class GraphLinear(DurableWorkflow):
+    def perform(self, *, order_id=1):
+        self.context["order"] = order_id  # not durable: ignored
+        self.wait_until("payment_confirmed", timeout=3600)
+        self.wait(60, "fraud_check_delay")
+        self.durably_execute(self.charge)
+        self.continue_if("shipped", name="carrier_webhook")
+        self.durably_repeat("remind", every=60, till="delivered")
+        self.branch("fulfil", self.dispatch_items)
+        self.merge_branches("fulfil", "audit")
+
+    def dispatch_items(self):
+        pass
+
+
+class GraphShapes(DurableWorkflow):
+    def perform(self):
+        self.prepare()
+        if self.context.get("vip"):
+            self.durably_execute("upgrade")
+        for item in self.context.get("items", []):
+            self.durably_execute(self.ship, name=f"ship_{item}")
+        self.durably_execute("notify", name="notify")
+
+    def prepare(self):
+        self.durably_execute("validate")
+        self.prepare_more()
+
+    def prepare_more(self):
+        self.durably_execute("reserve")
+
+
+class GraphEmpty(DurableWorkflow):
+    def perform(self):
+        self.context["x"] = 1

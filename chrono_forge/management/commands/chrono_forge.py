@@ -136,6 +136,12 @@ class Command(BaseCommand):
         )
         p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
+        p = sub("graph", "List the durable steps of a workflow class's perform(), from its source.")
+        p.add_argument(
+            "workflow_class", metavar="CLASS", help="dotted path (or class name of a stored run)"
+        )
+        p.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+
         p = sub(
             "maintenance",
             "Register (or remove) the django-q2 Schedules for reap, resume-overdue "
@@ -411,6 +417,39 @@ class Command(BaseCommand):
             f"log(s), {counts['error_logs']} error log(s), {counts['repetition_logs']} "
             f"repetition log(s)."
         )
+
+    def handle_graph(self, workflow_class: str, as_json: bool, **_: Any) -> None:
+        from chrono_forge.graph import as_dict
+        from chrono_forge.workflow import resolve_workflow_class
+
+        path = workflow_class
+        if "." not in path:
+            known = sorted(
+                set(
+                    Workflow.objects.filter(job_class__endswith="." + path)
+                    .values_list("job_class", flat=True)
+                    .distinct()[:10]
+                )
+            )
+            if len(known) != 1:
+                raise CommandError(
+                    f"Give the dotted path of {path!r} (e.g. myapp.workflows.{path})"
+                    + (f"; it could be any of {', '.join(known)}." if known else ".")
+                )
+            path = known[0]
+        cls = resolve_workflow_class(path)
+        graph = as_dict(cls)
+        if as_json:
+            self.stdout.write(json.dumps(graph, indent=2))
+            return
+        self.stdout.write(f"{graph['class']}.perform: {len(graph['steps'])} durable step(s)")
+        for number, step in enumerate(graph["steps"], 1):
+            flags = [f for f in ("conditional", "in_loop") if step[f]] + step["notes"]
+            where = f"{step['method']}:{step['line']}"
+            extra = f"  ({'; '.join(flags)})" if flags else ""
+            self.stdout.write(f"  {number:>3}. {step['step_name']:<40} {where}{extra}")
+        for warning in graph["warnings"]:
+            self.stdout.write(self.style.WARNING(f"  warning: {warning}"))
 
     def handle_maintenance(self, install: bool, uninstall: bool, **_: Any) -> None:
         if uninstall:
