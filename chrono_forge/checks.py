@@ -95,3 +95,22 @@ def check_django_q(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             id="chrono_forge.W003",
         ))
     return problems
+
+
+@checks.register()
+def check_reap_threshold(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    try:
+        reap_after, max_duration = conf.reap_stale_after(), conf.max_duration()
+    except TypeError:
+        return []  # E003 reports the bad value
+    if reap_after >= max_duration:
+        return []
+    return [
+        checks.Warning(
+            f"CHRONO_FORGE['REAP_STALE_AFTER'] ({reap_after}) is shorter than MAX_DURATION "
+            f"({max_duration}).",
+            hint="A reaped pass finds the lock still fresh and exits, so reaping does nothing until "
+            "the lock is older than MAX_DURATION. Leave REAP_STALE_AFTER unset (3 x MAX_DURATION).",
+            id="chrono_forge.W004",
+        )
+    ]

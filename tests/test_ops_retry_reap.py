@@ -328,3 +328,15 @@ def test_resume_overdue_skips_a_row_whose_class_is_gone(chrono_forge_env, caplog
     assert Workflow.objects.resume_overdue() == 1
     assert pending_keys(chrono_forge_env) == [(ONE_STEP, "ok")]
     assert "Removed(ghost)" in caplog.text
+
+
+def test_w004_warns_when_reaping_before_a_lock_can_be_taken_over(settings):
+    from chrono_forge.checks import check_reap_threshold
+
+    settings.CHRONO_FORGE = {"MAX_DURATION": 20 * MIN, "REAP_STALE_AFTER": 15 * MIN}
+    [warning] = check_reap_threshold()
+    assert warning.id == "chrono_forge.W004" and "MAX_DURATION" in warning.hint
+    settings.CHRONO_FORGE = {"MAX_DURATION": 20 * MIN, "REAP_STALE_AFTER": 20 * MIN}
+    assert check_reap_threshold() == []
+    settings.CHRONO_FORGE = {}
+    assert check_reap_threshold() == []
