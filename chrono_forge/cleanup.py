@@ -6,7 +6,7 @@
 * A workflow is deleted once it has been terminal for longer than its window: a completed one
   counted from ``completed_at``, a failed one from its last change (``modified``, written when it
   failed).
-  Running, idle and stalled workflows are never deleted.
+  Running, idle and stalled workflows are never deleted, nor the children of one.
 * Repetition logs (``durably_repeat$<name>$<unix_seconds>``) of any workflow are pruned only when a
   window is given, and only behind the coordination log's frontier
   (``metadata["last_execution_at"]``, the last tick handled): nothing at or after it, and no pending
@@ -32,8 +32,10 @@ from django.db.models import Q, QuerySet
 from . import clock, conf
 from .models import ErrorLog, ExecutionLog, Workflow
 
+IN_FLIGHT = (Workflow.STATE.idle, Workflow.STATE.running, Workflow.STATE.stalled)
 COUNT_KEYS = ("workflows", "execution_logs", "error_logs", "repetition_logs")
 REPEAT_PREFIX = "durably_repeat$"
+BRANCH_PREFIX = "branch$"
 
 #: ``progress(stage, done, total)``: stage "workflows" (deleted so far / candidates) or
 #: "repetitions" (coordination logs scanned / to scan).
@@ -68,11 +70,12 @@ def run(
 
 
 def expired_workflows(completed_before: datetime, failed_before: datetime) -> QuerySet:
-    """Terminal workflows past their retention window (never running, idle or stalled ones)."""
+    """Terminal workflows past their retention window (never running, idle or stalled ones).
+    A branch child stays while its parent is in flight: the parent's merge may still count it."""
     return Workflow.objects.filter(
         Q(state=Workflow.STATE.completed, completed_at__lt=completed_before)
         | Q(state=Workflow.STATE.failed, modified__lt=failed_before)
-    )
+    ).exclude(parent_execution_log__workflow__state__in=IN_FLIGHT)
 
 
 def _window(value: Any, name: str) -> timedelta | None:
@@ -124,11 +127,20 @@ def _delete_workflows(
             with transaction.atomic(using=db):
                 # Re-select under the lock: a row retried since the page was read is not terminal.
                 ids = list(
-                    workflows.filter(pk__in=ids).select_for_update().values_list("pk", flat=True)
+                    workflows.filter(pk__in=ids)
+                    .select_for_update(of=("self",))
+                    .values_list("pk", flat=True)
                 )
                 errors = ErrorLog.objects.filter(workflow_id__in=ids)
                 logs = ExecutionLog.objects.filter(workflow_id__in=ids)
-                _unlink_children(Workflow.objects.filter(parent_execution_log__workflow_id__in=ids))
+                # Only branch steps spawn children: a few ids, then an indexed UPDATE (no join,
+                # whose plan on a freshly filled table can be quadratic).
+                branch_logs = list(
+                    ExecutionLog.objects.filter(
+                        workflow_id__in=ids, step_name__startswith=BRANCH_PREFIX
+                    ).values_list("pk", flat=True)
+                )
+                _unlink_children(branch_logs)
                 # One statement per table: nothing is loaded, however many logs a workflow has.
                 counts["error_logs"] += errors._raw_delete(db)
                 counts["execution_logs"] += logs._raw_delete(db)
@@ -137,10 +149,13 @@ def _delete_workflows(
             progress("workflows", counts["workflows"], total)
 
 
-def _unlink_children(children: QuerySet) -> None:
+def _unlink_children(log_ids: list) -> None:
     # A raw delete skips on_delete=SET_NULL. ``modified`` is left alone on purpose: it is a failed
     # workflow's terminal time, and losing its parent does not change when it failed.
-    children.update(parent_execution_log=None)
+    if log_ids:
+        Workflow.objects.filter(parent_execution_log_id__in=log_ids).update(
+            parent_execution_log=None
+        )
 
 
 # -- repetition logs ------------------------------------------------------------------------------
@@ -218,6 +233,6 @@ def _prune_one(coordination: ExecutionLog, before: datetime, batch_size: int, dr
         ]
         if ids and not dry_run:
             with transaction.atomic(using=conf.database()):
-                _unlink_children(Workflow.objects.filter(parent_execution_log_id__in=ids))
+                _unlink_children(ids)
                 ExecutionLog.objects.filter(pk__in=ids)._raw_delete(conf.database())
         pruned += len(ids)

@@ -164,6 +164,23 @@ def test_208_deleting_a_parents_branch_log_nulls_the_childs_link(chrono_forge_en
     assert child.modified == child_modified  # its failure time (the retention clock) is unchanged
 
 
+@pytest.mark.parametrize(
+    "parent_state,deleted",
+    [("idle", False), ("running", False), ("stalled", False), ("completed", True)],
+)
+def test_children_of_an_in_flight_parent_are_kept(chrono_forge_env, parent_state, deleted):
+    parent = make_workflow(chrono_forge_env, "parent", parent_state, terminal_days_ago=1, logs=0)
+    branch_log = ExecutionLog.objects.create(
+        workflow=parent, step_name="branch$fan", state="pending"
+    )
+    child = make_workflow(chrono_forge_env, "child", "completed", terminal_days_ago=100)
+    Workflow.objects.filter(pk=child.pk).update(parent_execution_log=branch_log)
+    orphan = make_workflow(chrono_forge_env, "orphan", "completed", terminal_days_ago=100)
+    assert cleanup.run(older_than=30 * DAY)["workflows"] == (2 if deleted else 1)
+    assert not Workflow.objects.filter(pk=orphan.pk).exists()
+    assert Workflow.objects.filter(pk=child.pk).exists() is not deleted
+
+
 def test_deletes_are_raw_bulk_statements_not_per_row(chrono_forge_env):
     for i in range(20):
         make_workflow(
