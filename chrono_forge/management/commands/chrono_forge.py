@@ -24,17 +24,16 @@ from chrono_forge.steps import REPETITION_LOG_PATTERN
 FAILURE_PREFIX = "$workflow_failure$"
 
 
-def _positive(kind):
+def _number(kind, minimum=0):
+    """An argparse type: a ``kind`` (int/float) of at least ``minimum``."""
+
     def parse(value: str):
-        try:
-            number = kind(value)
-        except ValueError:
-            raise ValueError(value) from None
-        if number < 0:
+        number = kind(value)  # ValueError -> argparse's "invalid <name> value"
+        if number < minimum:
             raise ValueError(value)
         return number
 
-    parse.__name__ = f"non-negative {kind.__name__}"
+    parse.__name__ = f"{kind.__name__} >= {minimum}"
     return parse
 
 
@@ -78,7 +77,7 @@ class Command(BaseCommand):
             "--class", dest="job_class", metavar="CLASS", help="dotted path or class name"
         )
         p.add_argument(
-            "--limit", type=_positive(int), default=50, help="at most this many rows (default 50)"
+            "--limit", type=_number(int, 1), default=50, help="at most this many rows (default 50)"
         )
 
         sub(
@@ -99,7 +98,7 @@ class Command(BaseCommand):
         p = sub("reap", "Re-enqueue running workflows whose lock is stale (their worker died).")
         p.add_argument(
             "--stale-after",
-            type=_positive(float),
+            type=_number(float),
             metavar="MINUTES",
             help="lock age in minutes (default: REAP_STALE_AFTER, 3 x MAX_DURATION)",
         )
@@ -108,7 +107,7 @@ class Command(BaseCommand):
         )
         p.add_argument(
             "--grace",
-            type=_positive(float),
+            type=_number(float),
             metavar="MINUTES",
             help="how late, in minutes, before a continuation counts as lost "
             "(default: RESUME_OVERDUE_GRACE)",
@@ -117,20 +116,20 @@ class Command(BaseCommand):
         p = sub("cleanup", "Delete old completed/failed workflows and prune old repetition logs.")
         p.add_argument(
             "--older-than",
-            type=_positive(float),
+            type=_number(float),
             default=90,
             metavar="DAYS",
             help="terminal for longer than this (default 90)",
         )
-        p.add_argument("--completed-older-than", type=_positive(float), metavar="DAYS")
-        p.add_argument("--failed-older-than", type=_positive(float), metavar="DAYS")
+        p.add_argument("--completed-older-than", type=_number(float), metavar="DAYS")
+        p.add_argument("--failed-older-than", type=_number(float), metavar="DAYS")
         p.add_argument(
             "--prune-repetitions-older-than",
-            type=_positive(float),
+            type=_number(float),
             metavar="DAYS",
             help="also prune durably_repeat repetition logs this old (behind the frontier)",
         )
-        p.add_argument("--batch-size", type=_positive(int), default=1000)
+        p.add_argument("--batch-size", type=_number(int, 1), default=1000)
         p.add_argument(
             "--dry-run", action="store_true", help="count what would be deleted, delete nothing"
         )
@@ -393,9 +392,6 @@ class Command(BaseCommand):
         no_progress: bool,
         **_: Any,
     ) -> None:
-        if batch_size < 1:
-            raise CommandError("--batch-size must be at least 1.")
-
         def days(value: float | None) -> timedelta | None:
             return None if value is None else timedelta(days=value)
 
