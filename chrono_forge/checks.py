@@ -109,8 +109,9 @@ def check_reap_threshold(app_configs=None, **kwargs) -> list[checks.CheckMessage
         checks.Warning(
             f"CHRONO_FORGE['REAP_STALE_AFTER'] ({reap_after}) is shorter than MAX_DURATION "
             f"({max_duration}).",
-            hint="A reaped pass finds the lock still fresh and exits, so reaping does nothing until "
-            "the lock is older than MAX_DURATION. Leave REAP_STALE_AFTER unset (3 x MAX_DURATION).",
+            hint="A reaped pass finds the lock still fresh and exits, so reaping does nothing "
+            "until the lock is older than MAX_DURATION. Leave REAP_STALE_AFTER unset "
+            "(3 x MAX_DURATION).",
             id="chrono_forge.W004",
         )
     ]

@@ -106,7 +106,9 @@ if TEST_DB == "postgres":
     _secondary["TEST"] = {"NAME": "test_" + _secondary["NAME"]}
 else:
     _secondary["NAME"] = _default["NAME"].replace(".sqlite3", "-secondary.sqlite3")
-    _secondary["TEST"] = {"NAME": _default["TEST"]["NAME"].replace(".sqlite3", "-secondary.sqlite3")}
+    _secondary["TEST"] = {
+        "NAME": _default["TEST"]["NAME"].replace(".sqlite3", "-secondary.sqlite3")
+    }
 
 DATABASES = {"default": _default, "secondary": _secondary}
 

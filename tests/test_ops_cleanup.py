@@ -312,6 +312,32 @@ def test_210_prefix_match_treats_underscore_and_percent_literally(chrono_forge_e
     )
 
 
+def test_86_pruning_a_live_repeat_never_re_executes_a_tick(chrono_forge_env):
+    """Prune all that is prunable (window 0) mid-repeat: no tick runs twice or goes missing."""
+    from tests import workflows_ops as w
+
+    w.TICKS.clear()
+    env = chrono_forge_env
+    start = env.now
+    wf = w.Ticker.perform_later("ticker", limit=6)
+    env.run_due()
+    env.advance(timedelta(seconds=1))
+    env.run_due()
+    env.advance(timedelta(seconds=1))
+    env.run_due()
+    prefix = list(w.TICKS)
+    assert len(prefix) == 3
+
+    result = cleanup.run(prune_repetitions_older_than=timedelta(0))
+
+    assert result["repetition_logs"] == 2  # the ticks behind the frontier (the third handled)
+    assert ExecutionLog.objects.filter(workflow=wf, step_name="durably_repeat$tick").exists()
+    env.run_all()
+    assert w.TICKS[:3] == prefix
+    assert w.TICKS == [start + timedelta(seconds=n) for n in range(6)]
+    assert Workflow.objects.get(pk=wf.pk).state == "completed"
+
+
 def test_tick_seconds_parses_only_whole_second_suffixes():
     assert cleanup.tick_seconds("durably_repeat$a$1700000000", "durably_repeat$a$") == 1700000000
     assert cleanup.tick_seconds("durably_repeat$ab$1700000000", "durably_repeat$a$") is None

@@ -115,3 +115,21 @@ class GraphShapes(DurableWorkflow):
 class GraphEmpty(DurableWorkflow):
     def perform(self):
         self.context["x"] = 1
+
+
+TICKS: list = []  # scheduled times Ticker.tick received
+
+
+class Ticker(DurableWorkflow):
+    """A durably_repeat every second until ``limit`` ticks ran, for pruning a live workflow."""
+
+    def perform(self, *, limit: int = 6):
+        self.limit = limit
+        self.durably_repeat(self.tick, every=1, till=self.enough)
+
+    def tick(self, scheduled_time):
+        TICKS.append(scheduled_time)
+        self.context["runs"] = self.context.get("runs", 0) + 1
+
+    def enough(self):
+        return self.context.get("runs", 0) >= self.limit
