@@ -103,8 +103,8 @@ def check_reap_threshold(app_configs=None, **kwargs) -> list[checks.CheckMessage
         reap_after, max_duration = conf.reap_stale_after(), conf.max_duration()
     except TypeError:
         return []  # E003 reports the bad value
-    if reap_after >= max_duration:
-        return []
+    if reap_after >= max_duration or min(reap_after, max_duration) <= timedelta(0):
+        return []  # fine, or a non-positive value that E003 reports
     return [
         checks.Warning(
             f"CHRONO_FORGE['REAP_STALE_AFTER'] ({reap_after}) is shorter than MAX_DURATION "
