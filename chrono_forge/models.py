@@ -75,15 +75,20 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         )
 
     def _requeue(self, queryset, enqueue_one) -> int:
-        count = 0
-        for row in queryset.only("id", "job_class", "key", "next_run_at").iterator(chunk_size=500):
-            try:
-                row.workflow_class()
-                enqueue_one(row)
-            except Exception:
-                logger.exception("chrono_forge: could not re-enqueue %s(%s); skipped", row.job_class, row.key)
-                continue
-            count += 1
+        # Pages by primary key, not one open cursor: an enqueue may close the connection (django-q2's
+        # ORM broker does with CONN_MAX_AGE=0), which would kill a cursor held across it.
+        count, last = 0, None
+        rows = queryset.only("id", "job_class", "key", "next_run_at").order_by("pk")
+        while page := list((rows if last is None else rows.filter(pk__gt=last))[:500]):
+            last = page[-1].pk
+            for row in page:
+                try:
+                    row.workflow_class()
+                    enqueue_one(row)
+                except Exception:
+                    logger.exception("chrono_forge: could not re-enqueue %s(%s); skipped", row.job_class, row.key)
+                    continue
+                count += 1
         return count
 
 

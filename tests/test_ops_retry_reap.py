@@ -340,3 +340,38 @@ def test_w004_warns_when_reaping_before_a_lock_can_be_taken_over(settings):
     assert check_reap_threshold() == []
     settings.CHRONO_FORGE = {}
     assert check_reap_threshold() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweeps_survive_an_enqueue_that_closes_the_connection(chrono_forge_env):
+    """django-q2's ORM broker closes the caller's connection on enqueue when CONN_MAX_AGE=0; the
+    sweeps must not hold a cursor across it."""
+    from chrono_forge import dispatch
+
+    class ClosingDispatcher:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def enqueue(self, *args, **kwargs):
+            connection.close()
+            self.inner.enqueue(*args, **kwargs)
+
+    for i in range(3):
+        stranded_row(chrono_forge_env, key=f"s{i}")
+        Workflow.objects.create(
+            job_class=ONE_STEP, key=f"o{i}", next_run_at=chrono_forge_env.now - 60 * MIN
+        )
+    previous = dispatch.set_dispatcher(ClosingDispatcher(chrono_forge_env.dispatcher))
+    try:
+        assert Workflow.objects.reap_stalled() == 3
+        assert Workflow.objects.resume_overdue() == 3
+    finally:
+        dispatch.set_dispatcher(previous)
+    assert sorted(key for _, key in pending_keys(chrono_forge_env)) == [
+        "o0",
+        "o1",
+        "o2",
+        "s0",
+        "s1",
+        "s2",
+    ]

@@ -133,3 +133,23 @@ class Ticker(DurableWorkflow):
 
     def enough(self):
         return self.context.get("runs", 0) >= self.limit
+
+
+class FailsOnceByFile(DurableWorkflow):
+    """The step fails until ``marker`` exists (it creates it on the first failure), retrying after
+    1 s: the failure/retry state survives across processes (the test and a real qcluster)."""
+
+    def perform(self, *, marker: str):
+        self.marker = marker
+        self.durably_execute(
+            self.step, retry_policy=RetryPolicy(max_attempts=3, base=1, cap=1, jitter=False)
+        )
+
+    def step(self):
+        from pathlib import Path
+
+        path = Path(self.marker)
+        if not path.exists():
+            path.write_text("failed once")
+            raise TransientError("first attempt fails")
+        return "ok"
