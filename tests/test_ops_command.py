@@ -123,6 +123,14 @@ def test_show_resolves_the_failure_marker_and_lists_errors_outside_steps(chrono_
     assert "RuntimeError" in orphans and "attempt 0" in orphans
 
 
+def test_show_says_when_the_failure_cause_was_deleted(chrono_forge_env):
+    w.NeedsFix.perform_later("bad")
+    chrono_forge_env.run_all()
+    error_id = ErrorLog.objects.get().pk
+    ErrorLog.objects.all().delete()
+    assert f"workflow failed: ErrorLog #{error_id} (deleted)" in run("show", "bad")[0]
+
+
 def test_show_summarises_repetitions_and_metadata():
     wf = make("rep", "running")
     ExecutionLog.objects.create(

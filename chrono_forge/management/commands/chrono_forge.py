@@ -237,7 +237,7 @@ class Command(BaseCommand):
             .only("id", "step_name", "attempt", "error_class", "error_message", "created")
         ):
             errors.setdefault(error.step_name, []).append(error)
-        errors_by_id = {e.pk: e for group in errors.values() for e in group}
+        errors_by_id = {str(e.pk): e for group in errors.values() for e in group}
 
         logs = list(
             ExecutionLog.objects.filter(workflow=wf)
@@ -264,7 +264,7 @@ class Command(BaseCommand):
         number: int,
         log: ExecutionLog,
         errors: list[ErrorLog],
-        errors_by_id: dict[Any, ErrorLog],
+        errors_by_id: dict[str, ErrorLog],
     ) -> None:
         style = {"completed": self.style.SUCCESS, "failed": self.style.ERROR}.get(
             log.state, self.style.WARNING
@@ -285,7 +285,7 @@ class Command(BaseCommand):
             error_id = (log.metadata or {}).get("error_log_id") or log.step_name[
                 len(FAILURE_PREFIX) :
             ]
-            cause = errors_by_id.get(error_id) or errors_by_id.get(_int(error_id))
+            cause = errors_by_id.get(str(error_id))  # str: integer and UUID keys alike
             self.stdout.write(
                 self.style.ERROR(
                     f"       workflow failed: {cause.error_class}: "
@@ -459,13 +459,6 @@ class Command(BaseCommand):
                 + (f" (cluster {cluster})" if cluster else "")
             )
         self.stdout.write("Start `manage.py qcluster` (its scheduler runs them).")
-
-
-def _int(value: Any) -> Any:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return value
 
 
 class ProgressBar:
