@@ -56,7 +56,7 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     return problems
 
 
-@checks.register(checks.Tags.database)
+@checks.register()  # reads settings only: runs without database access, like the others
 def check_sqlite_transaction_mode(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     alias = conf.database()
     database = settings.DATABASES.get(alias, {})

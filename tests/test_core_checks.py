@@ -10,6 +10,9 @@ from django.conf import settings
 from django.core.checks import run_checks
 from django.test import override_settings
 
+# Django 6 model checks inspect the database (JSONField support), so checks need DB access.
+pytestmark = pytest.mark.django_db(databases="__all__")
+
 SQLITE_GOOD = {
     "ENGINE": "django.db.backends.sqlite3",
     "NAME": ":memory:",

@@ -10,6 +10,7 @@ from django_q.tasks import async_task
 from tests.helpers import wait_for
 
 
+@pytest.mark.django_db(databases="__all__")  # Django 6 model checks inspect every database
 def test_system_checks_pass():
     call_command("check")
 
