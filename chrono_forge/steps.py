@@ -7,7 +7,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import clock, conf
-from .exceptions import InvalidStepArgument
+from .errors import error_class_name
+from .exceptions import ExecutionFailedError, HaltExecution, InvalidStepArgument
 from .models import ExecutionLog
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,3 +117,21 @@ def duration_arg(value: Any, *, where: str, what: str, positive: bool = False,
     if non_negative and delta < timedelta(0):
         raise InvalidStepArgument(f"{where}: {what} must not be negative, got {value!r}")
     return delta
+
+
+def retry_or_stall(run, log: ExecutionLog, error: Exception, policy, *, message: str | None = None):
+    """A step's body or condition raised: record the error, then either schedule a retry per
+    ``policy`` and halt the pass, or mark the step failed and raise ExecutionFailedError (stalled)."""
+    run.record_error(error, step_name=log.step_name, attempt=log.attempts)
+    backoff = policy.retry_backoff(
+        error, attempts=log.attempts, count=lambda key: run.steps.bump_retry_count(log, key)
+    )
+    if backoff is not None:
+        run.continue_after(backoff)
+        raise HaltExecution() from None
+    run.steps.update(log, state=FAILED, error_class=error_class_name(error), error_message=str(error))
+    raise ExecutionFailedError(
+        message or f"{log.step_name} failed after {log.attempts} attempt(s): {error}",
+        step_name=log.step_name,
+        recorded=True,
+    ) from error

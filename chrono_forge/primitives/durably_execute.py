@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from .. import clock, conf
 from ..errors import error_class_name
-from ..exceptions import ExecutionFailedError, HaltExecution, InvalidStepResult
-from ..steps import COMPLETED, FAILED, PENDING, resolve_method
+from ..exceptions import HaltExecution, InvalidStepResult
+from ..steps import COMPLETED, FAILED, PENDING, resolve_method, retry_or_stall
 from ..validation import json_size, step_name, to_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,22 +49,6 @@ def durably_execute(workflow: DurableWorkflow, method: Any, *, retry_policy: Any
     stored = storable_result(step, result, run, log)
     run.steps.update(log, state=COMPLETED, completed_at=clock.now(), result=stored)
     return stored
-
-
-def retry_or_stall(run, log: ExecutionLog, error: Exception, policy) -> None:
-    """Record the error; schedule a retry and halt, or mark the step failed and raise."""
-    run.record_error(error, step_name=log.step_name, attempt=log.attempts)
-    backoff = policy.retry_backoff(error, attempts=log.attempts,
-                                   count=lambda key: run.steps.bump_retry_count(log, key))
-    if backoff is not None:
-        run.continue_after(backoff)
-        raise HaltExecution()
-    run.steps.update(log, state=FAILED, error_class=error_class_name(error), error_message=str(error))
-    raise ExecutionFailedError(
-        f"{log.step_name} failed after {log.attempts} attempt(s): {error}",
-        step_name=log.step_name,
-        recorded=True,
-    ) from error
 
 
 def storable_result(step: str, result: Any, run, log: ExecutionLog) -> Any:

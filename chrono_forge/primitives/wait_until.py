@@ -36,7 +36,15 @@ from ..exceptions import (
     WaitConditionNotMet,
 )
 from ..retry import RetryPolicy, coerce
-from ..steps import COMPLETED, FAILED, PENDING, callsite, duration_arg, resolve_method
+from ..steps import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    callsite,
+    duration_arg,
+    resolve_method,
+    retry_or_stall,
+)
 from ..validation import step_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,21 +95,8 @@ def wait_until(
         raise
     except Exception as error:
         log = record(run, log, step, now, metadata, state=PENDING)
-        run.record_error(error, step_name=step, attempt=log.attempts)
-        backoff = policy.retry_backoff(
-            error, attempts=log.attempts, count=lambda key: run.steps.bump_retry_count(log, key)
-        )
-        if backoff is not None:
-            run.continue_after(backoff)
-            raise HaltExecution() from None
-        run.steps.update(
-            log, state=FAILED, error_class=error_class_name(error), error_message=str(error)
-        )
-        raise ExecutionFailedError(
-            f"{step}: the condition {condition_name} raised {error!r}",
-            step_name=step,
-            recorded=True,
-        ) from error
+        retry_or_stall(run, log, error, policy,
+                       message=f"{step}: the condition {condition_name} raised {error!r}")
 
     if met:
         record(run, log, step, now, {**metadata, "result": True}, state=COMPLETED, completed_at=now)
