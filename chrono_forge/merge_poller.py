@@ -75,12 +75,16 @@ def count_children(branch_log_ids: list[Any]) -> dict[Any, Counts]:
     """Counts per branch log, in one grouped query over the incomplete children only."""
     counts = {pk: Counts() for pk in branch_log_ids}
     rows = (
-        Workflow.objects.filter(parent_execution_log_id__in=branch_log_ids, state__in=INCOMPLETE_STATES)
+        Workflow.objects.filter(
+            parent_execution_log_id__in=branch_log_ids, state__in=INCOMPLETE_STATES
+        )
         .values("parent_execution_log_id")
-        .annotate(pending=Count("id"),
-                  never_started=Count("id", filter=Q(state=STATE.idle, started_at__isnull=True)),
-                  running=Count("id", filter=Q(state=STATE.running)),
-                  blocked=Count("id", filter=Q(state__in=BLOCKED_STATES)))
+        .annotate(
+            pending=Count("id"),
+            never_started=Count("id", filter=Q(state=STATE.idle, started_at__isnull=True)),
+            running=Count("id", filter=Q(state=STATE.running)),
+            blocked=Count("id", filter=Q(state__in=BLOCKED_STATES)),
+        )
         .order_by()
     )
     for row in rows:
@@ -89,9 +93,19 @@ def count_children(branch_log_ids: list[Any]) -> dict[Any, Counts]:
     return counts
 
 
-def next_delay(*, pending: int, running: int, never_started: int, rate: float | None,
-               previous: float | None, low: float, high: float, sealed: bool = True) -> float:
+def next_delay(
+    *,
+    pending: int,
+    running: int,
+    never_started: int,
+    rate: float | None,
+    previous: float | None,
+    low: float,
+    high: float,
+    sealed: bool = True,
+) -> float:
     """Seconds until the next poll (see the module docstring)."""
+
     def clamp(seconds: float) -> float:
         return min(max(seconds, low), high)
 
@@ -108,17 +122,27 @@ def next_delay(*, pending: int, running: int, never_started: int, rate: float | 
 
 def transient_backoff(attempt: int) -> float:
     """Polynomial back-off (seconds) before retry number ``attempt`` after a transient DB error."""
-    return float(attempt ** 4 + 2)
+    return float(attempt**4 + 2)
 
 
-def poll(job_class: str, key: str, branch_log_ids: list[Any], token: str, min_interval: float = 5.0,
-         max_interval: float = 300.0, *, merge_log_id: Any = None, attempt: int = 0) -> str:
+def poll(
+    job_class: str,
+    key: str,
+    branch_log_ids: list[Any],
+    token: str,
+    min_interval: float = 5.0,
+    max_interval: float = 300.0,
+    *,
+    merge_log_id: Any = None,
+    attempt: int = 0,
+) -> str:
     """One poll of the merge of ``branch_log_ids`` for the parent ``(job_class, key)``; returns what it
-    did: ``"woke"``, ``"rescheduled"``, ``"superseded"``, ``"merged"``, ``"gone"``, ``"stopped"`` or
-    ``"retrying"``."""
+    did: ``"woke"``, ``"rescheduled"``, ``"superseded"``, ``"merged"``, ``"gone"`` or ``"retrying"``."""
     ids = list(branch_log_ids or ())
     if not ids:
-        raise ValueError("poll_merge: branch_log_ids is empty; a merge needs at least one branch log")
+        raise ValueError(
+            "poll_merge: branch_log_ids is empty; a merge needs at least one branch log"
+        )
     args = (job_class, key, ids, token, min_interval, max_interval)
     try:
         return _poll(*args, merge_log_id=merge_log_id)
@@ -126,28 +150,57 @@ def poll(job_class: str, key: str, branch_log_ids: list[Any], token: str, min_in
         if attempt + 1 >= TRANSIENT_ATTEMPTS:
             raise
         delay = transient_backoff(attempt + 1)
-        logger.warning("chrono_forge: merge poller for %s(%s) hit %s: %s; retrying in %gs (attempt %d)",
-                       job_class, key, type(error).__name__, error, delay, attempt + 1)
+        logger.warning(
+            "chrono_forge: merge poller for %s(%s) hit %s: %s; retrying in %gs (attempt %d)",
+            job_class,
+            key,
+            type(error).__name__,
+            error,
+            delay,
+            attempt + 1,
+        )
         _schedule(args, merge_log_id, clock.now() + timedelta(seconds=delay), attempt=attempt + 1)
         return "retrying"
 
 
 def _schedule(args: tuple, merge_log_id: Any, run_at: datetime, attempt: int = 0) -> None:
     extra = {"attempt": attempt} if attempt else {}
-    dispatch.enqueue_call(POLL_TASK, *args, merge_log_id=merge_log_id, run_at=run_at,
-                          cluster=conf.get("BRANCH_MERGE_CLUSTER"), **extra)
+    dispatch.enqueue_call(
+        POLL_TASK,
+        *args,
+        merge_log_id=merge_log_id,
+        run_at=run_at,
+        cluster=conf.get("BRANCH_MERGE_CLUSTER"),
+        **extra,
+    )
 
 
-def _poll(job_class: str, key: str, ids: list[Any], token: str, low: float, high: float, *,
-          merge_log_id: Any) -> str:
+def _poll(
+    job_class: str,
+    key: str,
+    ids: list[Any],
+    token: str,
+    low: float,
+    high: float,
+    *,
+    merge_log_id: Any,
+) -> str:
     now = clock.now()
     wanted = ids + ([merge_log_id] if merge_log_id is not None else [])
-    logs = {log.pk: log for log in ExecutionLog.objects.filter(pk__in=wanted)
-            .only("id", "workflow_id", "state", "metadata")}
+    logs = {
+        log.pk: log
+        for log in ExecutionLog.objects.filter(pk__in=wanted).only(
+            "id", "workflow_id", "state", "metadata"
+        )
+    }
     branch_logs = [logs.get(pk) for pk in ids]
     if any(log is None for log in branch_logs):
-        logger.warning("chrono_forge: merge poller for %s(%s): branch log(s) %s are gone; stopping",
-                       job_class, key, [pk for pk, log in zip(ids, branch_logs) if log is None])
+        logger.warning(
+            "chrono_forge: merge poller for %s(%s): branch log(s) %s are gone; stopping",
+            job_class,
+            key,
+            [pk for pk, log in zip(ids, branch_logs, strict=True) if log is None],
+        )
         return "gone"
     if any(_token(log) != token for log in branch_logs):
         logger.info("chrono_forge: merge poller for %s(%s) was superseded; exiting", job_class, key)
@@ -163,32 +216,39 @@ def _poll(job_class: str, key: str, ids: list[Any], token: str, low: float, high
 
     previous = {log.pk: (log.metadata or {}).get("poll") or {} for log in branch_logs}
     rates = {pk: _rate(previous[pk], counts[pk].pending, now) for pk in ids}
-    total = Counts(*(sum(getattr(c, f) for c in counts.values()) for f in Counts.__dataclass_fields__))
+    total = Counts(
+        *(sum(getattr(c, f) for c in counts.values()) for f in Counts.__dataclass_fields__)
+    )
     all_sealed = all(sealed.values())
 
     outcome, delay = "rescheduled", None
     rekick: list[tuple[Any, Any, str, str]] = []
     if all_sealed and total.pending == 0:
-        parent = Workflow.objects.filter(pk=branch_logs[0].workflow_id).values_list("state", "locked_at").first()
-        if parent is None or parent[0] not in Workflow.EXECUTABLE_STATES:
-            outcome = "stopped"
-            logger.info("chrono_forge: merge poller for %s(%s): parent is %s; stopping", job_class, key,
-                        parent[0] if parent else "gone")
-        elif parent[0] == STATE.running and parent[1] and parent[1] > now - conf.max_duration():
-            delay = low  # the parent holds its lock (still parking): wake it once it let go
-        else:
-            outcome = "woke"
+        # Safe even while the parent still holds its lock (it is parking right now): the executor
+        # flags the losing delivery and the holder publishes a continuation when it releases.
+        outcome = "woke"
     else:
         rekick = _stale_never_started(counts, previous, now)
         rate = sum(r for r in rates.values() if r) or None
-        delay = next_delay(pending=total.pending, running=total.running, never_started=total.never_started,
-                           rate=rate, previous=_previous_delay(previous[ids[0]]), low=low, high=high,
-                           sealed=all_sealed)
+        delay = next_delay(
+            pending=total.pending,
+            running=total.running,
+            never_started=total.never_started,
+            rate=rate,
+            previous=_previous_delay(previous[ids[0]]),
+            low=low,
+            high=high,
+            sealed=all_sealed,
+        )
     next_poll_at = now + timedelta(seconds=delay) if delay is not None else None
 
     with transaction.atomic(using=conf.database()):
-        locked = {log.pk: log for log in ExecutionLog.objects.select_for_update().filter(pk__in=ids)
-                  .only("id", "metadata")}
+        locked = {
+            log.pk: log
+            for log in ExecutionLog.objects.select_for_update()
+            .filter(pk__in=ids)
+            .only("id", "metadata")
+        }
         if len(locked) != len(ids) or any(_token(log) != token for log in locked.values()):
             return "superseded"  # re-armed while we counted: the new poller owns the merge now
         kicked_by_branch: dict[Any, int] = {}
@@ -201,7 +261,9 @@ def _poll(job_class: str, key: str, ids: list[Any], token: str, low: float, high
             rate, pending = rates[pk], counts[pk].pending
             poll_state = {
                 "pending": pending,
-                "spawned": before.get("spawned") if before.get("spawned") is not None else spawned.get(pk),
+                "spawned": before.get("spawned")
+                if before.get("spawned") is not None
+                else spawned.get(pk),
                 "never_started": counts[pk].never_started,
                 "running": counts[pk].running,
                 "blocked": counts[pk].blocked,
@@ -215,12 +277,18 @@ def _poll(job_class: str, key: str, ids: list[Any], token: str, low: float, high
                 "rate": rate,
                 "eta_seconds": pending / rate if rate else None,
             }
-            ExecutionLog.objects.filter(pk=pk).update(metadata={**metadata, "poll": poll_state}, modified=now)
+            ExecutionLog.objects.filter(pk=pk).update(
+                metadata={**metadata, "poll": poll_state}, modified=now
+            )
         if rekick:
             Workflow.objects.filter(pk__in=[row[0] for row in rekick]).update(modified=now)
             dispatch.enqueue_many([(row[2], row[3]) for row in rekick])
-            logger.warning("chrono_forge: merge poller for %s(%s) re-enqueued %d never-started child(ren)",
-                           job_class, key, len(rekick))
+            logger.warning(
+                "chrono_forge: merge poller for %s(%s) re-enqueued %d never-started child(ren)",
+                job_class,
+                key,
+                len(rekick),
+            )
         if outcome == "woke":
             dispatch.enqueue(job_class, key)
         elif next_poll_at is not None:
@@ -234,13 +302,19 @@ def _token(log: ExecutionLog) -> Any:
 
 def _spawned_once(branch_logs: list[ExecutionLog], sealed: dict[Any, bool]) -> dict[Any, int]:
     """Children per branch, counted once: the first time a poll sees the branch sealed."""
-    need = [log.pk for log in branch_logs
-            if sealed[log.pk] and ((log.metadata or {}).get("poll") or {}).get("spawned") is None]
+    need = [
+        log.pk
+        for log in branch_logs
+        if sealed[log.pk] and ((log.metadata or {}).get("poll") or {}).get("spawned") is None
+    ]
     if not need:
         return {}
     found = dict(
-        Workflow.objects.filter(parent_execution_log_id__in=need).values("parent_execution_log_id")
-        .annotate(n=Count("id")).order_by().values_list("parent_execution_log_id", "n")
+        Workflow.objects.filter(parent_execution_log_id__in=need)
+        .values("parent_execution_log_id")
+        .annotate(n=Count("id"))
+        .order_by()
+        .values_list("parent_execution_log_id", "n")
     )
     return {pk: found.get(pk, 0) for pk in need}
 
@@ -263,19 +337,29 @@ def _previous_delay(previous: dict[str, Any]) -> float | None:
     return (datetime.fromisoformat(planned) - datetime.fromisoformat(last)).total_seconds()
 
 
-def _stale_never_started(counts: dict[Any, Counts], previous: dict[Any, dict],
-                         now: datetime) -> list[tuple[Any, Any, str, str]]:
+def _stale_never_started(
+    counts: dict[Any, Counts], previous: dict[Any, dict], now: datetime
+) -> list[tuple[Any, Any, str, str]]:
     """Children to re-enqueue: idle, never started, untouched for REKICK_AFTER, in branches whose
     never-started count did not drop since the last poll; at most REKICK_BATCH."""
     eligible = [
-        pk for pk, c in counts.items()
-        if c.never_started and (previous[pk].get("never_started") is None
-                                or c.never_started >= previous[pk]["never_started"])
+        pk
+        for pk, c in counts.items()
+        if c.never_started
+        and (
+            previous[pk].get("never_started") is None
+            or c.never_started >= previous[pk]["never_started"]
+        )
     ]
     if not eligible:
         return []
     return list(
-        Workflow.objects.filter(parent_execution_log_id__in=eligible, state=STATE.idle,
-                                started_at__isnull=True, modified__lt=now - REKICK_AFTER)
-        .order_by("pk").values_list("pk", "parent_execution_log_id", "job_class", "key")[:REKICK_BATCH]
+        Workflow.objects.filter(
+            parent_execution_log_id__in=eligible,
+            state=STATE.idle,
+            started_at__isnull=True,
+            modified__lt=now - REKICK_AFTER,
+        )
+        .order_by("pk")
+        .values_list("pk", "parent_execution_log_id", "job_class", "key")[:REKICK_BATCH]
     )

@@ -94,7 +94,7 @@ def test_the_parent_is_not_replayed_while_it_waits(chrono_forge_env):
     assert Workflow.objects.get(key="p").state == "completed"
 
 
-# -- 88 ---------------------------------------------------------------------------------------------
+# -- 88 --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [wb.SpawnOutside, wb.SpawnEachOutside])
 def test_spawning_outside_a_branch_raises_and_stalls(chrono_forge_env, cls):
     cls.perform_later("p")
@@ -105,7 +105,7 @@ def test_spawning_outside_a_branch_raises_and_stalls(chrono_forge_env, cls):
     assert not children_of("p").exists()
 
 
-# -- 89 ---------------------------------------------------------------------------------------------
+# -- 89 --------------------------------------------------------------------------------------------
 def test_replay_of_a_sealed_branch_skips_dispatch_and_inserts_nothing(chrono_forge_env):
     env = chrono_forge_env
     wb.SpawnOne.perform_later("p")
@@ -121,7 +121,7 @@ def test_replay_of_a_sealed_branch_skips_dispatch_and_inserts_nothing(chrono_for
     assert Workflow.objects.get(key="p").state == "completed"
 
 
-# -- 90, 91 -----------------------------------------------------------------------------------------
+# -- 90, 91 ----------------------------------------------------------------------------------------
 def test_a_lexically_nested_branch_is_refused_before_its_body_runs(chrono_forge_env):
     wb.Nested.perform_later("p")
     with pytest.raises(InvalidStepArgument, match="nested"):
@@ -139,7 +139,7 @@ def test_dollar_in_a_branch_or_spawn_name_is_refused(chrono_forge_env, which, ba
     assert not children_of("p").exists()
 
 
-# -- 94: the completion gate ------------------------------------------------------------------------
+# -- 94: the completion gate -----------------------------------------------------------------------
 def test_a_branch_never_merged_fails_the_completion_gate(chrono_forge_env):
     wb.Unmerged.perform_later("p")
     with pytest.raises(UnmergedBranchError) as caught:
@@ -180,7 +180,7 @@ def test_the_gate_costs_no_query_after_a_merge(chrono_forge_env):
     run.release("completed")
 
 
-# -- 96, 97, 98, 99, 101, 102, 103 ------------------------------------------------------------------
+# -- 96, 97, 98, 99, 101, 102, 103 -----------------------------------------------------------------
 @pytest.mark.parametrize("singular", [False, True])
 def test_merge_branches_joins_two_branches(chrono_forge_env, singular):
     wb.TwoBranches.perform_later("p", singular=singular)
@@ -189,7 +189,10 @@ def test_merge_branches_joins_two_branches(chrono_forge_env, singular):
     assert log_of("p", "merge$a,b").state == "completed"
     assert wb.EVENTS["TwoBranches.finalize"] == 1
     assert sorted(children_of("p").values_list("key", "state")) == [
-        ("p$a$x", "completed"), ("p$b$y", "completed"), ("p$b$z", "completed")]
+        ("p$a$x", "completed"),
+        ("p$b$y", "completed"),
+        ("p$b$z", "completed"),
+    ]
     assert Workflow.objects.get(key="p$b$z").job_class == "tests.workflows_branches.OtherLeaf"
 
 
@@ -227,15 +230,21 @@ def test_duplicate_merge_names_are_deduplicated(chrono_forge_env):
     wb.MergeCall.perform_later("p", names=["a", "a"])
     chrono_forge_env.run_all()
     assert Workflow.objects.get(key="p").state == "completed"
-    assert list(ExecutionLog.objects.filter(step_name__startswith="merge$").values_list("step_name", flat=True)) == [
-        "merge$a"]
+    assert list(
+        ExecutionLog.objects.filter(step_name__startswith="merge$").values_list(
+            "step_name", flat=True
+        )
+    ) == ["merge$a"]
 
 
-@pytest.mark.parametrize("options, match", [
-    ({"min_interval": 10, "max_interval": 5}, "must not exceed"),
-    ({"min_interval": 0}, "positive"),
-    ({"max_interval": "soon"}, "timedelta"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"min_interval": 10, "max_interval": 5}, "must not exceed"),
+        ({"min_interval": 0}, "positive"),
+        ({"max_interval": "soon"}, "timedelta"),
+    ],
+)
 def test_bad_merge_intervals_raise_at_the_call_site(chrono_forge_env, options, match):
     wb.MergeCall.perform_later("p", names=["a"], merge_options=options)
     with pytest.raises(ValueError, match=match):
@@ -252,7 +261,9 @@ def test_no_merge_names_is_refused(chrono_forge_env):
 
 def test_merge_intervals_are_stored_and_drive_the_first_poll(chrono_forge_env):
     env = chrono_forge_env
-    wb.MergeCall.perform_later("p", names=["a"], merge_options={"min_interval": 2, "max_interval": 60})
+    wb.MergeCall.perform_later(
+        "p", names=["a"], merge_options={"min_interval": 2, "max_interval": 60}
+    )
     env.run_due()
     merge = log_of("p", "merge$a")
     assert merge.metadata["min_interval"] == 2.0 and merge.metadata["max_interval"] == 60.0
@@ -261,7 +272,7 @@ def test_merge_intervals_are_stored_and_drive_the_first_poll(chrono_forge_env):
     assert poller.args[4:6] == (2.0, 60.0)
 
 
-# -- 100 and 155: "Option A" ------------------------------------------------------------------------
+# -- 100 and 155: "Option A" -----------------------------------------------------------------------
 def test_a_failed_child_holds_the_merge_until_an_operator_recovers_it(chrono_forge_env):
     env = chrono_forge_env
     wb.WithFailingChild.perform_later("p")
@@ -285,7 +296,7 @@ def test_a_failed_child_holds_the_merge_until_an_operator_recovers_it(chrono_for
     assert wb.EVENTS["WithFailingChild.finalize"] == 1
 
 
-# -- 104, 105, 106 ----------------------------------------------------------------------------------
+# -- 104, 105, 106 ---------------------------------------------------------------------------------
 def test_spawn_each_over_an_empty_source_seals_and_completes(chrono_forge_env):
     wb.FanOut.perform_later("p", source="list", n=0)
     chrono_forge_env.run_all()
@@ -301,7 +312,9 @@ def test_an_empty_branch_resolves_in_the_same_pass(chrono_forge_env):
     assert Workflow.objects.get(key="p").state == "completed"
     assert wb.EVENTS == {"EmptyBranch.dispatch": 1, "EmptyBranch.after": 1}
     merge = log_of("p", "merge$grp")
-    assert merge.state == "completed" and merge.attempts == 1 and merge.metadata["poll_token"] is None
+    assert (
+        merge.state == "completed" and merge.attempts == 1 and merge.metadata["poll_token"] is None
+    )
 
 
 def test_nested_fan_out_completes_bottom_up(chrono_forge_env):
@@ -314,12 +327,14 @@ def test_nested_fan_out_completes_bottom_up(chrono_forge_env):
     assert wb.RUNS == {"p$top$c$sub$gc": 1}
 
 
-# -- 107, 108, 109, 110 -----------------------------------------------------------------------------
+# -- 107, 108, 109, 110 ----------------------------------------------------------------------------
 def test_spawn_each_over_a_queryset_keys_children_by_pk_and_stores_the_cursor(chrono_forge_env):
     pks = wb.seed_groups(5)
     wb.FanOut.perform_later("p", source="groups")
     chrono_forge_env.run_all()
-    assert list(children_of("p").values_list("key", flat=True)) == sorted(f"p$grp$items_{pk}" for pk in pks)
+    assert list(children_of("p").values_list("key", flat=True)) == sorted(
+        f"p$grp$items_{pk}" for pk in pks
+    )
     assert log_of("p", "branch$grp").metadata["cursors"] == {"items": {"pk": pks[-1]}}
     assert sorted(c.kwargs["item"] for c in children_of("p")) == pks
     assert Workflow.objects.get(key="p").state == "completed"
@@ -330,8 +345,10 @@ def test_spawn_each_build_may_pick_a_class_per_item(chrono_forge_env):
     chrono_forge_env.run_all()
     classes = dict(children_of("p").values_list("key", "job_class"))
     assert classes == {
-        "p$grp$items_0": LEAF, "p$grp$items_1": "tests.workflows_branches.OtherLeaf",
-        "p$grp$items_2": LEAF, "p$grp$items_3": "tests.workflows_branches.OtherLeaf",
+        "p$grp$items_0": LEAF,
+        "p$grp$items_1": "tests.workflows_branches.OtherLeaf",
+        "p$grp$items_2": LEAF,
+        "p$grp$items_3": "tests.workflows_branches.OtherLeaf",
     }
     assert set(children_of("p").values_list("state", flat=True)) == {"completed"}
 
@@ -368,22 +385,30 @@ def test_spawn_each_over_a_list_keys_children_by_position(chrono_forge_env):
     wb.ListNamed.perform_later("p")
     chrono_forge_env.run_all()
     assert dict(children_of("p").values_list("key", "kwargs")) == {
-        "p$g$n_0": {"value": 10}, "p$g$n_1": {"value": 20}, "p$g$n_2": {"value": 30}}
+        "p$g$n_0": {"value": 10},
+        "p$g$n_1": {"value": 20},
+        "p$g$n_2": {"value": 30},
+    }
     assert log_of("p", "branch$g").metadata["cursors"] == {"n": {"index": 3}}
 
 
-# -- 230: bulk dispatch re-validates (it bypasses perform_later's guard) ----------------------------
-@pytest.mark.parametrize("case, error, match", [
-    ("reserved", ValueError, "reserved"),
-    ("reserved_each", ValueError, "reserved"),
-    ("not_json", TypeError, "JSON"),
-    ("not_workflow", InvalidStepArgument, "DurableWorkflow subclass"),
-    ("bad_build", InvalidStepArgument, r"\(class, kwargs\)"),
-    ("duplicate", InvalidStepArgument, "already used"),
-    ("bad_of", InvalidStepArgument, "positive int"),
-    ("long_key", ValueError, "limit is 255"),
-])
-def test_invalid_children_are_refused_before_anything_is_stored(chrono_forge_env, case, error, match):
+# -- 230: bulk dispatch re-validates (it bypasses perform_later's guard) ---------------------------
+@pytest.mark.parametrize(
+    "case, error, match",
+    [
+        ("reserved", ValueError, "reserved"),
+        ("reserved_each", ValueError, "reserved"),
+        ("not_json", TypeError, "JSON"),
+        ("not_workflow", InvalidStepArgument, "DurableWorkflow subclass"),
+        ("bad_build", InvalidStepArgument, r"\(class, kwargs\)"),
+        ("duplicate", InvalidStepArgument, "already used"),
+        ("bad_of", InvalidStepArgument, "positive int"),
+        ("long_key", ValueError, "limit is 255"),
+    ],
+)
+def test_invalid_children_are_refused_before_anything_is_stored(
+    chrono_forge_env, case, error, match
+):
     wb.BadSpawnArgs.perform_later("p", case=case)
     with pytest.raises(error, match=match) as caught:
         chrono_forge_env.run_all()
@@ -396,7 +421,7 @@ def test_invalid_children_are_refused_before_anything_is_stored(chrono_forge_env
         assert [run for run in chrono_forge_env.pending if run.key != "p"] == []
 
 
-# -- 133: the poller's queue comes from the settings, read at enqueue time ---------------------------
+# -- 133: the poller's queue comes from the settings, read at enqueue time -------------------------
 def test_the_poller_goes_to_the_branch_merge_cluster(chrono_forge_env):
     env = chrono_forge_env
     wb.SpawnOne.perform_later("p")
@@ -408,4 +433,3 @@ def test_the_poller_goes_to_the_branch_merge_cluster(chrono_forge_env):
         env.run_due()
         [poller] = env.pending
     assert poller.func == "chrono_forge.tasks.poll_merge" and poller.cluster == "merges"
-

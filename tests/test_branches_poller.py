@@ -42,8 +42,15 @@ def branch_log(key="p"):
 
 def poll(log, token=None, **kwargs):
     log.refresh_from_db()
-    return merge_poller.poll(PARENT, log.workflow.key, [log.pk], token or log.metadata["poll_token"],
-                             5.0, 300.0, **kwargs)
+    return merge_poller.poll(
+        PARENT,
+        log.workflow.key,
+        [log.pk],
+        token or log.metadata["poll_token"],
+        5.0,
+        300.0,
+        **kwargs,
+    )
 
 
 def child(index=0, key="p"):
@@ -79,7 +86,7 @@ def seconds_until(env, run):
 STALE = timedelta(minutes=10)
 
 
-# -- §12: the probe's counts --------------------------------------------------------------------------
+# -- §12: the probe's counts -----------------------------------------------------------------------
 def test_progressing_counts_running_and_never_started_children(chrono_forge_env):
     env = chrono_forge_env
     log = arm(env, n=2)
@@ -101,7 +108,9 @@ def test_waiting_blocked_and_completed_children_are_not_progressing(chrono_forge
     assert (counts.waiting, counts.blocked, counts.running, counts.never_started) == (1, 2, 0, 0)
 
 
-def test_running_means_state_running_and_never_started_means_idle_without_started_at(chrono_forge_env):
+def test_running_means_state_running_and_never_started_means_idle_without_started_at(
+    chrono_forge_env,
+):
     env = chrono_forge_env
     log = arm(env, n=3)
     shape(env, 0, "idle")  # never started
@@ -115,15 +124,18 @@ def test_counts_are_one_grouped_query_whatever_the_number_of_branches(chrono_for
     env = chrono_forge_env
     wb.TwoBranches.perform_now("t")
     env.drop_pending()
-    ids = list(ExecutionLog.objects.filter(step_name__startswith="branch$").order_by("step_name")
-               .values_list("pk", flat=True))
+    ids = list(
+        ExecutionLog.objects.filter(step_name__startswith="branch$")
+        .order_by("step_name")
+        .values_list("pk", flat=True)
+    )
     with CaptureQueriesContext(connection) as queries:
         counts = count_children(ids)
     assert len(queries.captured_queries) == 1
     assert [counts[pk].never_started for pk in ids] == [1, 2]
 
 
-# -- 127, 128, 129: wake or reschedule ------------------------------------------------------------------
+# -- 127, 128, 129: wake or reschedule -------------------------------------------------------------
 def test_all_children_completed_wakes_the_parent_with_its_key_only(chrono_forge_env):
     env = chrono_forge_env
     log = arm(env)
@@ -155,26 +167,21 @@ def test_an_unsealed_branch_is_not_merged_even_with_every_child_completed(chrono
     assert poll_state(log)["sealed"] is False and poll_state(log)["spawned"] is None
 
 
-def test_the_parent_holding_its_lock_is_not_woken_yet(chrono_forge_env):
+def test_a_wake_up_racing_the_parents_own_pass_is_delivered_when_it_releases(chrono_forge_env):
+    from chrono_forge.executor import Pass
+
     env = chrono_forge_env
     log = arm(env)
     shape(env, 0, "completed", started_ago=timedelta(seconds=1))
-    Workflow.objects.filter(key="p").update(state="running", locked_by="other", locked_at=env.now)
-    assert poll(log) == "rescheduled"
-    [again] = pollers(env)
-    assert passes(env) == [] and seconds_until(env, again) == 5
-    Workflow.objects.filter(key="p").update(state="idle", locked_by=None, locked_at=None)
+    holder = Pass(wb.FanOut, "p")
+    holder.acquire()  # a pass of the parent is still running (e.g. it is parking at the merge)
+    assert poll(log) == "woke"
+    env.run_due()  # the wake-up loses the lock race...
+    assert Workflow.objects.get(key="p").state == "running"
+    holder.release("idle")
+    holder.publish()  # ...and the holder publishes it on release
     env.run_all()
     assert Workflow.objects.get(key="p").state == "completed"
-
-
-def test_a_parent_that_is_no_longer_runnable_stops_the_poller(chrono_forge_env):
-    env = chrono_forge_env
-    log = arm(env)
-    shape(env, 0, "completed", started_ago=timedelta(seconds=1))
-    Workflow.objects.filter(key="p").update(state="stalled")
-    assert poll(log) == "stopped"
-    assert env.pending == []
 
 
 def test_a_merge_the_parent_already_resolved_stops_the_poller(chrono_forge_env):
@@ -196,7 +203,7 @@ def test_deleted_branch_logs_stop_the_poller(chrono_forge_env):
     assert env.pending == []
 
 
-# -- 130, 131, 135, 136, 137, 138, 139: rekick ---------------------------------------------------------
+# -- 130, 131, 135, 136, 137, 138, 139: rekick -----------------------------------------------------
 def test_a_stale_never_started_child_is_rekicked(chrono_forge_env):
     env = chrono_forge_env
     log = arm(env)
@@ -216,13 +223,16 @@ def test_a_rekicked_child_runs_to_completion(chrono_forge_env):
     assert Workflow.objects.get(key="p").state == "completed"
 
 
-@pytest.mark.parametrize("state, started_ago, modified_ago", [
-    ("running", timedelta(minutes=20), STALE),      # 131: running and stale: only reschedule
-    ("idle", None, timedelta(minutes=1)),           # 135: never started, but touched 1 min ago
-    ("failed", timedelta(minutes=20), STALE),       # 136: blocked children need an operator
-    ("stalled", timedelta(minutes=20), STALE),
-    ("idle", timedelta(minutes=20), STALE),         # 137: waiting: started_at decides, not staleness
-])
+@pytest.mark.parametrize(
+    "state, started_ago, modified_ago",
+    [
+        ("running", timedelta(minutes=20), STALE),  # 131: running and stale: only reschedule
+        ("idle", None, timedelta(minutes=1)),  # 135: never started, but touched 1 min ago
+        ("failed", timedelta(minutes=20), STALE),  # 136: blocked children need an operator
+        ("stalled", timedelta(minutes=20), STALE),
+        ("idle", timedelta(minutes=20), STALE),  # 137: waiting: started_at decides, not staleness
+    ],
+)
 def test_children_that_must_not_be_rekicked(chrono_forge_env, state, started_ago, modified_ago):
     env = chrono_forge_env
     log = arm(env)
@@ -261,9 +271,14 @@ def test_rekick_bookkeeping_and_debounce(chrono_forge_env):
     assert second["last_rekick_at"] == kicked_at.isoformat()  # kept, not cleared
 
     # A new stale never-started child B joins: the total accumulates.
-    Workflow.objects.create(job_class="tests.workflows_branches.Leaf", key="p$grp$extra", state="idle",
-                            parent_execution_log_id=log.pk, created=env.now - STALE,
-                            modified=env.now - STALE)
+    Workflow.objects.create(
+        job_class="tests.workflows_branches.Leaf",
+        key="p$grp$extra",
+        state="idle",
+        parent_execution_log_id=log.pk,
+        created=env.now - STALE,
+        modified=env.now - STALE,
+    )
     env.drop_pending()
     poll(log)
     third = poll_state(log)
@@ -271,7 +286,7 @@ def test_rekick_bookkeeping_and_debounce(chrono_forge_env):
     assert (third["rekicked"], third["rekick_total"]) == (1, 2)
 
 
-# -- 156, 157, 158: the rekick gate is the never-started count -----------------------------------------
+# -- 156, 157, 158: the rekick gate is the never-started count -------------------------------------
 def previous_poll(log, **values):
     metadata = dict(log.metadata)
     metadata["poll"] = {**metadata.get("poll", {}), **values}
@@ -301,12 +316,17 @@ def test_pending_dropping_does_not_close_the_gate(chrono_forge_env):
     log = arm(env, n=2)
     shape(env, 0, "idle", modified_ago=STALE)
     shape(env, 1, "completed", started_ago=STALE)  # a waiting child completed: pending 2 -> 1
-    previous_poll(log, never_started=1, pending=2, last_polled_at=(env.now - timedelta(seconds=30)).isoformat())
+    previous_poll(
+        log,
+        never_started=1,
+        pending=2,
+        last_polled_at=(env.now - timedelta(seconds=30)).isoformat(),
+    )
     poll(log)
     assert passes(env) == [("tests.workflows_branches.Leaf", "p$grp$items_0")]
 
 
-# -- 140 to 144: the admin-facing poll metadata --------------------------------------------------------
+# -- 140 to 144: the admin-facing poll metadata ----------------------------------------------------
 def test_each_poll_records_its_facts_on_the_branch_log(chrono_forge_env):
     env = chrono_forge_env
     log = arm(env)
@@ -326,8 +346,14 @@ def test_spawned_is_counted_once_at_seal_and_cached(chrono_forge_env):
     log = arm(env)
     shape(env, 0, "running", started_ago=timedelta(seconds=1))
     poll(log)
-    Workflow.objects.create(job_class="tests.workflows_branches.Leaf", key="p$grp$late", state="running",
-                            parent_execution_log_id=log.pk, created=env.now, modified=env.now)
+    Workflow.objects.create(
+        job_class="tests.workflows_branches.Leaf",
+        key="p$grp$late",
+        state="running",
+        parent_execution_log_id=log.pk,
+        created=env.now,
+        modified=env.now,
+    )
     with CaptureQueriesContext(connection) as queries:
         poll(log)
     assert poll_state(log)["spawned"] == 1
@@ -371,8 +397,12 @@ def test_the_polls_counter_accumulates(chrono_forge_env):
 def test_a_drain_records_rate_and_eta_and_sets_the_cadence(chrono_forge_env):
     env = chrono_forge_env
     log = arm(env, n=40)
-    previous_poll(log, pending=50, never_started=50,
-                  last_polled_at=(env.now - timedelta(seconds=60)).isoformat())
+    previous_poll(
+        log,
+        pending=50,
+        never_started=50,
+        last_polled_at=(env.now - timedelta(seconds=60)).isoformat(),
+    )
     poll(log)
     state = poll_state(log)
     assert state["rate"] == pytest.approx(10 / 60)
@@ -381,12 +411,14 @@ def test_a_drain_records_rate_and_eta_and_sets_the_cadence(chrono_forge_env):
     assert seconds_until(env, again) == pytest.approx(120, abs=8)
 
 
-# -- 145, 146, 147: fencing -----------------------------------------------------------------------------
+# -- 145, 146, 147: fencing ------------------------------------------------------------------------
 def test_a_superseded_poller_does_nothing_at_all(chrono_forge_env):
     env = chrono_forge_env
     log = arm(env)
     shape(env, 0, "idle", modified_ago=STALE)  # would be rekicked
-    ExecutionLog.objects.filter(pk=log.pk).update(metadata={**log.metadata, "poll_token": "current"})
+    ExecutionLog.objects.filter(pk=log.pk).update(
+        metadata={**log.metadata, "poll_token": "current"}
+    )
     before = branch_log().metadata
     with CaptureQueriesContext(connection) as queries:
         assert merge_poller.poll(PARENT, "p", [log.pk], "stale") == "superseded"
@@ -427,7 +459,9 @@ def test_a_token_that_changes_while_counting_aborts_the_write(chrono_forge_env, 
     real = merge_poller.count_children
 
     def rearmed_meanwhile(ids):
-        ExecutionLog.objects.filter(pk=log.pk).update(metadata={**log.metadata, "poll_token": "newer"})
+        ExecutionLog.objects.filter(pk=log.pk).update(
+            metadata={**log.metadata, "poll_token": "newer"}
+        )
         return real(ids)
 
     monkeypatch.setattr(merge_poller, "count_children", rearmed_meanwhile)
@@ -435,8 +469,10 @@ def test_a_token_that_changes_while_counting_aborts_the_write(chrono_forge_env, 
     assert env.pending == [] and "poll" not in branch_log().metadata
 
 
-# -- 132, 134: transient errors and bad arguments -------------------------------------------------------
-def test_a_transient_database_error_reschedules_with_polynomial_backoff(chrono_forge_env, monkeypatch):
+# -- 132, 134: transient errors and bad arguments --------------------------------------------------
+def test_a_transient_database_error_reschedules_with_polynomial_backoff(
+    chrono_forge_env, monkeypatch
+):
     env = chrono_forge_env
     log = arm(env)
     token = log.metadata["poll_token"]
@@ -448,7 +484,7 @@ def test_a_transient_database_error_reschedules_with_polynomial_backoff(chrono_f
     assert poll(log, attempt=2) == "retrying"
     [retry] = pollers(env)
     assert retry.kwargs["attempt"] == 3
-    assert seconds_until(env, retry) == 3 ** 4 + 2
+    assert seconds_until(env, retry) == 3**4 + 2
     assert retry.args == (PARENT, "p", [log.pk], token, 5.0, 300.0)
     env.drop_pending()
     with pytest.raises(OperationalError):
@@ -469,7 +505,7 @@ def test_the_task_entry_point_runs_a_poll(chrono_forge_env):
     assert tasks.poll_merge(PARENT, "p", [log.pk], log.metadata["poll_token"]) == "woke"
 
 
-# -- the poll's statements do not grow with the number of children -------------------------------------
+# -- the poll's statements do not grow with the number of children ---------------------------------
 @pytest.mark.parametrize("stale", [False, True])
 def test_a_poll_costs_the_same_for_3_and_30_children(chrono_forge_env, stale):
     env = chrono_forge_env
@@ -484,10 +520,17 @@ def test_a_poll_costs_the_same_for_3_and_30_children(chrono_forge_env, stale):
     assert sizes[3] == sizes[30]
 
 
-# -- 148 to 154, 164: cadence ---------------------------------------------------------------------------
+# -- 148 to 154, 164: cadence ----------------------------------------------------------------------
 def delay(**kwargs):
-    base = {"pending": 0, "running": 0, "never_started": 0, "rate": None, "previous": None,
-            "low": 5.0, "high": 300.0}
+    base = {
+        "pending": 0,
+        "running": 0,
+        "never_started": 0,
+        "rate": None,
+        "previous": None,
+        "low": 5.0,
+        "high": 300.0,
+    }
     return next_delay(**{**base, **kwargs})
 
 
@@ -546,8 +589,13 @@ def test_a_running_child_without_drain_resets_a_backed_off_interval(chrono_forge
     log = arm(env)
     shape(env, 0, "running", started_ago=timedelta(seconds=1))
     polled = env.now - timedelta(seconds=40)
-    previous_poll(log, pending=1, never_started=0, last_polled_at=polled.isoformat(),
-                  next_poll_at=env.now.isoformat())
+    previous_poll(
+        log,
+        pending=1,
+        never_started=0,
+        last_polled_at=polled.isoformat(),
+        next_poll_at=env.now.isoformat(),
+    )
     poll(log)
     [again] = pollers(env)
     assert seconds_until(env, again) == pytest.approx(5, abs=1)
@@ -557,10 +605,14 @@ def test_never_started_children_back_off_from_the_stored_interval(chrono_forge_e
     env = chrono_forge_env
     log = arm(env)
     polled = env.now - timedelta(seconds=20)
-    previous_poll(log, pending=1, never_started=2, last_polled_at=polled.isoformat(),
-                  next_poll_at=env.now.isoformat())
+    previous_poll(
+        log,
+        pending=1,
+        never_started=2,
+        last_polled_at=polled.isoformat(),
+        next_poll_at=env.now.isoformat(),
+    )
     poll(log)
     [again] = pollers(env)
     assert seconds_until(env, again) == 40  # the previous 20 s interval, doubled
     assert datetime.fromisoformat(poll_state(log)["next_poll_at"]) == again.run_at
-

@@ -20,8 +20,11 @@ def reset_counters():
 
 
 def statements(queries, verb, table=WORKFLOWS):
-    return [q["sql"] for q in queries.captured_queries if q["sql"].startswith(verb)
-            and (f'"{table}"' in q["sql"].split(" WHERE ")[0])]
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith(verb) and (f'"{table}"' in q["sql"].split(" WHERE ")[0])
+    ]
 
 
 def fan_out(env, key, n, **kwargs):
@@ -36,18 +39,27 @@ def replay(env, key, *, drop_merge=False):
     if drop_merge:
         ExecutionLog.objects.filter(workflow__key=key, step_name__startswith="merge$").delete()
     Workflow.objects.filter(key=key).update(state="idle", completed_at=None)
-    children_before = list(Workflow.objects.filter(key__startswith=f"{key}$").order_by("pk")
-                           .values_list("key", "state", "modified"))
+    children_before = list(
+        Workflow.objects.filter(key__startswith=f"{key}$")
+        .order_by("pk")
+        .values_list("key", "state", "modified")
+    )
     with CaptureQueriesContext(connection) as queries:
         wb.FanOut._execute(key)
     assert Workflow.objects.get(key=key).state == "completed"
-    assert list(Workflow.objects.filter(key__startswith=f"{key}$").order_by("pk")
-                .values_list("key", "state", "modified")) == children_before  # children untouched
+    assert (
+        list(
+            Workflow.objects.filter(key__startswith=f"{key}$")
+            .order_by("pk")
+            .values_list("key", "state", "modified")
+        )
+        == children_before
+    )  # children untouched
     assert env.pending == []  # nothing enqueued: no child, no poller
     return queries
 
 
-# -- 118, 120, 121 ------------------------------------------------------------------------------------
+# -- 118, 120, 121 ---------------------------------------------------------------------------------
 def test_replaying_a_completed_parent_inserts_and_enqueues_nothing(chrono_forge_env):
     fan_out(chrono_forge_env, "p", 5)
     queries = replay(chrono_forge_env, "p")
@@ -59,7 +71,10 @@ def test_three_consecutive_replays_each_complete_with_the_same_children(chrono_f
     fan_out(chrono_forge_env, "p", 4)
     for _ in range(3):
         replay(chrono_forge_env, "p")
-        assert ExecutionLog.objects.get(workflow__key="p", step_name="durably_execute$finalize").result is True
+        assert (
+            ExecutionLog.objects.get(workflow__key="p", step_name="durably_execute$finalize").result
+            is True
+        )
         keys = list(Workflow.objects.filter(key__startswith="p$").values_list("key", flat=True))
         assert len(keys) == len(set(keys)) == 4
     assert wb.EVENTS["FanOut.finalize"] == 1
@@ -75,7 +90,7 @@ def test_replay_statements_do_not_depend_on_the_number_of_children(chrono_forge_
     assert len(small.captured_queries) == len(large.captured_queries)
 
 
-# -- 119 ----------------------------------------------------------------------------------------------
+# -- 119 -------------------------------------------------------------------------------------------
 def test_re_probing_a_dropped_merge_costs_the_same_for_3_and_30_children(chrono_forge_env):
     fan_out(chrono_forge_env, "small", 3)
     fan_out(chrono_forge_env, "large", 30)
@@ -84,10 +99,12 @@ def test_re_probing_a_dropped_merge_costs_the_same_for_3_and_30_children(chrono_
     assert len(statements(small, "SELECT")) == len(statements(large, "SELECT")) == 2  # lock + probe
     probe = [sql for sql in statements(large, "SELECT") if '"parent_execution_log_id" IN' in sql]
     assert len(probe) == 1 and "LIMIT 1" in probe[0]  # one EXISTS, no per-child scan
-    assert ExecutionLog.objects.get(workflow__key="large", step_name="merge$grp").state == "completed"
+    assert (
+        ExecutionLog.objects.get(workflow__key="large", step_name="merge$grp").state == "completed"
+    )
 
 
-# -- 237 and the per-batch budget ----------------------------------------------------------------------
+# -- 237 and the per-batch budget ------------------------------------------------------------------
 def test_25_children_in_batches_of_10_cost_4_workflow_inserts(chrono_forge_env):
     with CaptureQueriesContext(connection) as queries:
         fan_out(chrono_forge_env, "p", 25, of=10)
@@ -106,7 +123,9 @@ def test_each_batch_costs_one_insert_one_idle_select_and_one_cursor_update(chron
     cursor_updates = [sql for sql in statements(queries, "UPDATE", logs)]
     # 3 cursor advances + the seal + the merge's token on the branch log
     assert len(cursor_updates) == 5
-    pending = [run for run in chrono_forge_env.pending if run.key != "p"]  # (perform_later's run of p)
+    pending = [
+        run for run in chrono_forge_env.pending if run.key != "p"
+    ]  # (perform_later's run of p)
     assert len(pending) == 31  # 30 children + 1 poller
 
 

@@ -62,7 +62,9 @@ def assert_fan_out_converged(n=25, key="p"):
     assert len(keys) == n and len(set(keys)) == n
     assert not children.filter(state__in=["failed", "stalled", "idle", "running"]).exists()
     assert set(children.values_list("parent_execution_log_id", flat=True)) == {branch_log(key).pk}
-    assert wb.RUNS == {k: 1 for k in keys}  # every child ran exactly once: nothing re-enqueued after it ran
+    assert wb.RUNS == {
+        k: 1 for k in keys
+    }  # every child ran exactly once: nothing re-enqueued after it ran
     assert Workflow.objects.get(key=key).state == "completed"
     assert wb.EVENTS["FanOut.finalize"] == 1
 
@@ -73,9 +75,11 @@ def source_kwargs(source):
     return {"source": source, "n": 25, "of": 10}
 
 
-# -- 111, 114: crash before the first cursor advance --------------------------------------------------
+# -- 111, 114: crash before the first cursor advance -----------------------------------------------
 @pytest.mark.parametrize("source", ["groups", "list"])
-def test_crash_before_the_first_cursor_advance_restarts_the_stream(chrono_forge_env, monkeypatch, source):
+def test_crash_before_the_first_cursor_advance_restarts_the_stream(
+    chrono_forge_env, monkeypatch, source
+):
     env = chrono_forge_env
     fault = one_shot(monkeypatch, StepLogs, "update", when=cursor_advance)
     wb.FanOut.perform_later("p", **source_kwargs(source))
@@ -89,10 +93,11 @@ def test_crash_before_the_first_cursor_advance_restarts_the_stream(chrono_forge_
     assert_fan_out_converged()
 
 
-# -- 112, 113: crash after the first cursor advance ---------------------------------------------------
+# -- 112, 113: crash after the first cursor advance ------------------------------------------------
 @pytest.mark.parametrize("source, cursor_key", [("groups", "pk"), ("list", "index")])
-def test_crash_after_the_first_cursor_advance_resumes_from_the_cursor(chrono_forge_env, monkeypatch,
-                                                                       source, cursor_key):
+def test_crash_after_the_first_cursor_advance_resumes_from_the_cursor(
+    chrono_forge_env, monkeypatch, source, cursor_key
+):
     env = chrono_forge_env
     kwargs = source_kwargs(source)
     fault = one_shot(monkeypatch, dispatch, "enqueue_many", skip=1)  # the second batch crashes
@@ -111,7 +116,7 @@ def test_crash_after_the_first_cursor_advance_resumes_from_the_cursor(chrono_for
     assert_fan_out_converged()
 
 
-# -- 115: crash between the bulk INSERT and the bulk enqueue ------------------------------------------
+# -- 115: crash between the bulk INSERT and the bulk enqueue ---------------------------------------
 def test_crash_between_insert_and_enqueue_rolls_the_batch_back(chrono_forge_env, monkeypatch):
     env = chrono_forge_env
     fault = one_shot(monkeypatch, dispatch, "enqueue_many")
@@ -131,26 +136,43 @@ def test_rows_inserted_but_never_enqueued_are_enqueued_on_resume(chrono_forge_en
     wb.FanOut.perform_later("p", source="list", n=25, of=10)
     env.run_due()  # crashed: the branch log is pending, no child yet
     log, now = branch_log(), env.now
-    Workflow.objects.bulk_create([
-        Workflow(job_class="tests.workflows_branches.Leaf", key=f"p$grp$items_{i}", kwargs={"item": i},
-                 state="idle", parent_execution_log=log, created=now, modified=now)
-        for i in range(10)
-    ])
+    Workflow.objects.bulk_create(
+        [
+            Workflow(
+                job_class="tests.workflows_branches.Leaf",
+                key=f"p$grp$items_{i}",
+                kwargs={"item": i},
+                state="idle",
+                parent_execution_log=log,
+                created=now,
+                modified=now,
+            )
+            for i in range(10)
+        ]
+    )
     env.run_all()
     assert_fan_out_converged()
     assert not Workflow.objects.filter(state="idle").exists()
 
 
-# -- 116: a pre-completed child is re-yielded ---------------------------------------------------------
+# -- 116: a pre-completed child is re-yielded ------------------------------------------------------
 def test_a_completed_child_re_yielded_by_the_stream_is_left_alone(chrono_forge_env, monkeypatch):
     env = chrono_forge_env
     one_shot(monkeypatch, dispatch, "enqueue_many")
     wb.FanOut.perform_later("p", source="list", n=25, of=10)
     env.run_due()
     log, now = branch_log(), env.now
-    done = Workflow.objects.create(job_class="tests.workflows_branches.Leaf", key="p$grp$items_3",
-                                   kwargs={"item": 3}, state="completed", started_at=now, completed_at=now,
-                                   parent_execution_log=log, created=now, modified=now)
+    done = Workflow.objects.create(
+        job_class="tests.workflows_branches.Leaf",
+        key="p$grp$items_3",
+        kwargs={"item": 3},
+        state="completed",
+        started_at=now,
+        completed_at=now,
+        parent_execution_log=log,
+        created=now,
+        modified=now,
+    )
     env.run_all()
     assert Workflow.objects.filter(key="p$grp$items_3").count() == 1
     done.refresh_from_db()
@@ -161,7 +183,7 @@ def test_a_completed_child_re_yielded_by_the_stream_is_left_alone(chrono_forge_e
     assert Workflow.objects.get(key="p").state == "completed"
 
 
-# -- lost enqueue (a non-transactional broker lost the batch after commit): the poller rekicks ---------
+# -- lost enqueue (a non-transactional broker lost the batch after commit): the poller rekicks -----
 def test_a_batch_whose_enqueue_was_lost_is_rekicked_by_the_poller(chrono_forge_env, monkeypatch):
     env = chrono_forge_env
     one_shot(monkeypatch, dispatch, "enqueue_many", drop=True)
@@ -180,7 +202,7 @@ def datetime_of(value):
     return datetime.fromisoformat(value)
 
 
-# -- 117 ----------------------------------------------------------------------------------------------
+# -- 117 -------------------------------------------------------------------------------------------
 def test_a_pre_inserted_child_gets_started_at_on_its_first_pass(chrono_forge_env):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -195,6 +217,9 @@ def test_a_pre_inserted_child_gets_started_at_on_its_first_pass(chrono_forge_env
     child.refresh_from_db()
     assert child.started_at == env.now and child.state == "completed"
     table = Workflow._meta.db_table
-    stamps = [q["sql"] for q in queries.captured_queries
-              if q["sql"].startswith(f'UPDATE "{table}"') and '"started_at"' in q["sql"]]
+    stamps = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith(f'UPDATE "{table}"') and '"started_at"' in q["sql"]
+    ]
     assert len(stamps) == 1 and '"locked_by"' in stamps[0]  # folded into the lock acquire

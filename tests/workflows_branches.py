@@ -22,7 +22,11 @@ def event(name: str) -> int:
 def seed_groups(n: int, prefix: str = "item") -> list[int]:
     """``n`` rows to fan out over (auth's Group: a real table every test database has)."""
     Group.objects.bulk_create([Group(name=f"{prefix}-{i:06d}") for i in range(n)])
-    return list(Group.objects.filter(name__startswith=f"{prefix}-").order_by("pk").values_list("pk", flat=True))
+    return list(
+        Group.objects.filter(name__startswith=f"{prefix}-")
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 # -- children --------------------------------------------------------------------------------------
@@ -196,8 +200,17 @@ class FanOut(DurableWorkflow):
     """spawn_each over ``source``: "groups" (Group rows named ``<prefix>-*``), "list" (range(n)),
     "ordered" (an ordered QuerySet: refused), "values" (a values() QuerySet: refused)."""
 
-    def perform(self, *, source="list", n=0, of=1000, prefix="item", automerge=True, mixed=False,
-                child="Leaf"):
+    def perform(
+        self,
+        *,
+        source="list",
+        n=0,
+        of=1000,
+        prefix="item",
+        automerge=True,
+        mixed=False,
+        child="Leaf",
+    ):
         event("FanOut.perform")
         self.branch("grp", self.dispatch, automerge=automerge)
         self.durably_execute(self.finalize)
@@ -215,7 +228,9 @@ class FanOut(DurableWorkflow):
             items = Group.objects.values("pk")
         else:
             items = range(kwargs.get("n", 0))
-        self.spawn_each("items", items, lambda item: self.build(item, child), of=kwargs.get("of", 1000))
+        self.spawn_each(
+            "items", items, lambda item: self.build(item, child), of=kwargs.get("of", 1000)
+        )
 
     def build(self, item, child):
         value = item.pk if isinstance(item, Group) else item

@@ -61,7 +61,9 @@ class Dispatching:
         self.spawn_names.add(spawn_name)
 
 
-def branch(workflow: DurableWorkflow, name: str, dispatch_callable: Any, *, automerge: bool = False) -> None:
+def branch(
+    workflow: DurableWorkflow, name: str, dispatch_callable: Any, *, automerge: bool = False
+) -> None:
     run = workflow._pass
     step = step_name("branch", name)
     if run.dispatching is not None:
@@ -71,14 +73,22 @@ def branch(workflow: DurableWorkflow, name: str, dispatch_callable: Any, *, auto
         )
     func = _dispatch_callable(workflow, dispatch_callable, name)
     if not isinstance(automerge, bool):
-        raise InvalidStepArgument(f"branch {name!r}: automerge must be True or False, got {automerge!r}")
+        raise InvalidStepArgument(
+            f"branch {name!r}: automerge must be True or False, got {automerge!r}"
+        )
 
     log = run.steps.get(step)
     if log is None or log.state != COMPLETED:
         now = clock.now()
         if log is None:
-            log = run.steps.create(step, state=PENDING, attempts=1, started_at=now, last_executed_at=now,
-                                   metadata={"automerge": automerge, "sealed": False, "cursors": {}})
+            log = run.steps.create(
+                step,
+                state=PENDING,
+                attempts=1,
+                started_at=now,
+                last_executed_at=now,
+                metadata={"automerge": automerge, "sealed": False, "cursors": {}},
+            )
         else:  # a previous pass crashed mid-dispatch: resume from the stored cursors
             run.steps.update(log, attempts=log.attempts + 1, last_executed_at=now)
         run.dispatching = Dispatching(name, log)
@@ -86,8 +96,12 @@ def branch(workflow: DurableWorkflow, name: str, dispatch_callable: Any, *, auto
             func()
         finally:
             run.dispatching = None
-        run.steps.update(log, state=COMPLETED, completed_at=clock.now(),
-                         metadata={**(log.metadata or {}), "sealed": True})
+        run.steps.update(
+            log,
+            state=COMPLETED,
+            completed_at=clock.now(),
+            metadata={**(log.metadata or {}), "sealed": True},
+        )
     run.branches[name] = log
     if automerge:
         from .merge import merge_branches
@@ -104,14 +118,22 @@ def spawn(workflow: DurableWorkflow, name: str, workflow_class: Any, /, **kwargs
     _dispatch_batch(run, scope, [child])
 
 
-def spawn_each(workflow: DurableWorkflow, name: str, source: Any, build: Callable[[Any], Any], *,
-               of: int = 1000) -> None:
+def spawn_each(
+    workflow: DurableWorkflow,
+    name: str,
+    source: Any,
+    build: Callable[[Any], Any],
+    *,
+    of: int = 1000,
+) -> None:
     run = workflow._pass
     scope = _current(run, "spawn_each")
     validate_name(name, what="spawn_each name")
     what = f"spawn_each {name!r}"
     if not callable(build):
-        raise InvalidStepArgument(f"{what}: build must be a callable taking one item, got {build!r}")
+        raise InvalidStepArgument(
+            f"{what}: build must be a callable taking one item, got {build!r}"
+        )
     if not isinstance(of, int) or isinstance(of, bool) or of < 1:
         raise InvalidStepArgument(f"{what}: of must be a positive int (the batch size), got {of!r}")
     scope.claim(name, "spawn_each")
@@ -125,9 +147,11 @@ def spawn_each(workflow: DurableWorkflow, name: str, source: Any, build: Callabl
         batches = _iterable_batches(source, size, cursor, what)
     for items, suffixes, new_cursor in batches:
         children = []
-        for item, suffix in zip(items, suffixes):
+        for item, suffix in zip(items, suffixes, strict=True):
             workflow_class, kwargs = _built(build(item), what)
-            children.append(_child(run, scope, f"{name}_{suffix}", workflow_class, kwargs, what=what))
+            children.append(
+                _child(run, scope, f"{name}_{suffix}", workflow_class, kwargs, what=what)
+            )
         _dispatch_batch(run, scope, children, cursor=(name, new_cursor))
 
 
@@ -140,7 +164,7 @@ def ensure_merged(workflow: DurableWorkflow) -> None:
     merged: set[str] = set()
     for name in run.steps.names():
         if name.startswith("merge$") and run.steps.get(name).state == COMPLETED:
-            merged.update(name[len("merge$"):].split(","))
+            merged.update(name[len("merge$") :].split(","))
     for name in run.branches:
         if name not in merged:
             raise UnmergedBranchError(
@@ -149,7 +173,7 @@ def ensure_merged(workflow: DurableWorkflow) -> None:
             )
 
 
-# -- helpers ----------------------------------------------------------------------------------------
+# -- helpers ---------------------------------------------------------------------------------------
 def batch_size(of: int, db: str) -> int:
     """``of``, capped so one bulk INSERT of child rows stays within the database's bind-variable limit
     (SQLite: 999 as Django declares it, i.e. 71 rows of 14 columns)."""
@@ -172,22 +196,32 @@ def _dispatch_callable(workflow: DurableWorkflow, value: Any, name: str) -> Call
         func = getattr(workflow, value, None)
         if callable(func):
             return func
-        raise InvalidStepArgument(f"branch {name!r}: {type(workflow).__name__} has no method {value!r}")
+        raise InvalidStepArgument(
+            f"branch {name!r}: {type(workflow).__name__} has no method {value!r}"
+        )
     if callable(value):
         return value
-    raise InvalidStepArgument(f"branch {name!r}: dispatch must be a method name or a callable, got {value!r}")
+    raise InvalidStepArgument(
+        f"branch {name!r}: dispatch must be a method name or a callable, got {value!r}"
+    )
 
 
-def _child(run, scope: Dispatching, suffix: str, workflow_class: Any, kwargs: Any,
-           *, what: str) -> tuple[str, str, dict[str, Any]]:
+def _child(
+    run, scope: Dispatching, suffix: str, workflow_class: Any, kwargs: Any, *, what: str
+) -> tuple[str, str, dict[str, Any]]:
     """(job_class, key, kwargs) of one child, validated here because the bulk path bypasses
     ``perform_later``'s guard (key type/length, keyword-only, reserved and JSON kwargs)."""
     from ..workflow import DurableWorkflow
 
     where = f"{what} in branch {scope.name!r}"
-    if not (isinstance(workflow_class, type) and issubclass(workflow_class, DurableWorkflow)
-            and workflow_class is not DurableWorkflow):
-        raise InvalidStepArgument(f"{where}: expected a DurableWorkflow subclass, got {workflow_class!r}")
+    if not (
+        isinstance(workflow_class, type)
+        and issubclass(workflow_class, DurableWorkflow)
+        and workflow_class is not DurableWorkflow
+    ):
+        raise InvalidStepArgument(
+            f"{where}: expected a DurableWorkflow subclass, got {workflow_class!r}"
+        )
     if not isinstance(kwargs, dict):
         raise InvalidStepArgument(f"{where}: child kwargs must be a dict, got {kwargs!r}")
     key = f"{run.key}${scope.name}${suffix}"
@@ -206,11 +240,14 @@ def _built(value: Any, what: str) -> tuple[Any, Any]:
         return value
     if isinstance(value, type):
         return value, {}
-    raise InvalidStepArgument(f"{what}: build(item) must return a workflow class or (class, kwargs), got {value!r}")
+    raise InvalidStepArgument(
+        f"{what}: build(item) must return a workflow class or (class, kwargs), got {value!r}"
+    )
 
 
-def _queryset_batches(source: QuerySet, size: int, cursor: dict | None,
-                      what: str) -> Iterator[tuple[list, list, dict]]:
+def _queryset_batches(
+    source: QuerySet, size: int, cursor: dict | None, what: str
+) -> Iterator[tuple[list, list, dict]]:
     """Keyset batches by primary key, from the stored cursor (exclusive)."""
     query = source.query
     if query.order_by or query.extra_order_by:
@@ -219,9 +256,13 @@ def _queryset_batches(source: QuerySet, size: int, cursor: dict | None,
             "(keyset batches, resumable after a crash), so remove the ordering"
         )
     if query.is_sliced:
-        raise InvalidStepArgument(f"{what}: a sliced QuerySet cannot be streamed by primary key; filter it instead")
+        raise InvalidStepArgument(
+            f"{what}: a sliced QuerySet cannot be streamed by primary key; filter it instead"
+        )
     if source._iterable_class is not ModelIterable:
-        raise InvalidStepArgument(f"{what}: pass a QuerySet of model instances (not values()/values_list())")
+        raise InvalidStepArgument(
+            f"{what}: pass a QuerySet of model instances (not values()/values_list())"
+        )
     ordered = source.order_by("pk")
     last = cursor.get("pk") if cursor else None
     while True:
@@ -234,13 +275,16 @@ def _queryset_batches(source: QuerySet, size: int, cursor: dict | None,
             return
 
 
-def _iterable_batches(source: Iterable, size: int, cursor: dict | None,
-                      what: str) -> Iterator[tuple[list, range, dict]]:
+def _iterable_batches(
+    source: Iterable, size: int, cursor: dict | None, what: str
+) -> Iterator[tuple[list, range, dict]]:
     """Batches by position, skipping the ``index`` items a previous pass already dispatched."""
     try:
         iterator = iter(source)
     except TypeError:
-        raise InvalidStepArgument(f"{what}: the source must be a QuerySet or an iterable, got {source!r}") from None
+        raise InvalidStepArgument(
+            f"{what}: the source must be a QuerySet or an iterable, got {source!r}"
+        ) from None
     index = cursor.get("index", 0) if cursor else 0
     iterator = islice(iterator, index, None)
     while page := list(islice(iterator, size)):
@@ -252,14 +296,27 @@ def _json_pk(pk: Any) -> Any:
     return pk if isinstance(pk, (int, str)) else str(pk)
 
 
-def _dispatch_batch(run, scope: Dispatching, children: list[tuple[str, str, dict[str, Any]]],
-                    cursor: tuple[str, dict] | None = None) -> None:
+def _dispatch_batch(
+    run,
+    scope: Dispatching,
+    children: list[tuple[str, str, dict[str, Any]]],
+    cursor: tuple[str, dict] | None = None,
+) -> None:
     """Insert (ignoring existing rows), enqueue the still-idle never-started ones, advance the cursor:
     one transaction (the enqueue is in it with the ORM broker, on commit otherwise)."""
     now = clock.now()
     rows = [
-        Workflow(job_class=job_class, key=key, kwargs=kwargs, options={}, context={}, state=IDLE,
-                 parent_execution_log_id=scope.log.pk, created=now, modified=now)
+        Workflow(
+            job_class=job_class,
+            key=key,
+            kwargs=kwargs,
+            options={},
+            context={},
+            state=IDLE,
+            parent_execution_log_id=scope.log.pk,
+            created=now,
+            modified=now,
+        )
         for job_class, key, kwargs in children
     ]
     wanted = {(job_class, key) for job_class, key, _ in children}
@@ -267,8 +324,11 @@ def _dispatch_batch(run, scope: Dispatching, children: list[tuple[str, str, dict
     with transaction.atomic(using=run.db):
         Workflow.objects.bulk_create(rows, batch_size=len(rows), ignore_conflicts=True)
         idle = [
-            pair for pair in Workflow.objects.filter(
-                key__in=[key for _, key, _ in children], state=IDLE, started_at__isnull=True,
+            pair
+            for pair in Workflow.objects.filter(
+                key__in=[key for _, key, _ in children],
+                state=IDLE,
+                started_at__isnull=True,
             ).values_list("job_class", "key")
             if pair in wanted
         ]

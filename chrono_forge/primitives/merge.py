@@ -33,12 +33,20 @@ if TYPE_CHECKING:  # pragma: no cover
 POLL_TASK = "chrono_forge.tasks.poll_merge"
 
 #: Child states that are not done (``completed`` is the only done state).
-INCOMPLETE_STATES = (Workflow.STATE.idle, Workflow.STATE.running, Workflow.STATE.failed,
-                     Workflow.STATE.stalled)
+INCOMPLETE_STATES = (
+    Workflow.STATE.idle,
+    Workflow.STATE.running,
+    Workflow.STATE.failed,
+    Workflow.STATE.stalled,
+)
 
 
-def merge_branches(workflow: DurableWorkflow, *names: str, min_interval: Any = timedelta(seconds=5),
-                   max_interval: Any = timedelta(minutes=5)) -> None:
+def merge_branches(
+    workflow: DurableWorkflow,
+    *names: str,
+    min_interval: Any = timedelta(seconds=5),
+    max_interval: Any = timedelta(minutes=5),
+) -> None:
     run = workflow._pass
     if not names:
         raise InvalidStepArgument("merge_branches needs at least one branch name")
@@ -49,7 +57,9 @@ def merge_branches(workflow: DurableWorkflow, *names: str, min_interval: Any = t
     low = _interval(min_interval, "min_interval", step)
     high = _interval(max_interval, "max_interval", step)
     if low > high:
-        raise InvalidStepArgument(f"{step}: min_interval ({low:g}s) must not exceed max_interval ({high:g}s)")
+        raise InvalidStepArgument(
+            f"{step}: min_interval ({low:g}s) must not exceed max_interval ({high:g}s)"
+        )
 
     log = run.steps.get(step)
     if log is not None and log.state == COMPLETED:
@@ -67,8 +77,15 @@ def merge_branches(workflow: DurableWorkflow, *names: str, min_interval: Any = t
     now = clock.now()
     if all_children_completed(branch_logs):
         if log is None:  # resolved on first sight: born completed, one INSERT
-            run.steps.create(step, state=COMPLETED, attempts=1, started_at=now, last_executed_at=now,
-                             completed_at=now, metadata=_metadata(unique, low, high, None))
+            run.steps.create(
+                step,
+                state=COMPLETED,
+                attempts=1,
+                started_at=now,
+                last_executed_at=now,
+                completed_at=now,
+                metadata=_metadata(unique, low, high, None),
+            )
         else:
             run.steps.update(log, state=COMPLETED, completed_at=now, last_executed_at=now)
         return
@@ -76,18 +93,40 @@ def merge_branches(workflow: DurableWorkflow, *names: str, min_interval: Any = t
     token = uuid.uuid4().hex
     with transaction.atomic(using=run.db):
         if log is None:
-            log = run.steps.create(step, state=PENDING, attempts=1, started_at=now, last_executed_at=now,
-                                   metadata=_metadata(unique, low, high, token))
+            log = run.steps.create(
+                step,
+                state=PENDING,
+                attempts=1,
+                started_at=now,
+                last_executed_at=now,
+                metadata=_metadata(unique, low, high, token),
+            )
         else:
-            run.steps.update(log, attempts=log.attempts + 1, last_executed_at=now,
-                             metadata={**(log.metadata or {}), **_metadata(unique, low, high, token)})
+            run.steps.update(
+                log,
+                attempts=log.attempts + 1,
+                last_executed_at=now,
+                metadata={**(log.metadata or {}), **_metadata(unique, low, high, token)},
+            )
         # Read-modify-write under the row locks the poller also takes, so neither loses the other's keys.
-        for branch_log in ExecutionLog.objects.select_for_update().filter(pk__in=ids).only("id", "metadata"):
+        for branch_log in (
+            ExecutionLog.objects.select_for_update().filter(pk__in=ids).only("id", "metadata")
+        ):
             ExecutionLog.objects.filter(pk=branch_log.pk).update(
-                metadata={**(branch_log.metadata or {}), "poll_token": token}, modified=now)
-        dispatch.enqueue_call(POLL_TASK, run.job_class, run.key, ids, token, low, high,
-                              merge_log_id=log.pk, run_at=now + timedelta(seconds=low),
-                              cluster=conf.get("BRANCH_MERGE_CLUSTER"))
+                metadata={**(branch_log.metadata or {}), "poll_token": token}, modified=now
+            )
+        dispatch.enqueue_call(
+            POLL_TASK,
+            run.job_class,
+            run.key,
+            ids,
+            token,
+            low,
+            high,
+            merge_log_id=log.pk,
+            run_at=now + timedelta(seconds=low),
+            cluster=conf.get("BRANCH_MERGE_CLUSTER"),
+        )
     raise HaltExecution()  # park with nothing scheduled: the poller wakes the parent
 
 
@@ -96,7 +135,8 @@ def all_children_completed(branch_logs: list[ExecutionLog]) -> bool:
     if any(branch_log.state != COMPLETED for branch_log in branch_logs):
         return False
     return not Workflow.objects.filter(
-        parent_execution_log_id__in=[branch_log.pk for branch_log in branch_logs], state__in=INCOMPLETE_STATES,
+        parent_execution_log_id__in=[branch_log.pk for branch_log in branch_logs],
+        state__in=INCOMPLETE_STATES,
     ).exists()
 
 
