@@ -7,10 +7,10 @@ It starts a throwaway PostgreSQL 15 cluster with scripts/pg (or uses the one des
 CHRONO_FORGE_PG_* variables), creates a fresh database, starts one qcluster with 2 workers
 (bench/settings.py: persistent connections, no Task rows) and measures, in the same run:
 
-* bare django-q2: N trivial tasks bulk-enqueued in one transaction -> tasks/s until the queue drained;
-* chrono_forge: a parent whose branch spawn_each-es N children over a QuerySet (automerge):
+* bare django-q2: N trivial tasks bulk-enqueued in one transaction -> tasks/s until the queue
+drained; * chrono_forge: a parent whose branch spawn_each-es N children over a QuerySet (automerge):
   - dispatch rate: children spawned per second by the parent's pass (run in its own process);
-  - execution throughput: N / (last child completed_at - first child created), as the reference does;
+  - execution throughput: N / (last child completed_at - first child created), like the reference;
   - parent wake delay: the merge completing minus the last child completing;
   - peak RSS of the parent's pass process, at the small and the large N (must stay flat);
 * the ratio of chrono_forge's throughput to bare django-q2's (target >= 0.6).
@@ -35,13 +35,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "chrono_forge_bench"
 
 
-# -- environment ------------------------------------------------------------------------------------
+# -- environment -----------------------------------------------------------------------------------
 def start_postgres(stack):
     if os.environ.get("CHRONO_FORGE_PG_HOST"):
         return
     directory = tempfile.mkdtemp(prefix="chrono_forge-bench-pg.", dir="/tmp")
-    output = subprocess.run([str(ROOT / "scripts/pg"), "start", directory], check=True,
-                            capture_output=True, text=True).stdout
+    output = subprocess.run(
+        [str(ROOT / "scripts/pg"), "start", directory], check=True, capture_output=True, text=True
+    ).stdout
     for line in output.splitlines():
         name, _, value = line.removeprefix("export ").partition("=")
         os.environ[name] = value.strip("'\"")
@@ -51,9 +52,13 @@ def start_postgres(stack):
 def fresh_database():
     import psycopg
 
-    dsn = dict(host=os.environ["CHRONO_FORGE_PG_HOST"], port=os.environ["CHRONO_FORGE_PG_PORT"],
-               user=os.environ["CHRONO_FORGE_PG_USER"], password=os.environ.get("CHRONO_FORGE_PG_PASSWORD", ""),
-               dbname=os.environ.get("CHRONO_FORGE_PG_NAME", "postgres"))
+    dsn = dict(
+        host=os.environ["CHRONO_FORGE_PG_HOST"],
+        port=os.environ["CHRONO_FORGE_PG_PORT"],
+        user=os.environ["CHRONO_FORGE_PG_USER"],
+        password=os.environ.get("CHRONO_FORGE_PG_PASSWORD", ""),
+        dbname=os.environ.get("CHRONO_FORGE_PG_NAME", "postgres"),
+    )
     with psycopg.connect(**dsn, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
         connection.execute(f"CREATE DATABASE {DB_NAME}")
@@ -74,8 +79,14 @@ class Cluster:
         self.log_path = log_path
         env = {**os.environ, "PYTHONPATH": str(ROOT), "CHRONO_FORGE_TEST_LOG_LEVEL": "WARNING"}
         self.log = open(log_path, "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "django", "qcluster"], cwd=ROOT, env=env,
-                                        stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "django", "qcluster"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self):
         from django_q.models import OrmQ
@@ -90,7 +101,9 @@ class Cluster:
 
     def stop(self):
         if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)  # the main process only (dispatch.md pitfall 15)
+            os.kill(
+                self.process.pid, signal.SIGTERM
+            )  # the main process only (dispatch.md pitfall 15)
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
@@ -106,7 +119,7 @@ def wait_until(predicate, timeout, interval=0.2):
         time.sleep(interval)
 
 
-# -- measurements -----------------------------------------------------------------------------------
+# -- measurements ----------------------------------------------------------------------------------
 def bare_django_q(n: int) -> dict:
     """N trivial tasks, bulk-enqueued in one transaction (the path chrono_forge's fan-out uses)."""
     from django.db import transaction
@@ -128,8 +141,14 @@ def bare_django_q(n: int) -> dict:
 
 def parent_pass_in_subprocess(key: str, prefix: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    output = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--parent-pass", key, prefix],
-                            check=True, capture_output=True, text=True, env=env, cwd=ROOT).stdout
+    output = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--parent-pass", key, prefix],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -142,7 +161,7 @@ def rss_kb(field: str) -> int:
 
 
 def reset_peak_rss() -> None:
-    """Start the peak (VmHWM) from the current RSS (Linux: clear_refs 5), so start-up does not hide it."""
+    """Restart the peak (VmHWM) from the current RSS (Linux: clear_refs 5)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -205,9 +224,13 @@ def fan_out(n: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--children", type=int, default=20_000)
-    parser.add_argument("--small", type=int, default=2_000, help="the small fan-out (RSS comparison)")
+    parser.add_argument(
+        "--small", type=int, default=2_000, help="the small fan-out (RSS comparison)"
+    )
     parser.add_argument("--parent-pass", nargs=2, metavar=("KEY", "PREFIX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.parent_pass:
@@ -225,15 +248,24 @@ def main() -> None:
         cleanup.append(cluster.stop)
         cluster.wait_ready()
         workers = os.environ.get("BENCH_WORKERS", "2")
-        print(f"qcluster: {workers} workers, PostgreSQL {DB_NAME}; log {cluster.log_path}", flush=True)
+        print(
+            f"qcluster: {workers} workers, PostgreSQL {DB_NAME}; log {cluster.log_path}", flush=True
+        )
 
         bare = bare_django_q(args.children)
-        print(f"bare django-q2: {bare['tasks']} tasks in {bare['seconds']:.1f}s = {bare['rate']:.0f}/s", flush=True)
+        print(
+            f"bare django-q2: {bare['tasks']} tasks in {bare['seconds']:.1f}s "
+            f"= {bare['rate']:.0f}/s",
+            flush=True,
+        )
         results = []
         for n in (args.small, args.children):
             result = fan_out(n)
             results.append(result)
-            print(f"fan-out {n}: {json.dumps({k: round(v, 3) for k, v in result.items()})}", flush=True)
+            print(
+                f"fan-out {n}: {json.dumps({k: round(v, 3) for k, v in result.items()})}",
+                flush=True,
+            )
         report(bare, results)
     finally:
         for step in reversed(cleanup):
@@ -242,15 +274,22 @@ def main() -> None:
 
 def report(bare: dict, results: list[dict]) -> None:
     print()
-    print("| children | dispatch rate | exec throughput | bare django-q2 | ratio | parent wake delay "
-          "| polls | peak RSS of the parent pass (growth) |")
+    print(
+        "| children | dispatch rate | exec throughput | bare django-q2 | ratio | parent wake delay "
+        "| polls | peak RSS of the parent pass (growth) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['children']:,} | {r['dispatch_rate']:,.0f}/s | {r['exec_rate']:,.0f}/s | {bare['rate']:,.0f}/s "
-              f"| {r['exec_rate'] / bare['rate']:.2f} | {r['wake_delay']:.1f}s | {r['polls']} "
-              f"| {r['peak_rss_mb']:.0f} MB (+{r['rss_growth_mb']:.1f} MB) |")
-    print(f"\n(bare django-q2 measured with {bare['tasks']:,} trivial tasks; target ratio >= 0.6; "
-          "RSS must stay flat from the small to the large fan-out)")
+        print(
+            f"| {r['children']:,} | {r['dispatch_rate']:,.0f}/s | {r['exec_rate']:,.0f}/s "
+            f"| {bare['rate']:,.0f}/s "
+            f"| {r['exec_rate'] / bare['rate']:.2f} | {r['wake_delay']:.1f}s | {r['polls']} "
+            f"| {r['peak_rss_mb']:.0f} MB (+{r['rss_growth_mb']:.1f} MB) |"
+        )
+    print(
+        f"\n(bare django-q2 measured with {bare['tasks']:,} trivial tasks; target ratio >= 0.6; "
+        "RSS must stay flat from the small to the large fan-out)"
+    )
 
 
 if __name__ == "__main__":

@@ -29,4 +29,6 @@ class Parent(DurableWorkflow):
     def dispatch(self):
         kwargs = self.workflow.kwargs
         rows = Group.objects.filter(name__startswith=f"{kwargs['prefix']}-")
-        self.spawn_each("items", rows, lambda row: (Child, {"item": row.pk}), of=kwargs.get("of", 1000))
+        self.spawn_each(
+            "items", rows, lambda row: (Child, {"item": row.pk}), of=kwargs.get("of", 1000)
+        )

@@ -1,25 +1,26 @@
-"""The merge poller: one lightweight django-q2 task per pending merge (``chrono_forge.tasks.poll_merge``).
+"""The merge poller: one lightweight django-q2 task (``tasks.poll_merge``) per pending merge.
 
-The parent parks at ``merge_branches`` with nothing scheduled; this task watches its branches instead of
-replaying the parent. Each poll costs a handful of statements whatever the number of children:
+The parent parks at ``merge_branches`` with nothing scheduled; this task watches its branches
+instead of replaying the parent. Each poll costs a handful of statements whatever the number of
+children:
 
-    1 SELECT of the branch (and merge) logs  ->  a superseded poller (stale fencing token) stops here
+    1 SELECT of the branch (and merge) logs  ->  a superseded poller (stale token) stops here
     1 grouped COUNT over the incomplete children, on the (parent_execution_log, state) index
     (once per branch, when first seen sealed: 1 COUNT of all its children = "spawned")
     (only when some never-started child may have been lost: 1 SELECT ... LIMIT 200 to rekick)
     1 transaction: lock the branch logs, re-check the token, write ``metadata["poll"]``, and enqueue
       the next poll, or the parent's wake-up, or rekicked children
 
-Cadence: when the branches drained since the last poll, the next poll comes at half the ETA
-(pending / drain rate), clamped to [min_interval, max_interval]; with no drain: ``min_interval`` while
-a child is running, exponential back-off from ``min_interval`` while only never-started children are
+Cadence: when the branches drained since the last poll, the next poll comes at half the ETA (pending
+/ drain rate), clamped to [min_interval, max_interval]; with no drain: ``min_interval`` while a
+child is running, exponential back-off from ``min_interval`` while only never-started children are
 left, ``max_interval`` when nothing can progress (only waiting, failed or stalled children).
 
 Rekick: a child that is idle and never started (``started_at`` NULL) and untouched for REKICK_AFTER
-lost its delivery (Redis is at-most-once; an ORM-broker row can be deleted by hand). Up to REKICK_BATCH
-of them are enqueued again per poll, and only when the branch's never-started count did not drop since
-the last poll (a dropping count means the queue is just backlogged). The rekick touches ``modified``
-so the next poll does not rekick the same child again.
+lost its delivery (Redis is at-most-once; an ORM-broker row can be deleted by hand). Up to
+REKICK_BATCH of them are enqueued again per poll, and only when the branch's never-started count did
+not drop since the last poll (a dropping count means the queue is just backlogged). The rekick
+touches ``modified`` so the next poll does not rekick the same child again.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ logger = logging.getLogger("chrono_forge")
 REKICK_AFTER = timedelta(minutes=5)
 REKICK_BATCH = 200
 ETA_FRACTION = 0.5
-#: Transient database errors (deadlock, lost connection, lock timeout, "database is locked") make the
-#: poller reschedule itself with polynomial back-off, up to this many attempts.
+#: Transient database errors (deadlock, lost connection, lock timeout, "database is locked") make
+#: the poller reschedule itself with polynomial back-off, up to this many attempts.
 TRANSIENT_ATTEMPTS = 25
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
@@ -136,8 +137,11 @@ def poll(
     merge_log_id: Any = None,
     attempt: int = 0,
 ) -> str:
-    """One poll of the merge of ``branch_log_ids`` for the parent ``(job_class, key)``; returns what it
-    did: ``"woke"``, ``"rescheduled"``, ``"superseded"``, ``"merged"``, ``"gone"`` or ``"retrying"``."""
+    """One poll of the merge of ``branch_log_ids`` for the parent ``(job_class, key)``.
+
+    Returns what it did: ``"woke"``, ``"rescheduled"``, ``"superseded"``, ``"merged"``, ``"gone"``
+    or ``"retrying"``.
+    """
     ids = list(branch_log_ids or ())
     if not ids:
         raise ValueError(

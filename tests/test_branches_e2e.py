@@ -1,4 +1,4 @@
-"""End to end: a parent fans out 2,000 children over a QuerySet under a real qcluster (PostgreSQL)."""
+"""End to end: a parent fans out 2,000 children over a QuerySet under a real qcluster."""
 
 import pytest
 from django_q.models import Task
@@ -36,7 +36,9 @@ def test_a_parent_fans_out_2000_children_over_a_queryset_and_completes(qcluster)
     assert branch.metadata["poll"]["spawned"] == N and branch.metadata["poll"]["pending"] == 0
 
     # Every child ran its step exactly once: one log per child, first attempt, completed.
-    work = ExecutionLog.objects.filter(workflow__key__startswith="e2e$grp$", step_name="durably_execute$work")
+    work = ExecutionLog.objects.filter(
+        workflow__key__startswith="e2e$grp$", step_name="durably_execute$work"
+    )
     assert work.count() == N
     assert set(work.values_list("attempts", "state").distinct()) == {(1, "completed")}
 
@@ -49,4 +51,5 @@ def test_a_parent_fans_out_2000_children_over_a_queryset_and_completes(qcluster)
     assert len(child_keys) == len(set(child_keys)) == N
     assert sum(1 for args in passes if args[1] == "e2e") == 2
     assert branch.metadata["poll"]["rekick_total"] == 0
-    assert ExecutionLog.objects.get(workflow__key="e2e", step_name="durably_execute$finalize").result is True
+    finalize = ExecutionLog.objects.get(workflow__key="e2e", step_name="durably_execute$finalize")
+    assert finalize.result is True

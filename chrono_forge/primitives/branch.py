@@ -4,9 +4,9 @@ Step name ``branch$<name>``. The branch log is INSERTed pending, then ``dispatch
 ``spawn``/``spawn_each`` inside it writes child rows; when ``dispatch`` returns the log is completed
 ("sealed") and a later pass never calls ``dispatch`` again. ``automerge=True`` merges it at once.
 
-Children are ``Workflow`` rows linked to the branch log (``parent_execution_log``), keyed
-``<parent key>$<branch>$<name>`` (spawn), ``..._<pk>`` (a QuerySet source, streamed by primary key in
-keyset batches) or ``..._<index>`` (any other iterable). Each batch is ONE transaction:
+Children are ``Workflow`` rows linked to the branch log (``parent_execution_log``), keyed ``<parent
+key>$<branch>$<name>`` (spawn), ``..._<pk>`` (a QuerySet source, streamed by primary key in keyset
+batches) or ``..._<index>`` (any other iterable). Each batch is ONE transaction:
 
     bulk INSERT ... ON CONFLICT DO NOTHING   (rows pre-inserted with started_at NULL)
     SELECT the keys still idle and never started   (already-run children are left alone)
@@ -68,7 +68,8 @@ def branch(
     step = step_name("branch", name)
     if run.dispatching is not None:
         raise InvalidStepArgument(
-            f"branch {name!r} is nested inside the dispatch of branch {run.dispatching.name!r}: nested "
+            f"branch {name!r} is nested inside the dispatch of branch "
+            f"{run.dispatching.name!r}: nested "
             "branches are not supported (open it after the outer one, or in a child workflow)"
         )
     func = _dispatch_callable(workflow, dispatch_callable, name)
@@ -156,8 +157,10 @@ def spawn_each(
 
 
 def ensure_merged(workflow: DurableWorkflow) -> None:
-    """The completion gate: every branch opened in this pass has a completed merge (answered from the
-    step-log view the branch already loaded, so it costs no query)."""
+    """The completion gate: every branch opened in this pass has a completed merge.
+
+    Answered from the step-log view the branch already loaded, so it costs no query.
+    """
     from ..exceptions import UnmergedBranchError
 
     run = workflow._pass
@@ -169,13 +172,14 @@ def ensure_merged(workflow: DurableWorkflow) -> None:
         if name not in merged:
             raise UnmergedBranchError(
                 f"branch {name!r} was opened but never merged: call self.merge_branches({name!r}) "
-                f"before perform() returns, or open it with self.branch({name!r}, ..., automerge=True)"
+                f"before perform() returns, or open it with "
+                f"self.branch({name!r}, ..., automerge=True)"
             )
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 def batch_size(of: int, db: str) -> int:
-    """``of``, capped so one bulk INSERT of child rows stays within the database's bind-variable limit
+    """``of``, capped so one bulk INSERT of child rows stays within the bind-variable limit
     (SQLite: 999 as Django declares it, i.e. 71 rows of 14 columns)."""
     columns = sum(1 for f in Workflow._meta.concrete_fields if not f.primary_key)
     limit = connections[db].features.max_query_params or DEFAULT_MAX_QUERY_PARAMS
@@ -252,7 +256,8 @@ def _queryset_batches(
     query = source.query
     if query.order_by or query.extra_order_by:
         raise NotExecutableError(
-            f"{what}: the QuerySet has an explicit order_by(); spawn_each streams a QuerySet by primary key "
+            f"{what}: the QuerySet has an explicit order_by(); spawn_each streams a QuerySet by "
+            "primary key "
             "(keyset batches, resumable after a crash), so remove the ordering"
         )
     if query.is_sliced:
@@ -302,7 +307,7 @@ def _dispatch_batch(
     children: list[tuple[str, str, dict[str, Any]]],
     cursor: tuple[str, dict] | None = None,
 ) -> None:
-    """Insert (ignoring existing rows), enqueue the still-idle never-started ones, advance the cursor:
+    """Insert (ignoring existing rows), enqueue the idle never-started ones, advance the cursor:
     one transaction (the enqueue is in it with the ORM broker, on commit otherwise)."""
     now = clock.now()
     rows = [

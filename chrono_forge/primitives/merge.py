@@ -1,16 +1,17 @@
-"""``merge_branches`` (alias ``merge_branch``): wait until every child of the named branches completed.
+"""``merge_branches`` (alias ``merge_branch``): wait until every child of the branches completed.
 
 Step name ``merge$<sorted,comma,joined,names>``. The merge first probes (one EXISTS on the
 ``(parent_execution_log, state)`` index, whatever the number of children): when nothing is left the
-log is born completed and the pass goes on. Otherwise the log is written pending with a fresh fencing
-token (also stored on every merged branch log), ONE merge poller task is scheduled on the
-``BRANCH_MERGE_CLUSTER`` queue, and the pass parks with nothing scheduled: the parent is not replayed
-while it waits. The poller (:mod:`chrono_forge.merge_poller`) wakes it when every child completed.
+log is born completed and the pass goes on. Otherwise the log is written pending with a fresh
+fencing token (also stored on every merged branch log), ONE merge poller task is scheduled on the
+``BRANCH_MERGE_CLUSTER`` queue, and the pass parks with nothing scheduled: the parent is not
+replayed while it waits. The poller (:mod:`chrono_forge.merge_poller`) wakes it when every child
+completed.
 
 Any later pass that reaches the still-pending merge (the poller's wake-up, or an operator's resume)
 probes again, and if children are still running re-arms with a new token, which retires the previous
-poller. Only ``completed`` children count as done: a failed or stalled child holds the merge until an
-operator retries it ("Option A").
+poller. Only ``completed`` children count as done: a failed or stalled child holds the merge until
+an operator retries it ("Option A").
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def merge_branches(
         branch_log = run.steps.get(f"branch${name}")
         if branch_log is None:
             raise UnknownBranchError(
-                f"{step}: branch {name!r} was never opened; call self.branch({name!r}, ...) before merging it"
+                f"{step}: branch {name!r} was never opened; "
+                f"call self.branch({name!r}, ...) before merging it"
             )
         branch_logs.append(branch_log)
     ids = [branch_log.pk for branch_log in branch_logs]
@@ -108,7 +110,7 @@ def merge_branches(
                 last_executed_at=now,
                 metadata={**(log.metadata or {}), **_metadata(unique, low, high, token)},
             )
-        # Read-modify-write under the row locks the poller also takes, so neither loses the other's keys.
+        # Read-modify-write under the row locks the poller takes too: no one loses the other's keys.
         for branch_log in (
             ExecutionLog.objects.select_for_update().filter(pk__in=ids).only("id", "metadata")
         ):
