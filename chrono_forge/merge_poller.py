@@ -192,12 +192,12 @@ def _poll(
     now = clock.now()
     wanted = ids + ([merge_log_id] if merge_log_id is not None else [])
     logs = {
-        log.pk: log
+        str(log.pk): log
         for log in ExecutionLog.objects.filter(pk__in=wanted).only(
             "id", "workflow_id", "state", "metadata"
         )
     }
-    branch_logs = [logs.get(pk) for pk in ids]
+    branch_logs = [logs.get(str(pk)) for pk in ids]
     if any(log is None for log in branch_logs):
         logger.warning(
             "chrono_forge: merge poller for %s(%s): branch log(s) %s are gone; stopping",
@@ -210,16 +210,17 @@ def _poll(
         logger.info("chrono_forge: merge poller for %s(%s) was superseded; exiting", job_class, key)
         return "superseded"
     if merge_log_id is not None:
-        merge_log = logs.get(merge_log_id)
+        merge_log = logs.get(str(merge_log_id))
         if merge_log is None or merge_log.state == COMPLETED:
             return "merged"  # the parent resolved the merge itself
 
-    counts = count_children(ids)
+    pks = [log.pk for log in branch_logs]  # as the database returns them (ids may be str)
+    counts = count_children(pks)
     sealed = {log.pk: log.state == COMPLETED for log in branch_logs}
     spawned = _spawned_once(branch_logs, sealed)
 
     previous = {log.pk: (log.metadata or {}).get("poll") or {} for log in branch_logs}
-    rates = {pk: _rate(previous[pk], counts[pk].pending, now) for pk in ids}
+    rates = {pk: _rate(previous[pk], counts[pk].pending, now) for pk in pks}
     total = Counts(
         *(sum(getattr(c, f) for c in counts.values()) for f in Counts.__dataclass_fields__)
     )
@@ -239,7 +240,7 @@ def _poll(
             running=total.running,
             never_started=total.never_started,
             rate=rate,
-            previous=_previous_delay(previous[ids[0]]),
+            previous=_previous_delay(previous[pks[0]]),
             low=low,
             high=high,
             sealed=all_sealed,
@@ -250,15 +251,15 @@ def _poll(
         locked = {
             log.pk: log
             for log in ExecutionLog.objects.select_for_update()
-            .filter(pk__in=ids)
+            .filter(pk__in=pks)
             .only("id", "metadata")
         }
-        if len(locked) != len(ids) or any(_token(log) != token for log in locked.values()):
+        if len(locked) != len(pks) or any(_token(log) != token for log in locked.values()):
             return "superseded"  # re-armed while we counted: the new poller owns the merge now
         kicked_by_branch: dict[Any, int] = {}
         for _, parent_log, _, _ in rekick:
             kicked_by_branch[parent_log] = kicked_by_branch.get(parent_log, 0) + 1
-        for pk in ids:
+        for pk in pks:
             metadata = locked[pk].metadata or {}
             before = metadata.get("poll") or {}
             kicked = kicked_by_branch.get(pk, 0)

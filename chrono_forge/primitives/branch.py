@@ -274,7 +274,7 @@ def _queryset_batches(
         page = list((ordered if last is None else ordered.filter(pk__gt=last))[:size])
         if not page:
             return
-        last = _json_pk(page[-1].pk)
+        last = json_pk(page[-1].pk)
         yield page, [item.pk for item in page], {"pk": last}
         if len(page) < size:
             return
@@ -297,7 +297,8 @@ def _iterable_batches(
         yield page, range(start, index), {"index": index}
 
 
-def _json_pk(pk: Any) -> Any:
+def json_pk(pk: Any) -> Any:
+    """A primary key as a JSON/Python literal (UUID keys become strings)."""
     return pk if isinstance(pk, (int, str)) else str(pk)
 
 

@@ -27,6 +27,7 @@ from ..exceptions import HaltExecution, InvalidStepArgument, UnknownBranchError
 from ..models import ExecutionLog, Workflow
 from ..steps import COMPLETED, PENDING
 from ..validation import step_name, validate_name
+from .branch import json_pk
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..workflow import DurableWorkflow
@@ -74,7 +75,7 @@ def merge_branches(
                 f"call self.branch({name!r}, ...) before merging it"
             )
         branch_logs.append(branch_log)
-    ids = [branch_log.pk for branch_log in branch_logs]
+    ids = [json_pk(branch_log.pk) for branch_log in branch_logs]  # task args: JSON literals
 
     now = clock.now()
     if all_children_completed(branch_logs):
@@ -125,7 +126,7 @@ def merge_branches(
             token,
             low,
             high,
-            merge_log_id=log.pk,
+            merge_log_id=json_pk(log.pk),
             run_at=now + timedelta(seconds=low),
             cluster=conf.get("BRANCH_MERGE_CLUSTER"),
         )
