@@ -29,7 +29,12 @@ from django.db.models import Manager, QuerySet
 from django.db.models.query import ModelIterable
 
 from .. import clock, dispatch
-from ..exceptions import InvalidStepArgument, NotExecutableError, NotInBranchError
+from ..exceptions import (
+    InvalidStepArgument,
+    NotExecutableError,
+    NotInBranchError,
+    UnmergedBranchError,
+)
 from ..models import Workflow
 from ..steps import COMPLETED, PENDING
 from ..validation import step_name, validate_key, validate_kwargs, validate_name
@@ -68,9 +73,8 @@ def branch(
     step = step_name("branch", name)
     if run.dispatching is not None:
         raise InvalidStepArgument(
-            f"branch {name!r} is nested inside the dispatch of branch "
-            f"{run.dispatching.name!r}: nested "
-            "branches are not supported (open it after the outer one, or in a child workflow)"
+            f"branch {name!r} is nested inside the dispatch of branch {run.dispatching.name!r}: "
+            "nested branches are not supported (open it after the outer one or in a child workflow)"
         )
     func = _dispatch_callable(workflow, dispatch_callable, name)
     if not isinstance(automerge, bool):
@@ -161,8 +165,6 @@ def ensure_merged(workflow: DurableWorkflow) -> None:
 
     Answered from the step-log view the branch already loaded, so it costs no query.
     """
-    from ..exceptions import UnmergedBranchError
-
     run = workflow._pass
     merged: set[str] = set()
     for name in run.steps.names():
