@@ -133,22 +133,31 @@ def test_the_batch_is_capped_by_the_database_parameter_limit(chrono_forge_env):
     from chrono_forge.primitives.branch import batch_size
 
     columns = sum(1 for f in Workflow._meta.concrete_fields if not f.primary_key)
-    limit = connection.features.max_query_params
-    if limit:  # SQLite: 999 variables
-        assert batch_size(10_000, "default") == limit // columns
-        assert batch_size(10_000, "default") * columns <= limit
-    else:  # PostgreSQL (psycopg: 65535 parameters)
-        assert batch_size(10_000, "default") == 65535 // columns
+    limit = connection.features.max_query_params or 65535  # None on PostgreSQL (psycopg: 65535)
+    assert batch_size(100_000, "default") == min(100_000, limit // columns)
+    assert batch_size(100_000, "default") * columns <= limit
     assert batch_size(10, "default") == 10
 
 
-@pytest.mark.sqlite_only  # PostgreSQL's cap is 4,681 rows: too many children for a unit test
-def test_a_fan_out_above_the_parameter_limit_inserts_everything(chrono_forge_env):
+@pytest.mark.sqlite_only
+def test_a_fan_out_respects_sqlites_variable_limit(chrono_forge_env):
+    """SQLite refuses a statement with more bind variables than its limit: lower the limit to the
+    historical default (999) and fan out more children than one INSERT may hold."""
+    import sqlite3
+
     from chrono_forge.primitives.branch import batch_size
 
-    n = batch_size(10_000, "default") + 7  # 78 on SQLite: two INSERTs of 71 and 7 rows
-    with CaptureQueriesContext(connection) as queries:
-        fan_out(chrono_forge_env, "p", n)
+    connection.ensure_connection()
+    raw = connection.connection
+    previous = raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    try:
+        size = batch_size(10_000, "default")
+        assert size == 999 // sum(1 for f in Workflow._meta.concrete_fields if not f.primary_key)
+        n = size + 7  # one full INSERT and a partial one
+        with CaptureQueriesContext(connection) as queries:
+            fan_out(chrono_forge_env, "p", n)
+    finally:
+        raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, previous)
     assert len(statements(queries, "INSERT")) == 1 + 2
     assert Workflow.objects.filter(key__startswith="p$", state="completed").count() == n
 
