@@ -99,6 +99,8 @@ class Pass:
         self.final_state = STATE.idle
         self.released = False
         self.continuation: tuple[datetime, dict[str, Any]] | None = None
+        self.branches: dict[str, ExecutionLog] = {}  # branches opened in this pass (completion gate)
+        self.dispatching: Any = None  # the branch whose dispatch callable is running (spawn target)
 
     # -- the pass ----------------------------------------------------------------------------------
     def execute(self) -> Workflow | None:

@@ -25,3 +25,12 @@ def run_workflow(job_class: str, key: str, attempt: int = 0, retry_counts: dict[
         raise
     except ConcurrentExecutionError as error:
         logger.info("chrono_forge: %s", error)
+
+
+def poll_merge(job_class: str, key: str, branch_log_ids: list[Any], token: str, min_interval: float = 5.0,
+               max_interval: float = 300.0, merge_log_id: Any = None, attempt: int = 0) -> str:
+    """One poll of a pending ``merge_branches`` (see :mod:`chrono_forge.merge_poller`)."""
+    from .merge_poller import poll
+
+    return poll(job_class, key, branch_log_ids, token, min_interval, max_interval,
+                merge_log_id=merge_log_id, attempt=attempt)

@@ -166,6 +166,10 @@ class DurableWorkflow:
 
     def _before_completion(self) -> None:
         """The completion gate: hooks that must pass before the workflow may complete."""
+        if self._pass.branches:  # every branch opened in this pass must be merged
+            from .primitives.branch import ensure_merged
+
+            ensure_merged(self)
 
     # -- primitives ----------------------------------------------------------------------------
     def durably_execute(self, method: Method, *, retry_policy: RetryPolicyLike = None,
@@ -212,8 +216,8 @@ class DurableWorkflow:
 
         return branch(self, name, dispatch, automerge=automerge)
 
-    def spawn(self, name: str, workflow_class: type[DurableWorkflow], **kwargs: Any) -> None:
-        """Inside a branch's dispatch: start one child workflow."""
+    def spawn(self, name: str, workflow_class: type[DurableWorkflow], /, **kwargs: Any) -> None:
+        """Inside a branch's dispatch: start one child workflow (keyed ``<key>$<branch>$<name>``)."""
         from .primitives.branch import spawn
 
         return spawn(self, name, workflow_class, **kwargs)
