@@ -221,15 +221,17 @@ class Pass:
         try:
             if self.context.dirty:
                 fields["context"] = self.context.to_dict()
-            updated = owned.filter(wake_requested=False).update(**fields)
-            if not updated:
-                if state == STATE.idle:  # run now, keeping the continuation's arguments
-                    self.continuation = (now, self.continuation[1] if self.continuation else {})
-                    fields["next_run_at"] = now
-                updated = owned.update(wake_requested=False, **fields)
+            with self.steps.flushing():  # finished steps commit with the release
+                updated = owned.filter(wake_requested=False).update(**fields)
+                if not updated:
+                    if state == STATE.idle:  # run now, keeping the continuation's arguments
+                        self.continuation = (now, self.continuation[1] if self.continuation else {})
+                        fields["next_run_at"] = now
+                    updated = owned.update(wake_requested=False, **fields)
         except Exception:
             fields.pop("context", None)
-            owned.update(**fields)
+            with self.steps.flushing():
+                owned.update(**fields)
             self.released = True
             raise
         self.released = True

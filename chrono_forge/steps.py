@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
 
 from . import clock, conf
 from .errors import error_class_name
@@ -37,6 +40,7 @@ class StepLogs:
     def __init__(self, workflow_id: int, *, known_empty: bool = False):
         self.workflow_id = workflow_id
         self._by_name: dict[str, ExecutionLog] | None = {} if known_empty else None
+        self._deferred: list[tuple[Any, dict[str, Any]]] = []
 
     def _rows(self) -> dict[str, ExecutionLog]:
         if self._by_name is None:
@@ -57,9 +61,10 @@ class StepLogs:
     def create(self, step_name: str, **fields: Any) -> ExecutionLog:
         """INSERT a step log (the first attempt is recorded in the INSERT itself)."""
         now = clock.now()
-        log = ExecutionLog.objects.create(
-            workflow_id=self.workflow_id, step_name=step_name, created=now, modified=now, **fields
-        )
+        with self.flushing():
+            log = ExecutionLog.objects.create(
+                workflow_id=self.workflow_id, step_name=step_name, created=now, modified=now, **fields
+            )
         if self._by_name is not None:  # not loaded yet: a later read will include this row anyway
             self._by_name[step_name] = log
         return log
@@ -67,9 +72,38 @@ class StepLogs:
     def update(self, log: ExecutionLog, **fields: Any) -> None:
         """UPDATE only the given columns (plus ``modified``) and mirror them on ``log``."""
         fields["modified"] = clock.now()
-        ExecutionLog.objects.filter(pk=log.pk).update(**fields)
+        with self.flushing():
+            ExecutionLog.objects.filter(pk=log.pk).update(**fields)
         for name, value in fields.items():
             setattr(log, name, value)
+
+    def complete_later(self, log: ExecutionLog, **fields: Any) -> None:
+        """Record a finished step now (in this pass's view) and write it with the pass's next write.
+
+        The UPDATE rides in the same transaction as the next step's INSERT, a wait's write or the
+        release, saving one commit per step. It is still committed before anything else the pass
+        does is, and a hard kill before it re-runs the step: at-least-once, as always.
+        """
+        fields["modified"] = clock.now()
+        for name, value in fields.items():
+            setattr(log, name, value)
+        self._deferred.append((log.pk, fields))
+
+    @contextmanager
+    def flushing(self) -> Iterator[None]:
+        """Run a write in one transaction with the deferred step completions (if any)."""
+        if not self._deferred:
+            yield
+            return
+        with transaction.atomic(using=conf.database(), savepoint=False):
+            self.flush()
+            yield
+
+    def flush(self) -> None:
+        """Write the deferred step completions (inside the caller's transaction)."""
+        while self._deferred:
+            pk, fields = self._deferred.pop(0)
+            ExecutionLog.objects.filter(pk=pk).update(**fields)
 
     def bump_retry_count(self, log: ExecutionLog, budget_key: str) -> int:
         """Count one more failure against ``budget_key`` in ``metadata["retry_counts"]``; returns it."""

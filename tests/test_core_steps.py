@@ -262,13 +262,13 @@ def test_at_least_once_a_kill_between_side_effect_and_completed_write_reruns_the
     from chrono_forge import steps
     from chrono_forge.executor import Pass
 
-    original_update, original_finish = steps.StepLogs.update, Pass.finish
+    original_complete, original_finish = steps.StepLogs.complete_later, Pass.finish
 
-    def update(self, log, **fields):
+    def complete_later(self, log, **fields):  # the step's side effect is done; its write is not
         if fields.get("state") == steps.COMPLETED and not w.FLAGS.get("killed"):
             w.FLAGS["killed"] = True
             raise HardKill()
-        return original_update(self, log, **fields)
+        return original_complete(self, log, **fields)
 
     def finish(self):
         if w.FLAGS.get("killed") and not w.FLAGS.get("finished_once"):
@@ -276,7 +276,7 @@ def test_at_least_once_a_kill_between_side_effect_and_completed_write_reruns_the
             return  # the process is gone: the lock stays, nothing is published
         original_finish(self)
 
-    monkeypatch.setattr(steps.StepLogs, "update", update)
+    monkeypatch.setattr(steps.StepLogs, "complete_later", complete_later)
     monkeypatch.setattr(Pass, "finish", finish)
     wf = w.SideEffect.perform_later("kill")
     with pytest.raises(HardKill):

@@ -474,3 +474,22 @@ class NulMessage(DurableWorkflow):
 
     def perform(self):
         raise TransientError("bad\x00byte")
+
+
+class CheckpointProbe(DurableWorkflow):
+    """Its second step records what the database held for the first one when its body started."""
+
+    def perform(self):
+        self.durably_execute(self.first)
+        self.durably_execute(self.second)
+
+    def first(self):
+        return "first result"
+
+    def second(self):
+        from django.db import connection
+
+        from chrono_forge.models import ExecutionLog
+
+        first = ExecutionLog.objects.get(workflow=self.workflow, step_name="durably_execute$first")
+        FLAGS["seen_before_second"] = (connection.in_atomic_block, first.state, first.result)

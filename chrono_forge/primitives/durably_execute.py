@@ -47,7 +47,7 @@ def durably_execute(workflow: DurableWorkflow, method: Any, *, retry_policy: Any
     except Exception as error:
         retry_or_stall(run, log, error, policy)
     stored = storable_result(step, result, run, log)
-    run.steps.update(log, state=COMPLETED, completed_at=clock.now(), result=stored)
+    run.steps.complete_later(log, state=COMPLETED, completed_at=clock.now(), result=stored)
     return stored
 
 
