@@ -1,0 +1,168 @@
+"""Changelist filters. None of them counts anything (``show_facets`` is off on every admin)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.core.cache import cache
+from django.db.models import Exists, OuterRef
+
+from ..models import ErrorLog, ExecutionLog, Workflow
+from .presenters import BLOCKED_STATES, KIND_LABELS, short_class
+
+#: Distinct job/error classes are read once a minute at most (they are a scan of an index).
+DISTINCT_CACHE_SECONDS = 60
+DISTINCT_LIMIT = 200
+
+STATE_CHOICES = (
+    ("blocked", "blocked (failed + stalled)"),
+    ("in_flight", "in flight (idle + running)"),
+    ("idle", "idle"),
+    ("running", "running"),
+    ("completed", "completed"),
+    ("failed", "failed"),
+    ("stalled", "stalled"),
+)
+
+
+def filter_state(queryset, value: str | None):
+    if value == "blocked":
+        return queryset.filter(state__in=BLOCKED_STATES)
+    if value == "in_flight":
+        return queryset.filter(state__in=Workflow.EXECUTABLE_STATES)
+    if value in Workflow.STATE:
+        return queryset.filter(state=value)
+    return queryset
+
+
+def cached_distinct(model, column: str) -> list[str]:
+    key = f"chrono_forge:admin:distinct:{model._meta.label_lower}:{column}"
+    values = cache.get(key)
+    if values is None:
+        values = list(
+            model.objects.order_by(column).values_list(column, flat=True).distinct()[:DISTINCT_LIMIT]
+        )
+        cache.set(key, values, DISTINCT_CACHE_SECONDS)
+    return values
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return STATE_CHOICES
+
+    def queryset(self, request, queryset):
+        return filter_state(queryset, self.value())
+
+
+class JobClassFilter(admin.SimpleListFilter):
+    title = "class"
+    parameter_name = "job_class"
+
+    def lookups(self, request, model_admin):
+        classes = cached_distinct(Workflow, "job_class")
+        if self.value() and self.value() not in classes:
+            classes = [self.value(), *classes]
+        return [(c, short_class(c)) for c in classes]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(job_class=self.value()) if self.value() else queryset
+
+
+class IsBranchChildFilter(admin.SimpleListFilter):
+    """Branch children are hidden unless asked for: a fan-out of 100k children must not bury the
+    workflows that spawned them."""
+
+    title = "branch children"
+    parameter_name = "branch"
+    DEFAULT = "top"
+
+    def lookups(self, request, model_admin):
+        return (("top", "top-level only"), ("child", "branch children only"), ("all", "all"))
+
+    def value(self):
+        return super().value() or self.DEFAULT
+
+    def queryset(self, request, queryset):
+        if self.value() == "top":
+            return queryset.filter(parent_execution_log__isnull=True)
+        if self.value() == "child":
+            return queryset.filter(parent_execution_log__isnull=False)
+        return queryset
+
+    def choices(self, changelist):
+        # No "All" entry meaning "no parameter": no parameter means the default, top-level only.
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+
+def top_level_only(request) -> bool:
+    return request.GET.get(IsBranchChildFilter.parameter_name, IsBranchChildFilter.DEFAULT) == "top"
+
+
+class StrandedFilter(admin.SimpleListFilter):
+    title = "stranded"
+    parameter_name = "stranded"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "stranded (stale lock)"),)
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(pk__in=Workflow.objects.stranded().values("pk"))
+        return queryset
+
+
+def pending_wait_exists(prefix: str):
+    return Exists(ExecutionLog.objects.filter(
+        workflow_id=OuterRef("pk"), state=ExecutionLog.STATE.pending, step_name__startswith=prefix,
+    ))
+
+
+class WaitKindFilter(admin.SimpleListFilter):
+    title = "waiting on"
+    parameter_name = "wait"
+
+    def lookups(self, request, model_admin):
+        return (("event", "an event (continue_if)"), ("poll", "a condition (wait_until)"))
+
+    def queryset(self, request, queryset):
+        prefix = {"event": "continue_if$", "poll": "wait_until$"}.get(self.value() or "")
+        if prefix is None:
+            return queryset
+        return queryset.filter(pending_wait_exists(prefix), state=Workflow.STATE.idle)
+
+
+class StepKindFilter(admin.SimpleListFilter):
+    title = "step kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return [(kind, label) for kind, label in KIND_LABELS.items()] + [("workflow", "workflow marker")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if not value:
+            return queryset
+        if value == "workflow":
+            return queryset.filter(step_name__startswith="$")
+        return queryset.filter(step_name__startswith=f"{value}$")
+
+
+class ErrorClassFilter(admin.SimpleListFilter):
+    title = "error class"
+    parameter_name = "error_class"
+
+    def lookups(self, request, model_admin):
+        classes = cached_distinct(ErrorLog, "error_class")
+        if self.value() and self.value() not in classes:
+            classes = [self.value(), *classes]
+        return [(c, short_class(c)) for c in classes]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(error_class=self.value()) if self.value() else queryset

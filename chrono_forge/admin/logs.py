@@ -1,0 +1,97 @@
+"""Supporting changelists: ExecutionLog and ErrorLog (read-only)."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from ..models import ErrorLog, ExecutionLog
+from . import presenters as p
+from .filters import ErrorClassFilter, StepKindFilter
+from .workflow import PrefixSearchMixin, ReadOnlyAdmin
+
+WORKFLOW_COLUMNS = ("workflow__id", "workflow__job_class", "workflow__key")
+
+
+def pretty_json(value) -> str:
+    return format_html('<pre class="cf-json">{}</pre>', json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def workflow_link(workflow) -> str:
+    url = reverse("admin:chrono_forge_workflow_change", args=[workflow.pk])
+    return format_html('<a href="{}">{}</a>', url, workflow)
+
+
+@admin.register(ExecutionLog)
+class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
+    list_display = ("workflow_column", "kind", "step_name", "state", "attempts", "started_at", "completed_at")
+    list_filter = (StepKindFilter, "state")
+    search_fields = ("^step_name",)
+    search_help_text = "Step name prefix (case-sensitive), e.g. durably_execute$charge"
+    prefix_search_field = "step_name"
+    ordering = ("-id",)
+    fields = ("workflow_column", "step_name", "state", "attempts", "started_at", "last_executed_at",
+              "completed_at", "error_class", "error_message", "result_json", "metadata_json")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("workflow").defer(
+            "workflow__kwargs", "workflow__options", "workflow__context"
+        )
+
+    @admin.display(description="workflow")
+    def workflow_column(self, obj):
+        return workflow_link(obj.workflow)
+
+    @admin.display(description="kind")
+    def kind(self, obj):
+        return p.parse_step_name(obj.step_name).label
+
+    @admin.display(description="result")
+    def result_json(self, obj):
+        return pretty_json(obj.result)
+
+    @admin.display(description="metadata")
+    def metadata_json(self, obj):
+        return pretty_json(obj.metadata)
+
+
+@admin.register(ErrorLog)
+class ErrorLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
+    list_display = ("created", "workflow_column", "error_class", "step_name", "attempt", "short_message")
+    list_filter = (ErrorClassFilter, ("created", admin.DateFieldListFilter))
+    search_fields = ("^step_name",)
+    search_help_text = "Step name prefix (case-sensitive); filter by class on the right"
+    prefix_search_field = "step_name"
+    ordering = ("-id",)
+    fields = ("workflow_column", "created", "error_class", "step_name", "attempt", "error_message",
+              "backtrace_block", "context_json")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request).select_related("workflow").defer(
+            "workflow__kwargs", "workflow__options", "workflow__context"
+        )
+        match = getattr(request, "resolver_match", None)
+        if match is not None and match.url_name and match.url_name.endswith("_changelist"):
+            queryset = queryset.defer("backtrace", "context")
+        return queryset
+
+    @admin.display(description="workflow")
+    def workflow_column(self, obj):
+        return workflow_link(obj.workflow)
+
+    @admin.display(description="message")
+    def short_message(self, obj):
+        return p.truncate(obj.error_message, 120)
+
+    @admin.display(description="backtrace")
+    def backtrace_block(self, obj):
+        return format_html('<pre class="cf-trace">{}</pre>', obj.backtrace)
+
+    @admin.display(description="context snapshot")
+    def context_json(self, obj):
+        return pretty_json(obj.context)

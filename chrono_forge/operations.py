@@ -1,0 +1,44 @@
+"""Operator bulk actions, run as background tasks (``dispatch.enqueue_call``) so that an admin request
+stays O(1) however many workflows they touch. Each returns how many workflows it handled."""
+
+from __future__ import annotations
+
+import logging
+
+from .models import Workflow
+
+logger = logging.getLogger("chrono_forge")
+
+#: Rows read per round trip while iterating.
+BATCH_SIZE = 500
+
+
+def blocked_queryset(branch_log_id: int | None = None):
+    """Failed and stalled workflows (only the children of one branch log when ``branch_log_id``)."""
+    queryset = Workflow.objects.blocked()
+    if branch_log_id is not None:
+        queryset = queryset.filter(parent_execution_log_id=branch_log_id)
+    return queryset
+
+
+def bulk_retry_blocked(branch_log_id: int | None = None) -> int:
+    """``retry_later`` every failed/stalled workflow; a row that cannot be retried (its class is gone,
+    it was retried meanwhile, ...) is logged and skipped. Returns how many were retried."""
+    retried = 0
+    rows = blocked_queryset(branch_log_id).only("id", "job_class", "key", "state").order_by("id")
+    for row in rows.iterator(chunk_size=BATCH_SIZE):
+        try:
+            row.retry_later()
+        except Exception:  # one bad row must not stop the batch
+            logger.exception("chrono_forge: bulk retry skipped %s(%s)", row.job_class, row.key)
+            continue
+        retried += 1
+    logger.info("chrono_forge: bulk retry re-enqueued %d blocked workflow(s)", retried)
+    return retried
+
+
+def reap_all() -> int:
+    """Re-enqueue every stranded workflow (``Workflow.objects.reap_stalled()``)."""
+    reaped = Workflow.objects.reap_stalled()
+    logger.info("chrono_forge: reaped %d stranded workflow(s)", reaped)
+    return reaped

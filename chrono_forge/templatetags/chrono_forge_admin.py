@@ -1,0 +1,38 @@
+"""Template filters of chrono_forge's admin pages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django import template
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+
+from .. import clock
+from ..admin.presenters import human_duration
+
+register = template.Library()
+DASH = mark_safe('<span class="cf-muted">—</span>')
+
+
+@register.filter
+def cf_duration(seconds):
+    """Seconds -> "1m 04s" (empty for None)."""
+    return human_duration(seconds)
+
+
+@register.filter
+def cf_ago(moment):
+    """A relative time ("5m 02s ago", "in 3h 10m") whose tooltip is the absolute UTC time."""
+    if not isinstance(moment, datetime):
+        return DASH
+    delta = (clock.now() - moment).total_seconds()
+    text = "just now" if abs(delta) < 1 else (
+        f"{human_duration(delta)} ago" if delta > 0 else f"in {human_duration(-delta)}")
+    return format_html('<time datetime="{}" title="{}">{}</time>', moment.isoformat(),
+                       moment.strftime("%Y-%m-%d %H:%M:%S %Z"), text)
+
+
+@register.filter
+def cf_short_class(job_class):
+    return str(job_class).rsplit(".", 1)[-1]
