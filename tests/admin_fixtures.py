@@ -24,6 +24,8 @@ def make_workflow(state="completed", *, job_class=QUICK, key=None, ago=timedelta
     if state == "running":
         values.update(locked_by="worker-1", locked_at=now - timedelta(seconds=5))
     values.update(fields)
+    if state == "completed" and "modified" not in fields:
+        values["modified"] = values["completed_at"]
     return Workflow.objects.create(**values)
 
 

@@ -313,3 +313,21 @@ def test_log_changelists_filters_and_search(client, staff):
     body = text(client.get(reverse("admin:chrono_forge_errorlog_change", args=[error.pk])))
     assert "Traceback" in body
     assert Workflow.objects.count() == 1
+
+
+def test_waiting_threshold_is_a_setting(client, staff, settings):
+    settings.CHRONO_FORGE = {"ADMIN_LONG_WAIT_THRESHOLD": 60}
+    poll = make_workflow("idle", key="polls")
+    make_log(poll, "wait_until$shipped", "pending", started=clock.now() - timedelta(minutes=5),
+             metadata={"condition": "shipped", "timeout_at": (clock.now() + timedelta(hours=1)).isoformat()})
+    response = client.get(url("waiting"))
+    (item,) = response.context["items"]
+    assert item["over"] and item["tone"] == "amber"  # a poll over the threshold: amber, not rose
+    assert response.context["stalled_events"] == []
+    assert "Waits longer than 1m 00s are flagged" in text(response)
+
+
+def test_admin_index_links_the_operator_pages(client, staff):
+    body = text(client.get(reverse("admin:app_list", args=["chrono_forge"])))
+    for name in ("overview", "waiting", "stranded"):
+        assert url(name) in body

@@ -150,6 +150,10 @@ def humanize_metadata(metadata: Any) -> list[tuple[str, str]]:
             text = human_duration(value) or str(value)
         elif (moment := parse_time(value)) is not None:
             text = moment.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+        elif isinstance(value, bool):
+            text = "yes" if value else "no"
+        elif isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+            text = ", ".join(str(v) for v in value) or "—"
         elif isinstance(value, (dict, list)):
             text = summarize(value, 80)
         elif value is None:
@@ -349,6 +353,9 @@ class BranchPanel:
     poll: dict
     rate: float | None
     eta: str
+    last_polled_at: datetime | None = None
+    next_poll_at: datetime | None = None
+    last_rekick_at: datetime | None = None
 
 
 @dataclass
@@ -458,6 +465,8 @@ def branch_panel(log: ExecutionLog, merge_states: dict[str, str], now: datetime)
         poll_overdue=bool(next_poll and next_poll < now - POLL_OVERDUE),
         poll=poll, rate=rate,
         eta=human_duration(eta) if isinstance(eta, (int, float)) else "",
+        last_polled_at=parse_time(poll.get("last_polled_at")), next_poll_at=next_poll,
+        last_rekick_at=parse_time(poll.get("last_rekick_at")),
     )
 
 
@@ -638,7 +647,8 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
         pending = sum(int(b.poll.get("pending") or 0) for b in involved if b.polled)
         rate = sum(rates) if rates else None
         eta = human_duration(pending / rate) if rate and pending else ""
-        merges.append(MergePanel(log, names, "merged" if log.state == "completed" else log.state, rate, eta))
+        state = {"completed": "merged", "pending": "merging"}.get(log.state, log.state)
+        merges.append(MergePanel(log, names, state, rate, eta))
 
     parent_log = None
     if workflow.parent_execution_log_id:

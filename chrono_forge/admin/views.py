@@ -301,8 +301,8 @@ class WorkflowViews:
                 late = 0.0  # started early or on time
             end = row.completed_at or (row.modified if row.state != ExecutionLog.STATE.pending else None)
             duration = None if catch_up else p.seconds_between(row.started_at, end)
-            attempts, attempts_tone = p.attempts_in_words("durably_execute", row.attempts,
-                                                          row.state == ExecutionLog.STATE.failed)
+            attempts, attempts_tone = ("", "") if catch_up else p.attempts_in_words(
+                "durably_execute", row.attempts, row.state == ExecutionLog.STATE.failed)
             lates.append(late or 0)
             items.append({"log": row, "scheduled": scheduled, "status": status, "tone": tone,
                           "late": late, "late_text": p.human_duration(late) if late else "on time",

@@ -19,6 +19,7 @@ from .filters import (
     StrandedFilter,
     WaitKindFilter,
 )
+from ..templatetags.chrono_forge_admin import cf_ago
 from .paginator import CappedPaginator
 from .views import HttpResponseSeeOther, WorkflowViews, force_unlock_one, reap_one
 
@@ -83,7 +84,7 @@ def _report(request, done: int, skipped: int, verb: str, why: str) -> None:
 
 @admin.register(Workflow)
 class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
-    list_display = ("class_name", "key", "state_badge", "duration", "started_at", "next_run", "updated")
+    list_display = ("class_name", "key", "state_badge", "duration", "started", "next_run", "updated")
     list_display_links = ("key",)
     list_filter = (StateFilter, JobClassFilter, IsBranchChildFilter, StrandedFilter, WaitKindFilter,
                    ("created", admin.DateFieldListFilter))
@@ -105,7 +106,7 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
 
     @admin.display(description="class", ordering="job_class")
     def class_name(self, obj):
-        return format_html('<span class="cf-class" title="{}">{}</span>', obj.job_class, p.short_class(obj.job_class))
+        return format_html('<span class="cf-class-name" title="{}">{}</span>', obj.job_class, p.short_class(obj.job_class))
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj):
@@ -117,20 +118,26 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
         seconds = p.row_duration(obj)
         if seconds is None:
             return DASH
-        tone = "rose" if p.is_stranded(obj) else ("amber" if seconds >= p.SLOW else "bar")
+        # rose: stranded; amber: a live run past a minute; otherwise a quiet bar
+        live_and_slow = obj.state == Workflow.STATE.running and seconds >= p.SLOW
+        tone = "rose" if p.is_stranded(obj) else ("amber" if live_and_slow else "bar")
         width = p.meter_width(seconds, max(seconds, 3600))
         return format_html(
             '<span class="cf-meter"><span class="cf-meter-fill cf-{} cf-w-{}"></span></span> {}',
             tone, width, p.human_duration(seconds),
         )
 
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj):
+        return cf_ago(obj.started_at)
+
     @admin.display(description="next run", ordering="next_run_at")
     def next_run(self, obj):
-        return obj.next_run_at or DASH
+        return cf_ago(obj.next_run_at)
 
     @admin.display(description="updated", ordering="modified")
     def updated(self, obj):
-        return obj.modified
+        return cf_ago(obj.modified)
 
     def changelist_view(self, request, extra_context=None):
         extra = {
@@ -166,6 +173,7 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
                     "tone": {"blocked": "rose", "failed": "rose", "stalled": "rose"}.get(value, "")}
 
         return [
+            chip("", "all", "", False),
             chip("blocked", "blocked", blocked, counts["failed"] > p.COUNT_CAP or counts["stalled"] > p.COUNT_CAP
                  or blocked > p.COUNT_CAP),
             *(chip(state, state, counts[state], counts[state] > p.COUNT_CAP) for state in CHIP_STATES),

@@ -1,0 +1,109 @@
+"""The admin in a real browser: Debian's Chromium driven by Playwright (never a downloaded browser).
+
+Logs in, opens the changelist and a stalled workflow's timeline, runs the retry action, and saves the
+screenshots shown in docs/admin.md (docs/screenshots/*.png).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+
+from chrono_forge.models import Workflow
+from tests import workflows_admin as wa
+from tests.admin_demo import build_demo
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is missing: apt-get install -y chromium (.ci/run installs it)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes between
+    # browser steps are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1600, "height": 1000}, color_scheme="light")
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_operator_retries_a_stalled_workflow_in_chromium(live_server, browser_page, chrono_forge_env):
+    wa.CALLS.clear()
+    demo = build_demo()
+    wa.FlakyCharge.perform_later("order-2001", order_id=2001, amount=4999)
+    chrono_forge_env.run_all()
+    stalled = Workflow.objects.get(key="order-2001")
+    assert stalled.state == "stalled"
+    User.objects.create_superuser("operator", "ops@example.com", "correct horse")
+    page = browser_page
+    base = live_server.url
+
+    # log in: the admin's own login form
+    page.goto(f"{base}/admin/chrono_forge/workflow/")
+    assert "/admin/login/" in page.url
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "correct horse")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#result_list")
+    assert page.locator(".cf-chip-on").inner_text() == "all"
+    assert page.locator("text=stranded ⚠").count() == 2
+    shot(page, "workflows")
+
+    # the stalled workflow's timeline: the failing step, its error cards, a collapsible traceback
+    page.click("#result_list a:text-is('order-2001')")
+    page.wait_for_selector(".cf-timeline")
+    banner = page.locator(".cf-banner-rose").first.inner_text()
+    assert "Stalled at execute charge" in banner and "failed after 2 attempts" in banner
+    assert page.locator(".cf-step.cf-current .cf-step-name").inner_text() == "charge"
+    assert page.locator(".cf-current .cf-error").count() == 2
+    page.locator(".cf-current .cf-error details summary").first.click()
+    assert page.locator(".cf-current .cf-error details[open] pre").first.is_visible()
+    shot(page, "workflow-detail")
+
+    # retry: POST with the CSRF token, 303 back to the page, a success message
+    wa.CALLS["fixed"] = 1
+    page.click("button:text-is('Retry')")
+    page.wait_for_selector(".messagelist")
+    assert "will be retried shortly" in page.locator(".messagelist").inner_text()
+    assert chrono_forge_env.run_all() == 1
+    page.reload()
+    assert page.locator(".cf-head .cf-pill").first.inner_text() == "completed"
+    assert page.locator("text=retried by an operator").count() == 1
+
+    # the operator pages
+    page.goto(f"{base}/admin/chrono_forge/workflow/overview/")
+    assert page.locator(".cf-card-value").first.inner_text() == "27"  # 22 + 4 children + the retried one
+    shot(page, "overview")
+    page.goto(f"{base}/admin/chrono_forge/workflow/stranded/")
+    assert page.locator("table.cf-table tbody tr").count() == 2
+    shot(page, "stranded")
+    page.goto(f"{base}/admin/chrono_forge/workflow/waiting/")
+    assert "1 event wait stalled beyond 1h 00m" in page.locator(".cf-banner-rose").inner_text()
+    shot(page, "waiting")
+    page.goto(f"{base}/admin/chrono_forge/workflow/{demo['ticker'].pk}/repetitions/?step=poll_prices")
+    assert page.locator("text=caught up ×6").count() == 1
+    shot(page, "repetitions")
+    page.goto(f"{base}/admin/chrono_forge/workflow/{demo['fan'].pk}/change/")
+    assert page.locator("text=details →").count() == 1
+    shot(page, "branches")
+    page.goto(f"{base}/admin/chrono_forge/workflow/{demo['fan'].pk}/branches/{demo['branch'].pk}/")
+    assert page.locator("table.cf-table tbody tr").count() == 1  # blocked children only, by default
+    shot(page, "branch-children")
