@@ -1,5 +1,5 @@
-"""Operator bulk actions, run as background tasks (``dispatch.enqueue_call``) so that an admin request
-stays O(1) however many workflows they touch. Each returns how many workflows it handled."""
+"""Operator bulk actions, run as background tasks (``dispatch.enqueue_call``) so that an admin
+request stays O(1) however many workflows they touch. Each returns how many workflows it handled."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ def blocked_queryset(branch_log_id: int | None = None):
 
 
 def bulk_retry_blocked(branch_log_id: int | None = None) -> int:
-    """``retry_later`` every failed/stalled workflow; a row that cannot be retried (its class is gone,
-    it was retried meanwhile, ...) is logged and skipped. Returns how many were retried."""
+    """``retry_later`` every failed/stalled workflow; a row that cannot be retried (its class is
+    gone, it was retried meanwhile, ...) is logged and skipped. Returns how many were retried."""
     retried = 0
     rows = blocked_queryset(branch_log_id).only("id", "job_class", "key", "state").order_by("id")
     for row in rows.iterator(chunk_size=BATCH_SIZE):

@@ -31,7 +31,9 @@ def reset_calls():
 
 def login(client, *codenames):
     user = User.objects.create_user(f"u{len(codenames)}", password="pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_workflow", *codenames]))
+    user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_workflow", *codenames])
+    )
     client.force_login(user)
     return user
 
@@ -49,11 +51,16 @@ def run_task_only(env):
 
 
 def stranded_workflow(**fields):
-    return make_workflow("running", job_class=QUICK, locked_by="dead-worker",
-                         locked_at=clock.now() - timedelta(hours=1), **fields)
+    return make_workflow(
+        "running",
+        job_class=QUICK,
+        locked_by="dead-worker",
+        locked_at=clock.now() - timedelta(hours=1),
+        **fields,
+    )
 
 
-# -- single-workflow actions ------------------------------------------------------------------------
+# -- single-workflow actions -----------------------------------------------------------------------
 def test_retry_a_stalled_workflow_end_to_end(client, chrono_forge_env):
     login(client, "retry_workflow")
     wa.FlakyCharge.perform_later("order-1", order_id=1)
@@ -146,10 +153,15 @@ def test_force_unlock_confirmation_then_unlock(client, chrono_forge_env):
     assert chrono_forge_env.pending == []
 
 
-@pytest.mark.parametrize("name, codename", [
-    ("retry", "retry_workflow"), ("resume", "resume_workflow"), ("reap", "reap_workflow"),
-    ("force_unlock", "force_unlock_workflow"),
-])
+@pytest.mark.parametrize(
+    "name, codename",
+    [
+        ("retry", "retry_workflow"),
+        ("resume", "resume_workflow"),
+        ("reap", "reap_workflow"),
+        ("force_unlock", "force_unlock_workflow"),
+    ],
+)
 def test_actions_need_their_permission_and_post(client, chrono_forge_env, name, codename):
     workflow = make_workflow("stalled", job_class=QUICK)
     login(client)  # view only
@@ -187,7 +199,7 @@ def test_anonymous_post_is_redirected_to_login(client, chrono_forge_env):
     assert chrono_forge_env.pending == []
 
 
-# -- bulk actions: one background task ---------------------------------------------------------------
+# -- bulk actions: one background task -------------------------------------------------------------
 def test_bulk_retry_enqueues_one_task_with_the_count(client, chrono_forge_env):
     login(client, "bulk_retry_workflows")
     for _ in range(3):
@@ -198,7 +210,11 @@ def test_bulk_retry_enqueues_one_task_with_the_count(client, chrono_forge_env):
     assert response.status_code == 303 and response["Location"] == LIST
     assert flash(response) == ["Retrying 4 blocked workflow(s) in the background."]
     (task,) = chrono_forge_env.pending
-    assert (task.func, task.args, task.kwargs) == ("chrono_forge.operations.bulk_retry_blocked", (), {})
+    assert (task.func, task.args, task.kwargs) == (
+        "chrono_forge.operations.bulk_retry_blocked",
+        (),
+        {},
+    )
     run_task_only(chrono_forge_env)  # the task retries each blocked workflow through the queue
     passes = [r for r in chrono_forge_env.pending if r.func == TASK]
     assert len(passes) == 4 and all(r.internal == {"retry_workflow": True} for r in passes)
@@ -262,16 +278,20 @@ def test_operations_skip_rows_that_fail(chrono_forge_env, caplog):
     assert operations.reap_all() == 1
 
 
-# -- admin actions on selected rows --------------------------------------------------------------------
+# -- admin actions on selected rows ----------------------------------------------------------------
 def test_selected_row_actions_report_done_and_skipped(client, chrono_forge_env):
     user = User.objects.create_superuser("root", password="pw")
     client.force_login(user)
     stalled = make_workflow("stalled", job_class=QUICK)
     done = make_workflow("completed", job_class=QUICK)
-    response = client.post(LIST, {"action": "retry_selected", "_selected_action": [stalled.pk, done.pk]})
+    response = client.post(
+        LIST, {"action": "retry_selected", "_selected_action": [stalled.pk, done.pk]}
+    )
     assert response.status_code == 303
-    assert flash(response) == ["Retrying 1 workflow(s).",
-                               "Skipped 1 workflow(s): only failed or stalled workflows can be retried."]
+    assert flash(response) == [
+        "Retrying 1 workflow(s).",
+        "Skipped 1 workflow(s): only failed or stalled workflows can be retried.",
+    ]
     assert [r.key for r in chrono_forge_env.pending] == [stalled.key]
 
 
@@ -306,9 +326,21 @@ def test_nothing_is_editable(client):
     client.force_login(user)
     workflow = make_workflow("stalled")
     assert client.get(reverse("admin:chrono_forge_workflow_add")).status_code == 403
-    assert client.post(reverse("admin:chrono_forge_workflow_change", args=[workflow.pk]),
-                       {"key": "x"}).status_code == 403
-    assert client.get(reverse("admin:chrono_forge_workflow_delete", args=[workflow.pk])).status_code == 403
+    assert (
+        client.post(
+            reverse("admin:chrono_forge_workflow_change", args=[workflow.pk]), {"key": "x"}
+        ).status_code
+        == 403
+    )
+    assert (
+        client.get(reverse("admin:chrono_forge_workflow_delete", args=[workflow.pk])).status_code
+        == 403
+    )
     log = make_log(workflow, "durably_execute$x")
-    assert client.post(reverse("admin:chrono_forge_executionlog_change", args=[log.pk]), {}).status_code == 403
+    assert (
+        client.post(
+            reverse("admin:chrono_forge_executionlog_change", args=[log.pk]), {}
+        ).status_code
+        == 403
+    )
     assert ExecutionLog.objects.filter(pk=log.pk).exists()

@@ -1,11 +1,13 @@
 """The admin in a real browser: Debian's Chromium driven by Playwright (never a downloaded browser).
 
-Logs in, opens the changelist and a stalled workflow's timeline, runs the retry action, and saves the
-screenshots shown in docs/admin.md (docs/screenshots/*.png).
+Logs in, opens the changelist and a stalled workflow's timeline, runs the retry action, and takes
+the screenshots shown in docs/admin.md. They go to a temporary directory, or to docs/screenshots/
+with ``CHRONO_FORGE_UPDATE_SCREENSHOTS=1 scripts/test -k browser`` (a test run leaves git clean).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,14 +19,23 @@ from tests.admin_demo import build_demo
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture
 def browser_page(monkeypatch):
     if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: apt-get install -y chromium (.ci/run installs it)")
+        pytest.fail(
+            "Debian's chromium is missing: apt-get install -y chromium (.ci/run installs it)"
+        )
     # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes between
     # browser steps are still plain synchronous code.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -33,19 +44,33 @@ def browser_page(monkeypatch):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1600, "height": 1000}, color_scheme="light")
+            context = browser.new_context(
+                viewport={"width": 1600, "height": 1000}, color_scheme="light"
+            )
             yield context.new_page()
         finally:
             browser.close()
 
 
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+@pytest.fixture
+def shot(tmp_path):
+    folder = SCREENSHOTS if os.environ.get("CHRONO_FORGE_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = []
+
+    def take(page, name: str) -> None:
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        taken.append(path)
+
+    yield take
+    assert all(path.stat().st_size > 10_000 for path in taken)  # a real page, not a blank one
 
 
 @pytest.mark.django_db(transaction=True)
-def test_operator_retries_a_stalled_workflow_in_chromium(live_server, browser_page, chrono_forge_env):
+def test_operator_retries_a_stalled_workflow_in_chromium(
+    live_server, browser_page, chrono_forge_env, shot
+):
     wa.CALLS.clear()
     demo = build_demo()
     wa.FlakyCharge.perform_later("order-2001", order_id=2001, amount=4999)
@@ -90,7 +115,9 @@ def test_operator_retries_a_stalled_workflow_in_chromium(live_server, browser_pa
 
     # the operator pages
     page.goto(f"{base}/admin/chrono_forge/workflow/overview/")
-    assert page.locator(".cf-card-value").first.inner_text() == "27"  # 22 + 4 children + the retried one
+    assert (
+        page.locator(".cf-card-value").first.inner_text() == "27"
+    )  # 22 + 4 children + the retried one
     shot(page, "overview")
     page.goto(f"{base}/admin/chrono_forge/workflow/stranded/")
     assert page.locator("table.cf-table tbody tr").count() == 2
@@ -98,7 +125,9 @@ def test_operator_retries_a_stalled_workflow_in_chromium(live_server, browser_pa
     page.goto(f"{base}/admin/chrono_forge/workflow/waiting/")
     assert "1 event wait stalled beyond 1h 00m" in page.locator(".cf-banner-rose").inner_text()
     shot(page, "waiting")
-    page.goto(f"{base}/admin/chrono_forge/workflow/{demo['ticker'].pk}/repetitions/?step=poll_prices")
+    page.goto(
+        f"{base}/admin/chrono_forge/workflow/{demo['ticker'].pk}/repetitions/?step=poll_prices"
+    )
     assert page.locator("text=caught up ×6").count() == 1
     shot(page, "repetitions")
     page.goto(f"{base}/admin/chrono_forge/workflow/{demo['fan'].pk}/change/")

@@ -24,8 +24,11 @@ def url(name, *args):
 @pytest.fixture
 def staff(client):
     user = User.objects.create_user("viewer", password="pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=[
-        "view_workflow", "view_executionlog", "view_errorlog"]))
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            codename__in=["view_workflow", "view_executionlog", "view_errorlog"]
+        )
+    )
     client.force_login(user)
     return user
 
@@ -43,7 +46,13 @@ def text(response) -> str:
 
 def test_anonymous_is_redirected_to_login(client):
     workflow = make_workflow()
-    for target in (LIST, url("change", workflow.pk), url("overview"), url("stranded"), url("waiting")):
+    for target in (
+        LIST,
+        url("change", workflow.pk),
+        url("overview"),
+        url("stranded"),
+        url("waiting"),
+    ):
         response = client.get(target)
         assert response.status_code == 302
         assert response["Location"].startswith(reverse("admin:login"))
@@ -53,14 +62,22 @@ def test_staff_without_view_permission_gets_403(client):
     user = User.objects.create_user("nobody", password="pw", is_staff=True)
     client.force_login(user)
     workflow = make_workflow()
-    for target in (LIST, url("change", workflow.pk), url("overview"), url("stranded"), url("waiting")):
+    for target in (
+        LIST,
+        url("change", workflow.pk),
+        url("overview"),
+        url("stranded"),
+        url("waiting"),
+    ):
         assert client.get(target).status_code == 403, target
 
 
 def test_changelist_columns_badges_and_defaults(client, staff):
     done = make_workflow("completed", key="order-1")
     stranded = make_workflow("running", key="order-2", locked_at=clock.now() - timedelta(hours=2))
-    scheduled = make_workflow("idle", key="order-3", next_run_at=clock.now() + timedelta(minutes=10))
+    scheduled = make_workflow(
+        "idle", key="order-3", next_run_at=clock.now() + timedelta(minutes=10)
+    )
     response = client.get(LIST)
     assert response.status_code == 200
     body = text(response)
@@ -87,14 +104,23 @@ def test_changelist_hides_branch_children_by_default(client, staff):
     assert ">parent<" in body and ">child-1<" in body
 
 
-@pytest.mark.parametrize("state, shown, hidden", [
-    ("blocked", ["f", "s"], ["i", "r", "c"]),
-    ("in_flight", ["i", "r"], ["f", "s", "c"]),
-    ("completed", ["c"], ["f", "s", "i", "r"]),
-    ("stalled", ["s"], ["f", "c"]),
-])
+@pytest.mark.parametrize(
+    "state, shown, hidden",
+    [
+        ("blocked", ["f", "s"], ["i", "r", "c"]),
+        ("in_flight", ["i", "r"], ["f", "s", "c"]),
+        ("completed", ["c"], ["f", "s", "i", "r"]),
+        ("stalled", ["s"], ["f", "c"]),
+    ],
+)
 def test_state_filter(client, staff, state, shown, hidden):
-    for key, value in (("f", "failed"), ("s", "stalled"), ("i", "idle"), ("r", "running"), ("c", "completed")):
+    for key, value in (
+        ("f", "failed"),
+        ("s", "stalled"),
+        ("i", "idle"),
+        ("r", "running"),
+        ("c", "completed"),
+    ):
         make_workflow(value, key=key)
     body = text(client.get(LIST + f"?state={state}"))
     for key in shown:
@@ -147,16 +173,34 @@ def test_state_chips_are_capped_counts_following_the_branch_toggle(client, staff
 
 
 def test_change_page_timeline_errors_and_inspector(client, staff):
-    workflow = make_workflow("stalled", job_class=FLAKY, key="order-9",
-                             kwargs={"order_id": 9, "amount": 1200}, context={"cart": {"items": [1, 2]}, "note": "x"})
+    workflow = make_workflow(
+        "stalled",
+        job_class=FLAKY,
+        key="order-9",
+        kwargs={"order_id": 9, "amount": 1200},
+        context={"cart": {"items": [1, 2]}, "note": "x"},
+    )
     t0 = clock.now() - timedelta(minutes=10)
     make_log(workflow, "durably_execute$reserve", started=t0, result={"reserved": True})
-    make_log(workflow, "wait$cool_down", started=t0 + timedelta(minutes=1),
-             metadata={"wait_until": (t0 + timedelta(minutes=2)).isoformat()})
-    make_log(workflow, "durably_execute$charge", "failed", started=t0 + timedelta(minutes=3), attempts=3,
-             error_class="tests.workflows_admin.ChargeDeclined", error_message="card declined")
+    make_log(
+        workflow,
+        "wait$cool_down",
+        started=t0 + timedelta(minutes=1),
+        metadata={"wait_until": (t0 + timedelta(minutes=2)).isoformat()},
+    )
+    make_log(
+        workflow,
+        "durably_execute$charge",
+        "failed",
+        started=t0 + timedelta(minutes=3),
+        attempts=3,
+        error_class="tests.workflows_admin.ChargeDeclined",
+        error_message="card declined",
+    )
     for attempt in (1, 2, 3):
-        make_error(workflow, "durably_execute$charge", attempt=attempt, message=f"declined #{attempt}")
+        make_error(
+            workflow, "durably_execute$charge", attempt=attempt, message=f"declined #{attempt}"
+        )
     make_error(workflow, None, attempt=0, message="an orphan error")
     response = client.get(url("change", workflow.pk))
     assert response.status_code == 200
@@ -178,7 +222,9 @@ def test_change_page_timeline_errors_and_inspector(client, staff):
 
 def test_failure_marker_resolves_its_error_or_says_it_is_gone(client, staff):
     workflow = make_workflow("failed", key="boom")
-    error = make_error(workflow, None, attempt=9, error_class="RuntimeError", message="Permanent Failure")
+    error = make_error(
+        workflow, None, attempt=9, error_class="RuntimeError", message="Permanent Failure"
+    )
     make_log(workflow, f"$workflow_failure${error.pk}", metadata={"error_log_id": error.pk})
     make_log(workflow, "$workflow_failure$999999", metadata={"error_log_id": 999999})
     page = client.get(url("change", workflow.pk)).context["page"]
@@ -186,19 +232,42 @@ def test_failure_marker_resolves_its_error_or_says_it_is_gone(client, staff):
     assert [card.error.pk for card in first.errors] == [error.pk]
     assert second.missing_error_id == 999999 and not second.errors
     assert page.orphans == []
-    assert "error log #999999 is no longer available" in text(client.get(url("change", workflow.pk)))
+    assert "error log #999999 is no longer available" in text(
+        client.get(url("change", workflow.pk))
+    )
 
 
 def test_change_page_parent_breadcrumb_and_branches_panel(client, staff):
     parent = make_workflow("idle", key="fanout")
     now = clock.now()
-    branch = make_log(parent, "branch$items", "completed", metadata={
-        "automerge": False, "sealed": True, "cursors": {"x": {"pk": 3}}, "poll_token": "t",
-        "poll": {"pending": 7, "spawned": 10, "never_started": 1, "sealed": True, "polls": 4,
-                 "last_polled_at": now.isoformat(), "next_poll_at": (now - timedelta(minutes=5)).isoformat(),
-                 "rate": 0.5, "eta_seconds": 14}})
-    make_log(parent, "merge$items", "pending", metadata={"branches": ["items"], "min_interval": 5,
-                                                        "max_interval": 300, "poll_token": "t"})
+    branch = make_log(
+        parent,
+        "branch$items",
+        "completed",
+        metadata={
+            "automerge": False,
+            "sealed": True,
+            "cursors": {"x": {"pk": 3}},
+            "poll_token": "t",
+            "poll": {
+                "pending": 7,
+                "spawned": 10,
+                "never_started": 1,
+                "sealed": True,
+                "polls": 4,
+                "last_polled_at": now.isoformat(),
+                "next_poll_at": (now - timedelta(minutes=5)).isoformat(),
+                "rate": 0.5,
+                "eta_seconds": 14,
+            },
+        },
+    )
+    make_log(
+        parent,
+        "merge$items",
+        "pending",
+        metadata={"branches": ["items"], "min_interval": 5, "max_interval": 300, "poll_token": "t"},
+    )
     child = make_workflow("stalled", key="child-1", parent_execution_log=branch)
     body = text(client.get(url("change", parent.pk)))
     page = client.get(url("change", parent.pk)).context["page"]
@@ -214,16 +283,29 @@ def test_change_page_parent_breadcrumb_and_branches_panel(client, staff):
 def test_waiting_banner_and_stranded_pages(client, staff):
     now = clock.now()
     event = make_workflow("idle", key="waits-for-payment", job_class=FLAKY)
-    make_log(event, "continue_if$paid", "pending", started=now - timedelta(hours=3),
-             metadata={"condition": "paid", "name": None})
+    make_log(
+        event,
+        "continue_if$paid",
+        "pending",
+        started=now - timedelta(hours=3),
+        metadata={"condition": "paid", "name": None},
+    )
     poll = make_workflow("idle", key="polls-shipping")
-    make_log(poll, "wait_until$shipped", "pending", started=now - timedelta(minutes=5),
-             metadata={"condition": "shipped", "timeout_at": (now + timedelta(hours=1)).isoformat(),
-                       "check_interval": 900})
+    make_log(
+        poll,
+        "wait_until$shipped",
+        "pending",
+        started=now - timedelta(minutes=5),
+        metadata={
+            "condition": "shipped",
+            "timeout_at": (now + timedelta(hours=1)).isoformat(),
+            "check_interval": 900,
+        },
+    )
     body = text(client.get(url("waiting")))
     assert "1 event wait stalled beyond 1h 00m" in body
     assert body.index("waits-for-payment") < body.index("polls-shipping")
-    assert "cf-pill cf-violet\">event" in body and "cf-pill cf-sky\">poll" in body
+    assert 'cf-pill cf-violet">event' in body and 'cf-pill cf-sky">poll' in body
 
     make_workflow("running", key="fresh")
     make_workflow("running", key="dead", locked_at=now - timedelta(hours=2), locked_by="w-dead")
@@ -248,18 +330,43 @@ def test_overview_counts_by_state_and_class(client, staff):
 def test_repetitions_page_summary_and_keyset(client, staff):
     workflow = make_workflow("idle", key="ticker")
     start = clock.now() - timedelta(hours=2)
-    coord = make_log(workflow, "durably_repeat$tick", "pending", metadata={
-        "method": "tick", "every": 60, "till": "done?", "start_at": start.isoformat(),
-        "last_execution_at": start.isoformat(), "next_execution_at": (start + timedelta(hours=3)).isoformat(),
-        "timeout": 3600, "on_error": "continue"})
+    coord = make_log(
+        workflow,
+        "durably_repeat$tick",
+        "pending",
+        metadata={
+            "method": "tick",
+            "every": 60,
+            "till": "done?",
+            "start_at": start.isoformat(),
+            "last_execution_at": start.isoformat(),
+            "next_execution_at": (start + timedelta(hours=3)).isoformat(),
+            "timeout": 3600,
+            "on_error": "continue",
+        },
+    )
     for n in range(60):
         at = start + timedelta(minutes=n)
-        make_log(workflow, f"durably_repeat$tick${int(at.timestamp())}", started=at + timedelta(seconds=n % 3),
-                 metadata={"scheduled_for": at.isoformat(), "parent_id": coord.pk})
+        make_log(
+            workflow,
+            f"durably_repeat$tick${int(at.timestamp())}",
+            started=at + timedelta(seconds=n % 3),
+            metadata={"scheduled_for": at.isoformat(), "parent_id": coord.pk},
+        )
     at = start + timedelta(minutes=61)
-    make_log(workflow, f"durably_repeat$tick${int(at.timestamp())}", "failed", error_class="TimeoutError",
-             metadata={"scheduled_for": at.isoformat(), "parent_id": coord.pk, "fast_forwarded": 5,
-                       "skipped_from": at.isoformat(), "skipped_to": at.isoformat()})
+    make_log(
+        workflow,
+        f"durably_repeat$tick${int(at.timestamp())}",
+        "failed",
+        error_class="TimeoutError",
+        metadata={
+            "scheduled_for": at.isoformat(),
+            "parent_id": coord.pk,
+            "fast_forwarded": 5,
+            "skipped_from": at.isoformat(),
+            "skipped_to": at.isoformat(),
+        },
+    )
     # "_" must not act as a LIKE wildcard: ti_k's repetitions are not tiXk's
     make_log(workflow, "durably_repeat$ti_k", "pending", metadata={"method": "t", "every": 60})
     for n in range(3):
@@ -274,7 +381,9 @@ def test_repetitions_page_summary_and_keyset(client, staff):
     items = response.context["items"]
     assert len(items) == 50 and items[0]["status"] == "caught up ×5"
     assert "Catch-up ticks skipped" in text(response)
-    older = client.get(url("repetitions", workflow.pk) + f"?step=tick&before={response.context['next_cursor']}")
+    older = client.get(
+        url("repetitions", workflow.pk) + f"?step=tick&before={response.context['next_cursor']}"
+    )
     assert len(older.context["items"]) == 11
     assert client.get(url("repetitions", workflow.pk) + "?step=nope").status_code == 404
 
@@ -308,7 +417,10 @@ def test_log_changelists_filters_and_search(client, staff):
     assert response.status_code == 200
     assert [e.error_class for e in response.context["cl"].result_list] == ["KeyError"]
     log = ExecutionLog.objects.first()
-    assert client.get(reverse("admin:chrono_forge_executionlog_change", args=[log.pk])).status_code == 200
+    assert (
+        client.get(reverse("admin:chrono_forge_executionlog_change", args=[log.pk])).status_code
+        == 200
+    )
     error = workflow.error_logs.first()
     body = text(client.get(reverse("admin:chrono_forge_errorlog_change", args=[error.pk])))
     assert "Traceback" in body
@@ -318,8 +430,16 @@ def test_log_changelists_filters_and_search(client, staff):
 def test_waiting_threshold_is_a_setting(client, staff, settings):
     settings.CHRONO_FORGE = {"ADMIN_LONG_WAIT_THRESHOLD": 60}
     poll = make_workflow("idle", key="polls")
-    make_log(poll, "wait_until$shipped", "pending", started=clock.now() - timedelta(minutes=5),
-             metadata={"condition": "shipped", "timeout_at": (clock.now() + timedelta(hours=1)).isoformat()})
+    make_log(
+        poll,
+        "wait_until$shipped",
+        "pending",
+        started=clock.now() - timedelta(minutes=5),
+        metadata={
+            "condition": "shipped",
+            "timeout_at": (clock.now() + timedelta(hours=1)).isoformat(),
+        },
+    )
     response = client.get(url("waiting"))
     (item,) = response.context["items"]
     assert item["over"] and item["tone"] == "amber"  # a poll over the threshold: amber, not rose

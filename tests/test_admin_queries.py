@@ -68,9 +68,20 @@ def test_changelist_queries_do_not_grow_with_rows(client, operator):
     assert_counts_are_capped(large)
 
 
-@pytest.mark.parametrize("query", ["", "?state=blocked", "?branch=all&state=in_flight", "?q=wf-1",
-                                   "?stranded=yes", "?wait=event", "?job_class=tests.workflows_admin.Quick",
-                                   "?all=", "?p=2"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "?state=blocked",
+        "?branch=all&state=in_flight",
+        "?q=wf-1",
+        "?stranded=yes",
+        "?wait=event",
+        "?job_class=tests.workflows_admin.Quick",
+        "?all=",
+        "?p=2",
+    ],
+)
 def test_changelist_never_counts_the_whole_table(client, operator, query):
     fleet(60)
     assert_counts_are_capped(capture(client, LIST + query))
@@ -92,11 +103,20 @@ def test_change_page_queries_do_not_grow_with_steps(client, operator):
         workflow = make_workflow("stalled")
         start = clock.now() - timedelta(hours=1)
         for i in range(steps):
-            make_log(workflow, f"durably_execute$s{i}", started=start + timedelta(seconds=i), result={"i": i})
+            make_log(
+                workflow,
+                f"durably_execute$s{i}",
+                started=start + timedelta(seconds=i),
+                result={"i": i},
+            )
             make_error(workflow, f"durably_execute$s{i}")
         make_log(workflow, "durably_repeat$tick", "pending", metadata={"every": 60})
         for i in range(steps):
-            make_log(workflow, f"durably_repeat$tick${1000 + i}", metadata={"scheduled_for": start.isoformat()})
+            make_log(
+                workflow,
+                f"durably_repeat$tick${1000 + i}",
+                metadata={"scheduled_for": start.isoformat()},
+            )
         return workflow
 
     small = capture(client, url("change", workflow_with(1).pk))
@@ -113,12 +133,16 @@ def test_operator_pages_never_count_the_whole_table(client, operator):
     make_log(parent, "durably_repeat$tick$1000", metadata={})
     for i in range(5):
         make_workflow("stalled", key=f"child-{i}", parent_execution_log=branch)
-    for target in (url("stranded"), url("waiting"), url("change", parent.pk),
-                   url("branch", parent.pk, branch.pk) + "?state=all",
-                   url("repetitions", parent.pk) + "?step=tick",
-                   reverse("admin:chrono_forge_executionlog_changelist"),
-                   reverse("admin:chrono_forge_executionlog_changelist") + "?kind=durably_execute",
-                   reverse("admin:chrono_forge_errorlog_changelist")):
+    for target in (
+        url("stranded"),
+        url("waiting"),
+        url("change", parent.pk),
+        url("branch", parent.pk, branch.pk) + "?state=all",
+        url("repetitions", parent.pk) + "?step=tick",
+        reverse("admin:chrono_forge_executionlog_changelist"),
+        reverse("admin:chrono_forge_executionlog_changelist") + "?kind=durably_execute",
+        reverse("admin:chrono_forge_errorlog_changelist"),
+    ):
         assert_counts_are_capped(capture(client, target))
 
 

@@ -17,8 +17,13 @@ class FlakyCharge(DurableWorkflow):
     retry_policy = RetryPolicy(max_attempts=2, base=1, jitter=False)
 
     def perform(self, *, order_id: int = 1, amount: int = 10):
-        self.context.set_once("cart", {"order_id": order_id, "lines": [{"sku": "TEA-01", "qty": 2},
-                                                                      {"sku": "MUG-07", "qty": 1}]})
+        self.context.set_once(
+            "cart",
+            {
+                "order_id": order_id,
+                "lines": [{"sku": "TEA-01", "qty": 2}, {"sku": "MUG-07", "qty": 1}],
+            },
+        )
         self.context.set_once("customer", "cus_8842")
         self.durably_execute(self.reserve)
         self.durably_execute(self.charge)

@@ -39,7 +39,9 @@ def cached_distinct(model, column: str) -> list[str]:
     values = cache.get(key)
     if values is None:
         values = list(
-            model.objects.order_by(column).values_list(column, flat=True).distinct()[:DISTINCT_LIMIT]
+            model.objects.order_by(column)
+            .values_list(column, flat=True)
+            .distinct()[:DISTINCT_LIMIT]
         )
         cache.set(key, values, DISTINCT_CACHE_SECONDS)
     return values
@@ -119,9 +121,13 @@ class StrandedFilter(admin.SimpleListFilter):
 
 
 def pending_wait_exists(prefix: str):
-    return Exists(ExecutionLog.objects.filter(
-        workflow_id=OuterRef("pk"), state=ExecutionLog.STATE.pending, step_name__startswith=prefix,
-    ))
+    return Exists(
+        ExecutionLog.objects.filter(
+            workflow_id=OuterRef("pk"),
+            state=ExecutionLog.STATE.pending,
+            step_name__startswith=prefix,
+        )
+    )
 
 
 class WaitKindFilter(admin.SimpleListFilter):
@@ -143,7 +149,9 @@ class StepKindFilter(admin.SimpleListFilter):
     parameter_name = "kind"
 
     def lookups(self, request, model_admin):
-        return [(kind, label) for kind, label in KIND_LABELS.items()] + [("workflow", "workflow marker")]
+        return [(kind, label) for kind, label in KIND_LABELS.items()] + [
+            ("workflow", "workflow marker")
+        ]
 
     def queryset(self, request, queryset):
         value = self.value()

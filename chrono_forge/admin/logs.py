@@ -17,7 +17,9 @@ WORKFLOW_COLUMNS = ("workflow__id", "workflow__job_class", "workflow__key")
 
 
 def pretty_json(value) -> str:
-    return format_html('<pre class="cf-json">{}</pre>', json.dumps(value, indent=2, sort_keys=True, default=str))
+    return format_html(
+        '<pre class="cf-json">{}</pre>', json.dumps(value, indent=2, sort_keys=True, default=str)
+    )
 
 
 def workflow_link(workflow) -> str:
@@ -27,19 +29,41 @@ def workflow_link(workflow) -> str:
 
 @admin.register(ExecutionLog)
 class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
-    list_display = ("workflow_column", "kind", "step_name", "state", "attempts", "started_at", "completed_at")
+    list_display = (
+        "workflow_column",
+        "kind",
+        "step_name",
+        "state",
+        "attempts",
+        "started_at",
+        "completed_at",
+    )
     list_filter = (StepKindFilter, "state")
     search_fields = ("^step_name",)
     search_help_text = "Step name prefix (case-sensitive), e.g. durably_execute$charge"
     prefix_search_field = "step_name"
     ordering = ("-id",)
-    fields = ("workflow_column", "step_name", "state", "attempts", "started_at", "last_executed_at",
-              "completed_at", "error_class", "error_message", "result_json", "metadata_json")
+    fields = (
+        "workflow_column",
+        "step_name",
+        "state",
+        "attempts",
+        "started_at",
+        "last_executed_at",
+        "completed_at",
+        "error_class",
+        "error_message",
+        "result_json",
+        "metadata_json",
+    )
     readonly_fields = fields
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("workflow").defer(
-            "workflow__kwargs", "workflow__options", "workflow__context"
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("workflow")
+            .defer("workflow__kwargs", "workflow__options", "workflow__context")
         )
 
     @admin.display(description="workflow")
@@ -61,19 +85,37 @@ class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
 
 @admin.register(ErrorLog)
 class ErrorLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
-    list_display = ("created", "workflow_column", "error_class", "step_name", "attempt", "short_message")
+    list_display = (
+        "created",
+        "workflow_column",
+        "error_class",
+        "step_name",
+        "attempt",
+        "short_message",
+    )
     list_filter = (ErrorClassFilter, ("created", admin.DateFieldListFilter))
     search_fields = ("^step_name",)
     search_help_text = "Step name prefix (case-sensitive); filter by class on the right"
     prefix_search_field = "step_name"
     ordering = ("-id",)
-    fields = ("workflow_column", "created", "error_class", "step_name", "attempt", "error_message",
-              "backtrace_block", "context_json")
+    fields = (
+        "workflow_column",
+        "created",
+        "error_class",
+        "step_name",
+        "attempt",
+        "error_message",
+        "backtrace_block",
+        "context_json",
+    )
     readonly_fields = fields
 
     def get_queryset(self, request):
-        queryset = super().get_queryset(request).select_related("workflow").defer(
-            "workflow__kwargs", "workflow__options", "workflow__context"
+        queryset = (
+            super()
+            .get_queryset(request)
+            .select_related("workflow")
+            .defer("workflow__kwargs", "workflow__options", "workflow__context")
         )
         match = getattr(request, "resolver_match", None)
         if match is not None and match.url_name and match.url_name.endswith("_changelist"):

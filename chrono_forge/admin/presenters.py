@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,7 +38,9 @@ SLOW = 60
 #: Metadata keys that mean nothing to an operator (ids and the poller's bookkeeping).
 INTERNAL_KEYS = frozenset({"error_log_id", "poll", "poll_token", "cursors", "parent_id"})
 #: Metadata keys holding a number of seconds.
-SECONDS_KEYS = frozenset({"every", "timeout", "check_interval", "min_interval", "max_interval", "eta_seconds"})
+SECONDS_KEYS = frozenset(
+    {"every", "timeout", "check_interval", "min_interval", "max_interval", "eta_seconds"}
+)
 
 KIND_LABELS = {
     "durably_execute": "execute",
@@ -58,7 +59,7 @@ BLOCKED_STATES = (Workflow.STATE.failed, Workflow.STATE.stalled)
 STATES = ("idle", "running", "completed", "failed", "stalled")
 
 
-# -- small formatters -------------------------------------------------------------------------------
+# -- small formatters ------------------------------------------------------------------------------
 def capped_count(queryset, cap: int = COUNT_CAP) -> int:
     """``SELECT COUNT(*) FROM (... LIMIT cap + 1)``: exact up to ``cap``, ``cap + 1`` beyond."""
     return queryset.order_by()[: cap + 1].count()
@@ -125,7 +126,7 @@ def json_size(value: Any) -> int:
 
 
 def bucket(percent: float) -> int:
-    """A percentage rounded to a multiple of 5 (the CSS has one class per step: no inline styles)."""
+    """A percentage rounded to a multiple of 5 (one CSS class per step: no inline styles)."""
     if percent <= 0:
         return 0
     return max(5, min(100, 5 * round(percent / 5)))
@@ -164,7 +165,7 @@ def humanize_metadata(metadata: Any) -> list[tuple[str, str]]:
     return pairs
 
 
-# -- step names -------------------------------------------------------------------------------------
+# -- step names ------------------------------------------------------------------------------------
 @dataclass
 class StepName:
     raw: str
@@ -186,8 +187,11 @@ def parse_step_name(step_name: str) -> StepName:
     if prefix == "":
         marker, _, tail = rest.partition("$")
         number = int(tail) if tail.isdigit() else None
-        names = {"workflow_completion": "completed", "workflow_failure": "failed",
-                 "workflow_retry": "retried by an operator"}
+        names = {
+            "workflow_completion": "completed",
+            "workflow_failure": "failed",
+            "workflow_retry": "retried by an operator",
+        }
         return StepName(step_name, "workflow", names.get(marker, marker), "workflow", number)
     if prefix == "durably_repeat" and "$" in rest:
         name, _, tail = rest.rpartition("$")
@@ -206,11 +210,14 @@ def attempts_in_words(kind: str, attempts: int, failed: bool) -> tuple[str, str]
     return f"{attempts} {word}", "rose" if failed else "amber"
 
 
-# -- workflow rows ----------------------------------------------------------------------------------
+# -- workflow rows ---------------------------------------------------------------------------------
 def is_stranded(workflow: Workflow, now: datetime | None = None) -> bool:
     now = now or clock.now()
-    return (workflow.state == Workflow.STATE.running and workflow.locked_at is not None
-            and workflow.locked_at < now - conf.reap_stale_after())
+    return (
+        workflow.state == Workflow.STATE.running
+        and workflow.locked_at is not None
+        and workflow.locked_at < now - conf.reap_stale_after()
+    )
 
 
 def row_status(workflow: Workflow, now: datetime | None = None) -> tuple[str, str, str]:
@@ -219,14 +226,28 @@ def row_status(workflow: Workflow, now: datetime | None = None) -> tuple[str, st
     state = workflow.state
     if is_stranded(workflow, now):
         age = human_duration(seconds_between(workflow.locked_at, now))
-        return "stranded ⚠", "rose", f"running, but its lock is {age} old (worker {workflow.locked_by})"
+        return (
+            "stranded ⚠",
+            "rose",
+            f"running, but its lock is {age} old (worker {workflow.locked_by})",
+        )
     if state == Workflow.STATE.idle and workflow.next_run_at is not None:
         grace = conf.as_timedelta(conf.get("RESUME_OVERDUE_GRACE"))
         if workflow.next_run_at < now - grace:
-            return "overdue", "amber", f"its continuation was due {workflow.next_run_at:%Y-%m-%d %H:%M:%S}"
+            return (
+                "overdue",
+                "amber",
+                f"its continuation was due {workflow.next_run_at:%Y-%m-%d %H:%M:%S}",
+            )
         if workflow.next_run_at > now:
             return "scheduled", "sky", f"next pass at {workflow.next_run_at:%Y-%m-%d %H:%M:%S}"
-    tones = {"idle": "slate", "running": "sky", "completed": "green", "failed": "rose", "stalled": "rose"}
+    tones = {
+        "idle": "slate",
+        "running": "sky",
+        "completed": "green",
+        "failed": "rose",
+        "stalled": "rose",
+    }
     return state, tones.get(state, "slate"), ""
 
 
@@ -244,7 +265,7 @@ def row_duration(workflow: Workflow, now: datetime | None = None) -> float | Non
     return None
 
 
-# -- waits ------------------------------------------------------------------------------------------
+# -- waits -----------------------------------------------------------------------------------------
 @dataclass
 class WaitInfo:
     workflow_id: Any
@@ -286,7 +307,7 @@ def latest_pending_waits(workflow_ids) -> dict[Any, WaitInfo]:
     return waits
 
 
-# -- the workflow page ------------------------------------------------------------------------------
+# -- the workflow page -----------------------------------------------------------------------------
 @dataclass
 class ErrorCard:
     error: ErrorLog
@@ -386,14 +407,18 @@ def repetition_prefix(name: str) -> str:
 
 def repetitions_queryset(workflow_id, name: str):
     # startswith escapes % and _, and the prefix is a range scan on the (workflow, step_name) index.
-    return ExecutionLog.objects.filter(workflow_id=workflow_id, step_name__startswith=repetition_prefix(name))
+    return ExecutionLog.objects.filter(
+        workflow_id=workflow_id, step_name__startswith=repetition_prefix(name)
+    )
 
 
 def periodic_task(workflow_id, log: ExecutionLog) -> PeriodicTask:
-    """Summary of one durably_repeat: reads at most REPETITION_SCAN repetition rows, newest first."""
+    """Summary of one durably_repeat: reads at most REPETITION_SCAN repetitions, newest first."""
     step = parse_step_name(log.step_name)
     metadata = log.metadata if isinstance(log.metadata, dict) else {}
-    task = PeriodicTask(name=step.name, log=log, last_run=parse_time(metadata.get("last_execution_at")))
+    task = PeriodicTask(
+        name=step.name, log=log, last_run=parse_time(metadata.get("last_execution_at"))
+    )
     rows = list(
         repetitions_queryset(workflow_id, step.name)
         .only("id", "step_name", "state", "started_at", "completed_at", "error_class", "metadata")
@@ -449,7 +474,9 @@ def branch_panel(log: ExecutionLog, merge_states: dict[str, str], now: datetime)
     children = Workflow.objects.filter(parent_execution_log_id=log.pk)
     blocked = capped_count(children.filter(state__in=BLOCKED_STATES))
     if poll:
-        spawned, pending, never = (str(poll.get(k, 0)) for k in ("spawned", "pending", "never_started"))
+        spawned, pending, never = (
+            str(poll.get(k, 0)) for k in ("spawned", "pending", "never_started")
+        )
     else:  # not polled yet: live counts, capped
         spawned = show_count(capped_count(children))
         pending = show_count(capped_count(children.filter(state__in=Workflow.EXECUTABLE_STATES)))
@@ -458,14 +485,22 @@ def branch_panel(log: ExecutionLog, merge_states: dict[str, str], now: datetime)
     rate = poll.get("rate") if isinstance(poll.get("rate"), (int, float)) else None
     eta = poll.get("eta_seconds")
     return BranchPanel(
-        log=log, name=name, sealed=bool(metadata.get("sealed") or poll.get("sealed")),
-        merge_state=merge_states.get(name, "unmerged"), polled=bool(poll),
-        spawned=spawned, pending=pending, never_started=never,
-        blocked=blocked, blocked_text=show_count(blocked),
+        log=log,
+        name=name,
+        sealed=bool(metadata.get("sealed") or poll.get("sealed")),
+        merge_state=merge_states.get(name, "unmerged"),
+        polled=bool(poll),
+        spawned=spawned,
+        pending=pending,
+        never_started=never,
+        blocked=blocked,
+        blocked_text=show_count(blocked),
         poll_overdue=bool(next_poll and next_poll < now - POLL_OVERDUE),
-        poll=poll, rate=rate,
+        poll=poll,
+        rate=rate,
         eta=human_duration(eta) if isinstance(eta, (int, float)) else "",
-        last_polled_at=parse_time(poll.get("last_polled_at")), next_poll_at=next_poll,
+        last_polled_at=parse_time(poll.get("last_polled_at")),
+        next_poll_at=next_poll,
         last_rekick_at=parse_time(poll.get("last_rekick_at")),
     )
 
@@ -501,7 +536,9 @@ def _row_for(log: ExecutionLog, step: StepName, workflow: Workflow, now: datetim
         status, tone = "waiting", "sky"
     elif pending:
         running = workflow.state == Workflow.STATE.running
-        status, tone = ("running", "sky") if running else ("retrying" if log.attempts else "pending", "amber")
+        status, tone = (
+            ("running", "sky") if running else ("retrying" if log.attempts else "pending", "amber")
+        )
     else:
         status, tone = "done", "green"
     attempts_text, attempts_tone = attempts_in_words(step.kind, log.attempts, failed)
@@ -514,13 +551,24 @@ def _row_for(log: ExecutionLog, step: StepName, workflow: Workflow, now: datetim
         end = log.completed_at or log.last_executed_at or log.modified
         duration = seconds_between(log.started_at, end)
         duration_text = human_duration(duration)
-        timestamp_label, timestamp = ("finished", log.completed_at) if log.completed_at else ("last run", end)
+        timestamp_label, timestamp = (
+            ("finished", log.completed_at) if log.completed_at else ("last run", end)
+        )
     result = "" if log.result is None else summarize(log.result)
     return TimelineRow(
-        log=log, step=step, status=status, tone=tone, attempts_text=attempts_text,
-        attempts_tone=attempts_tone, duration=duration, duration_text=duration_text,
-        timestamp_label=timestamp_label, timestamp=timestamp, result=result,
-        metadata=humanize_metadata(log.metadata), slow=bool(duration and duration >= SLOW),
+        log=log,
+        step=step,
+        status=status,
+        tone=tone,
+        attempts_text=attempts_text,
+        attempts_tone=attempts_tone,
+        duration=duration,
+        duration_text=duration_text,
+        timestamp_label=timestamp_label,
+        timestamp=timestamp,
+        result=result,
+        metadata=humanize_metadata(log.metadata),
+        slow=bool(duration and duration >= SLOW),
     )
 
 
@@ -532,16 +580,18 @@ def value_entries(data: Any, limit: int | None = None, text_limit: int = 200) ->
     for key, value in data.items():
         size = json_size(value)
         pretty = json.dumps(value, indent=2, sort_keys=True, default=str)
-        entries.append({
-            "key": key,
-            "type": type(value).__name__ if value is not None else "null",
-            "size": size,
-            "summary": summarize(value, text_limit),
-            "pretty": pretty if len(pretty) <= 20_000 else pretty[:20_000] + "\n…",
-            "expandable": isinstance(value, (dict, list)) or len(pretty) > text_limit,
-            "near_limit": bool(limit and size >= 0.8 * limit),
-            "percent": bucket(100 * size / limit) if limit else 0,
-        })
+        entries.append(
+            {
+                "key": key,
+                "type": type(value).__name__ if value is not None else "null",
+                "size": size,
+                "summary": summarize(value, text_limit),
+                "pretty": pretty if len(pretty) <= 20_000 else pretty[:20_000] + "\n…",
+                "expandable": isinstance(value, (dict, list)) or len(pretty) > text_limit,
+                "near_limit": bool(limit and size >= 0.8 * limit),
+                "percent": bucket(100 * size / limit) if limit else 0,
+            }
+        )
     return entries
 
 
@@ -558,24 +608,31 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
     logs = logs[:TIMELINE_CAP]
 
     errors = list(
-        ErrorLog.objects.filter(workflow_id=workflow.pk).defer("context").order_by("-id")[: ERROR_CAP + 1]
+        ErrorLog.objects.filter(workflow_id=workflow.pk)
+        .defer("context")
+        .order_by("-id")[: ERROR_CAP + 1]
     )
     errors_capped = len(errors) > ERROR_CAP
     errors = errors[:ERROR_CAP]
     errors_by_id = {error.pk: error for error in errors}
     steps = [parse_step_name(log.step_name) for log in logs]
-    marker_ids = {step.number for step in steps if step.kind == "workflow" and step.name == "failed"
-                  and step.number is not None}
+    marker_ids = {
+        step.number
+        for step in steps
+        if step.kind == "workflow" and step.name == "failed" and step.number is not None
+    }
     missing = marker_ids - set(errors_by_id)
     if missing:  # a failure marker older than the newest ERROR_CAP errors
-        errors_by_id.update({e.pk: e for e in ErrorLog.objects.filter(pk__in=missing).defer("context")})
+        errors_by_id.update(
+            {e.pk: e for e in ErrorLog.objects.filter(pk__in=missing).defer("context")}
+        )
 
     rows: list[TimelineRow] = []
     by_step: dict[str, TimelineRow] = {}
     repeats: dict[str, TimelineRow] = {}
     periodic: list[PeriodicTask] = []
     branch_logs, merge_logs = [], []
-    for log, step in zip(logs, steps):
+    for log, step in zip(logs, steps, strict=True):
         row = _row_for(log, step, workflow, now)
         rows.append(row)
         by_step[log.step_name] = row
@@ -590,7 +647,11 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
 
     claimed: set = set()
     for row in rows:
-        if row.step.kind == "workflow" and row.step.name == "failed" and row.step.number is not None:
+        if (
+            row.step.kind == "workflow"
+            and row.step.name == "failed"
+            and row.step.number is not None
+        ):
             error = errors_by_id.get(row.step.number)
             if error is None:
                 row.missing_error_id = row.step.number
@@ -626,16 +687,25 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
     wait = None
     if workflow.state == Workflow.STATE.idle:
         pending_wait = next(
-            (row for row in reversed(rows)
-             if row.status == "waiting" and row.step.kind in ("wait_until", "continue_if")),
+            (
+                row
+                for row in reversed(rows)
+                if row.status == "waiting" and row.step.kind in ("wait_until", "continue_if")
+            ),
             None,
         )
         if pending_wait is not None:
-            metadata = pending_wait.log.metadata if isinstance(pending_wait.log.metadata, dict) else {}
-            wait = WaitInfo(workflow.pk, "event" if pending_wait.step.kind == "continue_if" else "poll",
-                            str(metadata.get("condition") or pending_wait.step.name),
-                            pending_wait.log.started_at, parse_time(metadata.get("timeout_at")),
-                            pending_wait.log.step_name)
+            metadata = (
+                pending_wait.log.metadata if isinstance(pending_wait.log.metadata, dict) else {}
+            )
+            wait = WaitInfo(
+                workflow.pk,
+                "event" if pending_wait.step.kind == "continue_if" else "poll",
+                str(metadata.get("condition") or pending_wait.step.name),
+                pending_wait.log.started_at,
+                parse_time(metadata.get("timeout_at")),
+                pending_wait.log.step_name,
+            )
 
     merge_states = _merge_states(merge_logs)
     branches = [branch_panel(log, merge_states, now) for log in branch_logs]
@@ -652,17 +722,31 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
 
     parent_log = None
     if workflow.parent_execution_log_id:
-        parent_log = (ExecutionLog.objects.select_related("workflow")
-                      .only("id", "step_name", "workflow__id", "workflow__job_class", "workflow__key")
-                      .filter(pk=workflow.parent_execution_log_id).first())
+        parent_log = (
+            ExecutionLog.objects.select_related("workflow")
+            .only("id", "step_name", "workflow__id", "workflow__job_class", "workflow__key")
+            .filter(pk=workflow.parent_execution_log_id)
+            .first()
+        )
 
     limit = conf.get("CONTEXT_VALUE_MAX_BYTES")
     return WorkflowPage(
-        workflow=workflow, timeline=rows, timeline_capped=timeline_capped, orphans=orphans,
-        errors_capped=errors_capped, periodic=periodic, branches=branches, merges=merges,
+        workflow=workflow,
+        timeline=rows,
+        timeline_capped=timeline_capped,
+        orphans=orphans,
+        errors_capped=errors_capped,
+        periodic=periodic,
+        branches=branches,
+        merges=merges,
         blocked_row=blocked_row if workflow.state in BLOCKED_STATES else None,
-        last_error=last_error, wait=wait, stranded=is_stranded(workflow, now), parent_log=parent_log,
+        last_error=last_error,
+        wait=wait,
+        stranded=is_stranded(workflow, now),
+        parent_log=parent_log,
         duration=row_duration(workflow, now),
-        context_entries=value_entries(workflow.context, limit), context_size=json_size(workflow.context or {}),
-        context_limit=limit, kwargs_entries=value_entries(workflow.kwargs),
+        context_entries=value_entries(workflow.context, limit),
+        context_size=json_size(workflow.context or {}),
+        context_limit=limit,
+        kwargs_entries=value_entries(workflow.kwargs),
     )

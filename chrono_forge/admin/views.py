@@ -7,8 +7,7 @@ class gone, nothing to do) is a message, never a 500.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -56,8 +55,8 @@ def parse_cursor(value: str | None) -> int | None:
 
 
 class WorkflowViews:
-    """Custom URLs of WorkflowAdmin: pages (overview, stranded, waiting, repetitions, branch children)
-    and actions (retry, resume, reap, force unlock, bulk retry, reap all)."""
+    """Custom URLs of WorkflowAdmin: pages (overview, stranded, waiting, repetitions, branch
+    children) and actions (retry, resume, reap, force unlock, bulk retry, reap all)."""
 
     # -- permissions (used by @admin.action(permissions=[...]) too) -------------------------------
     def has_retry_permission(self, request) -> bool:
@@ -91,10 +90,19 @@ class WorkflowViews:
             path("<path:object_id>/retry/", wrap(self.retry_view), name=name("retry")),
             path("<path:object_id>/resume/", wrap(self.resume_view), name=name("resume")),
             path("<path:object_id>/reap/", wrap(self.reap_view), name=name("reap")),
-            path("<path:object_id>/unlock/", wrap(self.force_unlock_view), name=name("force_unlock")),
-            path("<path:object_id>/repetitions/", wrap(self.repetitions_view), name=name("repetitions")),
-            path("<path:object_id>/branches/<int:log_id>/", wrap(self.branch_children_view),
-                 name=name("branch")),
+            path(
+                "<path:object_id>/unlock/", wrap(self.force_unlock_view), name=name("force_unlock")
+            ),
+            path(
+                "<path:object_id>/repetitions/",
+                wrap(self.repetitions_view),
+                name=name("repetitions"),
+            ),
+            path(
+                "<path:object_id>/branches/<int:log_id>/",
+                wrap(self.branch_children_view),
+                name=name("branch"),
+            ),
         ]
         return custom + super().get_urls()
 
@@ -121,8 +129,9 @@ class WorkflowViews:
 
     def _back(self, request, default: str) -> HttpResponseSeeOther:
         target = request.POST.get("next") or ""
-        if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                               require_https=request.is_secure()):
+        if not url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
             target = default
         return HttpResponseSeeOther(target)
 
@@ -133,8 +142,8 @@ class WorkflowViews:
         return workflow
 
     def _act(self, request, object_id, perm: str, act) -> HttpResponseSeeOther:
-        """POST-only, permission-checked, one workflow; ``act(workflow)`` returns the success message
-        or raises ChronoForgeError (shown as an error message)."""
+        """POST-only, permission-checked, one workflow; ``act(workflow)`` returns the success
+        message or raises ChronoForgeError (shown as an error message)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if not request.user.has_perm(PERMS[perm]):
@@ -150,17 +159,19 @@ class WorkflowViews:
             messages.error(request, str(error))
         return self._back(request, self._url("change", workflow.pk))
 
-    # -- single-workflow actions --------------------------------------------------------------------
+    # -- single-workflow actions -------------------------------------------------------------------
     def retry_view(self, request, object_id):
         def act(workflow):
             workflow.retry_later()
             return f"{workflow} will be retried shortly."
+
         return self._act(request, object_id, "retry", act)
 
     def resume_view(self, request, object_id):
         def act(workflow):
             workflow.resume()
             return f"{workflow} was re-enqueued."
+
         return self._act(request, object_id, "resume", act)
 
     def reap_view(self, request, object_id):
@@ -172,10 +183,16 @@ class WorkflowViews:
         if not self.has_force_unlock_permission(request):
             raise PermissionDenied
         workflow = self._workflow_or_404(request, object_id)
-        return self._render(request, "force_unlock.html", "Force unlock?", workflows=[workflow],
-                            form_action=self._url("force_unlock", workflow.pk), stranded=p.is_stranded(workflow))
+        return self._render(
+            request,
+            "force_unlock.html",
+            "Force unlock?",
+            workflows=[workflow],
+            form_action=self._url("force_unlock", workflow.pk),
+            stranded=p.is_stranded(workflow),
+        )
 
-    # -- bulk actions (one background task each) ----------------------------------------------------
+    # -- bulk actions (one background task each) ---------------------------------------------------
     def bulk_retry_view(self, request):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
@@ -187,9 +204,14 @@ class WorkflowViews:
             messages.info(request, "No blocked workflows to retry.")
         else:
             kwargs = {"branch_log_id": branch_log_id} if branch_log_id is not None else {}
-            dispatch.enqueue_call("chrono_forge.operations.bulk_retry_blocked",
-                                  cluster=conf.get("MAINTENANCE_CLUSTER"), **kwargs)
-            messages.success(request, f"Retrying {p.show_count(count)} blocked workflow(s) in the background.")
+            dispatch.enqueue_call(
+                "chrono_forge.operations.bulk_retry_blocked",
+                cluster=conf.get("MAINTENANCE_CLUSTER"),
+                **kwargs,
+            )
+            messages.success(
+                request, f"Retrying {p.show_count(count)} blocked workflow(s) in the background."
+            )
         return self._back(request, self._url("changelist"))
 
     def reap_all_view(self, request):
@@ -201,11 +223,15 @@ class WorkflowViews:
         if not count:
             messages.info(request, "No stranded workflows to reap.")
         else:
-            dispatch.enqueue_call("chrono_forge.operations.reap_all", cluster=conf.get("MAINTENANCE_CLUSTER"))
-            messages.success(request, f"Reaping {p.show_count(count)} stranded workflow(s) in the background.")
+            dispatch.enqueue_call(
+                "chrono_forge.operations.reap_all", cluster=conf.get("MAINTENANCE_CLUSTER")
+            )
+            messages.success(
+                request, f"Reaping {p.show_count(count)} stranded workflow(s) in the background."
+            )
         return self._back(request, self._url("stranded"))
 
-    # -- pages --------------------------------------------------------------------------------------
+    # -- pages -------------------------------------------------------------------------------------
     def overview_view(self, request):
         self._require_view(request)
         key = "chrono_forge:admin:overview"
@@ -219,24 +245,35 @@ class WorkflowViews:
         self._require_view(request)
         now = clock.now()
         rows = list(
-            Workflow.objects.stranded().defer("kwargs", "options", "context")
+            Workflow.objects.stranded()
+            .defer("kwargs", "options", "context")
             .order_by("locked_at", "id")[: p.SCAN_CAP + 1]
         )
         capped = len(rows) > p.SCAN_CAP
         rows = rows[: p.SCAN_CAP]
         ages = [p.seconds_between(row.locked_at, now) or 0 for row in rows]
         longest = max(ages, default=0)
-        items = [{"workflow": row, "age": p.human_duration(age), "meter": p.meter_width(age, longest)}
-                 for row, age in zip(rows, ages)]
-        return self._render(request, "stranded.html", "Stranded workflows", items=items, capped=capped,
-                            cap=p.SCAN_CAP, stale_after=p.human_duration(conf.reap_stale_after().total_seconds()))
+        items = [
+            {"workflow": row, "age": p.human_duration(age), "meter": p.meter_width(age, longest)}
+            for row, age in zip(rows, ages, strict=True)
+        ]
+        return self._render(
+            request,
+            "stranded.html",
+            "Stranded workflows",
+            items=items,
+            capped=capped,
+            cap=p.SCAN_CAP,
+            stale_after=p.human_duration(conf.reap_stale_after().total_seconds()),
+        )
 
     def waiting_view(self, request):
         self._require_view(request)
         now = clock.now()
         threshold = long_wait_threshold().total_seconds()
         idle = list(
-            Workflow.objects.filter(state=Workflow.STATE.idle).defer("kwargs", "options", "context")
+            Workflow.objects.filter(state=Workflow.STATE.idle)
+            .defer("kwargs", "options", "context")
             .order_by("id")[: p.SCAN_CAP + 1]
         )
         capped = len(idle) > p.SCAN_CAP
@@ -249,13 +286,21 @@ class WorkflowViews:
                 continue
             age = wait.age(now) or 0
             over = age > threshold
-            items.append({
-                "workflow": row, "wait": wait, "age": age, "age_text": p.human_duration(age),
-                "over": over, "meter": p.bucket(100 * age / threshold) if threshold else 100,
-                "tone": ("rose" if wait.kind == "event" else "amber") if over else "sky",
-            })
+            items.append(
+                {
+                    "workflow": row,
+                    "wait": wait,
+                    "age": age,
+                    "age_text": p.human_duration(age),
+                    "over": over,
+                    "meter": p.bucket(100 * age / threshold) if threshold else 100,
+                    "tone": ("rose" if wait.kind == "event" else "amber") if over else "sky",
+                }
+            )
         # Event waits over the threshold first (they never resume on their own), then the oldest.
-        items.sort(key=lambda item: (not (item["over"] and item["wait"].kind == "event"), -item["age"]))
+        items.sort(
+            key=lambda item: (not (item["over"] and item["wait"].kind == "event"), -item["age"])
+        )
         stalled_events = [i for i in items if i["over"] and i["wait"].kind == "event"]
         oldest_by_class: dict[str, dict] = {}
         for item in items:
@@ -265,8 +310,14 @@ class WorkflowViews:
             if current is None or item["age"] > current["age"]:
                 oldest_by_class[item["workflow"].job_class] = item
         return self._render(
-            request, "waiting.html", "Waiting workflows", items=items, capped=capped, cap=p.SCAN_CAP,
-            threshold=p.human_duration(threshold), stalled_events=stalled_events,
+            request,
+            "waiting.html",
+            "Waiting workflows",
+            items=items,
+            capped=capped,
+            cap=p.SCAN_CAP,
+            threshold=p.human_duration(threshold),
+            stalled_events=stalled_events,
             oldest_by_class=sorted(oldest_by_class.values(), key=lambda i: -i["age"]),
         )
 
@@ -274,8 +325,9 @@ class WorkflowViews:
         self._require_view(request)
         workflow = self._workflow_or_404(request, object_id)
         name = request.GET.get("step", "")
-        coordination = ExecutionLog.objects.filter(workflow_id=workflow.pk,
-                                                   step_name=f"durably_repeat${name}").first()
+        coordination = ExecutionLog.objects.filter(
+            workflow_id=workflow.pk, step_name=f"durably_repeat${name}"
+        ).first()
         if coordination is None:
             raise Http404("No such periodic task")
         summary = p.periodic_task(workflow.pk, coordination)
@@ -293,28 +345,52 @@ class WorkflowViews:
             scheduled = p.parse_time(metadata.get("scheduled_for"))
             step = p.parse_step_name(row.step_name)
             if scheduled is None and step.number is not None:
-                scheduled = datetime.fromtimestamp(step.number, tz=dt_timezone.utc)
+                scheduled = datetime.fromtimestamp(step.number, tz=UTC)
             status, tone = p.repetition_status(row)
             catch_up = bool(metadata.get("fast_forwarded"))
             late = None if catch_up else p.seconds_between(scheduled, row.started_at)
             if late is None and not catch_up and row.started_at and scheduled:
                 late = 0.0  # started early or on time
-            end = row.completed_at or (row.modified if row.state != ExecutionLog.STATE.pending else None)
+            end = row.completed_at or (
+                row.modified if row.state != ExecutionLog.STATE.pending else None
+            )
             duration = None if catch_up else p.seconds_between(row.started_at, end)
-            attempts, attempts_tone = ("", "") if catch_up else p.attempts_in_words(
-                "durably_execute", row.attempts, row.state == ExecutionLog.STATE.failed)
+            attempts, attempts_tone = (
+                ("", "")
+                if catch_up
+                else p.attempts_in_words(
+                    "durably_execute", row.attempts, row.state == ExecutionLog.STATE.failed
+                )
+            )
             lates.append(late or 0)
-            items.append({"log": row, "scheduled": scheduled, "status": status, "tone": tone,
-                          "late": late, "late_text": p.human_duration(late) if late else "on time",
-                          "duration": p.human_duration(duration), "attempts": attempts,
-                          "attempts_tone": attempts_tone, "catch_up": catch_up, "metadata": metadata})
+            items.append(
+                {
+                    "log": row,
+                    "scheduled": scheduled,
+                    "status": status,
+                    "tone": tone,
+                    "late": late,
+                    "late_text": p.human_duration(late) if late else "on time",
+                    "duration": p.human_duration(duration),
+                    "attempts": attempts,
+                    "attempts_tone": attempts_tone,
+                    "catch_up": catch_up,
+                    "metadata": metadata,
+                }
+            )
         longest = max(lates, default=0)
         for item in items:
             item["late_meter"] = p.meter_width(item["late"], longest)
             item["late_slow"] = bool(item["late"] and item["late"] >= p.SLOW)
         return self._render(
-            request, "repetitions.html", f"Repetitions of {name}", workflow=workflow, summary=summary,
-            items=items, step=name, next_cursor=rows[-1].pk if more and rows else None,
+            request,
+            "repetitions.html",
+            f"Repetitions of {name}",
+            workflow=workflow,
+            summary=summary,
+            items=items,
+            step=name,
+            next_cursor=rows[-1].pk if more and rows else None,
             newest_url=f"?step={name}" if before is not None else None,
         )
 
@@ -330,8 +406,14 @@ class WorkflowViews:
         chips = []
         for value, label in (("blocked", "blocked"), *((s, s) for s in p.STATES), ("all", "all")):
             count = p.capped_count(filter_state(children, value)) if value != "all" else None
-            chips.append({"value": value, "label": label, "selected": value == state,
-                          "count": p.show_count(count) if count is not None else ""})
+            chips.append(
+                {
+                    "value": value,
+                    "label": label,
+                    "selected": value == state,
+                    "count": p.show_count(count) if count is not None else "",
+                }
+            )
         queryset = filter_state(children, state).defer("kwargs", "options", "context")
         before = parse_cursor(request.GET.get("before"))
         if before is not None:
@@ -340,8 +422,14 @@ class WorkflowViews:
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
         return self._render(
-            request, "branch_children.html", f"Branch {panel.name}", workflow=workflow, branch=panel,
-            rows=[workflow_row(row) for row in rows], chips=chips, state=state,
+            request,
+            "branch_children.html",
+            f"Branch {panel.name}",
+            workflow=workflow,
+            branch=panel,
+            rows=[workflow_row(row) for row in rows],
+            chips=chips,
+            state=state,
             next_cursor=rows[-1].pk if more and rows else None,
             newest_url=f"?state={state}" if before is not None else None,
         )
@@ -349,8 +437,14 @@ class WorkflowViews:
 
 def workflow_row(row: Workflow) -> dict:
     label, tone, tip = p.row_status(row)
-    return {"workflow": row, "label": label, "tone": tone, "tip": tip,
-            "duration": p.human_duration(p.row_duration(row)), "class": p.short_class(row.job_class)}
+    return {
+        "workflow": row,
+        "label": label,
+        "tone": tone,
+        "tip": tip,
+        "duration": p.human_duration(p.row_duration(row)),
+        "class": p.short_class(row.job_class),
+    }
 
 
 def reap_one(workflow: Workflow) -> str:
@@ -367,10 +461,14 @@ def reap_one(workflow: Workflow) -> str:
 
 def force_unlock_one(workflow: Workflow) -> str:
     if workflow.state != Workflow.STATE.running:
-        raise ChronoForgeError(f"{workflow} is {workflow.state}; only running workflows can be force-unlocked.")
+        raise ChronoForgeError(
+            f"{workflow} is {workflow.state}; only running workflows can be force-unlocked."
+        )
     workflow.force_unlock()
-    return (f"{workflow} was unlocked and is idle with nothing scheduled: resume it to run it again "
-            "(if its worker is still alive, steps may run twice).")
+    return (
+        f"{workflow} was unlocked and is idle with nothing scheduled: resume it to run it again "
+        "(if its worker is still alive, steps may run twice)."
+    )
 
 
 def overview_data() -> dict:
@@ -379,19 +477,29 @@ def overview_data() -> dict:
     per_class: dict[str, dict[str, int]] = {}
     totals = {state: 0 for state in p.STATES}
     for row in grouped:
-        per_class.setdefault(row["job_class"], {state: 0 for state in p.STATES})[row["state"]] = row["n"]
+        per_class.setdefault(row["job_class"], {state: 0 for state in p.STATES})[row["state"]] = (
+            row["n"]
+        )
         totals[row["state"]] = totals.get(row["state"], 0) + row["n"]
     processed_total = totals["completed"]
     classes = []
     for job_class, counts in per_class.items():
         processed = counts["completed"]
         share = 100 * processed / processed_total if processed_total else 0
-        classes.append({
-            "job_class": job_class, "name": p.short_class(job_class), "processed": processed,
-            "in_flight": counts["idle"] + counts["running"], "blocked": counts["failed"] + counts["stalled"],
-            "share": share, "share_text": ("<0.01%" if 0 < share < 0.01 else f"{share:.2f}%".replace(".00%", "%")),
-            "share_width": p.bucket(share),
-        })
+        classes.append(
+            {
+                "job_class": job_class,
+                "name": p.short_class(job_class),
+                "processed": processed,
+                "in_flight": counts["idle"] + counts["running"],
+                "blocked": counts["failed"] + counts["stalled"],
+                "share": share,
+                "share_text": (
+                    "<0.01%" if 0 < share < 0.01 else f"{share:.2f}%".replace(".00%", "%")
+                ),
+                "share_width": p.bucket(share),
+            }
+        )
     classes.sort(key=lambda c: (-c["processed"], c["job_class"]))
     return {
         "processed": processed_total,

@@ -11,6 +11,7 @@ from django.utils.safestring import mark_safe
 from .. import conf
 from ..exceptions import ChronoForgeError
 from ..models import Workflow
+from ..templatetags.chrono_forge_admin import cf_ago
 from . import presenters as p
 from .filters import (
     IsBranchChildFilter,
@@ -19,7 +20,6 @@ from .filters import (
     StrandedFilter,
     WaitKindFilter,
 )
-from ..templatetags.chrono_forge_admin import cf_ago
 from .paginator import CappedPaginator
 from .views import HttpResponseSeeOther, WorkflowViews, force_unlock_one, reap_one
 
@@ -84,10 +84,24 @@ def _report(request, done: int, skipped: int, verb: str, why: str) -> None:
 
 @admin.register(Workflow)
 class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
-    list_display = ("class_name", "key", "state_badge", "duration", "started", "next_run", "updated")
+    list_display = (
+        "class_name",
+        "key",
+        "state_badge",
+        "duration",
+        "started",
+        "next_run",
+        "updated",
+    )
     list_display_links = ("key",)
-    list_filter = (StateFilter, JobClassFilter, IsBranchChildFilter, StrandedFilter, WaitKindFilter,
-                   ("created", admin.DateFieldListFilter))
+    list_filter = (
+        StateFilter,
+        JobClassFilter,
+        IsBranchChildFilter,
+        StrandedFilter,
+        WaitKindFilter,
+        ("created", admin.DateFieldListFilter),
+    )
     search_fields = ("^key",)
     search_help_text = "Key prefix (case-sensitive): abc finds abc-1, abc/2, …"
     ordering = ("-id",)
@@ -101,12 +115,18 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
         queryset = super().get_queryset(request)
         match = getattr(request, "resolver_match", None)
         if match is not None and match.url_name and match.url_name.endswith("_changelist"):
-            queryset = queryset.defer("kwargs", "options", "context")  # big JSON the list never shows
+            queryset = queryset.defer(
+                "kwargs", "options", "context"
+            )  # big JSON the list never shows
         return queryset
 
     @admin.display(description="class", ordering="job_class")
     def class_name(self, obj):
-        return format_html('<span class="cf-class-name" title="{}">{}</span>', obj.job_class, p.short_class(obj.job_class))
+        return format_html(
+            '<span class="cf-class-name" title="{}">{}</span>',
+            obj.job_class,
+            p.short_class(obj.job_class),
+        )
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj):
@@ -124,7 +144,9 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
         width = p.meter_width(seconds, max(seconds, 3600))
         return format_html(
             '<span class="cf-meter"><span class="cf-meter-fill cf-{} cf-w-{}"></span></span> {}',
-            tone, width, p.human_duration(seconds),
+            tone,
+            width,
+            p.human_duration(seconds),
         )
 
     @admin.display(description="started", ordering="started_at")
@@ -168,15 +190,29 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
                 query["state"] = value
             else:
                 query.pop("state", None)
-            return {"value": value, "label": label, "selected": current == value,
-                    "count": f"{p.COUNT_CAP}+" if capped else str(count), "query": query.urlencode(),
-                    "tone": {"blocked": "rose", "failed": "rose", "stalled": "rose"}.get(value, "")}
+            return {
+                "value": value,
+                "label": label,
+                "selected": current == value,
+                "count": f"{p.COUNT_CAP}+" if capped else str(count),
+                "query": query.urlencode(),
+                "tone": {"blocked": "rose", "failed": "rose", "stalled": "rose"}.get(value, ""),
+            }
 
         return [
             chip("", "all", "", False),
-            chip("blocked", "blocked", blocked, counts["failed"] > p.COUNT_CAP or counts["stalled"] > p.COUNT_CAP
-                 or blocked > p.COUNT_CAP),
-            *(chip(state, state, counts[state], counts[state] > p.COUNT_CAP) for state in CHIP_STATES),
+            chip(
+                "blocked",
+                "blocked",
+                blocked,
+                counts["failed"] > p.COUNT_CAP
+                or counts["stalled"] > p.COUNT_CAP
+                or blocked > p.COUNT_CAP,
+            ),
+            *(
+                chip(state, state, counts[state], counts[state] > p.COUNT_CAP)
+                for state in CHIP_STATES
+            ),
         ]
 
     # -- change page ------------------------------------------------------------------------------
@@ -184,11 +220,11 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
         if obj is not None:
             context["page"] = p.workflow_page(obj)
             context["perms_cf"] = self.action_permissions(request)
-            context["status"] = dict(zip(("label", "tone", "tip"), p.row_status(obj)))
+            context["status"] = dict(zip(("label", "tone", "tip"), p.row_status(obj), strict=True))
             context["stale_after"] = p.human_duration(conf.reap_stale_after().total_seconds())
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    # -- actions on selected rows -------------------------------------------------------------------
+    # -- actions on selected rows ------------------------------------------------------------------
     def _selected(self, queryset):
         return list(queryset.defer("kwargs", "options", "context").order_by("-id")[:ACTION_CAP])
 
@@ -201,7 +237,9 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
                 done += 1
             except ChronoForgeError:
                 skipped += 1
-        _report(request, done, skipped, "Retrying", "only failed or stalled workflows can be retried")
+        _report(
+            request, done, skipped, "Retrying", "only failed or stalled workflows can be retried"
+        )
         return HttpResponseSeeOther(request.get_full_path())
 
     @admin.action(description="Resume selected idle workflows", permissions=["resume"])
@@ -225,10 +263,14 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
                 done += 1
             except ChronoForgeError:
                 skipped += 1
-        _report(request, done, skipped, "Reaping", "only stranded workflows (stale lock) can be reaped")
+        _report(
+            request, done, skipped, "Reaping", "only stranded workflows (stale lock) can be reaped"
+        )
         return HttpResponseSeeOther(request.get_full_path())
 
-    @admin.action(description="Force-unlock selected running workflows…", permissions=["force_unlock"])
+    @admin.action(
+        description="Force-unlock selected running workflows…", permissions=["force_unlock"]
+    )
     def force_unlock_selected(self, request, queryset):
         selected = self._selected(queryset)
         if request.POST.get("post") == "yes":
@@ -239,13 +281,22 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
                     done += 1
                 except ChronoForgeError:
                     skipped += 1
-            _report(request, done, skipped, "Unlocked", "only running workflows can be force-unlocked")
+            _report(
+                request, done, skipped, "Unlocked", "only running workflows can be force-unlocked"
+            )
             return HttpResponseSeeOther(request.get_full_path())
-        return TemplateResponse(request, "admin/chrono_forge/workflow/force_unlock.html", {
-            **self.admin_site.each_context(request),
-            "opts": self.opts, "title": "Force unlock?", "media": self.media,
-            "workflows": selected, "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "bulk": True, "form_action": "",
-            "running": [w for w in selected if w.state == Workflow.STATE.running],
-        })
-
+        return TemplateResponse(
+            request,
+            "admin/chrono_forge/workflow/force_unlock.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Force unlock?",
+                "media": self.media,
+                "workflows": selected,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "bulk": True,
+                "form_action": "",
+                "running": [w for w in selected if w.state == Workflow.STATE.running],
+            },
+        )

@@ -27,10 +27,17 @@ def cf_ago(moment):
     if not isinstance(moment, datetime):
         return DASH
     delta = (clock.now() - moment).total_seconds()
-    text = "just now" if abs(delta) < 1 else (
-        f"{human_duration(delta)} ago" if delta > 0 else f"in {human_duration(-delta)}")
-    return format_html('<time datetime="{}" title="{}">{}</time>', moment.isoformat(),
-                       moment.strftime("%Y-%m-%d %H:%M:%S %Z"), text)
+    text = (
+        "just now"
+        if abs(delta) < 1
+        else (f"{human_duration(delta)} ago" if delta > 0 else f"in {human_duration(-delta)}")
+    )
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        moment.isoformat(),
+        moment.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        text,
+    )
 
 
 @register.filter
