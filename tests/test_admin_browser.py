@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connections
 
 from chrono_forge.models import Workflow
 from tests import workflows_admin as wa
@@ -50,6 +51,9 @@ def browser_page(monkeypatch):
             yield context.new_page()
         finally:
             browser.close()
+            # Code inside sync_playwright() runs in a greenlet with its own context, hence its own
+            # database connections: close them here, or the test database cannot be dropped.
+            connections.close_all()
 
 
 @pytest.fixture
