@@ -213,6 +213,8 @@ def test_change_page_timeline_errors_and_inspector(client, staff):
     assert [card.error.error_message for card in page.orphans] == ["an orphan error"]
     body = text(response)
     assert "Stalled at execute" in body and "failed after 3 attempts" in body
+    banner = body.split('class="cf-banner-detail"')[1].split("</div>")[0]
+    assert "declined #3" in banner  # the failing step's last error, not the newest orphan
     assert "<details><summary>traceback</summary>" in body
     assert '{"reserved": true}' in body.replace("&quot;", '"')
     assert "cart" in body and "order_id" in body
@@ -232,9 +234,10 @@ def test_failure_marker_resolves_its_error_or_says_it_is_gone(client, staff):
     assert [card.error.pk for card in first.errors] == [error.pk]
     assert second.missing_error_id == 999999 and not second.errors
     assert page.orphans == []
-    assert "error log #999999 is no longer available" in text(
-        client.get(url("change", workflow.pk))
-    )
+    body = text(client.get(url("change", workflow.pk)))
+    assert "error log #999999 is no longer available" in body
+    assert "Failed: perform() raised and the workflow-level retries ran out" in body
+    assert "RuntimeError</code>: Permanent Failure" in body
 
 
 def test_change_page_parent_breadcrumb_and_branches_panel(client, staff):

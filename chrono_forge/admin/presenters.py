@@ -517,6 +517,7 @@ class WorkflowPage:
     merges: list[MergePanel]
     blocked_row: TimelineRow | None
     last_error: ErrorLog | None
+    banner_error: ErrorLog | None
     wait: WaitInfo | None
     stranded: bool
     parent_log: ExecutionLog | None
@@ -741,6 +742,9 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
         merges=merges,
         blocked_row=blocked_row if workflow.state in BLOCKED_STATES else None,
         last_error=last_error,
+        banner_error=blocked_row.errors[-1].error
+        if blocked_row and blocked_row.errors
+        else last_error,
         wait=wait,
         stranded=is_stranded(workflow, now),
         parent_log=parent_log,
