@@ -419,6 +419,12 @@ def test_log_changelists_filters_and_search(client, staff):
     response = client.get(errors + "?error_class=KeyError")
     assert response.status_code == 200
     assert [e.error_class for e in response.context["cl"].result_list] == ["KeyError"]
+    other = make_workflow("completed")
+    make_log(other, "durably_execute$charge")
+    only_first = f"?workflow__id__exact={workflow.pk}"  # the "all steps/errors" links
+    assert len(client.get(steps + only_first).context["cl"].result_list) == 2
+    assert len(client.get(errors + only_first).context["cl"].result_list) == 2
+    assert f"{steps}{only_first}" in text(client.get(url("change", workflow.pk)))
     log = ExecutionLog.objects.first()
     assert (
         client.get(reverse("admin:chrono_forge_executionlog_change", args=[log.pk])).status_code
@@ -427,7 +433,7 @@ def test_log_changelists_filters_and_search(client, staff):
     error = workflow.error_logs.first()
     body = text(client.get(reverse("admin:chrono_forge_errorlog_change", args=[error.pk])))
     assert "Traceback" in body
-    assert Workflow.objects.count() == 1
+    assert Workflow.objects.count() == 2
 
 
 def test_waiting_threshold_is_a_setting(client, staff, settings):
