@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from chrono_forge import DurableWorkflow, RetryPolicy
 
 CALLS: dict[str, int] = {}
@@ -45,3 +47,35 @@ class Quick(DurableWorkflow):
 
     def step(self):
         return 1
+
+
+class Onboarding(DurableWorkflow):
+    """Every wait primitive in a row, for the admin's contract test."""
+
+    def perform(self, *, customer_id: int = 1):
+        self.durably_execute(self.create_account)
+        self.wait(timedelta(minutes=5), "cooling_off")
+        self.continue_if("email_verified")
+        self.wait_until(
+            "carrier_picked_up", timeout=timedelta(hours=1), check_interval=timedelta(minutes=10)
+        )
+
+    def create_account(self):
+        return {"account": 42}
+
+    def email_verified(self):
+        return bool(CALLS.get("verified"))
+
+    def carrier_picked_up(self):
+        return bool(CALLS.get("picked"))
+
+
+class PriceFeed(DurableWorkflow):
+    def perform(self):
+        self.durably_repeat("poll_prices", every=timedelta(minutes=1), till="market_closed")
+
+    def poll_prices(self):
+        CALLS["ticks"] = CALLS.get("ticks", 0) + 1
+
+    def market_closed(self):
+        return CALLS.get("ticks", 0) >= 3

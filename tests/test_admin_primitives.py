@@ -1,0 +1,84 @@
+"""The admin reads what the real primitives store (the metadata contract), end to end."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.urls import reverse
+
+from chrono_forge.models import Workflow
+from tests import workflows_admin as wa
+
+pytestmark = pytest.mark.django_db
+
+
+def url(name, *args):
+    return reverse(f"admin:chrono_forge_workflow_{name}", args=args)
+
+
+@pytest.fixture(autouse=True)
+def operator(client):
+    wa.CALLS.clear()
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+
+
+def test_waits_show_as_event_then_poll_then_done(client, chrono_forge_env):
+    wa.Onboarding.perform_later("cust-1", customer_id=1)
+    chrono_forge_env.run_all()  # executes, sleeps 5 minutes, then parks on the event
+    workflow = Workflow.objects.get()
+    assert workflow.state == "idle" and workflow.next_run_at is None
+
+    page = client.get(url("change", workflow.pk)).context["page"]
+    assert [(r.step.label, r.step.name, r.status) for r in page.timeline] == [
+        ("execute", "create_account", "done"),
+        ("wait", "cooling_off", "done"),
+        ("continue if", "email_verified", "waiting"),
+    ]
+    assert page.timeline[2].current
+    assert (page.wait.kind, page.wait.condition, page.wait.timeout_at) == (
+        "event",
+        "email_verified",
+        None,
+    )
+    waiting = client.get(url("waiting")).context["items"]
+    assert [(i["workflow"].key, i["wait"].kind) for i in waiting] == [("cust-1", "event")]
+    listed = client.get(reverse("admin:chrono_forge_workflow_changelist") + "?wait=event")
+    assert [w.key for w in listed.context["cl"].result_list] == ["cust-1"]
+
+    wa.CALLS["verified"] = True
+    assert client.post(url("resume", workflow.pk)).status_code == 303
+    chrono_forge_env.run_due()  # the event gate opens; wait_until polls once and schedules a check
+    page = client.get(url("change", workflow.pk)).context["page"]
+    assert page.wait.kind == "poll" and page.wait.condition == "carrier_picked_up"
+    assert page.wait.timeout_at is not None
+    row = page.timeline[-1]
+    assert (row.step.label, row.status) == ("wait until", "waiting")
+    assert ("check interval", "10m 00s") in row.metadata
+    assert client.get(url("change", workflow.pk)).context["status"]["label"] == "scheduled"
+
+    wa.CALLS["picked"] = True
+    chrono_forge_env.run_all()
+    page = client.get(url("change", workflow.pk)).context["page"]
+    assert [(r.step.label, r.status) for r in page.timeline] == [
+        ("execute", "done"),
+        ("wait", "done"),
+        ("continue if", "done"),
+        ("wait until", "done"),
+        ("workflow", "done"),
+    ]
+    assert page.wait is None and page.timeline[-1].step.name == "completed"
+
+
+def test_periodic_task_summary_and_repetitions(client, chrono_forge_env):
+    wa.PriceFeed.perform_later("feed")
+    chrono_forge_env.run_all()
+    workflow = Workflow.objects.get()
+    assert workflow.state == "completed"
+    page = client.get(url("change", workflow.pk)).context["page"]
+    assert [r.step.label for r in page.timeline] == ["repeat", "workflow"]  # repetitions excluded
+    (task,) = page.periodic
+    assert (task.name, task.iterations, task.missed, task.failed) == ("poll_prices", 3, 0, 0)
+    assert task.last_run is not None
+    response = client.get(url("repetitions", workflow.pk) + "?step=poll_prices")
+    assert [item["status"] for item in response.context["items"]] == ["done", "done", "done"]
+    assert all(item["late_text"] == "on time" for item in response.context["items"])
