@@ -229,10 +229,13 @@ def test_failure_marker_resolves_its_error_or_says_it_is_gone(client, staff):
     )
     make_log(workflow, f"$workflow_failure${error.pk}", metadata={"error_log_id": error.pk})
     make_log(workflow, "$workflow_failure$999999", metadata={"error_log_id": 999999})
+    # a marker naming a key of another type (a UUID) never breaks the page
+    make_log(workflow, "$workflow_failure$0b7e-not-an-int", metadata={})
     page = client.get(url("change", workflow.pk)).context["page"]
-    first, second = page.timeline
+    first, second, third = page.timeline
+    assert third.missing_error_id == "0b7e-not-an-int"
     assert [card.error.pk for card in first.errors] == [error.pk]
-    assert second.missing_error_id == 999999 and not second.errors
+    assert second.missing_error_id == "999999" and not second.errors
     assert page.orphans == []
     body = text(client.get(url("change", workflow.pk)))
     assert "error log #999999 is no longer available" in body

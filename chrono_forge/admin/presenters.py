@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import F, Q
 
 from .. import clock, conf
@@ -172,7 +173,8 @@ class StepName:
     kind: str  # "durably_execute", ..., "workflow" for lifecycle markers, "step" when unknown
     name: str
     label: str
-    number: int | None = None  # the marker's error-log id / timestamp, a repetition's timestamp
+    number: int | None = None  # a repetition's or a retry marker's unix timestamp
+    ref: str = ""  # a lifecycle marker's trailing segment (the failure marker's error-log id)
 
     @property
     def is_repetition(self) -> bool:
@@ -192,12 +194,29 @@ def parse_step_name(step_name: str) -> StepName:
             "workflow_failure": "failed",
             "workflow_retry": "retried by an operator",
         }
-        return StepName(step_name, "workflow", names.get(marker, marker), "workflow", number)
+        label = names.get(marker, marker)
+        return StepName(step_name, "workflow", label, "workflow", number, ref=tail)
     if prefix == "durably_repeat" and "$" in rest:
         name, _, tail = rest.rpartition("$")
         if tail.isdigit():
             return StepName(step_name, "durably_repeat", name, "run", int(tail))
     return StepName(step_name, prefix, rest, KIND_LABELS.get(prefix, prefix.replace("_", " ")))
+
+
+def is_failure_marker(step: StepName) -> bool:
+    return step.kind == "workflow" and step.name == "failed" and bool(step.ref)
+
+
+def parse_pk(value: Any, model=ErrorLog) -> Any:
+    """``value`` as ``model``'s primary key (integer or UUID), or None when it cannot be one."""
+    try:
+        return model._meta.pk.to_python(value) if value not in (None, "") else None
+    except ValidationError:
+        return None
+
+
+def error_order(error: ErrorLog) -> tuple:
+    return (error.created, str(error.pk))
 
 
 def attempts_in_words(kind: str, attempts: int, failed: bool) -> tuple[str, str]:
@@ -332,7 +351,7 @@ class TimelineRow:
     result: str
     metadata: list[tuple[str, str]]
     errors: list[ErrorCard] = field(default_factory=list)
-    missing_error_id: int | None = None
+    missing_error_id: str | None = None
     periodic: PeriodicTask | None = None
     current: bool = False
     meter: int = 0
@@ -422,7 +441,7 @@ def periodic_task(workflow_id, log: ExecutionLog) -> PeriodicTask:
     rows = list(
         repetitions_queryset(workflow_id, step.name)
         .only("id", "step_name", "state", "started_at", "completed_at", "error_class", "metadata")
-        .order_by("-id")[: REPETITION_SCAN + 1]
+        .order_by("-step_name")[: REPETITION_SCAN + 1]
     )
     task.capped = len(rows) > REPETITION_SCAN
     rows = rows[:REPETITION_SCAN]
@@ -611,22 +630,18 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
     errors = list(
         ErrorLog.objects.filter(workflow_id=workflow.pk)
         .defer("context")
-        .order_by("-id")[: ERROR_CAP + 1]
+        .order_by("-created", "-id")[: ERROR_CAP + 1]
     )
     errors_capped = len(errors) > ERROR_CAP
     errors = errors[:ERROR_CAP]
-    errors_by_id = {error.pk: error for error in errors}
+    # Keyed by the id as text: failure markers name their error as text (integer or UUID keys).
+    errors_by_id = {str(error.pk): error for error in errors}
     steps = [parse_step_name(log.step_name) for log in logs]
-    marker_ids = {
-        step.number
-        for step in steps
-        if step.kind == "workflow" and step.name == "failed" and step.number is not None
-    }
-    missing = marker_ids - set(errors_by_id)
+    marker_refs = {step.ref for step in steps if is_failure_marker(step)}
+    missing = [pk for pk in map(parse_pk, marker_refs - set(errors_by_id)) if pk is not None]
     if missing:  # a failure marker older than the newest ERROR_CAP errors
-        errors_by_id.update(
-            {e.pk: e for e in ErrorLog.objects.filter(pk__in=missing).defer("context")}
-        )
+        older = ErrorLog.objects.filter(pk__in=missing).defer("context")
+        errors_by_id.update({str(e.pk): e for e in older})
 
     rows: list[TimelineRow] = []
     by_step: dict[str, TimelineRow] = {}
@@ -648,19 +663,15 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
 
     claimed: set = set()
     for row in rows:
-        if (
-            row.step.kind == "workflow"
-            and row.step.name == "failed"
-            and row.step.number is not None
-        ):
-            error = errors_by_id.get(row.step.number)
+        if is_failure_marker(row.step):
+            error = errors_by_id.get(row.step.ref)
             if error is None:
-                row.missing_error_id = row.step.number
+                row.missing_error_id = row.step.ref
             else:
                 row.errors.append(ErrorCard(error))
                 claimed.add(error.pk)
     orphans = []
-    for error in sorted(errors_by_id.values(), key=lambda e: e.pk):
+    for error in sorted(errors_by_id.values(), key=error_order):
         if error.pk in claimed:
             continue
         row = by_step.get(error.step_name or "")
@@ -684,7 +695,7 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
     if current is not None:
         current.current = True
 
-    last_error = max(errors_by_id.values(), key=lambda e: e.pk, default=None)
+    last_error = max(errors_by_id.values(), key=error_order, default=None)
     wait = None
     if workflow.state == Workflow.STATE.idle:
         pending_wait = next(

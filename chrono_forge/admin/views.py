@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote as urlquote
 
 from django.contrib import messages
 from django.contrib.admin.utils import unquote
@@ -47,11 +48,9 @@ def long_wait_threshold() -> timedelta:
     return conf.as_timedelta(conf.get("ADMIN_LONG_WAIT_THRESHOLD"))
 
 
-def parse_cursor(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
+def json_pk(value):
+    """A primary key as a JSON-friendly task argument (UUIDs travel as text)."""
+    return value if value is None or isinstance(value, int) else str(value)
 
 
 class WorkflowViews:
@@ -99,7 +98,7 @@ class WorkflowViews:
                 name=name("repetitions"),
             ),
             path(
-                "<path:object_id>/branches/<int:log_id>/",
+                "<path:object_id>/branches/<str:log_id>/",
                 wrap(self.branch_children_view),
                 name=name("branch"),
             ),
@@ -198,7 +197,7 @@ class WorkflowViews:
             return HttpResponseNotAllowed(["POST"])
         if not self.has_bulk_retry_permission(request):
             raise PermissionDenied
-        branch_log_id = parse_cursor(request.POST.get("branch_log_id"))
+        branch_log_id = json_pk(p.parse_pk(request.POST.get("branch_log_id"), ExecutionLog))
         count = p.capped_count(blocked_queryset(branch_log_id))
         if not count:
             messages.info(request, "No blocked workflows to retry.")
@@ -332,10 +331,12 @@ class WorkflowViews:
             raise Http404("No such periodic task")
         summary = p.periodic_task(workflow.pk, coordination)
         queryset = p.repetitions_queryset(workflow.pk, name).defer("result")
-        before = parse_cursor(request.GET.get("before"))
-        if before is not None:
-            queryset = queryset.filter(pk__lt=before)
-        rows = list(queryset.order_by("-id")[: PAGE_SIZE + 1])
+        # Keyset on the step name: its unix-seconds suffix sorts by schedule, and the range is a
+        # scan of the (workflow, step_name) unique index.
+        before = request.GET.get("before", "")
+        if before.isdigit():
+            queryset = queryset.filter(step_name__lt=f"{p.repetition_prefix(name)}{before}")
+        rows = list(queryset.order_by("-step_name")[: PAGE_SIZE + 1])
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
         items = []
@@ -390,14 +391,19 @@ class WorkflowViews:
             summary=summary,
             items=items,
             step=name,
-            next_cursor=rows[-1].pk if more and rows else None,
-            newest_url=f"?step={name}" if before is not None else None,
+            next_cursor=rows[-1].step_name.rpartition("$")[2] if more and rows else None,
+            newest_url=f"?step={urlquote(name)}" if before.isdigit() else None,
         )
 
     def branch_children_view(self, request, object_id, log_id):
         self._require_view(request)
         workflow = self._workflow_or_404(request, object_id)
-        log = ExecutionLog.objects.filter(pk=log_id, workflow_id=workflow.pk).first()
+        log_pk = p.parse_pk(log_id, ExecutionLog)
+        log = (
+            ExecutionLog.objects.filter(pk=log_pk, workflow_id=workflow.pk).first()
+            if log_pk
+            else None
+        )
         if log is None or p.parse_step_name(log.step_name).kind != "branch":
             raise Http404("No such branch")
         panel = p.branch_panel(log, {}, clock.now())
@@ -415,7 +421,7 @@ class WorkflowViews:
                 }
             )
         queryset = filter_state(children, state).defer("kwargs", "options", "context")
-        before = parse_cursor(request.GET.get("before"))
+        before = p.parse_pk(request.GET.get("before"), Workflow)
         if before is not None:
             queryset = queryset.filter(pk__lt=before)
         rows = list(queryset.order_by("-id")[: PAGE_SIZE + 1])
