@@ -82,3 +82,38 @@ def test_periodic_task_summary_and_repetitions(client, chrono_forge_env):
     response = client.get(url("repetitions", workflow.pk) + "?step=poll_prices")
     assert [item["status"] for item in response.context["items"]] == ["done", "done", "done"]
     assert all(item["late_text"] == "on time" for item in response.context["items"])
+
+
+def test_branch_panel_children_page_and_branch_retry(client, chrono_forge_env):
+    wa.NightlyFanOut.perform_later("night")
+    for _ in range(6):  # children run, the poller polls; a failed child holds the merge
+        chrono_forge_env.run_due()
+        chrono_forge_env.advance(5)
+    parent = Workflow.objects.get(key="night")
+    assert parent.state == "idle"
+    page = client.get(url("change", parent.pk)).context["page"]
+    (panel,) = page.branches
+    assert (panel.name, panel.sealed, panel.merge_state) == ("stores", True, "merging")
+    assert panel.spawned == "4" and panel.blocked == 1
+    assert [m.branches for m in page.merges] == [["stores"]]
+    # the children page: the failed child only, by default
+    response = client.get(url("branch", parent.pk, panel.log.pk))
+    assert [row["workflow"].key for row in response.context["rows"]] == ["night$stores$store-2"]
+    # the child's breadcrumb leads back to the parent and its branch
+    child = Workflow.objects.get(key="night$stores$store-2")
+    body = client.get(url("change", child.pk)).content.decode()
+    assert url("branch", parent.pk, panel.log.pk) in body and "branch stores" in body
+    # retry all blocked in this branch: one task; running it retries the child; the merge completes
+    wa.CALLS["store_fixed"] = True
+    client.post(url("bulk_retry"), {"branch_log_id": panel.log.pk})
+    tasks = [
+        r
+        for r in chrono_forge_env.pending
+        if r.func == "chrono_forge.operations.bulk_retry_blocked"
+    ]
+    assert len(tasks) == 1 and tasks[0].kwargs == {"branch_log_id": panel.log.pk}
+    chrono_forge_env.run_all()
+    parent.refresh_from_db()
+    assert parent.state == "completed"
+    page = client.get(url("change", parent.pk)).context["page"]
+    assert page.branches[0].merge_state == "merged" and page.branches[0].blocked == 0

@@ -79,3 +79,27 @@ class PriceFeed(DurableWorkflow):
 
     def market_closed(self):
         return CALLS.get("ticks", 0) >= 3
+
+
+class StoreReport(DurableWorkflow):
+    """A branch child; store 2 fails for good (workflow retry budget 1)."""
+
+    retry_policy = RetryPolicy(max_attempts=1)
+
+    def perform(self, *, store: int = 0):
+        if store == 2 and not CALLS.get("store_fixed"):
+            raise RuntimeError("store 2: template has no block 'totals'")
+        self.durably_execute(self.render)
+
+    def render(self):
+        return "ok"
+
+
+class NightlyFanOut(DurableWorkflow):
+    def perform(self):
+        self.branch("stores", self.dispatch_stores)
+        self.merge_branches("stores", min_interval=1, max_interval=5)
+
+    def dispatch_stores(self):
+        for store in range(4):
+            self.spawn(f"store-{store}", StoreReport, store=store)
