@@ -1,4 +1,4 @@
-"""A small, realistic fleet for the browser test and the screenshots in docs/admin.md."""
+"""A small, realistic fleet for the browser test and the screenshots in the README (Admin section)."""
 
 from __future__ import annotations
 
