@@ -65,16 +65,20 @@ def cleanup(
     failed_older_than_days: float | None = None,
     prune_repetitions_older_than_days: float | None = None,
     batch_size: int = 1000,
+    dry_run: bool = False,
+    progress: Any = None,
 ) -> dict[str, int]:
-    """:func:`chrono_forge.cleanup.run` with windows in days."""
+    """:func:`chrono_forge.cleanup.run` with windows in days (for Schedules and the command)."""
     counts = _cleanup.run(
         older_than=timedelta(days=older_than_days),
         completed_older_than=_days(completed_older_than_days),
         failed_older_than=_days(failed_older_than_days),
         prune_repetitions_older_than=_days(prune_repetitions_older_than_days),
         batch_size=batch_size,
+        dry_run=dry_run,
+        progress=progress,
     )
-    logger.info("chrono_forge: cleanup deleted %s", counts)
+    logger.info("chrono_forge: cleanup %s %s", "would delete" if dry_run else "deleted", counts)
     return counts
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
-from chrono_forge import cleanup, conf, maintenance
+from chrono_forge import conf, maintenance
 from chrono_forge.cleanup import REPEAT_PREFIX
 from chrono_forge.exceptions import ChronoForgeError
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
@@ -392,15 +392,12 @@ class Command(BaseCommand):
         no_progress: bool,
         **_: Any,
     ) -> None:
-        def days(value: float | None) -> timedelta | None:
-            return None if value is None else timedelta(days=value)
-
         bar = None if no_progress else ProgressBar(self.stderr, batch_size)
-        counts = cleanup.run(
-            older_than=timedelta(days=older_than),
-            completed_older_than=days(completed_older_than),
-            failed_older_than=days(failed_older_than),
-            prune_repetitions_older_than=days(prune_repetitions_older_than),
+        counts = maintenance.cleanup(
+            older_than_days=older_than,
+            completed_older_than_days=completed_older_than,
+            failed_older_than_days=failed_older_than,
+            prune_repetitions_older_than_days=prune_repetitions_older_than,
             batch_size=batch_size,
             dry_run=dry_run,
             progress=bar,
