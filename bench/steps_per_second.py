@@ -4,8 +4,8 @@ Not a test: it prints numbers beside a raw baseline measured in the same run, as
 
 * **steps/s**: ``perform_now`` of a workflow with 100 trivial ``durably_execute`` steps (one pass:
   admit, lock, 100 x (INSERT + UPDATE), completion), against a raw baseline doing the same writes
-  with plain ORM calls and the same commit pattern (the workflow row INSERT, then per step an
-  autocommitted ``ExecutionLog`` INSERT and an autocommitted UPDATE to completed).
+  with plain ORM calls and the same commit pattern (the workflow row INSERT, then per step one
+  transaction holding the step's ``ExecutionLog`` INSERT and the previous step's UPDATE to completed).
 * **replay**: a pass over a workflow whose N steps are completed and which parks again on a gate
   step (N = 0, 10, 100). The marginal replay cost ``pass(N) - pass(0)`` is printed beside the
   N rows' share of one bulk SELECT of the workflow's step logs (``select(N) - select(0)``): the
@@ -39,7 +39,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from django.db import connection  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 
 from chrono_forge import clock, dispatch  # noqa: E402
 from chrono_forge.dispatch.memory import InMemoryDispatcher  # noqa: E402
@@ -67,26 +67,35 @@ def engine_run(index: int) -> None:
 
 
 def raw_run(index: int) -> None:
-    """The same writes with plain ORM calls, each autocommitted like the engine's step writes."""
+    """The same writes with plain ORM calls and the engine's commit pattern: each step's INSERT
+    commits together with the previous step's completed UPDATE; the last UPDATE commits alone."""
     now = clock.now()
     row = Workflow.objects.create(
         job_class="bench.Raw", key=f"raw-{index}", created=now, modified=now
     )
+    previous = None
     for step in range(STEPS):
         now = clock.now()
-        log = ExecutionLog.objects.create(
-            workflow=row,
-            step_name=f"durably_execute$step_{step}",
-            state="pending",
-            attempts=1,
-            started_at=now,
-            last_executed_at=now,
-            created=now,
-            modified=now,
-        )
-        ExecutionLog.objects.filter(pk=log.pk).update(
-            state="completed", completed_at=clock.now(), result=None, modified=clock.now()
-        )
+        with transaction.atomic():
+            if previous is not None:
+                complete(previous)
+            previous = ExecutionLog.objects.create(
+                workflow=row,
+                step_name=f"durably_execute$step_{step}",
+                state="pending",
+                attempts=1,
+                started_at=now,
+                last_executed_at=now,
+                created=now,
+                modified=now,
+            )
+    complete(previous)
+
+
+def complete(log: ExecutionLog) -> None:
+    ExecutionLog.objects.filter(pk=log.pk).update(
+        state="completed", completed_at=clock.now(), result=None, modified=clock.now()
+    )
 
 
 def parked(n: int) -> Workflow:
