@@ -35,7 +35,7 @@ ARGS = [
 def browser_page(monkeypatch):
     if not CHROMIUM.exists():
         pytest.fail(
-            "Debian's chromium is missing: apt-get install -y chromium (.ci/run installs it)"
+            "Debian's chromium is missing: apt-get install -y chromium (scripts/test installs it)"
         )
     # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes between
     # browser steps are still plain synchronous code.
