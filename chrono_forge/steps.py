@@ -77,6 +77,16 @@ class StepLogs:
         for name, value in fields.items():
             setattr(log, name, value)
 
+    def record_attempt(self, step_name: str, log: ExecutionLog | None, **fields: Any) -> ExecutionLog:
+        """One statement per attempt: the first is recorded in the INSERT (``attempts=1``), later
+        ones bump ``attempts`` in an UPDATE that also writes whichever of ``fields`` changed."""
+        now = clock.now()
+        if log is None:
+            return self.create(step_name, attempts=1, started_at=now, last_executed_at=now, **fields)
+        changed = {name: value for name, value in fields.items() if getattr(log, name) != value}
+        self.update(log, attempts=log.attempts + 1, last_executed_at=now, **changed)
+        return log
+
     def complete_later(self, log: ExecutionLog, **fields: Any) -> None:
         """Record a finished step now (in this pass's view) and write it with the pass's next write.
 

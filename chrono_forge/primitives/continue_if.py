@@ -47,7 +47,7 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
             "error_class": error_class_name(error),
             "error_message": str(error),
         }
-        log = record(run, log, step, now, metadata, **fields)
+        log = run.steps.record_attempt(step, log, metadata=metadata, **fields)
         run.record_error(error, step_name=step, attempt=log.attempts)
         raise ExecutionFailedError(
             f"{step}: the condition {condition_name} raised {error!r}",
@@ -55,19 +55,10 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
             recorded=True,
         ) from error
     if met:
-        record(run, log, step, now, {**metadata, "result": True}, state=COMPLETED, completed_at=now)
+        run.steps.record_attempt(
+            step, log, metadata={**metadata, "result": True}, state=COMPLETED, completed_at=now
+        )
         return True
-    record(run, log, step, now, metadata, state=PENDING)
+    run.steps.record_attempt(step, log, metadata=metadata, state=PENDING)
     raise HaltExecution()  # parked: no continuation, next_run_at stays None
 
-
-def record(run, log, step: str, now, metadata: dict[str, Any], **fields: Any):
-    """One statement per evaluation: the INSERT on the first, an attempt-bump UPDATE after."""
-    if log is None:
-        return run.steps.create(
-            step, attempts=1, started_at=now, last_executed_at=now, metadata=metadata, **fields
-        )
-    run.steps.update(
-        log, attempts=log.attempts + 1, last_executed_at=now, metadata=metadata, **fields
-    )
-    return log

@@ -34,11 +34,7 @@ def durably_execute(workflow: DurableWorkflow, method: Any, *, retry_policy: Any
     log = run.steps.get(step)
     if log is not None and log.state == COMPLETED:
         return log.result
-    now = clock.now()
-    if log is None:
-        log = run.steps.create(step, state=PENDING, attempts=1, started_at=now, last_executed_at=now)
-    else:
-        run.steps.update(log, attempts=log.attempts + 1, last_executed_at=now, state=PENDING)
+    log = run.steps.record_attempt(step, log, state=PENDING)
 
     try:
         result = func()

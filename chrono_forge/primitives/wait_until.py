@@ -94,12 +94,14 @@ def wait_until(
     except HaltExecution:
         raise
     except Exception as error:
-        log = record(run, log, step, now, metadata, state=PENDING)
-        retry_or_stall(run, log, error, policy,
-                       message=f"{step}: the condition {condition_name} raised {error!r}")
+        log = run.steps.record_attempt(step, log, metadata=metadata, state=PENDING)
+        message = f"{step}: the condition {condition_name} raised {error!r}"
+        retry_or_stall(run, log, error, policy, message=message)
 
     if met:
-        record(run, log, step, now, {**metadata, "result": True}, state=COMPLETED, completed_at=now)
+        run.steps.record_attempt(
+            step, log, metadata={**metadata, "result": True}, state=COMPLETED, completed_at=now
+        )
         return True
     if now >= timeout_at:
         error = WaitConditionNotMet(
@@ -107,34 +109,19 @@ def wait_until(
             step_name=step,
             recorded=True,
         )
-        log = record(
-            run,
-            log,
+        log = run.steps.record_attempt(
             step,
-            now,
-            {**metadata, "result": TIMED_OUT},
+            log,
+            metadata={**metadata, "result": TIMED_OUT},
             state=FAILED,
             error_class=error_class_name(error),
             error_message=str(error),
         )
         run.record_error(error, step_name=step, attempt=log.attempts)
         raise error
-    record(run, log, step, now, metadata, state=PENDING)
+    run.steps.record_attempt(step, log, metadata=metadata, state=PENDING)
     run.continue_at(min(now + interval, timeout_at), wait_condition=condition_name)
     raise HaltExecution()
-
-
-def record(run, log, step: str, now, metadata: dict[str, Any], **fields: Any):
-    """One statement per poll: the INSERT (``attempts=1``) first, then an attempt-bump UPDATE."""
-    if log is None:
-        return run.steps.create(
-            step, attempts=1, started_at=now, last_executed_at=now, metadata=metadata, **fields
-        )
-    changes = dict(fields, attempts=log.attempts + 1, last_executed_at=now)
-    if metadata != log.metadata:
-        changes["metadata"] = metadata
-    run.steps.update(log, **changes)
-    return log
 
 
 def replay_failure(log) -> None:
