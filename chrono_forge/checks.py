@@ -23,36 +23,60 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     problems: list[checks.CheckMessage] = []
     unknown = sorted(set(raw) - set(conf.DEFAULTS))
     if unknown:
-        problems.append(_error(f"Unknown CHRONO_FORGE setting(s): {', '.join(unknown)}.", "E002",
-                               hint=f"Known settings: {', '.join(sorted(conf.DEFAULTS))}."))
+        problems.append(
+            _error(
+                f"Unknown CHRONO_FORGE setting(s): {', '.join(unknown)}.",
+                "E002",
+                hint=f"Known settings: {', '.join(sorted(conf.DEFAULTS))}.",
+            )
+        )
     for name in conf.DURATION_SETTINGS:
         value = raw.get(name)
         if value is None:
             continue
-        valid = isinstance(value, timedelta) or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        valid = isinstance(value, timedelta) or (
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
         if not valid or conf.as_timedelta(value) <= timedelta(0):
-            problems.append(_error(f"CHRONO_FORGE[{name!r}] must be a positive timedelta or number of "
-                                   f"seconds, got {value!r}.", "E003"))
+            problems.append(
+                _error(
+                    f"CHRONO_FORGE[{name!r}] must be a positive timedelta or number of "
+                    f"seconds, got {value!r}.",
+                    "E003",
+                )
+            )
     for name in conf.BYTES_SETTINGS:
         value = raw.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-            problems.append(_error(f"CHRONO_FORGE[{name!r}] must be a positive number of bytes, got "
-                                   f"{value!r}.", "E004"))
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value <= 0
+        ):
+            problems.append(
+                _error(
+                    f"CHRONO_FORGE[{name!r}] must be a positive number of bytes, got {value!r}.",
+                    "E004",
+                )
+            )
     dispatcher = raw.get("DISPATCHER")
     if dispatcher is not None:
         try:
             import_string(dispatcher)
         except ImportError as exc:
-            problems.append(_error(f"CHRONO_FORGE['DISPATCHER'] {dispatcher!r} cannot be imported: {exc}",
-                                   "E005"))
+            problems.append(
+                _error(
+                    f"CHRONO_FORGE['DISPATCHER'] {dispatcher!r} cannot be imported: {exc}", "E005"
+                )
+            )
     alias = raw.get("DATABASE")
     if alias is not None and alias not in settings.DATABASES:
-        problems.append(_error(f"CHRONO_FORGE['DATABASE'] {alias!r} is not a key of DATABASES.", "E006"))
+        problems.append(
+            _error(f"CHRONO_FORGE['DATABASE'] {alias!r} is not a key of DATABASES.", "E006")
+        )
     for name in ("CLUSTER", "BRANCH_MERGE_CLUSTER", "MAINTENANCE_CLUSTER"):
         value = raw.get(name)
         if value is not None and (not isinstance(value, str) or not value):
-            problems.append(_error(f"CHRONO_FORGE[{name!r}] must be a django-q2 cluster name (str).",
-                                   "E007"))
+            problems.append(
+                _error(f"CHRONO_FORGE[{name!r}] must be a django-q2 cluster name (str).", "E007")
+            )
     return problems
 
 
@@ -65,13 +89,15 @@ def check_sqlite_transaction_mode(app_configs=None, **kwargs) -> list[checks.Che
     mode = (database.get("OPTIONS") or {}).get("transaction_mode")
     if str(mode).upper() == "IMMEDIATE":
         return []
-    return [checks.Warning(
-        f"DATABASES[{alias!r}] is SQLite without OPTIONS['transaction_mode'] = 'IMMEDIATE'.",
-        hint="SQLite ignores select_for_update(); chrono_forge's lock needs BEGIN IMMEDIATE, and "
-             "read-then-write transactions otherwise fail with 'database is locked'. Use OPTIONS "
-             "{'transaction_mode': 'IMMEDIATE', 'timeout': 20, 'init_command': 'PRAGMA journal_mode=WAL'}.",
-        id="chrono_forge.W001",
-    )]
+    return [
+        checks.Warning(
+            f"DATABASES[{alias!r}] is SQLite without OPTIONS['transaction_mode'] = 'IMMEDIATE'.",
+            hint="SQLite ignores select_for_update(); chrono_forge's lock needs BEGIN IMMEDIATE, and "
+            "read-then-write transactions otherwise fail with 'database is locked'. Use OPTIONS "
+            "{'transaction_mode': 'IMMEDIATE', 'timeout': 20, 'init_command': 'PRAGMA journal_mode=WAL'}.",
+            id="chrono_forge.W001",
+        )
+    ]
 
 
 @checks.register()
@@ -80,20 +106,24 @@ def check_django_q(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     problems: list[checks.CheckMessage] = []
     timeout, retry = q_cluster.get("timeout"), q_cluster.get("retry", 60)
     if timeout is not None and retry is not None and retry <= timeout:
-        problems.append(checks.Warning(
-            f"Q_CLUSTER['retry'] ({retry}) must be greater than Q_CLUSTER['timeout'] ({timeout}).",
-            hint="Otherwise django-q2 redelivers a task that is still running (duplicate passes).",
-            id="chrono_forge.W002",
-        ))
+        problems.append(
+            checks.Warning(
+                f"Q_CLUSTER['retry'] ({retry}) must be greater than Q_CLUSTER['timeout'] ({timeout}).",
+                hint="Otherwise django-q2 redelivers a task that is still running (duplicate passes).",
+                id="chrono_forge.W002",
+            )
+        )
     orm = q_cluster.get("orm")
     if orm and orm != conf.database():
-        problems.append(checks.Warning(
-            f"The django-q2 ORM broker uses database {orm!r} but chrono_forge uses {conf.database()!r}.",
-            hint="Enqueues are then no longer part of your transactions; chrono_forge defers them to "
-                 "transaction.on_commit (a crash between commit and enqueue loses the continuation; "
-                 "run `manage.py chrono_forge resume-overdue` periodically).",
-            id="chrono_forge.W003",
-        ))
+        problems.append(
+            checks.Warning(
+                f"The django-q2 ORM broker uses database {orm!r} but chrono_forge uses {conf.database()!r}.",
+                hint="Enqueues are then no longer part of your transactions; chrono_forge defers them to "
+                "transaction.on_commit (a crash between commit and enqueue loses the continuation; "
+                "run `manage.py chrono_forge resume-overdue` periodically).",
+                id="chrono_forge.W003",
+            )
+        )
     return problems
 
 

@@ -85,6 +85,7 @@ def primary_key_field():
 
     field_class = import_string(primary_key_field_path())
     if issubclass(field_class, models.UUIDField):
-        return field_class(default=uuid.uuid4, editable=False, primary_key=True, serialize=False,
-                           verbose_name="ID")
+        return field_class(
+            default=uuid.uuid4, editable=False, primary_key=True, serialize=False, verbose_name="ID"
+        )
     return field_class(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")

@@ -45,7 +45,9 @@ def clean_value(key: Any, value: Any) -> Any:
         raise ContextValidationError(f"context {key!r}: {exc}") from None
     limit = conf.get("CONTEXT_VALUE_MAX_BYTES")
     if size > limit:
-        raise ContextValidationError(f"context {key!r} is {size} bytes serialised; the limit is {limit}")
+        raise ContextValidationError(
+            f"context {key!r} is {size} bytes serialised; the limit is {limit}"
+        )
     if isinstance(value, (dict, list)):
         import json
 

@@ -47,8 +47,19 @@ logger = logging.getLogger("chrono_forge")
 
 #: Columns the lock SELECT loads: everything a pass needs, nothing it does not.
 LOCK_COLUMNS = (
-    "id", "job_class", "key", "kwargs", "options", "context", "state", "locked_by", "locked_at",
-    "started_at", "next_run_at", "wake_requested", "parent_execution_log_id",
+    "id",
+    "job_class",
+    "key",
+    "kwargs",
+    "options",
+    "context",
+    "state",
+    "locked_by",
+    "locked_at",
+    "started_at",
+    "next_run_at",
+    "wake_requested",
+    "parent_execution_log_id",
 )
 
 COMPLETION_MARKER = "$workflow_completion$"
@@ -90,7 +101,9 @@ class Pass:
         self.retry_counts = dict(retry_counts or {})
         self.retry_workflow = retry_workflow
         self.token = token
-        self.internal = internal  # extra continuation arguments (e.g. wait_condition), for primitives
+        self.internal = (
+            internal  # extra continuation arguments (e.g. wait_condition), for primitives
+        )
         self.run_id = uuid.uuid4().hex
         self.db = conf.database()
         self.row: Workflow | None = None
@@ -99,7 +112,9 @@ class Pass:
         self.final_state = STATE.idle
         self.released = False
         self.continuation: tuple[datetime, dict[str, Any]] | None = None
-        self.branches: dict[str, ExecutionLog] = {}  # branches opened in this pass (completion gate)
+        self.branches: dict[
+            str, ExecutionLog
+        ] = {}  # branches opened in this pass (completion gate)
         self.dispatching: Any = None  # the branch whose dispatch callable is running (spawn target)
 
     # -- the pass ----------------------------------------------------------------------------------
@@ -152,7 +167,9 @@ class Pass:
                 .first()
             )
             if row is None:
-                logger.warning("chrono_forge: %s(%s) does not exist; nothing to run", self.job_class, self.key)
+                logger.warning(
+                    "chrono_forge: %s(%s) does not exist; nothing to run", self.job_class, self.key
+                )
                 return None
             if self.token is not None and (
                 row.next_run_at is None or row.next_run_at != datetime.fromisoformat(self.token)
@@ -164,14 +181,23 @@ class Pass:
             if row.state not in Workflow.EXECUTABLE_STATES:
                 logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
                 return None
-            holder = row.locked_by if row.locked_at and row.locked_at > now - conf.max_duration() else None
+            holder = (
+                row.locked_by
+                if row.locked_at and row.locked_at > now - conf.max_duration()
+                else None
+            )
             if holder and self.token is None and not row.wake_requested:
                 # An external wake-up must not be lost: the holder publishes it when it releases.
                 Workflow.objects.filter(pk=row.pk).update(wake_requested=True)
             if not holder:
                 first_pass = row.started_at is None
-                fields: dict[str, Any] = {"locked_by": self.run_id, "locked_at": now, "state": STATE.running,
-                                          "wake_requested": False, "modified": now}
+                fields: dict[str, Any] = {
+                    "locked_by": self.run_id,
+                    "locked_at": now,
+                    "state": STATE.running,
+                    "wake_requested": False,
+                    "modified": now,
+                }
                 if first_pass:
                     fields["started_at"] = now
                 Workflow.objects.filter(pk=row.pk).update(**fields)
@@ -193,16 +219,25 @@ class Pass:
         ExecutionLog.objects.get_or_create(
             workflow_id=row.pk,
             step_name=RETRY_MARKER.format(int(now.timestamp())),
-            defaults={"state": COMPLETED, "attempts": 1, "started_at": now, "last_executed_at": now,
-                      "completed_at": now, "created": now, "modified": now},
+            defaults={
+                "state": COMPLETED,
+                "attempts": 1,
+                "started_at": now,
+                "last_executed_at": now,
+                "completed_at": now,
+                "created": now,
+                "modified": now,
+            },
         )
         # Repetition logs are history (durably_repeat retries its own failed tick): left as they are.
         failed = ExecutionLog.objects.filter(workflow_id=row.pk, state=FAILED).exclude(
-            step_name__regex=REPETITION_LOG_PATTERN)
+            step_name__regex=REPETITION_LOG_PATTERN
+        )
         for log in failed.only("id", "metadata"):
             metadata = {k: v for k, v in (log.metadata or {}).items() if k not in RESET_ON_RETRY}
-            ExecutionLog.objects.filter(pk=log.pk).update(state=PENDING, attempts=0, metadata=metadata,
-                                                          modified=now)
+            ExecutionLog.objects.filter(pk=log.pk).update(
+                state=PENDING, attempts=0, metadata=metadata, modified=now
+            )
         row.state, row.locked_by, row.locked_at = STATE.idle, None, None
 
     def release(self, state: str, **fields: Any) -> None:
@@ -215,8 +250,13 @@ class Pass:
         if self.released:
             return
         now = clock.now()
-        fields.update(locked_by=None, locked_at=None, state=state, modified=now,
-                      next_run_at=self.continuation[0] if self.continuation else None)
+        fields.update(
+            locked_by=None,
+            locked_at=None,
+            state=state,
+            modified=now,
+            next_run_at=self.continuation[0] if self.continuation else None,
+        )
         owned = Workflow.objects.filter(pk=self.row.pk, locked_by=self.run_id)
         try:
             if self.context.dirty:
@@ -236,7 +276,9 @@ class Pass:
             raise
         self.released = True
         if not updated:
-            holder = Workflow.objects.filter(pk=self.row.pk).values_list("locked_by", flat=True).first()
+            holder = (
+                Workflow.objects.filter(pk=self.row.pk).values_list("locked_by", flat=True).first()
+            )
             raise LongRunningConcurrentExecutionError(
                 f"{self.job_class}({self.key}): run {self.run_id} lost its lock to {holder} "
                 f"(it ran longer than MAX_DURATION={conf.max_duration()})"
@@ -259,12 +301,17 @@ class Pass:
         if self.continuation is None or not self.released:
             return
         run_at, internal = self.continuation
-        dispatch.enqueue(self.job_class, self.key, run_at=run_at, token=token_for(run_at), **internal)
+        dispatch.enqueue(
+            self.job_class, self.key, run_at=run_at, token=token_for(run_at), **internal
+        )
 
     # -- outcomes ----------------------------------------------------------------------------------
-    def record_error(self, error: BaseException, *, step_name: str | None = None,
-                     attempt: int | None = None):
-        return record_error(self.row.pk, error, step_name=step_name, attempt=attempt, context=self.context)
+    def record_error(
+        self, error: BaseException, *, step_name: str | None = None, attempt: int | None = None
+    ):
+        return record_error(
+            self.row.pk, error, step_name=step_name, attempt=attempt, context=self.context
+        )
 
     @contextmanager
     def final_transaction(self) -> Iterator[None]:
@@ -283,8 +330,14 @@ class Pass:
         """The completion marker (born completed), the state change and the release: one transaction."""
         now = clock.now()
         with self.final_transaction():
-            self.steps.create(COMPLETION_MARKER, state=COMPLETED, attempts=1, started_at=now,
-                              last_executed_at=now, completed_at=now)
+            self.steps.create(
+                COMPLETION_MARKER,
+                state=COMPLETED,
+                attempts=1,
+                started_at=now,
+                last_executed_at=now,
+                completed_at=now,
+            )
             self.release(STATE.completed, completed_at=now)
         self.final_state = STATE.completed
 
@@ -312,13 +365,23 @@ class Pass:
             return
         now = clock.now()
         with self.final_transaction():
-            self.steps.create(FAILURE_MARKER.format(error_log.pk), state=COMPLETED, attempts=1,
-                              started_at=now, last_executed_at=now, completed_at=now,
-                              metadata={"error_log_id": error_log.pk})
+            self.steps.create(
+                FAILURE_MARKER.format(error_log.pk),
+                state=COMPLETED,
+                attempts=1,
+                started_at=now,
+                last_executed_at=now,
+                completed_at=now,
+                metadata={"error_log_id": error_log.pk},
+            )
             self.release(STATE.failed)
         self.final_state = STATE.failed
 
     # -- policies ----------------------------------------------------------------------------------
     def step_policy(self, explicit: Any = None):
         """Per-call policy, else the class default, else the built-in step default."""
-        return coerce(explicit) or coerce(self.workflow_class.retry_policy) or RetryPolicy.step_default()
+        return (
+            coerce(explicit)
+            or coerce(self.workflow_class.retry_policy)
+            or RetryPolicy.step_default()
+        )

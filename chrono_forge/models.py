@@ -46,9 +46,13 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
 
     def stranded(self, stale_after: timedelta | None = None):
         """Running rows whose lock is older than ``stale_after`` (default REAP_STALE_AFTER)."""
-        stale_after = conf.as_timedelta(stale_after) if stale_after is not None else conf.reap_stale_after()
+        stale_after = (
+            conf.as_timedelta(stale_after) if stale_after is not None else conf.reap_stale_after()
+        )
         cutoff = clock.now() - stale_after
-        return self.filter(state=Workflow.STATE.running, locked_at__isnull=False, locked_at__lt=cutoff)
+        return self.filter(
+            state=Workflow.STATE.running, locked_at__isnull=False, locked_at__lt=cutoff
+        )
 
     def overdue(self, grace: timedelta | None = None):
         """Idle rows whose scheduled continuation is past due by more than ``grace``."""
@@ -61,7 +65,9 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         logged and skipped. Returns how many were re-enqueued."""
         from .dispatch import enqueue
 
-        return self._requeue(self.stranded(stale_after), lambda row: enqueue(row.job_class, row.key))
+        return self._requeue(
+            self.stranded(stale_after), lambda row: enqueue(row.job_class, row.key)
+        )
 
     def resume_overdue(self, grace: timedelta | None = None) -> int:
         """Re-enqueue idle rows whose continuation is overdue (lost by the broker). The delivery carries
@@ -71,7 +77,9 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
 
         return self._requeue(
             self.overdue(grace),
-            lambda row: enqueue(row.job_class, row.key, run_at=row.next_run_at, token=token_for(row.next_run_at)),
+            lambda row: enqueue(
+                row.job_class, row.key, run_at=row.next_run_at, token=token_for(row.next_run_at)
+            ),
         )
 
     def _requeue(self, queryset, enqueue_one) -> int:
@@ -86,7 +94,9 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
                     row.workflow_class()
                     enqueue_one(row)
                 except Exception:
-                    logger.exception("chrono_forge: could not re-enqueue %s(%s); skipped", row.job_class, row.key)
+                    logger.exception(
+                        "chrono_forge: could not re-enqueue %s(%s); skipped", row.job_class, row.key
+                    )
                     continue
                 count += 1
         return count
@@ -105,7 +115,9 @@ class Workflow(TimeStampedModel):
     RETRYABLE_STATES = ("failed", "stalled")
     EXECUTABLE_STATES = ("idle", "running")
 
-    job_class = models.CharField(max_length=255, help_text="Dotted import path of the workflow class.")
+    job_class = models.CharField(
+        max_length=255, help_text="Dotted import path of the workflow class."
+    )
     key = models.CharField(max_length=255)
     kwargs = models.JSONField(default=dict, blank=True)
     options = models.JSONField(default=dict, blank=True)
@@ -116,7 +128,9 @@ class Workflow(TimeStampedModel):
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     next_run_at = models.DateTimeField(
-        null=True, blank=True, help_text="When the scheduled continuation is due (None: nothing scheduled)."
+        null=True,
+        blank=True,
+        help_text="When the scheduled continuation is due (None: nothing scheduled).",
     )
     wake_requested = models.BooleanField(
         default=False,
@@ -136,11 +150,15 @@ class Workflow(TimeStampedModel):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["job_class", "key"], name="chrono_forge_workflow_class_key"),
+            models.UniqueConstraint(
+                fields=["job_class", "key"], name="chrono_forge_workflow_class_key"
+            ),
         ]
         indexes = [
             models.Index(fields=["state", "completed_at"], name="chrono_forge_wf_state_done"),
-            models.Index(fields=["parent_execution_log", "state"], name="chrono_forge_wf_parent_state"),
+            models.Index(
+                fields=["parent_execution_log", "state"], name="chrono_forge_wf_parent_state"
+            ),
             models.Index(fields=["key"], name="chrono_forge_wf_key"),
             models.Index(fields=["state", "next_run_at"], name="chrono_forge_wf_state_next"),
         ]
@@ -179,7 +197,9 @@ class Workflow(TimeStampedModel):
         from . import dispatch
 
         if self.state != self.STATE.idle:
-            raise NotExecutableError(f"{self}: only idle workflows can be resumed (state is {self.state})")
+            raise NotExecutableError(
+                f"{self}: only idle workflows can be resumed (state is {self.state})"
+            )
         self.workflow_class()  # refuse a class that no longer imports before enqueuing
         dispatch.enqueue(self.job_class, self.key)
         return self
@@ -218,7 +238,9 @@ class ExecutionLog(TimeStampedModel):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["workflow", "step_name"], name="chrono_forge_log_wf_step"),
+            models.UniqueConstraint(
+                fields=["workflow", "step_name"], name="chrono_forge_log_wf_step"
+            ),
         ]
 
     def __str__(self) -> str:

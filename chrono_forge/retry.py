@@ -44,7 +44,9 @@ class RetryPolicy:
         if max_attempts is not None and (
             not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1
         ):
-            raise ValueError(f"RetryPolicy max_attempts must be a positive int or None, got {max_attempts!r}")
+            raise ValueError(
+                f"RetryPolicy max_attempts must be a positive int or None, got {max_attempts!r}"
+            )
         self.max_attempts = max_attempts
         self.base = _seconds(base, "base")
         self.cap = _seconds(cap, "cap")
@@ -55,7 +57,9 @@ class RetryPolicy:
             classes = tuple(retry_on)
             for cls in classes:
                 if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-                    raise TypeError(f"RetryPolicy retry_on must list exception classes, got {cls!r}")
+                    raise TypeError(
+                        f"RetryPolicy retry_on must list exception classes, got {cls!r}"
+                    )
             self.retry_on = classes
 
     # presets -----------------------------------------------------------------------------------
@@ -137,7 +141,9 @@ class CompositeRetryPolicy:
             raise ValueError("a composite retry policy needs at least one RetryPolicy")
         for policy in self.policies:
             if not isinstance(policy, RetryPolicy):
-                raise TypeError(f"composite retry policies take RetryPolicy objects, got {policy!r}")
+                raise TypeError(
+                    f"composite retry policies take RetryPolicy objects, got {policy!r}"
+                )
 
     def policy_for(self, error: BaseException) -> RetryPolicy | None:
         return next((p for p in self.policies if p.matches(error)), None)
@@ -180,7 +186,9 @@ def coerce(policy: AnyRetryPolicy | Sequence[RetryPolicy] | None) -> AnyRetryPol
 def retry_policy(*policies: RetryPolicy, **options) -> AnyRetryPolicy:
     """Class DSL: ``retry_policy = retry_policy(p1, p2)`` (composite) or ``retry_policy(max_attempts=5)``."""
     if policies and options:
-        raise TypeError("pass either RetryPolicy objects (a composite) or keyword options, not both")
+        raise TypeError(
+            "pass either RetryPolicy objects (a composite) or keyword options, not both"
+        )
     if options:
         return RetryPolicy(**options)
     return CompositeRetryPolicy(policies)

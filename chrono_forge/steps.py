@@ -22,7 +22,16 @@ if TYPE_CHECKING:  # pragma: no cover
 REPETITION_LOG_PATTERN = r"^durably_repeat\$[^$]*\$"
 
 #: Columns a pass needs from a step log (error text and timestamps stay in the database).
-STEP_COLUMNS = ("id", "workflow_id", "step_name", "state", "attempts", "started_at", "result", "metadata")
+STEP_COLUMNS = (
+    "id",
+    "workflow_id",
+    "step_name",
+    "state",
+    "attempts",
+    "started_at",
+    "result",
+    "metadata",
+)
 
 COMPLETED = ExecutionLog.STATE.completed
 PENDING = ExecutionLog.STATE.pending
@@ -63,7 +72,11 @@ class StepLogs:
         now = clock.now()
         with self.flushing():
             log = ExecutionLog.objects.create(
-                workflow_id=self.workflow_id, step_name=step_name, created=now, modified=now, **fields
+                workflow_id=self.workflow_id,
+                step_name=step_name,
+                created=now,
+                modified=now,
+                **fields,
             )
         if self._by_name is not None:  # not loaded yet: a later read will include this row anyway
             self._by_name[step_name] = log
@@ -77,12 +90,16 @@ class StepLogs:
         for name, value in fields.items():
             setattr(log, name, value)
 
-    def record_attempt(self, step_name: str, log: ExecutionLog | None, **fields: Any) -> ExecutionLog:
+    def record_attempt(
+        self, step_name: str, log: ExecutionLog | None, **fields: Any
+    ) -> ExecutionLog:
         """One statement per attempt: the first is recorded in the INSERT (``attempts=1``), later
         ones bump ``attempts`` in an UPDATE that also writes whichever of ``fields`` changed."""
         now = clock.now()
         if log is None:
-            return self.create(step_name, attempts=1, started_at=now, last_executed_at=now, **fields)
+            return self.create(
+                step_name, attempts=1, started_at=now, last_executed_at=now, **fields
+            )
         changed = {name: value for name, value in fields.items() if getattr(log, name) != value}
         self.update(log, attempts=log.attempts + 1, last_executed_at=now, **changed)
         return log
@@ -125,7 +142,9 @@ class StepLogs:
         return counts[budget_key]
 
 
-def resolve_method(workflow: DurableWorkflow, method: Any, *, kind: str) -> tuple[Callable[..., Any], str]:
+def resolve_method(
+    workflow: DurableWorkflow, method: Any, *, kind: str
+) -> tuple[Callable[..., Any], str]:
     """A method name or a bound method of ``workflow`` -> (callable, name)."""
     if isinstance(method, str):
         func = getattr(workflow, method, None)
@@ -147,8 +166,9 @@ def callsite(kind: str, method: Any, name: str | None) -> str:
     return f"{kind}${label}" if isinstance(label, str) else kind
 
 
-def duration_arg(value: Any, *, where: str, what: str, positive: bool = False,
-                 non_negative: bool = False) -> timedelta:
+def duration_arg(
+    value: Any, *, where: str, what: str, positive: bool = False, non_negative: bool = False
+) -> timedelta:
     """A primitive's duration argument (timedelta or seconds), or InvalidStepArgument naming the step."""
     try:
         delta = conf.as_timedelta(value)
@@ -173,7 +193,9 @@ def retry_or_stall(run, log: ExecutionLog, error: Exception, policy, *, message:
     if backoff is not None:
         run.continue_after(backoff)
         raise HaltExecution() from None
-    run.steps.update(log, state=FAILED, error_class=error_class_name(error), error_message=str(error))
+    run.steps.update(
+        log, state=FAILED, error_class=error_class_name(error), error_message=str(error)
+    )
     raise ExecutionFailedError(
         message or f"{log.step_name} failed after {log.attempts} attempt(s): {error}",
         step_name=log.step_name,

@@ -53,7 +53,9 @@ def validate_key(key: Any, *, child: bool = False) -> str:
     if "\x00" in key:
         raise ValueError(f"workflow key {key!r} must not contain NUL characters")
     if "$" in key and not child:
-        raise ValueError(f"workflow key {key!r} must not contain '$' (reserved step/child separator)")
+        raise ValueError(
+            f"workflow key {key!r} must not contain '$' (reserved step/child separator)"
+        )
     if len(key) > KEY_MAX_LENGTH:
         raise ValueError(f"workflow key is {len(key)} characters; the limit is {KEY_MAX_LENGTH}")
     return key
@@ -86,7 +88,9 @@ def validate_name(name: Any, *, what: str = "step name", forbidden: str = "$") -
         raise InvalidStepName(f"{what} must be a non-empty string without NUL, got {name!r}")
     bad = [c for c in forbidden if c in name]
     if bad:
-        raise InvalidStepName(f"{what} {name!r} must not contain {' or '.join(map(repr, bad))} (reserved)")
+        raise InvalidStepName(
+            f"{what} {name!r} must not contain {' or '.join(map(repr, bad))} (reserved)"
+        )
     return name
 
 
@@ -94,5 +98,7 @@ def step_name(kind: str, name: str, *, forbidden: str = "$") -> str:
     """``<kind>$<name>``, validated."""
     full = f"{kind}${validate_name(name, what=f'{kind} name', forbidden=forbidden)}"
     if len(full) > STEP_NAME_MAX_LENGTH:
-        raise InvalidStepName(f"step name {full!r} is longer than {STEP_NAME_MAX_LENGTH} characters")
+        raise InvalidStepName(
+            f"step name {full!r} is longer than {STEP_NAME_MAX_LENGTH} characters"
+        )
     return full

@@ -31,7 +31,9 @@ RetryPolicyLike = AnyRetryPolicy | Sequence[RetryPolicy] | None
 def resolve_workflow_class(job_class: str) -> type[DurableWorkflow]:
     """Import ``job_class`` (a dotted path) and insist it is a DurableWorkflow subclass."""
     if not isinstance(job_class, str) or "." not in job_class:
-        raise NotExecutableError(f"{job_class!r} is not a dotted path to a DurableWorkflow subclass")
+        raise NotExecutableError(
+            f"{job_class!r} is not a dotted path to a DurableWorkflow subclass"
+        )
     parts = job_class.split(".")
     target: Any = None
     for split in range(len(parts) - 1, 0, -1):
@@ -45,8 +47,14 @@ def resolve_workflow_class(job_class: str) -> type[DurableWorkflow]:
         except AttributeError:
             target = None
         break
-    if not (isinstance(target, type) and issubclass(target, DurableWorkflow) and target is not DurableWorkflow):
-        raise NotExecutableError(f"{job_class!r} does not name an importable DurableWorkflow subclass")
+    if not (
+        isinstance(target, type)
+        and issubclass(target, DurableWorkflow)
+        and target is not DurableWorkflow
+    ):
+        raise NotExecutableError(
+            f"{job_class!r} does not name an importable DurableWorkflow subclass"
+        )
     return target
 
 
@@ -84,8 +92,9 @@ class DurableWorkflow:
 
     # -- enqueue API ---------------------------------------------------------------------------
     @classmethod
-    def perform_later(cls, key: str, *args: Any, options: dict[str, Any] | None = None,
-                      **kwargs: Any) -> Workflow:
+    def perform_later(
+        cls, key: str, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Workflow:
         """Create the workflow row if missing (an existing key keeps its kwargs) and enqueue a pass.
 
         Inside ``transaction.atomic()`` the enqueue happens on commit.
@@ -95,8 +104,9 @@ class DurableWorkflow:
         return row
 
     @classmethod
-    def perform_now(cls, key: str, *args: Any, options: dict[str, Any] | None = None,
-                    **kwargs: Any) -> Workflow:
+    def perform_now(
+        cls, key: str, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Workflow:
         """Create the workflow row if missing and run one pass inline."""
         row = cls._admit(key, args, kwargs, options)
         cls._execute(row.key)
@@ -129,8 +139,14 @@ class DurableWorkflow:
         now = clock.now()
         try:
             with transaction.atomic(using=conf.database()):
-                return Workflow.objects.create(job_class=job_class, key=key, kwargs=kwargs, options=options,
-                                               created=now, modified=now)
+                return Workflow.objects.create(
+                    job_class=job_class,
+                    key=key,
+                    kwargs=kwargs,
+                    options=options,
+                    created=now,
+                    modified=now,
+                )
         except IntegrityError:  # created concurrently: the first one wins
             return Workflow.objects.get(job_class=job_class, key=key)
 
@@ -172,8 +188,9 @@ class DurableWorkflow:
             ensure_merged(self)
 
     # -- primitives ----------------------------------------------------------------------------
-    def durably_execute(self, method: Method, *, retry_policy: RetryPolicyLike = None,
-                        name: str | None = None) -> Any:
+    def durably_execute(
+        self, method: Method, *, retry_policy: RetryPolicyLike = None, name: str | None = None
+    ) -> Any:
         """Run ``method`` once, durably: retried per ``retry_policy`` (else the class default, else
         3 attempts); its JSON return value is stored and returned unchanged on replay."""
         return _durably_execute.durably_execute(self, method, retry_policy=retry_policy, name=name)
@@ -185,14 +202,26 @@ class DurableWorkflow:
 
         return wait(self, duration, name)
 
-    def wait_until(self, condition: Method, *, timeout: timedelta | float = timedelta(hours=1),
-                   check_interval: timedelta | float = timedelta(minutes=15),
-                   retry_policy: RetryPolicyLike = None, name: str | None = None) -> Any:
+    def wait_until(
+        self,
+        condition: Method,
+        *,
+        timeout: timedelta | float = timedelta(hours=1),
+        check_interval: timedelta | float = timedelta(minutes=15),
+        retry_policy: RetryPolicyLike = None,
+        name: str | None = None,
+    ) -> Any:
         """Poll ``condition`` every ``check_interval`` (by continuation) until true or ``timeout``."""
         from .primitives.wait_until import wait_until
 
-        return wait_until(self, condition, timeout=timeout, check_interval=check_interval,
-                          retry_policy=retry_policy, name=name)
+        return wait_until(
+            self,
+            condition,
+            timeout=timeout,
+            check_interval=check_interval,
+            retry_policy=retry_policy,
+            name=name,
+        )
 
     def continue_if(self, condition: Method, *, name: str | None = None) -> bool:
         """Event gate: park with nothing scheduled until ``condition`` is true on a later pass."""
@@ -200,15 +229,32 @@ class DurableWorkflow:
 
         return continue_if(self, condition, name=name)
 
-    def durably_repeat(self, method: Method, *, every: timedelta | float, till: Any,
-                       start_at: Any = None, retry_policy: RetryPolicyLike = None,
-                       timeout: timedelta | float = timedelta(hours=1), on_error: str = "continue",
-                       name: str | None = None) -> None:
+    def durably_repeat(
+        self,
+        method: Method,
+        *,
+        every: timedelta | float,
+        till: Any,
+        start_at: Any = None,
+        retry_policy: RetryPolicyLike = None,
+        timeout: timedelta | float = timedelta(hours=1),
+        on_error: str = "continue",
+        name: str | None = None,
+    ) -> None:
         """Run ``method`` every ``every`` until ``till`` is true."""
         from .primitives.durably_repeat import durably_repeat
 
-        return durably_repeat(self, method, every=every, till=till, start_at=start_at,
-                              retry_policy=retry_policy, timeout=timeout, on_error=on_error, name=name)
+        return durably_repeat(
+            self,
+            method,
+            every=every,
+            till=till,
+            start_at=start_at,
+            retry_policy=retry_policy,
+            timeout=timeout,
+            on_error=on_error,
+            name=name,
+        )
 
     def branch(self, name: str, dispatch: Callable[[], Any], *, automerge: bool = False) -> None:
         """Fan out: ``dispatch`` spawns child workflows; the branch seals when it returns."""
@@ -222,14 +268,20 @@ class DurableWorkflow:
 
         return spawn(self, name, workflow_class, **kwargs)
 
-    def spawn_each(self, name: str, source: Any, build: Callable[[Any], Any], *, of: int = 1000) -> None:
+    def spawn_each(
+        self, name: str, source: Any, build: Callable[[Any], Any], *, of: int = 1000
+    ) -> None:
         """Inside a branch's dispatch: one child per item of ``source`` (streamed, resumable)."""
         from .primitives.branch import spawn_each
 
         return spawn_each(self, name, source, build, of=of)
 
-    def merge_branches(self, *names: str, min_interval: timedelta | float = timedelta(seconds=5),
-                       max_interval: timedelta | float = timedelta(minutes=5)) -> None:
+    def merge_branches(
+        self,
+        *names: str,
+        min_interval: timedelta | float = timedelta(seconds=5),
+        max_interval: timedelta | float = timedelta(minutes=5),
+    ) -> None:
         """Wait until every child of the named branches completed."""
         from .primitives.merge import merge_branches
 

@@ -22,7 +22,9 @@ TASK = "chrono_forge.tasks.run_workflow"
 
 
 class Dispatcher(Protocol):
-    def enqueue(self, job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any) -> None:
+    def enqueue(
+        self, job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any
+    ) -> None:
         """Run one pass of ``(job_class, key)`` now, or not before ``run_at``.
 
         ``internal`` carries chrono_forge's own task arguments (attempt, retry_counts, retry_workflow,
@@ -32,8 +34,14 @@ class Dispatcher(Protocol):
     def enqueue_many(self, runs: Iterable[tuple[str, str]]) -> None:
         """Run one pass of each ``(job_class, key)`` now, in bulk."""
 
-    def enqueue_call(self, func: str, *args: Any, run_at: datetime | None = None,
-                     cluster: str | None = None, **kwargs: Any) -> None:
+    def enqueue_call(
+        self,
+        func: str,
+        *args: Any,
+        run_at: datetime | None = None,
+        cluster: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Call the function at dotted path ``func`` in a worker (chrono_forge's own background tasks:
         merge pollers, bulk operator actions, maintenance). Arguments must be JSON-like literals."""
 
@@ -61,10 +69,24 @@ def set_dispatcher(dispatcher: Dispatcher | None) -> Dispatcher | None:
 
 #: Keyword names ``django_q.tasks.async_task`` takes for itself: an internal argument with one of
 #: these names would silently become a task option instead of reaching ``run_workflow``.
-Q_OPTION_NAMES = frozenset({
-    "hook", "group", "save", "sync", "cached", "ack_failure", "iter_count", "iter_cached", "chain",
-    "broker", "cluster", "timeout", "task_name", "q_options",
-})
+Q_OPTION_NAMES = frozenset(
+    {
+        "hook",
+        "group",
+        "save",
+        "sync",
+        "cached",
+        "ack_failure",
+        "iter_count",
+        "iter_cached",
+        "chain",
+        "broker",
+        "cluster",
+        "timeout",
+        "task_name",
+        "q_options",
+    }
+)
 
 
 def enqueue(job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any) -> None:
@@ -80,8 +102,9 @@ def enqueue_many(runs: Iterable[tuple[str, str]]) -> None:
     get_dispatcher().enqueue_many(runs)
 
 
-def enqueue_call(func: str, *args: Any, run_at: datetime | None = None, cluster: str | None = None,
-                 **kwargs: Any) -> None:
+def enqueue_call(
+    func: str, *args: Any, run_at: datetime | None = None, cluster: str | None = None, **kwargs: Any
+) -> None:
     get_dispatcher().enqueue_call(func, *args, run_at=run_at, cluster=cluster, **kwargs)
 
 

@@ -94,7 +94,9 @@ class DjangoQDispatcher:
             transaction.on_commit(push, using=conf.database())
 
     # Dispatcher interface -----------------------------------------------------------------------
-    def enqueue(self, job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any) -> None:
+    def enqueue(
+        self, job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any
+    ) -> None:
         self._on_commit(lambda: self._push(job_class, key, run_at, internal))
 
     def enqueue_many(self, runs: Iterable[tuple[str, str]]) -> None:
@@ -102,24 +104,56 @@ class DjangoQDispatcher:
         if runs:
             self._on_commit(lambda: self._push_many(runs))
 
-    def enqueue_call(self, func: str, *args: Any, run_at: datetime | None = None,
-                     cluster: str | None = None, **kwargs: Any) -> None:
+    def enqueue_call(
+        self,
+        func: str,
+        *args: Any,
+        run_at: datetime | None = None,
+        cluster: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._on_commit(lambda: self._push_call(func, args, kwargs, run_at, cluster))
 
     # -------------------------------------------------------------------------------------------
-    def _push(self, job_class: str, key: str, run_at: datetime | None, internal: dict[str, Any]) -> None:
-        self._send(TASK, (job_class, key), internal, run_at, self.cluster(),
-                   self.q_options(job_class, key), _schedule_name(job_class, key))
+    def _push(
+        self, job_class: str, key: str, run_at: datetime | None, internal: dict[str, Any]
+    ) -> None:
+        self._send(
+            TASK,
+            (job_class, key),
+            internal,
+            run_at,
+            self.cluster(),
+            self.q_options(job_class, key),
+            _schedule_name(job_class, key),
+        )
 
-    def _push_call(self, func: str, args: tuple, kwargs: dict[str, Any], run_at: datetime | None,
-                   cluster: str | None) -> None:
-        options: dict[str, Any] = {"ack_failure": True, "task_name": f"chrono_forge {func.rsplit('.', 1)[-1]}"}
+    def _push_call(
+        self,
+        func: str,
+        args: tuple,
+        kwargs: dict[str, Any],
+        run_at: datetime | None,
+        cluster: str | None,
+    ) -> None:
+        options: dict[str, Any] = {
+            "ack_failure": True,
+            "task_name": f"chrono_forge {func.rsplit('.', 1)[-1]}",
+        }
         if cluster:
             options["cluster"] = cluster
         self._send(func, args, kwargs, run_at, cluster, options, _schedule_name(func, repr(args)))
 
-    def _send(self, func: str, args: tuple, kwargs: dict[str, Any], run_at: datetime | None,
-              cluster: str | None, options: dict[str, Any], schedule_name: str) -> None:
+    def _send(
+        self,
+        func: str,
+        args: tuple,
+        kwargs: dict[str, Any],
+        run_at: datetime | None,
+        cluster: str | None,
+        options: dict[str, Any],
+        schedule_name: str,
+    ) -> None:
         if run_at is None or run_at <= clock.now():
             async_task(func, *args, q_options=options, **kwargs)
         elif isinstance(get_broker(cluster), ORM):
@@ -147,6 +181,7 @@ class DjangoQDispatcher:
             return
         broker = CollectingORM(list_key=self.cluster())
         for job_class, key in runs:
-            async_task(TASK, job_class, key, q_options={**self.q_options(job_class, key), "broker": broker})
+            async_task(
+                TASK, job_class, key, q_options={**self.q_options(job_class, key), "broker": broker}
+            )
         broker.flush()
-

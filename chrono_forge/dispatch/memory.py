@@ -64,12 +64,22 @@ class InMemoryDispatcher:
         self._runs: list[PendingRun] = []
         self._seq = itertools.count()
 
-    def enqueue(self, job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any) -> None:
+    def enqueue(
+        self, job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any
+    ) -> None:
         self.enqueue_call(TASK, job_class, key, run_at=run_at, **internal)
 
-    def enqueue_call(self, func: str, *args: Any, run_at: datetime | None = None,
-                     cluster: str | None = None, **kwargs: Any) -> None:
-        run = PendingRun(func, tuple(args), dict(kwargs), run_at or clock.now(), next(self._seq), cluster)
+    def enqueue_call(
+        self,
+        func: str,
+        *args: Any,
+        run_at: datetime | None = None,
+        cluster: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        run = PendingRun(
+            func, tuple(args), dict(kwargs), run_at or clock.now(), next(self._seq), cluster
+        )
         if in_user_transaction():
             run.marker = _CommitMarker()
             transaction.on_commit(run.marker, using=conf.database())

@@ -61,4 +61,3 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
         return True
     run.steps.record_attempt(step, log, metadata=metadata, state=PENDING)
     raise HaltExecution()  # parked: no continuation, next_run_at stays None
-

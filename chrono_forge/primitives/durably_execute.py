@@ -24,8 +24,9 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger("chrono_forge")
 
 
-def durably_execute(workflow: DurableWorkflow, method: Any, *, retry_policy: Any = None,
-                    name: str | None = None) -> Any:
+def durably_execute(
+    workflow: DurableWorkflow, method: Any, *, retry_policy: Any = None, name: str | None = None
+) -> Any:
     run = workflow._pass
     func, method_name = resolve_method(workflow, method, kind="durably_execute")
     step = step_name("durably_execute", name if name is not None else method_name)
@@ -61,7 +62,9 @@ def storable_result(step: str, result: Any, run, log: ExecutionLog) -> Any:
     except (TypeError, ValueError) as error:
         error = error if isinstance(error, InvalidStepResult) else InvalidStepResult(str(error))
         run.record_error(error, step_name=step, attempt=log.attempts)
-        run.steps.update(log, state=FAILED, error_class=error_class_name(error), error_message=str(error))
+        run.steps.update(
+            log, state=FAILED, error_class=error_class_name(error), error_message=str(error)
+        )
         error.recorded = True
         raise error from None
     return stored
