@@ -101,9 +101,8 @@ class Pass:
         self.retry_counts = dict(retry_counts or {})
         self.retry_workflow = retry_workflow
         self.token = token
-        self.internal = (
-            internal  # extra continuation arguments (e.g. wait_condition), for primitives
-        )
+        # extra continuation arguments (e.g. wait_condition), for primitives
+        self.internal = internal
         self.run_id = uuid.uuid4().hex
         self.db = conf.database()
         self.row: Workflow | None = None
@@ -112,9 +111,8 @@ class Pass:
         self.final_state = STATE.idle
         self.released = False
         self.continuation: tuple[datetime, dict[str, Any]] | None = None
-        self.branches: dict[
-            str, ExecutionLog
-        ] = {}  # branches opened in this pass (completion gate)
+        # branches opened in this pass (the completion gate checks they were merged)
+        self.branches: dict[str, ExecutionLog] = {}
         self.dispatching: Any = None  # the branch whose dispatch callable is running (spawn target)
 
     # -- the pass ----------------------------------------------------------------------------------
