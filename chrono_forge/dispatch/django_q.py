@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django_q.brokers import get_broker
+from django.utils.module_loading import import_string
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ, Schedule
@@ -57,6 +57,15 @@ class CollectingORM(ORM):
         self.rows = []
 
 
+def uses_orm_broker() -> bool:
+    """Whether django-q2 is configured with its ORM broker, decided from its settings the way
+    ``get_broker`` does, without building a broker: building one outside ``atomic()`` closes the
+    caller's "old" database connections (dispatch.md pitfall 10), on every enqueue."""
+    if Conf.BROKER_CLASS:
+        return issubclass(import_string(Conf.BROKER_CLASS), ORM)
+    return not Conf.IRON_MQ and not isinstance(Conf.SQS, dict) and bool(Conf.ORM)
+
+
 def _task_name(job_class: str, key: str) -> str:
     return f"chrono_forge {job_class.rsplit('.', 1)[-1]}({key})"[:100]
 
@@ -79,7 +88,7 @@ class DjangoQDispatcher:
         return options
 
     def uses_orm_broker(self) -> bool:
-        return isinstance(get_broker(self.cluster()), ORM)
+        return uses_orm_broker()
 
     def transactional(self) -> bool:
         """True when the queue rows live in chrono_forge's own database (one transaction covers both)."""
@@ -156,7 +165,7 @@ class DjangoQDispatcher:
     ) -> None:
         if run_at is None or run_at <= clock.now():
             async_task(func, *args, q_options=options, **kwargs)
-        elif isinstance(get_broker(cluster), ORM):
+        elif uses_orm_broker():
             options["broker"] = DelayedORM(run_at, list_key=cluster)
             async_task(func, *args, q_options=options, **kwargs)
         else:
