@@ -145,3 +145,34 @@ def check_reap_threshold(app_configs=None, **kwargs) -> list[checks.CheckMessage
             id="chrono_forge.W004",
         )
     ]
+
+
+@checks.register()
+def check_workflow_modules(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """``WORKFLOW_MODULES``: importable module paths (their classes register on import)."""
+    from importlib import import_module
+
+    value = conf.get("WORKFLOW_MODULES")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        return [
+            _error(
+                f"CHRONO_FORGE['WORKFLOW_MODULES'] must be a list of module paths (str), got "
+                f"{value!r}.",
+                "E020",
+            )
+        ]
+    problems = []
+    for path in value:
+        try:
+            import_module(path)
+        except Exception as error:
+            problems.append(
+                _error(
+                    f"CHRONO_FORGE['WORKFLOW_MODULES'] entry {path!r} cannot be imported: "
+                    f"{type(error).__name__}: {error}",
+                    "E020",
+                    hint="Its workflow classes are not registered, so workers stall their "
+                    "workflows. Fix the path or the module.",
+                )
+            )
+    return problems
