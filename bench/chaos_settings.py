@@ -10,7 +10,7 @@ so a killed pass is reaped and a lost continuation resumed within seconds instea
 
 The cluster keeps the test settings' name, so the e2e test (whose own process runs on
 tests.settings) and the clusters it starts share one queue. Connections persist, as the README
-recommends for workers.
+recommends for workers (with health checks).
 """
 
 from datetime import timedelta
@@ -20,7 +20,10 @@ from tests.settings import DATABASES as _DATABASES
 from tests.settings import Q_CLUSTER as _Q_CLUSTER
 
 # Copies, not in-place edits: the e2e test imports this module beside its live tests.settings.
-DATABASES = {alias: {**db, "CONN_MAX_AGE": 60} for alias, db in _DATABASES.items()}
+DATABASES = {
+    alias: {**db, "CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True}
+    for alias, db in _DATABASES.items()
+}
 
 Q_CLUSTER = {**_Q_CLUSTER, "workers": 2, "timeout": 5, "retry": 8, "max_attempts": 1}
 
