@@ -52,6 +52,7 @@ from ..validation import step_name
 if TYPE_CHECKING:  # pragma: no cover
     from ..workflow import DurableWorkflow
 
+
 def wait_until(
     workflow: DurableWorkflow,
     condition: Any,
@@ -121,5 +122,3 @@ def wait_until(
     run.steps.record_attempt(step, log, metadata=metadata, state=PENDING)
     run.continue_at(min(now + interval, timeout_at), wait_condition=condition_name)
     raise HaltExecution()
-
-
