@@ -138,6 +138,7 @@ CHRONO_FORGE = {
         "tests.workflows_branches",
         "tests.workflows_core",
         "tests.workflows_ops",
+        "tests.workflows_poison",
         "tests.workflows_waits",
         "example_project.demo.workflows",
     ],
