@@ -97,10 +97,13 @@ class DurableWorkflow:
     ) -> Workflow:
         """Create the workflow row if missing (an existing key keeps its kwargs) and enqueue a pass.
 
-        Inside ``transaction.atomic()`` the enqueue happens on commit.
+        A new row is born with its first delivery's due time (``next_run_at``), an existing one gets
+        a wake-up (:meth:`Workflow.wake`): if the queue loses the delivery, the overdue sweep sends it
+        again. Inside ``transaction.atomic()`` the enqueue happens on commit.
         """
-        row = cls._admit(key, args, kwargs, options)
-        dispatch.enqueue(row.job_class, row.key)
+        row, created = cls._admit(key, args, kwargs, options, deliver=True)
+        if not created:
+            row.wake()
         return row
 
     @classmethod
@@ -108,7 +111,7 @@ class DurableWorkflow:
         cls, key: str, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any
     ) -> Workflow:
         """Create the workflow row if missing and run one pass inline."""
-        row = cls._admit(key, args, kwargs, options)
+        row, _ = cls._admit(key, args, kwargs, options)
         cls._execute(row.key)
         return Workflow.objects.get(pk=row.pk)
 
@@ -121,34 +124,59 @@ class DurableWorkflow:
 
     @classmethod
     def retry_later(cls, key: str, *args: Any, **kwargs: Any) -> Workflow:
-        """Retry a failed or stalled workflow through the queue."""
+        """Retry a failed or stalled workflow through the queue.
+
+        The request is recorded as the row's due time and the delivery carries it as its token: a
+        lost delivery is re-sent by the overdue sweep, and a duplicate exits once the retry ran.
+        """
+        from .executor import token_for
+
         row = cls._retryable_row(key, args, kwargs)
-        dispatch.enqueue(row.job_class, row.key, retry_workflow=True)
+        now = clock.now()
+        with transaction.atomic(using=conf.database()):
+            requested = Workflow.objects.filter(
+                pk=row.pk, state__in=Workflow.RETRYABLE_STATES
+            ).update(next_run_at=now)
+            if not requested:
+                raise WorkflowNotRetryableError(f"{row} is no longer failed or stalled")
+            dispatch.enqueue(row.job_class, row.key, retry_workflow=True, token=token_for(now))
+        row.next_run_at = now
         return row
 
     # -- internals -------------------------------------------------------------------------------
     @classmethod
-    def _admit(cls, key: Any, args: tuple, kwargs: dict[str, Any], options: Any) -> Workflow:
+    def _admit(
+        cls, key: Any, args: tuple, kwargs: dict[str, Any], options: Any, *, deliver: bool = False
+    ) -> tuple[Workflow, bool]:
+        """The row of ``key`` and whether this call created it. A new row is born scheduled
+        (``next_run_at`` in the INSERT); with ``deliver`` its first delivery is enqueued in the
+        same transaction, carrying that due time as its token (a duplicate exits quietly)."""
+        from .executor import token_for
+
         job_class = cls.job_class()
         validate_key(key)
         kwargs = validate_kwargs(args, kwargs)
         options = validate_options(options)
         existing = Workflow.objects.filter(job_class=job_class, key=key).first()
         if existing is not None:
-            return existing
+            return existing, False
         now = clock.now()
         try:
             with transaction.atomic(using=conf.database()):
-                return Workflow.objects.create(
+                row = Workflow.objects.create(
                     job_class=job_class,
                     key=key,
                     kwargs=kwargs,
                     options=options,
+                    next_run_at=now,
                     created=now,
                     modified=now,
                 )
+                if deliver:
+                    dispatch.enqueue(job_class, key, token=token_for(now))
+                return row, True
         except IntegrityError:  # created concurrently: the first one wins
-            return Workflow.objects.get(job_class=job_class, key=key)
+            return Workflow.objects.get(job_class=job_class, key=key), False
 
     @classmethod
     def _retryable_row(cls, key: Any, args: tuple, kwargs: dict[str, Any]) -> Workflow:
