@@ -116,6 +116,8 @@ VALIDATORS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     **{name: ("E007", _cluster_problem) for name in conf.CLUSTER_SETTINGS},
     "TASK_TIMEOUT": ("E010", _task_timeout_problem),
     "PRIMARY_KEY_FIELD": ("E011", _primary_key_problem),
+    # how long a branch child may sit never started before its merge poller re-sends its delivery
+    "CHILD_REKICK_AFTER": ("E030", _duration_problem),
 }
 
 
@@ -338,27 +340,5 @@ def check_reap_threshold(app_configs=None, **kwargs) -> list[checks.CheckMessage
             "until the lock is older than MAX_DURATION. Leave REAP_STALE_AFTER unset "
             "(3 x MAX_DURATION).",
             id="chrono_forge.W004",
-        )
-    ]
-
-
-@checks.register()
-def check_child_rekick_after(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    raw = getattr(settings, "CHRONO_FORGE", {})
-    value = raw.get("CHILD_REKICK_AFTER") if isinstance(raw, dict) else None
-    if value is None:
-        return []
-    valid = isinstance(value, timedelta) or (
-        isinstance(value, (int, float)) and not isinstance(value, bool)
-    )
-    if valid and conf.as_timedelta(value) > timedelta(0):
-        return []
-    return [
-        _error(
-            f"CHRONO_FORGE['CHILD_REKICK_AFTER'] must be a positive timedelta or number of "
-            f"seconds, got {value!r}.",
-            "E030",
-            hint="How long a branch child may sit never started before the merge poller sends "
-            "its first delivery again (default 5 minutes).",
         )
     ]

@@ -314,13 +314,13 @@ def test_the_rekick_threshold_is_a_setting(chrono_forge_env, settings):
 
 @pytest.mark.parametrize("value", [0, -5, "5 minutes", True, timedelta(0)])
 def test_e030_rejects_a_bad_child_rekick_after(settings, value):
-    from chrono_forge.checks import check_child_rekick_after
+    from chrono_forge.checks import check_settings
 
     settings.CHRONO_FORGE = {"CHILD_REKICK_AFTER": value}
-    [error] = check_child_rekick_after()
+    [error] = check_settings()
     assert error.id == "chrono_forge.E030" and "CHILD_REKICK_AFTER" in error.msg
     settings.CHRONO_FORGE = {"CHILD_REKICK_AFTER": timedelta(minutes=1)}
-    assert check_child_rekick_after() == []
+    assert check_settings() == []
 
 
 # -- reap below MAX_DURATION -----------------------------------------------------------------------
