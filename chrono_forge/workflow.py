@@ -143,7 +143,7 @@ class DurableWorkflow:
 
         row = cls._retryable_row(key, args, kwargs)
         now = clock.now()
-        with transaction.atomic(using=conf.database()):
+        with dispatch.with_enqueue():
             requested = Workflow.objects.filter(
                 pk=row.pk, state__in=Workflow.RETRYABLE_STATES
             ).update(next_run_at=now)
@@ -187,7 +187,9 @@ class DurableWorkflow:
                     modified=now,
                 )
                 if together:  # a refused enqueue rolls the row back: nothing is stored
-                    return cls._enqueue_first(row, stored="nothing was stored", token=token_for(now))
+                    return cls._enqueue_first(
+                        row, stored="nothing was stored", token=token_for(now)
+                    )
         except IntegrityError:  # created concurrently: the first one wins
             row = Workflow.objects.get(job_class=job_class, key=key)
             return cls._wake(row, on=enqueue)
