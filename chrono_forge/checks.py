@@ -135,6 +135,8 @@ VALIDATORS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     "TASK_TIMEOUT": ("E010", _task_timeout_problem),
     "PRIMARY_KEY_FIELD": ("E011", _primary_key_problem),
     "WORKFLOW_MODULES": ("E020", _workflow_modules_problem),
+    # how long a branch child may sit never started before its merge poller re-sends its delivery
+    "CHILD_REKICK_AFTER": ("E030", _duration_problem),
 }
 
 

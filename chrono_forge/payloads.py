@@ -28,7 +28,7 @@ RETRY_COUNTS_MAX_ENTRIES = 100
 #: A merge's step name (at most 255 characters, names joined by ",") names fewer branches.
 BRANCH_IDS_MAX = 255
 PK_MAX_LENGTH = 64
-#: Poll intervals stay far below the datetime range (year 9999).
+#: Poll intervals and lock ages stay far below the datetime range (year 9999).
 SECONDS_MAX = 1e10
 
 
@@ -197,6 +197,7 @@ PASS_ARGUMENTS: dict[str, Check] = {
     "retry_workflow": lambda v: flag(v, "retry_workflow"),
     "token": token,
     "wait_condition": lambda v: name(v, "wait_condition"),
+    "stale_after": lambda v: seconds(v, "stale_after"),  # a reaper's lock age
 }
 
 

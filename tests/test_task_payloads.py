@@ -54,7 +54,7 @@ RUN_PAYLOADS = [
     pytest.param((JOB, "a\x00b"), {}, "is not a workflow key", id="nul-key"),
     pytest.param((JOB,), {}, "missing argument(s) ['key']", id="no-key"),
     pytest.param((), {}, "missing argument(s) ['job_class', 'key']", id="no-args"),
-    pytest.param((JOB, "k", 0, None, False, None, None, "x"), {}, "at most 7", id="extra-arg"),
+    pytest.param((JOB, "k", 0, None, False, None, None, 1.0, "x"), {}, "at most 8", id="extra-arg"),
     pytest.param((JOB, "k"), {"job_class": JOB}, "given twice", id="twice"),
     pytest.param((JOB, "k"), {"evil": 1}, "unknown argument(s): ['evil']", id="unknown-kwarg"),
     pytest.param((JOB, "k"), {"hook": "os.system"}, "unknown argument(s)", id="q-option"),
@@ -75,6 +75,9 @@ RUN_PAYLOADS = [
     pytest.param((JOB, "k"), {"token": "2026-12-01T10:00:00"}, "token must be", id="naive-token"),
     pytest.param((JOB, "k"), {"token": DUE + "x" * 64}, "token must be", id="long-token"),
     pytest.param((JOB, "k"), {"wait_condition": 7}, "wait_condition must be", id="int-condition"),
+    pytest.param((JOB, "k"), {"stale_after": 0}, "stale_after must be", id="zero-stale-after"),
+    pytest.param((JOB, "k"), {"stale_after": math.nan}, "stale_after must be", id="nan-stale"),
+    pytest.param((JOB, "k"), {"stale_after": "60"}, "stale_after must be", id="str-stale-after"),
 ]
 
 
@@ -107,7 +110,12 @@ def test_every_argument_chrono_forge_sends_is_accepted(chrono_forge_env):
     wf = w.Counter.perform_later("k")
     chrono_forge_env.drop_pending()
     tasks.run_workflow(
-        JOB, "k", attempt=0, retry_counts={"builtins.ValueError": 1}, retry_workflow=False
+        JOB,
+        "k",
+        attempt=0,
+        retry_counts={"builtins.ValueError": 1},
+        retry_workflow=False,
+        stale_after=60.0,
     )
     wf.refresh_from_db()
     assert wf.state == "completed"
