@@ -10,7 +10,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import models, transaction
+from django.db import models
 from django.db.models import Case, F, Q, Value, When
 from model_utils import Choices
 from model_utils.fields import StatusField
@@ -289,11 +289,11 @@ class Workflow(TimeStampedModel):
         An idle row gets a due time (``next_run_at = now``, unless an earlier one is set), so the
         overdue sweep re-delivers it if the queue loses this delivery; a running row gets
         ``wake_requested``, which its holder turns into a continuation when it releases. Both in
-        one UPDATE, in the transaction of the enqueue (on the commit, with a broker outside the
-        database). Terminal rows are left alone (the delivery finds nothing to run)."""
+        one UPDATE, in the transaction of the enqueue (committed before it, with a broker outside
+        the database). Terminal rows are left alone (the delivery finds nothing to run)."""
         from . import dispatch
 
-        with transaction.atomic(using=conf.database()):
+        with dispatch.with_enqueue():
             if self.state in Workflow.EXECUTABLE_STATES:
                 Workflow.objects.filter(pk=self.pk).record_wake(clock.now())
             dispatch.enqueue(self.job_class, self.key)

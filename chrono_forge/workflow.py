@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from django.db import IntegrityError, transaction
 
 from . import clock, conf, dispatch
-from .exceptions import NotExecutableError, WorkflowNotRetryableError
+from .exceptions import EnqueueError, NotExecutableError, WorkflowNotRetryableError
 from .models import Workflow
 from .primitives import durably_execute as _durably_execute
 from .retry import AnyRetryPolicy, RetryPolicy, coerce
@@ -106,21 +106,22 @@ class DurableWorkflow:
     ) -> Workflow:
         """Create the workflow row if missing (an existing key keeps its kwargs) and enqueue a pass.
 
-        A new row is born with its first delivery's due time (``next_run_at``), an existing one gets
-        a wake-up (:meth:`Workflow.wake`): if the queue loses the delivery, the overdue sweep sends it
-        again. Inside ``transaction.atomic()`` the enqueue happens on commit.
+        A new row is born scheduled (its first delivery's due time is in the INSERT: if the queue
+        loses that delivery, ``resume-overdue`` sends it again) and the delivery carries the due time
+        as its token; an existing key gets a wake-up (:meth:`Workflow.wake`). Inside
+        ``transaction.atomic()`` the enqueue happens on commit. If the broker refuses the enqueue,
+        :class:`~chrono_forge.exceptions.EnqueueError` says what was kept: nothing, when the queue
+        shares chrono_forge's database (the row and the enqueue commit together); otherwise the new
+        row, due now, which ``resume-overdue`` starts once it is overdue.
         """
-        row, created = cls._admit(key, args, kwargs, options, deliver=True)
-        if not created:
-            row.wake()
-        return row
+        return cls._admit(key, args, kwargs, options, enqueue=True)
 
     @classmethod
     def perform_now(
         cls, key: str, /, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any
     ) -> Workflow:
         """Create the workflow row if missing and run one pass inline."""
-        row, _ = cls._admit(key, args, kwargs, options)
+        row = cls._admit(key, args, kwargs, options)
         cls._execute(row.key)
         return Workflow.objects.get(pk=row.pk)
 
@@ -142,7 +143,7 @@ class DurableWorkflow:
 
         row = cls._retryable_row(key, args, kwargs)
         now = clock.now()
-        with transaction.atomic(using=conf.database()):
+        with dispatch.with_enqueue():
             requested = Workflow.objects.filter(
                 pk=row.pk, state__in=Workflow.RETRYABLE_STATES
             ).update(next_run_at=now)
@@ -155,11 +156,10 @@ class DurableWorkflow:
     # -- internals -------------------------------------------------------------------------------
     @classmethod
     def _admit(
-        cls, key: Any, args: tuple, kwargs: dict[str, Any], options: Any, *, deliver: bool = False
-    ) -> tuple[Workflow, bool]:
-        """The row of ``key`` and whether this call created it. A new row is born scheduled
-        (``next_run_at`` in the INSERT); with ``deliver`` its first delivery is enqueued in the
-        same transaction, carrying that due time as its token (a duplicate exits quietly)."""
+        cls, key: Any, args: tuple, kwargs: dict[str, Any], options: Any, *, enqueue: bool = False
+    ) -> Workflow:
+        """The workflow row, created if missing and born scheduled (``next_run_at`` in the INSERT);
+        with ``enqueue``, a new row gets its first delivery and an existing one a wake-up."""
         from .executor import token_for
 
         job_class = cls.job_class()
@@ -168,8 +168,13 @@ class DurableWorkflow:
         options = validate_options(options)
         existing = Workflow.objects.filter(job_class=job_class, key=key).first()
         if existing is not None:
-            return existing, False
+            return cls._wake(existing, on=enqueue)
         now = clock.now()
+        # The row and its first pass commit together when the queue is in our database, otherwise
+        # the row commits first. Either way the row is due now (next_run_at): the overdue sweep
+        # starts it if the enqueue fails or the broker loses the delivery (a deleted queue row, a
+        # worker that died holding it), so never a row that nothing will run.
+        together = enqueue and dispatch.transactional()
         try:
             with transaction.atomic(using=conf.database()):
                 row = Workflow.objects.create(
@@ -181,11 +186,42 @@ class DurableWorkflow:
                     created=now,
                     modified=now,
                 )
-                if deliver:
-                    dispatch.enqueue(job_class, key, token=token_for(now))
-                return row, True
+                if together:  # a refused enqueue rolls the row back: nothing is stored
+                    return cls._enqueue_first(
+                        row, stored="nothing was stored", token=token_for(now)
+                    )
         except IntegrityError:  # created concurrently: the first one wins
-            return Workflow.objects.get(job_class=job_class, key=key), False
+            row = Workflow.objects.get(job_class=job_class, key=key)
+            return cls._wake(row, on=enqueue)
+        if enqueue:
+            stored = "the workflow is stored, due now: `chrono_forge resume-overdue` starts it"
+            return cls._enqueue_first(row, stored=stored, token=token_for(now))
+        return row
+
+    @staticmethod
+    def _enqueue_first(row: Workflow, *, stored: str, token: str) -> Workflow:
+        try:
+            dispatch.enqueue(row.job_class, row.key, token=token)
+        except Exception as error:
+            raise EnqueueError(
+                f"{row}: the broker refused the pass ({type(error).__name__}: {error}); "
+                f"{stored}. Call perform_later again once the broker is back."
+            ) from error
+        return row
+
+    @staticmethod
+    def _wake(row: Workflow, *, on: bool) -> Workflow:
+        if on:
+            try:
+                row.wake()
+            except Exception as error:
+                raise EnqueueError(
+                    f"{row}: the broker refused the pass ({type(error).__name__}: {error}); "
+                    "the existing workflow is unchanged but for the wake-up recorded on it (an "
+                    "idle row is due now: `chrono_forge resume-overdue` delivers it). Call "
+                    "perform_later again once the broker is back."
+                ) from error
+        return row
 
     @classmethod
     def _retryable_row(cls, key: Any, args: tuple, kwargs: dict[str, Any]) -> Workflow:
