@@ -133,6 +133,8 @@ class Pass:
         # branches opened in this pass (the completion gate checks they were merged)
         self.branches: dict[str, ExecutionLog] = {}
         self.dispatching: Any = None  # the branch whose dispatch callable is running (spawn target)
+        # the SystemExit/KeyboardInterrupt/... a step already recorded before letting it through
+        self.exit_error: BaseException | None = None
 
     # -- the pass ----------------------------------------------------------------------------------
     def execute(self) -> Workflow | None:
@@ -142,6 +144,13 @@ class Pass:
             return None
         try:
             self.run(self.workflow_class._bind(row, self))
+        except BaseException as error:
+            if not isinstance(error, Exception) and error is not self.exit_error:
+                # The worker is going down outside a step body: a workflow-level failure, so the
+                # release below leaves the run scheduled for a retry (or failed), never idle with
+                # nothing scheduled.
+                self.retry_or_fail(error)
+            raise
         finally:
             self.finish()
         return row
@@ -388,13 +397,20 @@ class Pass:
             self.release(STATE.completed, completed_at=now)
         self.final_state = STATE.completed
 
+    def exiting(self, error: BaseException, *, stalled: bool) -> None:
+        """A step recorded ``error`` (its worker is going down) and lets it through; the release
+        in ``finish()`` stalls the run or keeps the continuation the step scheduled."""
+        self.exit_error = error
+        if stalled:
+            self.final_state = STATE.stalled
+
     def stall(self, error: BaseException, *, recorded: bool) -> None:
         """A step used up its retries, or a programming error: the operator must retry."""
         if not recorded:
             self.record_error(error)
         self.final_state = STATE.stalled
 
-    def retry_or_fail(self, error: Exception) -> None:
+    def retry_or_fail(self, error: BaseException) -> None:
         """An uncaught error in perform(): retry the whole pass per the class policy, else fail."""
         error_log = self.record_error(error, attempt=self.attempt)
         policy = self.workflow_class.workflow_retry_policy()
