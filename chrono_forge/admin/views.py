@@ -519,7 +519,7 @@ def reap_one(workflow: Workflow) -> str:
             f"{workflow} is not stranded: only running workflows whose lock is older than "
             f"{p.human_duration(conf.reap_stale_after().total_seconds())} can be reaped."
         )
-    workflow.workflow_class()  # refuse a class that no longer imports before enqueuing
+    workflow.workflow_class()  # refuse a class that is not registered before enqueuing
     dispatch.enqueue(workflow.job_class, workflow.key)
     return f"{workflow} was re-enqueued; the next pass takes over its stale lock."
 
