@@ -207,3 +207,31 @@ def test_status_sees_a_real_qcluster_and_fails_once_it_is_gone(qcluster):
     assert done.returncode == 1
     assert "1 overdue workflow(s) and no live cluster" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_killed_qcluster_disappears_from_status_within_its_stats_expiry(qcluster):
+    """SIGKILL leaves no "Stopped" stat behind: the cluster's last stat expires (3 s) instead."""
+    import signal
+
+    Workflow.objects.create(
+        job_class=ONE_STEP,
+        key="overdue",
+        state="stalled",
+        next_run_at=clock.now() - timedelta(hours=1),
+    )
+    cluster = qcluster()
+    wait_for(
+        lambda: "Clusters: 1 alive" in status_process().stdout,
+        timeout=30,
+        message="status to see the cluster",
+    )
+    os.killpg(cluster.pid, signal.SIGKILL)
+    cluster.process.wait()
+
+    def seen_gone():
+        done = status_process()
+        return done if "Clusters: 0 alive of 0 seen" in done.stdout else None
+
+    done = wait_for(seen_gone, timeout=30, message="the killed cluster's stats to expire")
+    assert done.returncode == 1
+    assert "1 overdue workflow(s) and no live cluster" in done.stderr
