@@ -15,7 +15,7 @@ from .. import clock, conf
 from ..errors import error_class_name
 from ..exceptions import HaltExecution, InvalidStepResult
 from ..steps import COMPLETED, FAILED, PENDING, resolve_method, retry_or_stall
-from ..validation import json_size, step_name, to_json
+from ..validation import step_name, to_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import ExecutionLog
@@ -51,14 +51,10 @@ def durably_execute(
 def storable_result(step: str, result: Any, run, log: ExecutionLog) -> Any:
     """The JSON form of a step's return value, or InvalidStepResult (recorded, step failed)."""
     try:
-        stored = to_json(result, f"the return value of {step}")
         limit = conf.get("RESULT_MAX_BYTES")
-        size = json_size(stored)
-        if size > limit:
-            raise InvalidStepResult(
-                f"the return value of {step} is {size} bytes as JSON; the limit is {limit} "
-                "(RESULT_MAX_BYTES): store large data elsewhere and return a reference"
-            )
+        stored = to_json(
+            result, f"the return value of {step}", max_bytes=limit, setting="RESULT_MAX_BYTES"
+        )
     except (TypeError, ValueError) as error:
         error = error if isinstance(error, InvalidStepResult) else InvalidStepResult(str(error))
         run.record_error(error, step_name=step, attempt=log.attempts)
