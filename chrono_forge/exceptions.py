@@ -45,6 +45,11 @@ class InvalidStepArgument(NotExecutableError, TypeError, ValueError):
     """A primitive was called with an argument it cannot use (a missing method, a bad duration, ...)."""
 
 
+class DuplicateStepName(NotExecutableError, ValueError):
+    """Two primitive calls in one pass resolved to the same step name; the second would silently
+    return the first one's checkpoint. The message names both call sites (``file:line``)."""
+
+
 class NotInBranchError(NotExecutableError):
     """``spawn``/``spawn_each`` was called outside a ``branch`` dispatch callable."""
 
@@ -85,6 +90,7 @@ __all__ = [
     "InvalidStepName",
     "InvalidStepResult",
     "InvalidStepArgument",
+    "DuplicateStepName",
     "NotInBranchError",
     "UnmergedBranchError",
     "UnknownBranchError",

@@ -171,11 +171,13 @@ def duration_arg(
 ) -> timedelta:
     """A primitive's duration argument (timedelta or seconds), or InvalidStepArgument naming the step."""
     try:
-        delta = conf.as_timedelta(value)
-    except (TypeError, ValueError, OverflowError):  # not a duration, NaN, out of range
+        delta = conf.as_duration(value)
+    except TypeError:
         raise InvalidStepArgument(
             f"{where}: {what} must be a timedelta or a number of seconds, got {value!r}"
         ) from None
+    except ValueError as error:  # NaN, infinite, or beyond what the clock can add
+        raise InvalidStepArgument(f"{where}: {what} {error}") from None
     if positive and delta <= timedelta(0):
         raise InvalidStepArgument(f"{where}: {what} must be greater than 0, got {value!r}")
     if non_negative and delta < timedelta(0):

@@ -77,6 +77,7 @@ def branch(
 ) -> None:
     run = workflow._pass
     step = step_name("branch", name)
+    run.claim_step(step)
     if run.dispatching is not None:
         raise InvalidStepArgument(
             f"branch {name!r} is nested inside the dispatch of branch {run.dispatching.name!r}: "

@@ -29,6 +29,7 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
         workflow, condition, kind=callsite("continue_if", condition, name)
     )
     step = step_name("continue_if", name if name is not None else condition_name)
+    run.claim_step(step)
 
     log = run.steps.get(step)
     if log is not None and log.state == COMPLETED:

@@ -30,7 +30,8 @@ def durably_execute(
     run = workflow._pass
     func, method_name = resolve_method(workflow, method, kind="durably_execute")
     step = step_name("durably_execute", name if name is not None else method_name)
-    policy = run.step_policy(retry_policy)
+    run.claim_step(step)
+    policy = run.step_policy(retry_policy, where=step)
 
     log = run.steps.get(step)
     if log is not None and log.state == COMPLETED:
