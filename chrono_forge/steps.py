@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 
 from . import clock, conf
-from .errors import error_class_name
+from .errors import error_class_name, error_text, storable_message
 from .exceptions import ExecutionFailedError, HaltExecution, InvalidStepArgument
 from .models import ExecutionLog
 
@@ -70,6 +70,7 @@ class StepLogs:
     def create(self, step_name: str, **fields: Any) -> ExecutionLog:
         """INSERT a step log (the first attempt is recorded in the INSERT itself)."""
         now = clock.now()
+        storable_error(fields)
         with self.flushing():
             log = ExecutionLog.objects.create(
                 workflow_id=self.workflow_id,
@@ -85,6 +86,7 @@ class StepLogs:
     def update(self, log: ExecutionLog, **fields: Any) -> None:
         """UPDATE only the given columns (plus ``modified``) and mirror them on ``log``."""
         fields["modified"] = clock.now()
+        storable_error(fields)
         with self.flushing():
             ExecutionLog.objects.filter(pk=log.pk).update(**fields)
         for name, value in fields.items():
@@ -142,6 +144,13 @@ class StepLogs:
         return counts[budget_key]
 
 
+def storable_error(fields: dict[str, Any]) -> None:
+    """A step's error message is stored the way ErrorLog stores it (NUL and lone surrogates
+    replaced, truncated to ERROR_MESSAGE_MAX_CHARS): recording a failure must never fail."""
+    if fields.get("error_message"):
+        fields["error_message"] = storable_message(fields["error_message"])
+
+
 def resolve_method(
     workflow: DurableWorkflow, method: Any, *, kind: str
 ) -> tuple[Callable[..., Any], str]:
@@ -196,10 +205,10 @@ def retry_or_stall(run, log: ExecutionLog, error: Exception, policy, *, message:
         run.continue_after(backoff)
         raise HaltExecution() from None
     run.steps.update(
-        log, state=FAILED, error_class=error_class_name(error), error_message=str(error)
+        log, state=FAILED, error_class=error_class_name(error), error_message=error_text(error)
     )
     raise ExecutionFailedError(
-        message or f"{log.step_name} failed after {log.attempts} attempt(s): {error}",
+        message or f"{log.step_name} failed after {log.attempts} attempt(s): {error_text(error)}",
         step_name=log.step_name,
         recorded=True,
     ) from error

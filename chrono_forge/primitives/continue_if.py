@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import clock
-from ..errors import error_class_name
+from ..errors import error_class_name, error_text
 from ..exceptions import ExecutionFailedError, HaltExecution
 from ..steps import COMPLETED, FAILED, PENDING, callsite, resolve_method
 from ..validation import step_name
@@ -46,7 +46,7 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
         fields = {
             "state": FAILED,
             "error_class": error_class_name(error),
-            "error_message": str(error),
+            "error_message": error_text(error),
         }
         log = run.steps.record_attempt(step, log, metadata=metadata, **fields)
         run.record_error(error, step_name=step, attempt=log.attempts)

@@ -36,7 +36,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import clock, conf
-from ..errors import error_class_name
+from ..errors import error_class_name, error_text
 from ..exceptions import ExecutionFailedError, HaltExecution, InvalidStepArgument
 from ..models import ExecutionLog
 from ..steps import COMPLETED, FAILED, PENDING, STEP_COLUMNS, callsite, duration_arg, resolve_method
@@ -216,7 +216,7 @@ class Repeat:
             failure = {
                 "state": FAILED,
                 "error_class": error_class_name(error),
-                "error_message": str(error),
+                "error_message": error_text(error),
             }
             steps.update(rep, **failure)
             if self.on_error == "fail_workflow":
