@@ -173,6 +173,7 @@ def validate_key(key: Any, *, child: bool = False) -> str:
         raise ValueError("workflow key must not be empty")
     if "\x00" in key:
         raise ValueError(f"workflow key {key!r} must not contain NUL characters")
+    check_text(key, "workflow key")
     if "$" in key and not child:
         raise ValueError(
             f"workflow key {key!r} must not contain '$' (reserved step/child separator)"
@@ -215,6 +216,10 @@ def validate_name(name: Any, *, what: str = "step name", forbidden: str = "$") -
     """A user-chosen name segment: non-empty str without reserved characters."""
     if not isinstance(name, str) or not name or "\x00" in name:
         raise InvalidStepName(f"{what} must be a non-empty string without NUL, got {name!r}")
+    try:
+        check_text(name, what)
+    except ValueError as error:
+        raise InvalidStepName(str(error)) from None
     bad = [c for c in forbidden if c in name]
     if bad:
         raise InvalidStepName(
