@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "ERROR_MESSAGE_MAX_CHARS": 10_000,  # longer error messages are stored truncated
     "ERROR_BACKTRACE_MAX_CHARS": 100_000,  # and longer tracebacks too
     "TASK_TIMEOUT": None,  # django-q2 per-task timeout for passes; None: Q_CLUSTER's
+    "CHILD_REKICK_AFTER": timedelta(minutes=5),  # the merge poller re-sends a child's lost delivery
     "ADMIN_LONG_WAIT_THRESHOLD": timedelta(hours=1),  # the admin's waiting page flags longer
     "PRIMARY_KEY_FIELD": None,  # None: settings.DEFAULT_AUTO_FIELD
 }
