@@ -62,6 +62,11 @@ class DuplicateStepName(NotExecutableError, ValueError):
     return the first one's checkpoint. The message names both call sites (``file:line``)."""
 
 
+class UnregisteredWorkflowClass(NotExecutableError):
+    """A row or a task names a workflow class that is not registered in this process (renamed,
+    removed, or defined in code this worker does not run); see :mod:`chrono_forge.registry`."""
+
+
 class NotInBranchError(NotExecutableError):
     """``spawn``/``spawn_each`` was called outside a ``branch`` dispatch callable."""
 
@@ -108,6 +113,7 @@ __all__ = [
     "InvalidStepResult",
     "InvalidStepArgument",
     "DuplicateStepName",
+    "UnregisteredWorkflowClass",
     "NotInBranchError",
     "UnmergedBranchError",
     "UnknownBranchError",
