@@ -54,6 +54,12 @@ def _bytes_problem(value: Any) -> str | None:
     return f"must be a positive number of bytes (int), got {value!r}"
 
 
+def _chars_problem(value: Any) -> str | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return None
+    return f"must be a positive number of characters (int), got {value!r}"
+
+
 def _cluster_problem(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and value):
         return None
@@ -129,6 +135,7 @@ def _workflow_modules_problem(value: Any) -> str | None:
 VALIDATORS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     **{name: ("E003", _duration_problem) for name in conf.DURATION_SETTINGS},
     **{name: ("E004", _bytes_problem) for name in conf.BYTES_SETTINGS},
+    **{name: ("E004", _chars_problem) for name in conf.CHARS_SETTINGS},
     "DISPATCHER": ("E005", _dispatcher_problem),
     "DATABASE": ("E006", _database_problem),
     **{name: ("E007", _cluster_problem) for name in conf.CLUSTER_SETTINGS},

@@ -22,8 +22,13 @@ DEFAULTS: dict[str, Any] = {
     "MAINTENANCE_CLUSTER": None,
     "DATABASE": "default",
     "CONTEXT_VALUE_MAX_BYTES": 16 * 1024,
+    "CONTEXT_MAX_BYTES": 256 * 1024,  # the whole context, serialised
+    "CONTEXT_KEY_MAX_LENGTH": 255,  # characters
+    "KWARGS_MAX_BYTES": 64 * 1024,  # a workflow's kwargs and options together, as JSON
     "RESULT_MAX_BYTES": 64 * 1024,
     "ERROR_CONTEXT_MAX_BYTES": 64 * 1024,
+    "ERROR_MESSAGE_MAX_CHARS": 10_000,  # longer error messages are stored truncated
+    "ERROR_BACKTRACE_MAX_CHARS": 100_000,  # and longer tracebacks too
     "TASK_TIMEOUT": None,  # django-q2 per-task timeout for passes; None: Q_CLUSTER's
     "CHILD_REKICK_AFTER": timedelta(minutes=5),  # the merge poller re-sends a child's lost delivery
     "ADMIN_LONG_WAIT_THRESHOLD": timedelta(hours=1),  # the admin's waiting page flags longer
@@ -37,7 +42,15 @@ DURATION_SETTINGS = (
     "RESUME_OVERDUE_GRACE",
     "ADMIN_LONG_WAIT_THRESHOLD",
 )
-BYTES_SETTINGS = ("CONTEXT_VALUE_MAX_BYTES", "RESULT_MAX_BYTES", "ERROR_CONTEXT_MAX_BYTES")
+BYTES_SETTINGS = (
+    "CONTEXT_VALUE_MAX_BYTES",
+    "CONTEXT_MAX_BYTES",
+    "KWARGS_MAX_BYTES",
+    "RESULT_MAX_BYTES",
+    "ERROR_CONTEXT_MAX_BYTES",
+)
+#: Limits counted in characters (positive ints, like the byte limits).
+CHARS_SETTINGS = ("CONTEXT_KEY_MAX_LENGTH", "ERROR_MESSAGE_MAX_CHARS", "ERROR_BACKTRACE_MAX_CHARS")
 CLUSTER_SETTINGS = ("CLUSTER", "BRANCH_MERGE_CLUSTER", "MAINTENANCE_CLUSTER")
 
 #: The longest duration a setting or a command option may hold: far beyond any real need, and short

@@ -15,6 +15,9 @@ logger = logging.getLogger("chrono_forge")
 
 OMITTED = "<<omitted>>"
 
+#: The width of the ``error_class`` columns.
+ERROR_CLASS_MAX_LENGTH = 255
+
 
 def context_snapshot(context: Mapping[str, Any], budget: int | None = None) -> dict[str, Any]:
     """Every key of ``context``; values kept in order while the total stays within ``budget`` bytes,
@@ -39,11 +42,53 @@ def printable(text: str) -> str:
     return text.replace("\x00", "\\x00")
 
 
+def storable_text(text: str, limit: int) -> str:
+    """``text`` as every database stores it: NUL written ``\\x00``, lone surrogates (from a file
+    name that is not UTF-8, say) written as ``\\udcxx`` escapes, and at most ``limit`` characters
+    (the head and the tail kept around a marker saying how long the original was)."""
+    text = printable(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    marker = f"\n[... {len(text)} characters, truncated to {limit} ...]\n"
+    keep = limit - len(marker)
+    if keep < 2:
+        return text[:limit]
+    return text[: keep - keep // 2] + marker + text[len(text) - keep // 2 :]
+
+
+def error_text(error: BaseException) -> str:
+    """``str(error)``, even for an exception whose ``__str__`` itself raises."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__}: str() failed>"
+
+
+def storable_message(error: BaseException | str) -> str:
+    """An error message as stored (ErrorLog and a step's ``error_message``): see storable_text,
+    limited to ERROR_MESSAGE_MAX_CHARS."""
+    text = error if isinstance(error, str) else error_text(error)
+    return storable_text(text, conf.get("ERROR_MESSAGE_MAX_CHARS"))
+
+
+def storable_backtrace(error: BaseException) -> str:
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:  # a traceback that cannot be formatted must not lose the error
+        text = f"<the traceback of {type(error).__name__} could not be formatted>"
+    return storable_text(text, conf.get("ERROR_BACKTRACE_MAX_CHARS"))
+
+
 def error_class_name(error: BaseException) -> str:
     cls = type(error)
-    return (
+    name = (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
+    return storable_text(name, ERROR_CLASS_MAX_LENGTH)
 
 
 def record_error(
@@ -55,20 +100,21 @@ def record_error(
     context: Mapping[str, Any] | None = None,
 ) -> ErrorLog:
     now = clock.now()
+    message = storable_message(error)
     logger.warning(
         "chrono_forge: %s in workflow %s%s: %s",
         type(error).__name__,
         workflow_id,
         f" step {step_name} attempt {attempt}" if step_name else "",
-        error,
+        message,
     )
     return ErrorLog.objects.create(
         workflow_id=workflow_id,
         step_name=step_name,
         attempt=attempt,
         error_class=error_class_name(error),
-        error_message=printable(str(error)),
-        backtrace=printable("".join(traceback.format_exception(error))),
+        error_message=message,
+        backtrace=storable_backtrace(error),
         context=context_snapshot(context or {}),
         created=now,
         modified=now,

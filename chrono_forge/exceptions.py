@@ -57,6 +57,11 @@ class InvalidStepArgument(NotExecutableError, TypeError, ValueError):
     """A primitive was called with an argument it cannot use (a missing method, a bad duration, ...)."""
 
 
+class DuplicateStepName(NotExecutableError, ValueError):
+    """Two primitive calls in one pass resolved to the same step name; the second would silently
+    return the first one's checkpoint. The message names both call sites (``file:line``)."""
+
+
 class UnregisteredWorkflowClass(NotExecutableError):
     """A row or a task names a workflow class that is not registered in this process (renamed,
     removed, or defined in code this worker does not run); see :mod:`chrono_forge.registry`."""
@@ -107,6 +112,7 @@ __all__ = [
     "InvalidStepName",
     "InvalidStepResult",
     "InvalidStepArgument",
+    "DuplicateStepName",
     "UnregisteredWorkflowClass",
     "NotInBranchError",
     "UnmergedBranchError",

@@ -17,6 +17,8 @@ deliveries and overlapping wake-ups never multiply pending continuations.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,8 +33,10 @@ from .errors import record_error
 from .exceptions import (
     ConcurrentExecutionError,
     ContextValidationError,
+    DuplicateStepName,
     ExecutionFailedError,
     HaltExecution,
+    InvalidStepArgument,
     LongRunningConcurrentExecutionError,
     NotExecutableError,
 )
@@ -134,6 +138,8 @@ class Pass:
         # branches opened in this pass (the completion gate checks they were merged)
         self.branches: dict[str, ExecutionLog] = {}
         self.dispatching: Any = None  # the branch whose dispatch callable is running (spawn target)
+        # step name -> the call site that used it in this pass (a second use is a programming error)
+        self.claimed_steps: dict[str, str] = {}
         # the SystemExit/KeyboardInterrupt/... a step already recorded before letting it through
         self.exit_error: BaseException | None = None
 
@@ -442,13 +448,27 @@ class Pass:
         self.final_state = STATE.failed
 
     # -- policies ----------------------------------------------------------------------------------
-    def step_policy(self, explicit: Any = None):
-        """Per-call policy, else the class default, else the built-in step default."""
-        return (
-            coerce(explicit)
-            or coerce(self.workflow_class.retry_policy)
-            or RetryPolicy.step_default()
-        )
+    def step_policy(self, explicit: Any = None, *, where: str = "retry_policy"):
+        """Per-call policy, else the class default, else the built-in step default. A per-call
+        value that is not a policy is a programming error (InvalidStepArgument: it stalls)."""
+        try:
+            policy = coerce(explicit)
+        except (TypeError, ValueError) as error:
+            raise InvalidStepArgument(f"{where}: retry_policy: {error}") from None
+        return policy or coerce(self.workflow_class.retry_policy) or RetryPolicy.step_default()
+
+    def claim_step(self, step: str) -> None:
+        """Record that this pass used ``step``; a second use raises DuplicateStepName naming both
+        call sites (the second call would otherwise silently return the first one's checkpoint)."""
+        site = user_call_site()
+        first = self.claimed_steps.get(step)
+        if first is None:
+            self.claimed_steps[step] = site
+        else:
+            raise DuplicateStepName(
+                f"{step} is used twice in one pass: first at {first}, again at {site}. "
+                "Give each call its own name=... (step names must be unique within perform())"
+            )
 
 
 class BlockedPass(Pass):
@@ -478,3 +498,16 @@ class BlockedPass(Pass):
         finally:
             self.finish()
         return row
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def user_call_site() -> str:
+    """``file:line`` of the innermost frame outside chrono_forge (the primitive's caller)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    if frame is None:  # called from chrono_forge itself only
+        return "<chrono_forge>"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"

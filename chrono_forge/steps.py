@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from django.db import transaction
 
 from . import clock, conf
-from .errors import error_class_name
+from .errors import error_class_name, error_text, storable_message
 from .exceptions import (
     ExecutionFailedError,
     HaltExecution,
@@ -86,6 +86,7 @@ class StepLogs:
     def create(self, step_name: str, **fields: Any) -> ExecutionLog:
         """INSERT a step log (the first attempt is recorded in the INSERT itself)."""
         now = clock.now()
+        storable_error(fields)
         with self.flushing():
             log = ExecutionLog.objects.create(
                 workflow_id=self.workflow_id,
@@ -101,6 +102,7 @@ class StepLogs:
     def update(self, log: ExecutionLog, **fields: Any) -> None:
         """UPDATE only the given columns (plus ``modified``) and mirror them on ``log``."""
         fields["modified"] = clock.now()
+        storable_error(fields)
         with self.flushing():
             ExecutionLog.objects.filter(pk=log.pk).update(**fields)
         for name, value in fields.items():
@@ -150,6 +152,17 @@ class StepLogs:
             ExecutionLog.objects.filter(pk=pk).update(**fields)
 
 
+def storable_error(fields: dict[str, Any]) -> None:
+    """A step's error message is stored the way ErrorLog stores it (NUL and lone surrogates
+    replaced, truncated to ERROR_MESSAGE_MAX_CHARS): recording a failure must never fail."""
+    if fields.get("error_message"):
+        fields["error_message"] = storable_message(fields["error_message"])
+    metadata = fields.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get(FAILURE), str):
+        # the failure a replay raises is JSON: PostgreSQL's jsonb rejects NUL and lone surrogates
+        fields["metadata"] = {**metadata, FAILURE: storable_message(metadata[FAILURE])}
+
+
 def resolve_method(
     workflow: DurableWorkflow, method: Any, *, kind: str
 ) -> tuple[Callable[..., Any], str]:
@@ -179,11 +192,13 @@ def duration_arg(
 ) -> timedelta:
     """A primitive's duration argument (timedelta or seconds), or InvalidStepArgument naming the step."""
     try:
-        delta = conf.as_timedelta(value)
-    except (TypeError, ValueError, OverflowError):  # not a duration, NaN, out of range
+        delta = conf.as_duration(value)
+    except TypeError:
         raise InvalidStepArgument(
             f"{where}: {what} must be a timedelta or a number of seconds, got {value!r}"
         ) from None
+    except ValueError as error:  # NaN, infinite, or beyond what the clock can add
+        raise InvalidStepArgument(f"{where}: {what} {error}") from None
     if positive and delta <= timedelta(0):
         raise InvalidStepArgument(f"{where}: {what} must be greater than 0, got {value!r}")
     if non_negative and delta < timedelta(0):
@@ -259,7 +274,8 @@ def record_failure(
     failure = None
     if backoff is None:
         failure = ExecutionFailedError(
-            message or f"{log.step_name} failed after {log.attempts} attempt(s): {charged}",
+            message
+            or f"{log.step_name} failed after {log.attempts} attempt(s): {error_text(charged)}",
             step_name=log.step_name,
             recorded=True,
         )
@@ -268,7 +284,7 @@ def record_failure(
         fields = {
             "state": FAILED,
             "error_class": error_class_name(charged),
-            "error_message": str(charged),
+            "error_message": error_text(charged),
         }
     with transaction.atomic(using=run.db):
         run.record_error(error, step_name=log.step_name, attempt=log.attempts)

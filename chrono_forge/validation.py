@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
+import math
 import re
 from typing import Any
 
+from . import conf
 from .exceptions import InvalidStepName
 
 RESERVED_KWARGS = frozenset({"attempt", "retry_counts", "retry_workflow"})
@@ -14,9 +17,19 @@ KEY_MAX_LENGTH = 255
 STEP_NAME_MAX_LENGTH = 255
 
 
+#: How deeply lists and dicts may nest in a stored JSON value.
+JSON_MAX_DEPTH = 64
+
+#: Python writes floats of this magnitude in exponent notation, which PostgreSQL's jsonb reads back
+#: as an integer (``1e16`` becomes ``10000000000000000``, ``1e308`` an int that is not even equal).
+FLOAT_MAX_MAGNITUDE = 1e16
+
+#: Integers longer than this cannot be converted to text (Python's 4300-digit guard).
+INT_MAX_BITS = 13_000
+
 #: ``\u0000`` not itself escaped (preceded by an even number of backslashes) in JSON text.
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-NUL_MESSAGE = "NUL characters (\\x00) cannot be stored: PostgreSQL's jsonb rejects them"
+NUL_MESSAGE = "NUL characters (\\x00) cannot be stored in JSON: PostgreSQL's jsonb rejects them"
 
 
 def json_dumps(value: Any) -> str:
@@ -28,12 +41,119 @@ def json_dumps(value: Any) -> str:
     return text
 
 
-def to_json(value: Any, what: str) -> Any:
-    """A deep, JSON-normalised copy of ``value`` (dict keys become strings) or a TypeError naming ``what``."""
+def check_text(text: str, what: str) -> None:
+    """A string every database stores unchanged: no NUL, no lone surrogate (not UTF-8)."""
+    if "\x00" in text:
+        raise ValueError(f"{what}: {NUL_MESSAGE}")
     try:
-        return json.loads(json_dumps(value))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} must be JSON-serialisable: {exc}") from None
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{what}: the lone surrogate {text[error.start]!r} at position {error.start} is not "
+            "UTF-8 and cannot be stored (decode bytes with errors='replace' first)"
+        ) from None
+
+
+def check_json(value: Any, what: str, *, max_bytes: int, setting: str = "") -> None:
+    """Refuse a value that would not be stored and read back unchanged on every database.
+
+    TypeError for what JSON cannot hold as given (tuples, sets, bytes, objects, non-string dict
+    keys); ValueError for values a database would alter or reject (NaN/infinite floats, floats of
+    magnitude >= 1e16 or -0.0 on PostgreSQL, NUL or lone surrogates in any string or key), nesting
+    deeper than JSON_MAX_DEPTH, circular references, and more than ``max_bytes`` (checked as the
+    walk goes, so a huge or shared-reference value is refused without serialising it).
+    """
+    limit = f"{max_bytes} bytes ({setting})" if setting else f"{max_bytes} bytes"
+    _check(value, what, (), 0, set(), [max_bytes], limit)
+
+
+def _where(what: str, path: tuple) -> str:
+    return what + "".join(f"[{part!r}]" for part in path)
+
+
+def _spend(budget: list[int], amount: int, what: str, limit: str) -> None:
+    budget[0] -= amount
+    if budget[0] < 0:
+        raise ValueError(f"{what} is larger than the limit of {limit} as JSON")
+
+
+def _check(value, what, path, depth, active, budget, limit) -> None:
+    if value is None or isinstance(value, bool):
+        _spend(budget, 4, what, limit)
+    elif isinstance(value, str):
+        check_text(value, _where(what, path))
+        _spend(budget, len(value) + 2, what, limit)
+    elif isinstance(value, int):
+        if value.bit_length() > INT_MAX_BITS:  # Python refuses to print (and json to dump) it
+            raise ValueError(f"{_where(what, path)}: the integer has more than 3900 digits")
+        _spend(budget, 1 + value.bit_length() * 3 // 10, what, limit)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{_where(what, path)}: {value!r} is not a JSON number")
+        if abs(value) >= FLOAT_MAX_MAGNITUDE:
+            raise ValueError(
+                f"{_where(what, path)}: the float {value!r} would be read back from PostgreSQL "
+                "as an integer; pass an int (or a string) for values of 1e16 or more"
+            )
+        if value == 0 and math.copysign(1, value) < 0:
+            raise ValueError(f"{_where(what, path)}: -0.0 would be read back as 0.0; pass 0.0")
+        _spend(budget, 1, what, limit)
+    elif isinstance(value, (list, dict)):
+        if depth >= JSON_MAX_DEPTH:
+            raise ValueError(f"{_where(what, path)}: nested deeper than {JSON_MAX_DEPTH} levels")
+        if id(value) in active:
+            raise ValueError(f"{_where(what, path)}: circular reference")
+        active.add(id(value))
+        _spend(budget, 2, what, limit)
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                _spend(budget, 1, what, limit)
+                _check(item, what, path + (index,), depth + 1, active, budget, limit)
+        else:
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise TypeError(
+                        f"{_where(what, path)}: the dict key {key!r} is a {type(key).__name__}; "
+                        "JSON keys are strings (it would come back as a string)"
+                    )
+                check_text(key, f"{_where(what, path)} key {key[:40]!r}")
+                _spend(budget, len(key) + 4, what, limit)
+                _check(item, what, path + (key,), depth + 1, active, budget, limit)
+        active.discard(id(value))
+    elif isinstance(value, tuple):
+        raise TypeError(
+            f"{_where(what, path)}: tuples are refused (JSON would turn it into a list); "
+            "pass a list"
+        )
+    else:
+        raise TypeError(
+            f"{_where(what, path)}: {type(value).__name__} {_short(value)} is not JSON "
+            "(use str, int, float, bool, None, list or dict)"
+        )
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not hide the real problem
+        return "object"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def to_json(value: Any, what: str, *, max_bytes: int, setting: str = "") -> Any:
+    """A deep copy of ``value`` as it will be stored, after :func:`check_json` (which raises
+    TypeError/ValueError naming ``what``) and an exact size check: equal to ``value``, never
+    altered."""
+    check_json(value, what, max_bytes=max_bytes, setting=setting)
+    text = json_dumps(value)
+    size = len(text.encode())
+    if size > max_bytes:
+        limit = f"{max_bytes} bytes ({setting})" if setting else f"{max_bytes} bytes"
+        raise ValueError(
+            f"{what} is {size} bytes as JSON; the limit is {limit}: store large data elsewhere "
+            "and pass a reference"
+        )
+    return json.loads(text)
 
 
 def json_size(value: Any) -> int:
@@ -53,6 +173,7 @@ def validate_key(key: Any, *, child: bool = False) -> str:
         raise ValueError("workflow key must not be empty")
     if "\x00" in key:
         raise ValueError(f"workflow key {key!r} must not contain NUL characters")
+    check_text(key, "workflow key")
     if "$" in key and not child:
         raise ValueError(
             f"workflow key {key!r} must not contain '$' (reserved step/child separator)"
@@ -63,30 +184,42 @@ def validate_key(key: Any, *, child: bool = False) -> str:
 
 
 def validate_kwargs(args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Keyword-only, not reserved, JSON-serialisable; returns the normalised copy that gets stored."""
+    """Keyword-only, not reserved, JSON that is stored unchanged, at most KWARGS_MAX_BYTES;
+    returns the copy that gets stored."""
     if args:
         raise TypeError(
             f"workflows take keyword arguments only (key first, then name=value); got {len(args)} "
-            f"extra positional argument(s) {args!r}"
+            f"extra positional argument(s) {_short(args)}"
         )
     reserved = sorted(RESERVED_KWARGS.intersection(kwargs))
     if reserved:
         raise ValueError(f"{', '.join(map(repr, reserved))} is reserved for chrono_forge's own use")
-    return to_json(kwargs, "workflow kwargs")
+    limit = conf.get("KWARGS_MAX_BYTES")
+    return to_json(kwargs, "workflow kwargs", max_bytes=limit, setting="KWARGS_MAX_BYTES")
 
 
-def validate_options(options: Any) -> dict[str, Any]:
+def validate_options(options: Any, *, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``options`` as stored; with ``kwargs``, the two together fit in KWARGS_MAX_BYTES."""
     if options is None:
         return {}
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}")
-    return to_json(options, "workflow options")
+    limit = conf.get("KWARGS_MAX_BYTES")
+    if kwargs:
+        limit = max(limit - len(json_dumps(kwargs).encode()), 0)
+    return to_json(
+        options, "workflow options (with the kwargs)", max_bytes=limit, setting="KWARGS_MAX_BYTES"
+    )
 
 
 def validate_name(name: Any, *, what: str = "step name", forbidden: str = "$") -> str:
     """A user-chosen name segment: non-empty str without reserved characters."""
     if not isinstance(name, str) or not name or "\x00" in name:
         raise InvalidStepName(f"{what} must be a non-empty string without NUL, got {name!r}")
+    try:
+        check_text(name, what)
+    except ValueError as error:
+        raise InvalidStepName(str(error)) from None
     bad = [c for c in forbidden if c in name]
     if bad:
         raise InvalidStepName(
@@ -160,7 +293,23 @@ def check_perform(name: str, perform: Any) -> None:
 def check_perform_arguments(cls: type, kwargs: dict[str, Any]) -> None:
     """The TypeError ``cls().perform(**kwargs)`` would raise (missing or unexpected arguments),
     raised at the enqueue instead of on the first pass."""
+    signature = perform_signature(cls.perform)
+    parameters = list(signature.parameters.values())[1:]
+    if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+        unexpected = sorted(set(kwargs) - {p.name for p in parameters})
+        if unexpected:  # reported before a missing one: it is usually the same name misspelled
+            raise TypeError(
+                f"{cls.__qualname__}.perform() got unexpected keyword argument(s) "
+                f"{', '.join(map(repr, unexpected))}; it takes "
+                f"{', '.join(p.name for p in parameters) or 'no arguments'}"
+            )
     try:
-        inspect.signature(cls.perform).bind(None, **kwargs)
+        signature.bind(None, **kwargs)
     except TypeError as error:
         raise TypeError(f"{cls.__qualname__}.perform(): {error}") from None
+
+
+@functools.lru_cache(maxsize=1024)
+def perform_signature(perform: Any) -> inspect.Signature:
+    """``perform``'s signature, computed once (a fan-out checks every child's kwargs)."""
+    return inspect.signature(perform)

@@ -18,6 +18,7 @@ from .models import Workflow
 from .primitives import durably_execute as _durably_execute
 from .retry import AnyRetryPolicy, RetryPolicy, coerce
 from .validation import (
+    check_perform_arguments,
     check_workflow_class,
     validate_key,
     validate_kwargs,
@@ -172,10 +173,16 @@ class DurableWorkflow:
         job_class = cls.job_class()
         validate_key(key)
         kwargs = validate_kwargs(args, kwargs)
-        options = validate_options(options)
+        options = validate_options(options, kwargs=kwargs)
+        if kwargs:
+            check_perform_arguments(cls, kwargs)
         existing = Workflow.objects.filter(job_class=job_class, key=key).first()
         if existing is not None:
-            return cls._wake(existing, on=enqueue)
+            return cls._wake(
+                existing, on=enqueue
+            )  # the row keeps the arguments it was created with
+        if not kwargs:
+            check_perform_arguments(cls, kwargs)
         now = clock.now()
         # The row and its first pass commit together when the queue is in our database, otherwise
         # the row commits first. Either way the row is due now (next_run_at): the overdue sweep

@@ -10,6 +10,8 @@ from django.conf import settings
 from django.core.checks import run_checks
 from django.test import override_settings
 
+from chrono_forge import conf
+
 # Django 6 model checks inspect the database (JSONField support), so checks need DB access.
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -61,9 +63,7 @@ def test_e003_bad_duration(name, value):
     assert ids(CHRONO_FORGE={name: value}) == ["chrono_forge.E003"]
 
 
-@pytest.mark.parametrize(
-    "name", ["CONTEXT_VALUE_MAX_BYTES", "RESULT_MAX_BYTES", "ERROR_CONTEXT_MAX_BYTES"]
-)
+@pytest.mark.parametrize("name", conf.BYTES_SETTINGS + conf.CHARS_SETTINGS)
 @pytest.mark.parametrize("value", [0, -1, 1.5, "16KB", True])
 def test_e004_bad_byte_limit(name, value):
     assert ids(CHRONO_FORGE={name: value}) == ["chrono_forge.E004"]

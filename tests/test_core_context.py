@@ -28,10 +28,13 @@ def test_stored_containers_are_deep_copies():
     assert ctx["k"] == {"a": [1, {"b": 2}]}
 
 
-def test_dict_keys_become_strings_recursively():
+@pytest.mark.parametrize("value", [{1: "a"}, {"nested": {2: "b"}}, {None: 1}, {(1, 2): 3}])
+def test_non_string_dict_keys_are_refused_at_any_depth(value):
+    """JSON would turn them into strings (and two keys could collide): refused, not altered."""
     ctx = Context()
-    ctx["k"] = {1: "a", "nested": {2: "b"}}
-    assert ctx["k"] == {"1": "a", "nested": {"2": "b"}}
+    with pytest.raises(ContextValidationError, match="JSON keys are strings"):
+        ctx["k"] = value
+    assert "k" not in ctx and not ctx.dirty
 
 
 @pytest.mark.parametrize(

@@ -117,8 +117,9 @@ def test_context_api_inside_perform(chrono_forge_env):
         "via_set": 1,
         "once": "first",
         "a_list": [1, "two", {"three": 3}],
-        "a_dict": {"1": "int key", "nested": {"true": "bool key"}},  # JSON key rules,
+        "a_dict": {"1": "str key", "nested": {"true": "str key"}},
     }
+    assert w.FLAGS["int_key_refused"] is True  # refused, not turned into "1"
 
 
 def test_a_pre_locked_workflow_is_not_run_until_unlocked(chrono_forge_env):

@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from chrono_forge import DurableWorkflow, RetryPolicy, clock
-from chrono_forge.exceptions import ExecutionFailedError
+from chrono_forge.exceptions import ContextValidationError, ExecutionFailedError
 
 CALLS: dict[str, int] = {}
 #: Per-test switches read by the workflows (e.g. "gate_open", "broken").
@@ -120,7 +120,11 @@ class ContextApi(DurableWorkflow):
         FLAGS["has_missing"] = "missing" in ctx
         FLAGS["get_default"] = ctx.get("missing", "fallback")
         ctx["a_list"] = [1, "two", {"three": 3}]
-        ctx["a_dict"] = {1: "int key", "nested": {True: "bool key"}}
+        ctx["a_dict"] = {"1": "str key", "nested": {"true": "str key"}}
+        try:
+            ctx["int_keys"] = {1: "JSON would turn the key into a string"}
+        except ContextValidationError:
+            FLAGS["int_key_refused"] = True
         try:
             ctx["missing"]
         except KeyError:

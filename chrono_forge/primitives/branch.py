@@ -37,7 +37,13 @@ from ..exceptions import (
 )
 from ..models import Workflow
 from ..steps import COMPLETED, PENDING
-from ..validation import step_name, validate_key, validate_kwargs, validate_name
+from ..validation import (
+    check_perform_arguments,
+    step_name,
+    validate_key,
+    validate_kwargs,
+    validate_name,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import ExecutionLog
@@ -71,6 +77,7 @@ def branch(
 ) -> None:
     run = workflow._pass
     step = step_name("branch", name)
+    run.claim_step(step)
     if run.dispatching is not None:
         raise InvalidStepArgument(
             f"branch {name!r} is nested inside the dispatch of branch {run.dispatching.name!r}: "
@@ -235,6 +242,7 @@ def _child(
         job_class = workflow_class.job_class()
         validate_key(key, child=True)
         kwargs = validate_kwargs((), kwargs)
+        check_perform_arguments(workflow_class, kwargs)
     except (TypeError, ValueError) as error:
         raise InvalidStepArgument(f"{where}: {error}") from None
     return job_class, key, kwargs

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import clock
-from ..errors import error_class_name
+from ..errors import error_class_name, error_text
 from ..exceptions import ExecutionFailedError, HaltExecution
 from ..steps import COMPLETED, FAILED, FAILURE, PENDING, callsite, replay_failure, resolve_method
 from ..validation import step_name
@@ -31,6 +31,7 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
         workflow, condition, kind=callsite("continue_if", condition, name)
     )
     step = step_name("continue_if", name if name is not None else condition_name)
+    run.claim_step(step)
 
     log = run.steps.get(step)
     if log is not None and log.state == COMPLETED:
@@ -47,7 +48,7 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
         fields = {
             "state": FAILED,
             "error_class": error_class_name(error),
-            "error_message": str(error),
+            "error_message": error_text(error),
         }
         failure = ExecutionFailedError(
             f"{step}: the condition {condition_name} raised {error!r}",

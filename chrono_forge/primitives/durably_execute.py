@@ -28,7 +28,7 @@ from ..steps import (
     resolve_method,
     retry_or_stall,
 )
-from ..validation import json_size, step_name, to_json
+from ..validation import step_name, to_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import ExecutionLog
@@ -43,7 +43,8 @@ def durably_execute(
     run = workflow._pass
     func, method_name = resolve_method(workflow, method, kind="durably_execute")
     step = step_name("durably_execute", name if name is not None else method_name)
-    policy = run.step_policy(retry_policy)
+    run.claim_step(step)
+    policy = run.step_policy(retry_policy, where=step)
 
     log = run.steps.get(step)
     if log is not None and log.state == COMPLETED:
@@ -64,14 +65,10 @@ def durably_execute(
 def storable_result(step: str, result: Any, run, log: ExecutionLog) -> Any:
     """The JSON form of a step's return value, or InvalidStepResult (recorded, step failed)."""
     try:
-        stored = to_json(result, f"the return value of {step}")
         limit = conf.get("RESULT_MAX_BYTES")
-        size = json_size(stored)
-        if size > limit:
-            raise InvalidStepResult(
-                f"the return value of {step} is {size} bytes as JSON; the limit is {limit} "
-                "(RESULT_MAX_BYTES): store large data elsewhere and return a reference"
-            )
+        stored = to_json(
+            result, f"the return value of {step}", max_bytes=limit, setting="RESULT_MAX_BYTES"
+        )
     except (TypeError, ValueError) as error:
         error = error if isinstance(error, InvalidStepResult) else InvalidStepResult(str(error))
         run.record_error(error, step_name=step, attempt=log.attempts)

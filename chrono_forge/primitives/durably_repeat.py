@@ -79,6 +79,7 @@ def durably_repeat(
     where = callsite("durably_repeat", method, name)
     func, method_name = resolve_method(workflow, method, kind=where)
     step = step_name("durably_repeat", name if name is not None else method_name)
+    run.claim_step(step)
     every = duration_arg(every, where=step, what="every", positive=True)
     if every < timedelta(seconds=1):  # repetition logs are keyed by whole unix seconds
         raise InvalidStepArgument(f"{step}: every must be at least 1 second, got {every}")

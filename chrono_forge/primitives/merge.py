@@ -57,6 +57,7 @@ def merge_branches(
         validate_name(name, what="merge branch name", forbidden="$,")
     unique = sorted(set(names))
     step = step_name("merge", ",".join(unique))
+    run.claim_step(step)
     low = _interval(min_interval, "min_interval", step)
     high = _interval(max_interval, "max_interval", step)
     if low > high:
@@ -154,8 +155,8 @@ def _metadata(names: list[str], low: float, high: float, token: str | None) -> d
 
 def _interval(value: Any, what: str, step: str) -> float:
     try:
-        seconds = conf.as_timedelta(value).total_seconds()
-    except TypeError as error:
+        seconds = conf.as_duration(value).total_seconds()
+    except (TypeError, ValueError) as error:  # not a duration, NaN, infinite, too long
         raise InvalidStepArgument(f"{step}: {what}: {error}") from None
     if seconds <= 0:
         raise InvalidStepArgument(f"{step}: {what} must be positive, got {value!r}")

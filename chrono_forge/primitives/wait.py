@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 def wait(workflow: DurableWorkflow, duration: timedelta | float, name: str) -> None:
     run = workflow._pass
     step = step_name("wait", name)
+    run.claim_step(step)
     # A zero wait is a plain checkpoint; a negative one is a bug in the caller's arithmetic.
     delay = duration_arg(duration, where=step, what="duration", non_negative=True)
 

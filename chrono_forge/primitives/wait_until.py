@@ -67,6 +67,7 @@ def wait_until(
     where = callsite("wait_until", condition, name)
     func, condition_name = resolve_method(workflow, condition, kind=where)
     step = step_name("wait_until", name if name is not None else condition_name)
+    run.claim_step(step)
     # A timeout <= 0 is meaningful: poll once, then time out.
     timeout = duration_arg(timeout, where=step, what="timeout")
     interval = duration_arg(check_interval, where=step, what="check_interval", positive=True)
