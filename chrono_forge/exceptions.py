@@ -29,6 +29,18 @@ class WaitConditionNotMet(ExecutionFailedError):
     like any step that used up its budget; caught, the workflow goes on (replays raise it again)."""
 
 
+class StepAttemptLost(ChronoForgeError):
+    """A step's attempt started and never finished: its worker died in it (killed, out of memory,
+    timed out, or exited with ``SystemExit``/``KeyboardInterrupt``). Recorded against that attempt
+    and charged to the step's retry policy like any error, so a step that keeps taking its worker
+    down fails after ``max_attempts`` and stalls the workflow instead of running forever."""
+
+    def __init__(self, message: str, *, step_name: str | None = None, attempt: int | None = None):
+        super().__init__(message)
+        self.step_name = step_name
+        self.attempt = attempt
+
+
 class NotExecutableError(ChronoForgeError):
     """A programming error that retrying cannot fix; it stalls the workflow and propagates."""
 
@@ -85,6 +97,7 @@ __all__ = [
     "ChronoForgeError",
     "ExecutionFailedError",
     "WaitConditionNotMet",
+    "StepAttemptLost",
     "NotExecutableError",
     "InvalidStepName",
     "InvalidStepResult",

@@ -2,8 +2,12 @@
 
 Step name ``durably_execute$<name or method>``. The first attempt is recorded in the INSERT (no separate
 attempt UPDATE); a retry bumps ``attempts`` before running. The method runs outside any transaction;
-its completion is committed on its own right after it returns. At-least-once: a hard kill after the
-side effect but before that commit runs the method again on the next pass.
+its completion is committed with the pass's next write. At-least-once: a hard kill after the side
+effect but before that commit runs the method again on the next pass.
+
+An attempt whose worker died in it (found pending and unfinished by a later pass) is recorded as
+``StepAttemptLost`` and charged to the policy; a body raising ``SystemExit``/``KeyboardInterrupt`` is
+recorded and charged alike, then let through so the worker exits. A failed step replays its failure.
 """
 
 from __future__ import annotations
@@ -14,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 from .. import clock, conf
 from ..errors import error_class_name
 from ..exceptions import HaltExecution, InvalidStepResult
-from ..steps import COMPLETED, FAILED, PENDING, resolve_method, retry_or_stall
+from ..steps import (
+    COMPLETED,
+    FAILED,
+    FAILURE,
+    PENDING,
+    begin_attempt,
+    resolve_method,
+    retry_or_stall,
+)
 from ..validation import json_size, step_name, to_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,13 +47,13 @@ def durably_execute(
     log = run.steps.get(step)
     if log is not None and log.state == COMPLETED:
         return log.result
-    log = run.steps.record_attempt(step, log, state=PENDING)
+    log = begin_attempt(run, step, log, policy, state=PENDING)
 
     try:
         result = func()
     except HaltExecution:
         raise
-    except Exception as error:
+    except BaseException as error:  # SystemExit & co. too: recorded, then let through
         retry_or_stall(run, log, error, policy)
     stored = storable_result(step, result, run, log)
     run.steps.complete_later(log, state=COMPLETED, completed_at=clock.now(), result=stored)
@@ -63,7 +75,11 @@ def storable_result(step: str, result: Any, run, log: ExecutionLog) -> Any:
         error = error if isinstance(error, InvalidStepResult) else InvalidStepResult(str(error))
         run.record_error(error, step_name=step, attempt=log.attempts)
         run.steps.update(
-            log, state=FAILED, error_class=error_class_name(error), error_message=str(error)
+            log,
+            state=FAILED,
+            error_class=error_class_name(error),
+            error_message=str(error),
+            metadata={**(log.metadata or {}), FAILURE: str(error)},
         )
         error.recorded = True
         raise error from None
