@@ -95,6 +95,8 @@ class _Killer:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
+        """Wrap the engine's write points for one run. Patching (not a hook in the engine) keeps
+        production code free of test switches, as a real kill leaves no trace in it either."""
         killer = self
         original_acquire, original_finish = Pass.acquire, Pass.finish
         original_publish = Pass.publish
