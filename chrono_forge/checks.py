@@ -107,6 +107,24 @@ def _primary_key_problem(value: Any) -> str | None:
     return None
 
 
+def _workflow_modules_problem(value: Any) -> str | None:
+    """Module paths whose import registers their workflow classes (imported here, as at start-up)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        return f"must be a list of module paths (non-empty str), got {value!r}"
+    broken = []
+    for path in value:
+        try:
+            importlib.import_module(path)
+        except Exception as error:
+            broken.append(f"{path!r} cannot be imported ({type(error).__name__}: {error})")
+    if broken:
+        return (
+            f"{'; '.join(broken)}: their workflow classes are not registered, so the workers "
+            "stall their workflows"
+        )
+    return None
+
+
 #: setting -> (check id, validator). Every key of conf.DEFAULTS has one (a test insists).
 VALIDATORS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     **{name: ("E003", _duration_problem) for name in conf.DURATION_SETTINGS},
@@ -116,6 +134,7 @@ VALIDATORS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     **{name: ("E007", _cluster_problem) for name in conf.CLUSTER_SETTINGS},
     "TASK_TIMEOUT": ("E010", _task_timeout_problem),
     "PRIMARY_KEY_FIELD": ("E011", _primary_key_problem),
+    "WORKFLOW_MODULES": ("E020", _workflow_modules_problem),
     # how long a branch child may sit never started before its merge poller re-sends its delivery
     "CHILD_REKICK_AFTER": ("E030", _duration_problem),
 }

@@ -57,6 +57,11 @@ class InvalidStepArgument(NotExecutableError, TypeError, ValueError):
     """A primitive was called with an argument it cannot use (a missing method, a bad duration, ...)."""
 
 
+class UnregisteredWorkflowClass(NotExecutableError):
+    """A row or a task names a workflow class that is not registered in this process (renamed,
+    removed, or defined in code this worker does not run); see :mod:`chrono_forge.registry`."""
+
+
 class NotInBranchError(NotExecutableError):
     """``spawn``/``spawn_each`` was called outside a ``branch`` dispatch callable."""
 
@@ -102,6 +107,7 @@ __all__ = [
     "InvalidStepName",
     "InvalidStepResult",
     "InvalidStepArgument",
+    "UnregisteredWorkflowClass",
     "NotInBranchError",
     "UnmergedBranchError",
     "UnknownBranchError",

@@ -88,9 +88,10 @@ class Pass:
 
     def __init__(
         self,
-        workflow_class: type[DurableWorkflow],
+        workflow_class: type[DurableWorkflow] | None,
         key: str,
         *,
+        job_class: str | None = None,
         attempt: int = 0,
         retry_counts: dict[str, int] | None = None,
         retry_workflow: bool = False,
@@ -108,7 +109,7 @@ class Pass:
                 f"got {stale_after!r}"
             )
         self.workflow_class = workflow_class
-        self.job_class = workflow_class.job_class()
+        self.job_class = job_class or workflow_class.job_class()
         self.key = key
         self.attempt = attempt
         self.retry_counts = dict(retry_counts or {})
@@ -448,3 +449,32 @@ class Pass:
             or coerce(self.workflow_class.retry_policy)
             or RetryPolicy.step_default()
         )
+
+
+class BlockedPass(Pass):
+    """A delivery for a workflow class this process cannot run (not registered): the row is stalled
+    with ``error`` under the lock and token rules of a real pass, so a superseded continuation or a
+    duplicate of a live run still exits quietly, and an operator retry finds an ordinary stalled
+    workflow once the class is back."""
+
+    def __init__(self, job_class: str, key: str, error: NotExecutableError, **internal: Any):
+        super().__init__(None, key, job_class=job_class, **internal)
+        self.error = error
+
+    def execute(self) -> Workflow | None:
+        if not Workflow.objects.filter(job_class=self.job_class, key=self.key).exists():
+            logger.error(
+                "chrono_forge: %s(%s) does not exist, and its class cannot run here: %s",
+                self.job_class,
+                self.key,
+                self.error,
+            )
+            return None
+        row = self.acquire()
+        if row is None:
+            return None
+        try:
+            self.stall(self.error, recorded=False)
+        finally:
+            self.finish()
+        return row

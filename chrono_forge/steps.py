@@ -297,7 +297,8 @@ def retry_or_stall(
     run, log: ExecutionLog, error: BaseException, policy, *, message: str | None = None
 ) -> NoReturn:
     """A step's body or condition raised: record the error, then either schedule a retry per
-    ``policy`` and halt the pass, or mark the step failed and raise ExecutionFailedError (stalled)."""
+    ``policy`` and halt the pass, or mark the step failed and raise ExecutionFailedError
+    (stalled). A worker going down gets its own exception back (see :func:`halt_or_fail`)."""
     raise halt_or_fail(run, error, record_failure(run, log, error, policy, message=message))
 
 

@@ -10,8 +10,10 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django_q.exceptions import TimeoutException
 
 from chrono_forge import conf
+from chrono_forge.errors import error_class_name
 from chrono_forge.exceptions import WaitConditionNotMet
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.tasks import run_workflow
@@ -150,6 +152,11 @@ def run_expecting_exit(env, error_class=SystemExit) -> None:
     [
         ("system_exit", SystemExit, "SystemExit: 3"),
         ("keyboard_interrupt", KeyboardInterrupt, "KeyboardInterrupt"),
+        (
+            "django_q_timeout",
+            TimeoutException,
+            "django_q.exceptions.TimeoutException: Task exceeded maximum timeout value (2 seconds)",
+        ),
     ],
 )
 def test_a_body_exiting_its_worker_is_recorded_retried_then_stalls(
@@ -167,7 +174,7 @@ def test_a_body_exiting_its_worker_is_recorded_retried_then_stalls(
         assert (step.state, step.attempts) == ("pending", attempt)
         assert [(e.attempt, e.error_class) for e in errors(wf)][-1] == (
             attempt,
-            error_class.__name__,
+            error_class_name(error_class()),
         )
         chrono_forge_env.advance(1)
     run_expecting_exit(chrono_forge_env, error_class)

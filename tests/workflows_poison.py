@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -184,8 +185,10 @@ def count_in(counter: str) -> int:
 class DyingStep(DurableWorkflow):
     """A step whose body takes its worker down for its first ``deaths`` executions, then returns.
 
-    ``how``: "system_exit" (``sys.exit(3)``), "keyboard_interrupt", or "os_exit" (``os._exit(1)``:
-    no exception, no cleanup: the process is simply gone, as after SIGKILL or an OOM kill).
+    ``how``: "system_exit" (``sys.exit(3)``), "keyboard_interrupt", "django_q_timeout" (django-q2's
+    TimeoutException, a SystemExit), "sleep" (30 s, to outlive a task timeout) or "os_exit"
+    (``os._exit(1)``: no exception, no cleanup: the process is simply gone, as after SIGKILL or an
+    OOM kill).
     """
 
     retry_policy = THREE_ATTEMPTS
@@ -212,6 +215,13 @@ def die(how: str) -> None:
         raise KeyboardInterrupt()
     if how == "os_exit":
         os._exit(1)
+    if how == "django_q_timeout":  # what django-q2's timeout raises in its worker (SIGALRM)
+        from django_q.exceptions import TimeoutException
+
+        raise TimeoutException("Task exceeded maximum timeout value (2 seconds)")
+    if how == "sleep":  # outlive the task timeout
+        time.sleep(30)
+        return
     raise ValueError(f"unknown way to die: {how!r}")
 
 

@@ -6,8 +6,9 @@ its completion is committed with the pass's next write. At-least-once: a hard ki
 effect but before that commit runs the method again on the next pass.
 
 An attempt whose worker died in it (found pending and unfinished by a later pass) is recorded as
-``StepAttemptLost`` and charged to the policy; a body raising ``SystemExit``/``KeyboardInterrupt`` is
-recorded and charged alike, then let through so the worker exits. A failed step replays its failure.
+``StepAttemptLost`` and charged to the policy; a body raising ``SystemExit`` or
+``KeyboardInterrupt`` is recorded and charged alike, then let through so the worker exits. A failed
+step replays its failure.
 """
 
 from __future__ import annotations

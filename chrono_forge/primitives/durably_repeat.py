@@ -14,9 +14,9 @@ recorded in the INSERT), with its own retry budget (``retry_policy``, else the c
 the step default); a tick that used its budget fails and the schedule moves on
 (``on_error="continue"``) or the workflow stalls (``"fail_workflow"``; an operator retry runs the
 tick again with a fresh budget). A tick whose worker died in it counts as a failed attempt
-(``StepAttemptLost``), as in ``durably_execute``. After each tick ``till`` is checked again, so the workflow goes on
-without waiting one more interval; else the pass halts with a continuation at the next tick
-(``Workflow.next_run_at``).
+(``StepAttemptLost``), as in ``durably_execute``. After each tick ``till`` is checked again, so the
+workflow goes on without waiting one more interval; else the pass halts with a continuation at the
+next tick (``Workflow.next_run_at``).
 
 A tick not started within ``timeout`` of its scheduled time is missed. After downtime the missed
 ticks are skipped in O(1) (closed form: intervals are fixed durations, exact in UTC) and recorded as
