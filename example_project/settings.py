@@ -88,6 +88,17 @@ Q_CLUSTER = {
     "queue_limit": 2,
     "save_limit": 250,
     "ack_failures": True,
+    "cache": "django_q",  # cluster stats, read by `chrono_forge status` and the admin Overview
+}
+
+# django-q2's cluster stats must live in a cache the web process and the qcluster share (the
+# default LocMemCache is private to each process): a file cache is enough on one machine.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "django_q": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(BASE_DIR / ".django_q_cache"),
+    },
 }
 
 CHRONO_FORGE = {}

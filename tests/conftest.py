@@ -123,6 +123,7 @@ def qcluster(transactional_db, tmp_path, request):
             CHRONO_FORGE_TEST_DB=TEST_DB,
             CHRONO_FORGE_TEST_DB_NAME=db_name,
             CHRONO_FORGE_TEST_LOG_LEVEL="INFO",
+            CHRONO_FORGE_TEST_QSTATS_DIR=settings.CACHES["django_q"]["LOCATION"],
             PYTHONPATH=os.pathsep.join(
                 p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p
             ),
