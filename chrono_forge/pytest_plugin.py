@@ -1,4 +1,5 @@
-"""pytest plugin (registered through the ``pytest11`` entry point): the ``chrono_forge_env`` fixture."""
+"""pytest plugin (registered through the ``pytest11`` entry point): the ``chrono_forge_env`` and
+``chrono_forge_crash_safe`` fixtures."""
 
 from __future__ import annotations
 
@@ -14,3 +15,13 @@ def chrono_forge_env() -> Iterator:
 
     with workflow_env() as env:
         yield env
+
+
+@pytest.fixture
+def chrono_forge_crash_safe(request):
+    """:func:`chrono_forge.testing.assert_crash_safe` with database access:
+    ``chrono_forge_crash_safe(OrderWorkflow, "order-1", order_id=1)`` -> a ``CrashReport``."""
+    from chrono_forge.testing import assert_crash_safe
+
+    request.getfixturevalue("db")  # pytest-django's, or the test's own django_db mark
+    return assert_crash_safe

@@ -10,6 +10,10 @@
         env.now, env.pending, env.drop_pending()  # or drop_pending(lambda run: run.is_merge_poll)
 
 Also available as the pytest fixture ``chrono_forge_env`` (installed with the package).
+
+    assert_crash_safe(OrderWorkflow, "k", order_id=1)   # a kill at every step boundary recovers
+
+(:mod:`chrono_forge.crash_safety`; fixture form ``chrono_forge_crash_safe``.)
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from . import clock, dispatch
 from .conf import as_timedelta
 from .dispatch.memory import InMemoryDispatcher, PendingRun
 
+# Also assert_crash_safe, CrashTest, CrashReport and HardKill, loaded on first use (__getattr__).
 __all__ = ["WorkflowEnv", "workflow_env", "PendingRun"]
 
 
@@ -100,3 +105,12 @@ def workflow_env(start: datetime | None = None, max_runs: int = 10_000) -> Itera
             yield env
     finally:
         dispatch.set_dispatcher(previous)
+
+
+def __getattr__(name: str):
+    # Lazy: the crash-safety helper imports the executor (and the models) only when used.
+    if name in ("assert_crash_safe", "CrashTest", "CrashReport", "HardKill"):
+        from . import crash_safety
+
+        return getattr(crash_safety, name)
+    raise AttributeError(f"module 'chrono_forge.testing' has no attribute {name!r}")

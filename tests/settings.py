@@ -152,6 +152,7 @@ CHRONO_FORGE = {
         "tests.workflows_admin",
         "tests.workflows_branches",
         "tests.workflows_core",
+        "tests.workflows_crash",
         "tests.workflows_liveness",
         "tests.workflows_ops",
         "tests.workflows_poison",

@@ -32,8 +32,15 @@ def stranded():
     )
 
 
-# action -> (codename, the workflow it acts on, the request: (method, url, data) for that workflow)
+def overdue():
+    late = clock.now() - timedelta(hours=1)  # far past RESUME_OVERDUE_GRACE
+    return make_workflow("idle", job_class=QUICK, started_at=late, next_run_at=late)
+
+
+# action -> (codename, the workflow it acts on, method, per-workflow URL name, other URL kind)
 ACTIONS = {
+    "redeliver": ("resume_workflow", overdue, "POST", "redeliver", None),
+    "resume_overdue_all": ("resume_workflow", overdue, "POST", None, "resume_overdue_all"),
     "retry": ("retry_workflow", lambda: make_workflow("stalled"), "POST", "retry", None),
     "resume": ("resume_workflow", lambda: make_workflow("idle"), "POST", "resume", None),
     "reap": ("reap_workflow", stranded, "POST", "reap", None),
@@ -80,8 +87,8 @@ def attempt(client, action):
         target, data = url(per_workflow, workflow.pk), {}
     elif other == "bulk":
         target, data = url("bulk_retry"), {}
-    elif other == "reap_all":
-        target, data = url("reap_all"), {}
+    elif other in ("reap_all", "resume_overdue_all"):
+        target, data = url(other), {}
     else:
         target = LIST
         data = {"action": action, "_selected_action": [workflow.pk], "post": "yes"}

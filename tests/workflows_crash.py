@@ -1,0 +1,53 @@
+"""Workflows for the crash-safety helper's own tests (module level, so their job_class imports)."""
+
+from __future__ import annotations
+
+from chrono_forge import DurableWorkflow
+
+#: An external system without idempotency: every charge is a new entry.
+LEDGER: list[str] = []
+
+
+class DoubleCharge(DurableWorkflow):
+    """Not crash safe: ``charge`` appends to an external ledger without an idempotency key, and a
+    later step records what the ledger holds, so a kill that re-runs ``charge`` changes the end."""
+
+    def perform(self):
+        self.durably_execute(self.charge)
+        self.durably_execute(self.receipt)
+
+    def charge(self):
+        LEDGER.append(self.key)
+
+    def receipt(self):
+        self.context["charges"] = LEDGER.count(self.key)
+
+
+class IdempotentCharge(DoubleCharge):
+    """The fix: the charge is keyed, so running it twice charges once."""
+
+    def charge(self):
+        if self.key not in LEDGER:
+            LEDGER.append(self.key)
+
+
+#: A fake notification service: scheduled tick times it was told about (idempotent by tick).
+NOTIFIED: set[str] = set()
+
+
+class Ticker(DurableWorkflow):
+    """A durably_repeat done the crash-safe way: each tick is keyed by its scheduled time, and
+    ``till`` asks the service, not the context the tick's pass had not saved yet."""
+
+    def perform(self):
+        self.durably_repeat(self.tick, every=60, till=self.done)
+        self.durably_execute(self.summary)
+
+    def tick(self, scheduled_time):
+        NOTIFIED.add(scheduled_time.isoformat())
+
+    def done(self):
+        return len(NOTIFIED) >= 3
+
+    def summary(self):
+        return {"ticks": len(NOTIFIED)}
