@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from . import clock, conf, dispatch
+from . import clock, conf, dispatch, signals
 from .context import Context
 from .errors import record_error
 from .exceptions import (
@@ -136,6 +136,8 @@ class Pass:
         self.dispatching: Any = None  # the branch whose dispatch callable is running (spawn target)
         # the SystemExit/KeyboardInterrupt/... a step already recorded before letting it through
         self.exit_error: BaseException | None = None
+        # why the run failed or stalled, for the signal sent once that state is committed
+        self.outcome_error: BaseException | None = None
 
     # -- the pass ----------------------------------------------------------------------------------
     def execute(self) -> Workflow | None:
@@ -182,6 +184,7 @@ class Pass:
             self.release(self.final_state)
         finally:
             self.publish()
+            self.announce_outcome()
 
     # -- lock --------------------------------------------------------------------------------------
     def acquire(self) -> Workflow | None:
@@ -237,6 +240,8 @@ class Pass:
         self.row = row
         self.context = Context(row.context)
         self.steps = StepLogs(row.pk, known_empty=first_pass)
+        if first_pass:
+            self.announce(signals.workflow_started)
         return row
 
     def lock_ttl(self) -> timedelta:
@@ -362,6 +367,28 @@ class Pass:
             self.job_class, self.key, run_at=run_at, token=token_for(run_at), **internal
         )
 
+    # -- signals -----------------------------------------------------------------------------------
+    def announce(self, signal, **kwargs: Any) -> None:
+        """Send one of :mod:`chrono_forge.signals` for this run (after its write committed)."""
+        signals.send(signal, self.workflow_class, using=self.db, workflow=self.row, **kwargs)
+
+    def announce_outcome(self) -> None:
+        """The run's committed final state, if it is one a signal reports."""
+        if not self.released:
+            return
+        state, error = self.row.state, self.outcome_error
+        if state == STATE.completed:
+            self.announce(signals.workflow_completed)
+        elif state == STATE.failed:
+            self.announce(signals.workflow_failed, error=error)
+        elif state == STATE.stalled:
+            step_name = getattr(error, "step_name", None)
+            self.announce(signals.workflow_stalled, error=error, step_name=step_name)
+
+    def step_failed(self, step_name: str, error: BaseException, attempt: int) -> None:
+        """A step's failure was committed: it is failed for good."""
+        self.announce(signals.step_failed, step_name=step_name, error=error, attempt=attempt)
+
     # -- outcomes ----------------------------------------------------------------------------------
     def record_error(
         self, error: BaseException, *, step_name: str | None = None, attempt: int | None = None
@@ -404,12 +431,14 @@ class Pass:
         self.exit_error = error
         if stalled:
             self.final_state = STATE.stalled
+            self.outcome_error = error
 
     def stall(self, error: BaseException, *, recorded: bool) -> None:
         """A step used up its retries, or a programming error: the operator must retry."""
         if not recorded:
             self.record_error(error)
         self.final_state = STATE.stalled
+        self.outcome_error = error
 
     def retry_or_fail(self, error: BaseException) -> None:
         """An uncaught error in perform(): retry the whole pass per the class policy, else fail."""
@@ -428,6 +457,7 @@ class Pass:
             self.continue_after(backoff, attempt=self.attempt + 1, retry_counts=counts or None)
             return
         now = clock.now()
+        self.outcome_error = error
         with self.final_transaction():
             self.steps.create(
                 FAILURE_MARKER.format(error_log.pk),

@@ -83,5 +83,6 @@ def storable_result(step: str, result: Any, run, log: ExecutionLog) -> Any:
             metadata={**(log.metadata or {}), FAILURE: str(error)},
         )
         error.recorded = True
+        run.step_failed(step, error, log.attempts)
         raise error from None
     return stored
