@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from . import clock, conf, dispatch, signals
+from . import clock, conf, dispatch, signals, telemetry
 from .context import Context
 from .errors import record_error
 from .exceptions import (
@@ -97,6 +97,7 @@ class Pass:
         retry_workflow: bool = False,
         token: str | None = None,
         stale_after: float | None = None,
+        trace_context: dict[str, str] | None = None,
         **internal: Any,
     ):
         if stale_after is not None and (
@@ -117,6 +118,8 @@ class Pass:
         self.token = token
         # A reaper asked for locks older than this to be taken, even below MAX_DURATION.
         self.stale_after = stale_after
+        # the enqueuer's trace context (OpenTelemetry), the parent of this pass's span
+        self.trace_context = trace_context
         # extra continuation arguments (e.g. wait_condition), for primitives
         self.internal = internal
         self.run_id = uuid.uuid4().hex
@@ -142,21 +145,22 @@ class Pass:
     # -- the pass ----------------------------------------------------------------------------------
     def execute(self) -> Workflow | None:
         """Run one pass; returns the workflow row, or None when there was nothing to run."""
-        row = self.acquire()
-        if row is None:
-            return None
-        try:
-            self.run(self.workflow_class._bind(row, self))
-        except BaseException as error:
-            if not isinstance(error, Exception) and error is not self.exit_error:
-                # The worker is going down outside a step body: a workflow-level failure, so the
-                # release below leaves the run scheduled for a retry (or failed), never idle with
-                # nothing scheduled.
-                self.retry_or_fail(error)
-            raise
-        finally:
-            self.finish()
-        return row
+        with telemetry.pass_span(self):
+            row = self.acquire()
+            if row is None:
+                return None
+            try:
+                self.run(self.workflow_class._bind(row, self))
+            except BaseException as error:
+                if not isinstance(error, Exception) and error is not self.exit_error:
+                    # The worker is going down outside a step body: a workflow-level failure, so
+                    # the release below leaves the run scheduled for a retry (or failed), never
+                    # idle with nothing scheduled.
+                    self.retry_or_fail(error)
+                raise
+            finally:
+                self.finish()
+            return row
 
     def run(self, workflow: DurableWorkflow) -> None:
         try:
@@ -393,6 +397,7 @@ class Pass:
     def record_error(
         self, error: BaseException, *, step_name: str | None = None, attempt: int | None = None
     ):
+        telemetry.failure(self, step_name)
         return record_error(
             self.row.pk, error, step_name=step_name, attempt=attempt, context=self.context
         )
@@ -500,11 +505,12 @@ class BlockedPass(Pass):
                 self.error,
             )
             return None
-        row = self.acquire()
-        if row is None:
-            return None
-        try:
-            self.stall(self.error, recorded=False)
-        finally:
-            self.finish()
-        return row
+        with telemetry.pass_span(self):
+            row = self.acquire()
+            if row is None:
+                return None
+            try:
+                self.stall(self.error, recorded=False)
+            finally:
+                self.finish()
+            return row

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .. import clock, conf
+from .. import clock, conf, telemetry
 from ..errors import error_class_name
 from ..exceptions import HaltExecution, InvalidStepResult
 from ..steps import (
@@ -51,7 +51,8 @@ def durably_execute(
     log = begin_attempt(run, step, log, policy, state=PENDING)
 
     try:
-        result = func()
+        with telemetry.step_span(run, step, log.attempts):
+            result = func()
     except HaltExecution:
         raise
     except BaseException as error:  # SystemExit & co. too: recorded, then let through
