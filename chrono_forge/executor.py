@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from . import clock, conf, dispatch
+from . import clock, conf, dispatch, signals, telemetry
 from .context import Context
 from .errors import record_error
 from .exceptions import (
@@ -101,6 +101,7 @@ class Pass:
         retry_workflow: bool = False,
         token: str | None = None,
         stale_after: float | None = None,
+        trace_context: dict[str, str] | None = None,
         **internal: Any,
     ):
         if stale_after is not None and (
@@ -121,6 +122,8 @@ class Pass:
         self.token = token
         # A reaper asked for locks older than this to be taken, even below MAX_DURATION.
         self.stale_after = stale_after
+        # the enqueuer's trace context (OpenTelemetry), the parent of this pass's span
+        self.trace_context = trace_context
         # extra continuation arguments (e.g. wait_condition), for primitives
         self.internal = internal
         self.run_id = uuid.uuid4().hex
@@ -142,25 +145,28 @@ class Pass:
         self.claimed_steps: dict[str, str] = {}
         # the SystemExit/KeyboardInterrupt/... a step already recorded before letting it through
         self.exit_error: BaseException | None = None
+        # why the run failed or stalled, for the signal sent once that state is committed
+        self.outcome_error: BaseException | None = None
 
     # -- the pass ----------------------------------------------------------------------------------
     def execute(self) -> Workflow | None:
         """Run one pass; returns the workflow row, or None when there was nothing to run."""
-        row = self.acquire()
-        if row is None:
-            return None
-        try:
-            self.run(self.workflow_class._bind(row, self))
-        except BaseException as error:
-            if not isinstance(error, Exception) and error is not self.exit_error:
-                # The worker is going down outside a step body: a workflow-level failure, so the
-                # release below leaves the run scheduled for a retry (or failed), never idle with
-                # nothing scheduled.
-                self.retry_or_fail(error)
-            raise
-        finally:
-            self.finish()
-        return row
+        with telemetry.pass_span(self):
+            row = self.acquire()
+            if row is None:
+                return None
+            try:
+                self.run(self.workflow_class._bind(row, self))
+            except BaseException as error:
+                if not isinstance(error, Exception) and error is not self.exit_error:
+                    # The worker is going down outside a step body: a workflow-level failure, so
+                    # the release below leaves the run scheduled for a retry (or failed), never
+                    # idle with nothing scheduled.
+                    self.retry_or_fail(error)
+                raise
+            finally:
+                self.finish()
+            return row
 
     def run(self, workflow: DurableWorkflow) -> None:
         try:
@@ -188,6 +194,7 @@ class Pass:
             self.release(self.final_state)
         finally:
             self.publish()
+            self.announce_outcome()
 
     # -- lock --------------------------------------------------------------------------------------
     def acquire(self) -> Workflow | None:
@@ -243,6 +250,8 @@ class Pass:
         self.row = row
         self.context = Context(row.context)
         self.steps = StepLogs(row.pk, known_empty=first_pass)
+        if first_pass:
+            self.announce(signals.workflow_started)
         return row
 
     def lock_ttl(self) -> timedelta:
@@ -368,10 +377,33 @@ class Pass:
             self.job_class, self.key, run_at=run_at, token=token_for(run_at), **internal
         )
 
+    # -- signals -----------------------------------------------------------------------------------
+    def announce(self, signal, **kwargs: Any) -> None:
+        """Send one of :mod:`chrono_forge.signals` for this run (after its write committed)."""
+        signals.send(signal, self.workflow_class, using=self.db, workflow=self.row, **kwargs)
+
+    def announce_outcome(self) -> None:
+        """The run's committed final state, if it is one a signal reports."""
+        if not self.released:
+            return
+        state, error = self.row.state, self.outcome_error
+        if state == STATE.completed:
+            self.announce(signals.workflow_completed)
+        elif state == STATE.failed:
+            self.announce(signals.workflow_failed, error=error)
+        elif state == STATE.stalled:
+            step_name = getattr(error, "step_name", None)
+            self.announce(signals.workflow_stalled, error=error, step_name=step_name)
+
+    def step_failed(self, step_name: str, error: BaseException, attempt: int) -> None:
+        """A step's failure was committed: it is failed for good."""
+        self.announce(signals.step_failed, step_name=step_name, error=error, attempt=attempt)
+
     # -- outcomes ----------------------------------------------------------------------------------
     def record_error(
         self, error: BaseException, *, step_name: str | None = None, attempt: int | None = None
     ):
+        telemetry.failure(self, step_name)
         return record_error(
             self.row.pk, error, step_name=step_name, attempt=attempt, context=self.context
         )
@@ -410,12 +442,14 @@ class Pass:
         self.exit_error = error
         if stalled:
             self.final_state = STATE.stalled
+            self.outcome_error = error
 
     def stall(self, error: BaseException, *, recorded: bool) -> None:
         """A step used up its retries, or a programming error: the operator must retry."""
         if not recorded:
             self.record_error(error)
         self.final_state = STATE.stalled
+        self.outcome_error = error
 
     def retry_or_fail(self, error: BaseException) -> None:
         """An uncaught error in perform(): retry the whole pass per the class policy, else fail."""
@@ -434,6 +468,7 @@ class Pass:
             self.continue_after(backoff, attempt=self.attempt + 1, retry_counts=counts or None)
             return
         now = clock.now()
+        self.outcome_error = error
         with self.final_transaction():
             self.steps.create(
                 FAILURE_MARKER.format(error_log.pk),
@@ -490,14 +525,15 @@ class BlockedPass(Pass):
                 self.error,
             )
             return None
-        row = self.acquire()
-        if row is None:
-            return None
-        try:
-            self.stall(self.error, recorded=False)
-        finally:
-            self.finish()
-        return row
+        with telemetry.pass_span(self):
+            row = self.acquire()
+            if row is None:
+                return None
+            try:
+                self.stall(self.error, recorded=False)
+            finally:
+                self.finish()
+            return row
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep

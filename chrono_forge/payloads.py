@@ -156,6 +156,31 @@ def pk_list(value: Any) -> list[Any]:
     return [pk(item, "branch_log_ids item") for item in value]
 
 
+def trace_context(value: Any) -> dict[str, str] | None:
+    """None, or an OpenTelemetry carrier: a small dict of short str -> str (``traceparent``, ...)."""
+    from .telemetry import CARRIER_MAX_ENTRIES, CARRIER_MAX_LENGTH
+
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not value
+        or len(value) > CARRIER_MAX_ENTRIES
+        or not all(
+            isinstance(k, str)
+            and isinstance(v, str)
+            and 0 < len(k) <= CARRIER_MAX_LENGTH
+            and len(v) <= CARRIER_MAX_LENGTH
+            for k, v in value.items()
+        )
+    ):
+        raise PayloadError(
+            f"trace_context must be None or a dict of 1 to {CARRIER_MAX_ENTRIES} str -> str "
+            f"entries of at most {CARRIER_MAX_LENGTH} characters, got {_short(value)}"
+        )
+    return value
+
+
 Check = Callable[[Any], Any]
 
 
@@ -198,6 +223,7 @@ PASS_ARGUMENTS: dict[str, Check] = {
     "token": token,
     "wait_condition": lambda v: name(v, "wait_condition"),
     "stale_after": lambda v: seconds(v, "stale_after"),  # a reaper's lock age
+    "trace_context": trace_context,  # the enqueuer's OpenTelemetry context (chrono_forge.telemetry)
 }
 
 

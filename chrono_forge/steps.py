@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.db import transaction
 
-from . import clock, conf
+from . import clock, conf, signals
 from .errors import error_class_name, error_text, storable_message
 from .exceptions import (
     ExecutionFailedError,
@@ -291,6 +291,15 @@ def record_failure(
         run.steps.update(log, metadata=metadata, **fields)
     if backoff is not None:
         run.continue_after(backoff)
+        run.announce(
+            signals.step_retry_scheduled,
+            step_name=log.step_name,
+            error=charged,
+            attempt=log.attempts,
+            retry_at=run.continuation[0],
+        )
+    else:
+        run.step_failed(log.step_name, charged, log.attempts)
     return failure
 
 

@@ -96,6 +96,12 @@ def enqueue(job_class: str, key: str, *, run_at: datetime | None = None, **inter
         raise ValueError(
             f"continuation argument(s) {clash} clash with django-q2 task options; rename them"
         )
+    if "trace_context" not in internal:
+        from ..telemetry import carrier
+
+        context = carrier()  # the enqueuer's trace, when there is one (never a pass's own)
+        if context:
+            internal["trace_context"] = context
     get_dispatcher().enqueue(job_class, key, run_at=run_at, **internal)
 
 

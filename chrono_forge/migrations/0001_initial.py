@@ -10,101 +10,206 @@ from chrono_forge.conf import primary_key_field
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ExecutionLog',
+            name="ExecutionLog",
             fields=[
-                ('id', primary_key_field()),
-                ('created', model_utils.fields.AutoCreatedField(default=django.utils.timezone.now, editable=False, verbose_name='created')),
-                ('modified', model_utils.fields.AutoLastModifiedField(default=django.utils.timezone.now, editable=False, verbose_name='modified')),
-                ('step_name', models.CharField(max_length=255)),
-                ('state', model_utils.fields.StatusField(choices=[('pending', 'pending'), ('completed', 'completed'), ('failed', 'failed')], default='pending', max_length=16, no_check_for_status=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('last_executed_at', models.DateTimeField(blank=True, null=True)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('error_class', models.CharField(blank=True, default='', max_length=255)),
-                ('error_message', models.TextField(blank=True, default='')),
-                ('result', models.JSONField(blank=True, null=True)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
+                ("id", primary_key_field()),
+                (
+                    "created",
+                    model_utils.fields.AutoCreatedField(
+                        default=django.utils.timezone.now, editable=False, verbose_name="created"
+                    ),
+                ),
+                (
+                    "modified",
+                    model_utils.fields.AutoLastModifiedField(
+                        default=django.utils.timezone.now, editable=False, verbose_name="modified"
+                    ),
+                ),
+                ("step_name", models.CharField(max_length=255)),
+                (
+                    "state",
+                    model_utils.fields.StatusField(
+                        choices=[
+                            ("pending", "pending"),
+                            ("completed", "completed"),
+                            ("failed", "failed"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                        no_check_for_status=True,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("last_executed_at", models.DateTimeField(blank=True, null=True)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                ("error_class", models.CharField(blank=True, default="", max_length=255)),
+                ("error_message", models.TextField(blank=True, default="")),
+                ("result", models.JSONField(blank=True, null=True)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
             ],
         ),
         migrations.CreateModel(
-            name='Workflow',
+            name="Workflow",
             fields=[
-                ('id', primary_key_field()),
-                ('created', model_utils.fields.AutoCreatedField(default=django.utils.timezone.now, editable=False, verbose_name='created')),
-                ('modified', model_utils.fields.AutoLastModifiedField(default=django.utils.timezone.now, editable=False, verbose_name='modified')),
-                ('job_class', models.CharField(help_text='Dotted import path of the workflow class.', max_length=255)),
-                ('key', models.CharField(max_length=255)),
-                ('kwargs', models.JSONField(blank=True, default=dict)),
-                ('options', models.JSONField(blank=True, default=dict)),
-                ('context', models.JSONField(blank=True, default=dict)),
-                ('state', model_utils.fields.StatusField(choices=[('idle', 'idle'), ('running', 'running'), ('completed', 'completed'), ('failed', 'failed'), ('stalled', 'stalled')], default='idle', max_length=16, no_check_for_status=True)),
-                ('locked_by', models.CharField(blank=True, max_length=64, null=True)),
-                ('locked_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('wake_requested', models.BooleanField(default=False, help_text='An external wake-up (perform_later, resume) arrived while a pass held the lock; that pass publishes an immediate continuation when it releases.')),
-                ('next_run_at', models.DateTimeField(blank=True, help_text='When the scheduled continuation is due (None: nothing scheduled).', null=True)),
-                ('parent_execution_log', models.ForeignKey(blank=True, help_text='The branch step that spawned this workflow.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='child_workflows', to='chrono_forge.executionlog')),
+                ("id", primary_key_field()),
+                (
+                    "created",
+                    model_utils.fields.AutoCreatedField(
+                        default=django.utils.timezone.now, editable=False, verbose_name="created"
+                    ),
+                ),
+                (
+                    "modified",
+                    model_utils.fields.AutoLastModifiedField(
+                        default=django.utils.timezone.now, editable=False, verbose_name="modified"
+                    ),
+                ),
+                (
+                    "job_class",
+                    models.CharField(
+                        help_text="Dotted import path of the workflow class.", max_length=255
+                    ),
+                ),
+                ("key", models.CharField(max_length=255)),
+                ("kwargs", models.JSONField(blank=True, default=dict)),
+                ("options", models.JSONField(blank=True, default=dict)),
+                ("context", models.JSONField(blank=True, default=dict)),
+                (
+                    "state",
+                    model_utils.fields.StatusField(
+                        choices=[
+                            ("idle", "idle"),
+                            ("running", "running"),
+                            ("completed", "completed"),
+                            ("failed", "failed"),
+                            ("stalled", "stalled"),
+                        ],
+                        default="idle",
+                        max_length=16,
+                        no_check_for_status=True,
+                    ),
+                ),
+                ("locked_by", models.CharField(blank=True, max_length=64, null=True)),
+                ("locked_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "wake_requested",
+                    models.BooleanField(
+                        default=False,
+                        help_text="An external wake-up (perform_later, resume) arrived while a pass held the lock; that pass publishes an immediate continuation when it releases.",
+                    ),
+                ),
+                (
+                    "next_run_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="When the scheduled continuation is due (None: nothing scheduled).",
+                        null=True,
+                    ),
+                ),
+                (
+                    "parent_execution_log",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The branch step that spawned this workflow.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="child_workflows",
+                        to="chrono_forge.executionlog",
+                    ),
+                ),
             ],
             options={
-                'permissions': [('retry_workflow', 'Can retry failed or stalled workflows'), ('resume_workflow', 'Can resume idle workflows'), ('reap_workflow', 'Can reap stranded workflows'), ('force_unlock_workflow', 'Can force-unlock running workflows'), ('bulk_retry_workflows', 'Can retry all blocked workflows at once')],
+                "permissions": [
+                    ("retry_workflow", "Can retry failed or stalled workflows"),
+                    ("resume_workflow", "Can resume idle workflows"),
+                    ("reap_workflow", "Can reap stranded workflows"),
+                    ("force_unlock_workflow", "Can force-unlock running workflows"),
+                    ("bulk_retry_workflows", "Can retry all blocked workflows at once"),
+                ],
             },
         ),
         migrations.AddField(
-            model_name='executionlog',
-            name='workflow',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='execution_logs', to='chrono_forge.workflow'),
+            model_name="executionlog",
+            name="workflow",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="execution_logs",
+                to="chrono_forge.workflow",
+            ),
         ),
         migrations.CreateModel(
-            name='ErrorLog',
+            name="ErrorLog",
             fields=[
-                ('id', primary_key_field()),
-                ('created', model_utils.fields.AutoCreatedField(default=django.utils.timezone.now, editable=False, verbose_name='created')),
-                ('modified', model_utils.fields.AutoLastModifiedField(default=django.utils.timezone.now, editable=False, verbose_name='modified')),
-                ('step_name', models.CharField(blank=True, max_length=255, null=True)),
-                ('attempt', models.PositiveIntegerField(blank=True, null=True)),
-                ('error_class', models.CharField(max_length=255)),
-                ('error_message', models.TextField(blank=True, default='')),
-                ('backtrace', models.TextField(blank=True, default='')),
-                ('context', models.JSONField(blank=True, default=dict)),
-                ('workflow', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='error_logs', to='chrono_forge.workflow')),
+                ("id", primary_key_field()),
+                (
+                    "created",
+                    model_utils.fields.AutoCreatedField(
+                        default=django.utils.timezone.now, editable=False, verbose_name="created"
+                    ),
+                ),
+                (
+                    "modified",
+                    model_utils.fields.AutoLastModifiedField(
+                        default=django.utils.timezone.now, editable=False, verbose_name="modified"
+                    ),
+                ),
+                ("step_name", models.CharField(blank=True, max_length=255, null=True)),
+                ("attempt", models.PositiveIntegerField(blank=True, null=True)),
+                ("error_class", models.CharField(max_length=255)),
+                ("error_message", models.TextField(blank=True, default="")),
+                ("backtrace", models.TextField(blank=True, default="")),
+                ("context", models.JSONField(blank=True, default=dict)),
+                (
+                    "workflow",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="error_logs",
+                        to="chrono_forge.workflow",
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='workflow',
-            index=models.Index(fields=['state', 'completed_at'], name='chrono_forge_wf_state_done'),
+            model_name="workflow",
+            index=models.Index(fields=["state", "completed_at"], name="chrono_forge_wf_state_done"),
         ),
         migrations.AddIndex(
-            model_name='workflow',
-            index=models.Index(fields=['parent_execution_log', 'state'], name='chrono_forge_wf_parent_state'),
+            model_name="workflow",
+            index=models.Index(
+                fields=["parent_execution_log", "state"], name="chrono_forge_wf_parent_state"
+            ),
         ),
         migrations.AddIndex(
-            model_name='workflow',
-            index=models.Index(fields=['key'], name='chrono_forge_wf_key'),
+            model_name="workflow",
+            index=models.Index(fields=["key"], name="chrono_forge_wf_key"),
         ),
         migrations.AddIndex(
-            model_name='workflow',
-            index=models.Index(fields=['state', 'next_run_at'], name='chrono_forge_wf_state_next'),
+            model_name="workflow",
+            index=models.Index(fields=["state", "next_run_at"], name="chrono_forge_wf_state_next"),
         ),
         migrations.AddConstraint(
-            model_name='workflow',
-            constraint=models.UniqueConstraint(fields=('job_class', 'key'), name='chrono_forge_workflow_class_key'),
+            model_name="workflow",
+            constraint=models.UniqueConstraint(
+                fields=("job_class", "key"), name="chrono_forge_workflow_class_key"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='executionlog',
-            constraint=models.UniqueConstraint(fields=('workflow', 'step_name'), name='chrono_forge_log_wf_step'),
+            model_name="executionlog",
+            constraint=models.UniqueConstraint(
+                fields=("workflow", "step_name"), name="chrono_forge_log_wf_step"
+            ),
         ),
         migrations.AddIndex(
-            model_name='errorlog',
-            index=models.Index(fields=['error_class'], name='chrono_forge_err_class'),
+            model_name="errorlog",
+            index=models.Index(fields=["error_class"], name="chrono_forge_err_class"),
         ),
     ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .. import clock, conf
+from .. import clock, conf, telemetry
 from ..errors import error_class_name
 from ..exceptions import HaltExecution, InvalidStepResult
 from ..steps import (
@@ -52,7 +52,8 @@ def durably_execute(
     log = begin_attempt(run, step, log, policy, state=PENDING)
 
     try:
-        result = func()
+        with telemetry.step_span(run, step, log.attempts):
+            result = func()
     except HaltExecution:
         raise
     except BaseException as error:  # SystemExit & co. too: recorded, then let through
@@ -80,5 +81,6 @@ def storable_result(step: str, result: Any, run, log: ExecutionLog) -> Any:
             metadata={**(log.metadata or {}), FAILURE: str(error)},
         )
         error.recorded = True
+        run.step_failed(step, error, log.attempts)
         raise error from None
     return stored

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 from django.utils import timezone
 
-from .. import clock, conf
+from .. import clock, conf, telemetry
 from ..exceptions import HaltExecution, InvalidStepArgument
 from ..models import ExecutionLog
 from ..steps import (
@@ -218,7 +218,8 @@ class Repeat:
         else:
             rep = steps.record_attempt(rep.step_name, rep)
         try:
-            self.call(due)
+            with telemetry.step_span(self.run, self.step, rep.attempts):
+                self.call(due)
         except HaltExecution:
             raise
         except BaseException as error:  # SystemExit & co. too: recorded, then let through

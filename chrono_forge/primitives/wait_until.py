@@ -120,6 +120,7 @@ def wait_until(
             error_message=str(error),
         )
         run.record_error(error, step_name=step, attempt=log.attempts)
+        run.step_failed(step, error, log.attempts)
         raise error
     run.steps.record_attempt(step, log, metadata=metadata, state=PENDING)
     run.continue_at(min(now + interval, timeout_at), wait_condition=condition_name)
