@@ -172,3 +172,86 @@ def qcluster(transactional_db, tmp_path, request):
 
     for cluster in clusters:
         cluster.stop()
+
+
+# --- Redis -----------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """The throwaway redis-server of scripts/test (``CHRONO_FORGE_REDIS_*``)."""
+
+    settings_module = "tests.settings_redis"
+
+    def __init__(self, host, port, directory):
+        import redis
+
+        self.host, self.port, self.directory = host, port, directory
+        self.client = redis.Redis(host=host, port=port, db=0, socket_timeout=5)
+
+    def queued(self, list_key):
+        """How many tasks wait in django-q2's Redis list ``list_key``."""
+        return self.client.llen(f"django_q:{list_key}:q")
+
+    def restart(self):
+        """Stop and start the server on the same port: everything it held is lost."""
+        subprocess.run(
+            [str(REPO_ROOT / "scripts" / "redis"), "restart", self.directory],
+            check=True,
+            capture_output=True,
+        )
+        self.client.ping()
+
+
+@pytest.fixture
+def redis_broker(monkeypatch):
+    """Switch this test process's django-q2 to the Redis broker; the server must be up.
+
+    Never skips: without the server scripts/test starts (or if it does not answer), the test fails
+    with what to do. Start qclusters with ``extra_env={"DJANGO_SETTINGS_MODULE":
+    server.settings_module}`` so they consume the same Redis list.
+    """
+    from django_q.conf import Conf
+
+    host = os.environ.get("CHRONO_FORGE_REDIS_HOST")
+    port = os.environ.get("CHRONO_FORGE_REDIS_PORT")
+    directory = os.environ.get("CHRONO_FORGE_REDIS_DIR")
+    if not (host and port and directory):
+        pytest.fail(
+            "no Redis server for the Redis broker tests: run them through scripts/test (it starts "
+            "one with scripts/redis and exports CHRONO_FORGE_REDIS_HOST/_PORT/_DIR)"
+        )
+    server = RedisServer(host, int(port), directory)
+    try:
+        server.client.ping()
+    except Exception as exc:
+        pytest.fail(f"the Redis server at {host}:{port} does not answer: {exc!r}")
+    server.client.flushdb()
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", {"host": host, "port": int(port), "db": 0})
+    yield server
+    server.client.flushdb()
+
+
+# --- a side table for the engine tests -------------------------------------------------------
+
+
+@pytest.fixture
+def runs_table(transactional_db):
+    """Create ``tests.workflows_engines``' side table for one test (raw SQL, outside Django's
+    models, so worker processes can write it and it is dropped after)."""
+    from django.db import connections
+
+    from chrono_forge import conf
+    from tests.workflows_engines import TABLE
+
+    connection = connections[conf.database()]
+    serial = "BIGSERIAL" if connection.vendor == "postgresql" else "INTEGER"
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        cursor.execute(
+            f"CREATE TABLE {TABLE} (id {serial} PRIMARY KEY, workflow_key VARCHAR(255) NOT NULL, "
+            "step VARCHAR(64) NOT NULL, machine VARCHAR(64) NOT NULL, pid INTEGER NOT NULL)"
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")
