@@ -1,140 +1,335 @@
-"""System checks: ``manage.py check`` reports chrono_forge misconfiguration with ``chrono_forge.*`` ids."""
+"""System checks: ``manage.py check`` reports misconfiguration with ``chrono_forge.*`` ids.
+
+Every check reads settings only (no database, no broker connection) and never raises: a value of the
+wrong type is itself the finding, reported under the id of the setting's kind.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
 from . import conf
 
+DJANGO_Q_DISPATCHER = "chrono_forge.dispatch.django_q.DjangoQDispatcher"
+
 
 def _error(msg: str, id: str, hint: str | None = None) -> checks.CheckMessage:
     return checks.Error(msg, hint=hint, id=f"chrono_forge.{id}")
+
+
+def _warning(msg: str, id: str, hint: str | None = None) -> checks.CheckMessage:
+    return checks.Warning(msg, hint=hint, id=f"chrono_forge.{id}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# -- one validator per setting: the problem (a sentence) or None ----------------------------------
+def _duration_problem(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        delta = conf.as_duration(value)
+    except TypeError:
+        delta = None
+    except ValueError as error:
+        return str(error)
+    if delta is None or delta <= timedelta(0):
+        return f"must be a positive timedelta or number of seconds, got {value!r}"
+    return None
+
+
+def _bytes_problem(value: Any) -> str | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return None
+    return f"must be a positive number of bytes (int), got {value!r}"
+
+
+def _cluster_problem(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value):
+        return None
+    return f"must be a django-q2 cluster name (a non-empty str) or None, got {value!r}"
+
+
+def _dotted_path_problem(value: Any, what: str) -> str | None:
+    if not isinstance(value, str) or "." not in value:
+        return f"must be the dotted path of {what} (a str), got {value!r}"
+    try:
+        import_string(value)
+    except ImportError as error:
+        return f"{value!r} cannot be imported: {error}"
+    return None
+
+
+def _dispatcher_problem(value: Any) -> str | None:
+    return _dotted_path_problem(value, "a dispatcher class")
+
+
+def _database_problem(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return f"must be a database alias (a str), got {value!r}"
+    if value not in settings.DATABASES:
+        return f"{value!r} is not a key of DATABASES"
+    return None
+
+
+def _task_timeout_problem(value: Any) -> str | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return None
+    return f"must be a positive number of seconds (int) or None, got {value!r}"
+
+
+def _primary_key_problem(value: Any) -> str | None:
+    if value is None:
+        return None
+    problem = _dotted_path_problem(value, "a model field class")
+    if problem:
+        return problem
+    from django.db import models
+
+    field = import_string(value)
+    if not (
+        isinstance(field, type)
+        and issubclass(field, (models.AutoField, models.BigAutoField, models.UUIDField))
+    ):
+        return f"{value!r} is not an AutoField, BigAutoField or UUIDField subclass"
+    return None
+
+
+#: setting -> (check id, validator). Every key of conf.DEFAULTS has one (a test insists).
+VALIDATORS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
+    **{name: ("E003", _duration_problem) for name in conf.DURATION_SETTINGS},
+    **{name: ("E004", _bytes_problem) for name in conf.BYTES_SETTINGS},
+    "DISPATCHER": ("E005", _dispatcher_problem),
+    "DATABASE": ("E006", _database_problem),
+    **{name: ("E007", _cluster_problem) for name in conf.CLUSTER_SETTINGS},
+    "TASK_TIMEOUT": ("E010", _task_timeout_problem),
+    "PRIMARY_KEY_FIELD": ("E011", _primary_key_problem),
+}
 
 
 @checks.register()
 def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     raw = getattr(settings, "CHRONO_FORGE", {})
     if not isinstance(raw, dict):
-        return [_error("CHRONO_FORGE must be a dict.", "E001")]
+        return [_error(f"CHRONO_FORGE must be a dict, got {type(raw).__name__}.", "E001")]
     problems: list[checks.CheckMessage] = []
-    unknown = sorted(set(raw) - set(conf.DEFAULTS))
+    unknown = sorted(set(raw) - set(conf.DEFAULTS), key=repr)
     if unknown:
         problems.append(
             _error(
-                f"Unknown CHRONO_FORGE setting(s): {', '.join(unknown)}.",
+                f"Unknown CHRONO_FORGE setting(s): {', '.join(map(str, unknown))}.",
                 "E002",
                 hint=f"Known settings: {', '.join(sorted(conf.DEFAULTS))}.",
             )
         )
-    for name in conf.DURATION_SETTINGS:
-        value = raw.get(name)
-        if value is None:
-            continue
-        valid = isinstance(value, timedelta) or (
-            isinstance(value, (int, float)) and not isinstance(value, bool)
-        )
-        if not valid or conf.as_timedelta(value) <= timedelta(0):
-            problems.append(
-                _error(
-                    f"CHRONO_FORGE[{name!r}] must be a positive timedelta or number of "
-                    f"seconds, got {value!r}.",
-                    "E003",
-                )
-            )
-    for name in conf.BYTES_SETTINGS:
-        value = raw.get(name)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value <= 0
-        ):
-            problems.append(
-                _error(
-                    f"CHRONO_FORGE[{name!r}] must be a positive number of bytes, got {value!r}.",
-                    "E004",
-                )
-            )
-    dispatcher = raw.get("DISPATCHER")
-    if dispatcher is not None:
-        try:
-            import_string(dispatcher)
-        except ImportError as exc:
-            problems.append(
-                _error(
-                    f"CHRONO_FORGE['DISPATCHER'] {dispatcher!r} cannot be imported: {exc}", "E005"
-                )
-            )
-    alias = raw.get("DATABASE")
-    if alias is not None and alias not in settings.DATABASES:
-        problems.append(
-            _error(f"CHRONO_FORGE['DATABASE'] {alias!r} is not a key of DATABASES.", "E006")
-        )
-    for name in ("CLUSTER", "BRANCH_MERGE_CLUSTER", "MAINTENANCE_CLUSTER"):
-        value = raw.get(name)
-        if value is not None and (not isinstance(value, str) or not value):
-            problems.append(
-                _error(f"CHRONO_FORGE[{name!r}] must be a django-q2 cluster name (str).", "E007")
-            )
+    for name, (id, validate) in VALIDATORS.items():
+        if name in raw:
+            problem = validate(raw[name])
+            if problem:
+                problems.append(_error(f"CHRONO_FORGE[{name!r}] {problem}.", id))
     return problems
+
+
+def _database_settings() -> tuple[str, dict]:
+    """chrono_forge's alias and its DATABASES entry ({} when either is unusable: E006 says so)."""
+    alias = conf.get("DATABASE") or "default"
+    if not isinstance(alias, str) or not isinstance(settings.DATABASES.get(alias), dict):
+        return str(alias), {}
+    return alias, settings.DATABASES[alias]
 
 
 @checks.register()  # reads settings only: runs without database access, like the others
 def check_sqlite_transaction_mode(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    alias = conf.database()
-    database = settings.DATABASES.get(alias, {})
-    if "sqlite3" not in database.get("ENGINE", ""):
+    alias, database = _database_settings()
+    if "sqlite3" not in str(database.get("ENGINE", "")):
         return []
-    mode = (database.get("OPTIONS") or {}).get("transaction_mode")
+    options = database.get("OPTIONS")
+    mode = options.get("transaction_mode") if isinstance(options, dict) else None
     if str(mode).upper() == "IMMEDIATE":
         return []
     return [
         checks.Warning(
             f"DATABASES[{alias!r}] is SQLite without OPTIONS['transaction_mode'] = 'IMMEDIATE'.",
-            hint="SQLite ignores select_for_update(); chrono_forge's lock needs BEGIN IMMEDIATE, and "
-            "read-then-write transactions otherwise fail with 'database is locked'. Use OPTIONS "
-            "{'transaction_mode': 'IMMEDIATE', 'timeout': 20, 'init_command': 'PRAGMA journal_mode=WAL'}.",
+            hint="SQLite ignores select_for_update(); chrono_forge's lock needs BEGIN IMMEDIATE, "
+            "and read-then-write transactions otherwise fail with 'database is locked'. Use "
+            "OPTIONS {'transaction_mode': 'IMMEDIATE', 'timeout': 20, "
+            "'init_command': 'PRAGMA journal_mode=WAL'}.",
             id="chrono_forge.W001",
         )
     ]
 
 
 @checks.register()
+def check_postgresql_health_checks(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    alias, database = _database_settings()
+    if "postgresql" not in str(database.get("ENGINE", "")):
+        return []
+    # CONN_MAX_AGE=0 opens a fresh connection per task; only persistent connections can go stale.
+    if database.get("CONN_MAX_AGE", 0) == 0 or database.get("CONN_HEALTH_CHECKS"):
+        return []
+    return [
+        _warning(
+            f"DATABASES[{alias!r}] is PostgreSQL with persistent connections (CONN_MAX_AGE="
+            f"{database.get('CONN_MAX_AGE')!r}) but without CONN_HEALTH_CHECKS.",
+            "W011",
+            hint="A connection dropped by the server (restart, failover, idle timeout) then fails "
+            "the next task a worker runs. Set DATABASES[...]['CONN_HEALTH_CHECKS'] = True.",
+        )
+    ]
+
+
+def _uses_django_q() -> bool:
+    return conf.get("DISPATCHER") == DJANGO_Q_DISPATCHER
+
+
+def _missing_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):
+        return True
+
+
+def _broker_problem(q_cluster: dict) -> str | None:
+    """Why django-q2's ``get_broker`` could not build the configured broker, decided from the
+    settings (and which packages are importable) in the order ``get_broker`` tries them."""
+    if q_cluster.get("broker_class"):
+        problem = _dotted_path_problem(q_cluster["broker_class"], "a django-q2 broker class")
+        return f"Q_CLUSTER['broker_class'] {problem}" if problem else None
+    if q_cluster.get("iron_mq"):
+        kind, package = "IronMQ", "iron_mq"
+    elif isinstance(q_cluster.get("sqs"), dict):
+        kind, package = "SQS", "boto3"
+    elif q_cluster.get("orm"):
+        alias = q_cluster["orm"]
+        if not isinstance(alias, str) or alias not in settings.DATABASES:
+            return f"Q_CLUSTER['orm'] {alias!r} is not a key of DATABASES"
+        return None
+    elif q_cluster.get("mongo"):
+        kind, package = "MongoDB", "pymongo"
+    elif q_cluster.get("django_redis"):
+        kind, package = "django-redis", "django_redis"
+    else:
+        kind, package = "Redis (django-q2's default: no 'orm' or other broker is set)", "redis"
+    if _missing_module(package):
+        return f"the {kind} broker needs the {package!r} package, which is not installed"
+    return None
+
+
+@checks.register()
 def check_django_q(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    q_cluster = getattr(settings, "Q_CLUSTER", None) or {}
     problems: list[checks.CheckMessage] = []
+    if not _uses_django_q():
+        return problems
+    if not apps.is_installed("django_q"):
+        problems.append(
+            _error(
+                "'django_q' is not in INSTALLED_APPS, but chrono_forge's dispatcher sends passes "
+                "through django-q2.",
+                "E012",
+                hint="Add 'django_q' to INSTALLED_APPS (and run migrate), or set "
+                "CHRONO_FORGE['DISPATCHER'] to another dispatcher.",
+            )
+        )
+    q_cluster = getattr(settings, "Q_CLUSTER", None)
+    if q_cluster is None:
+        q_cluster = {}
+    if not isinstance(q_cluster, dict):
+        return problems + [
+            _error(f"Q_CLUSTER must be a dict, got {type(q_cluster).__name__}.", "E013")
+        ]
+    broker = _broker_problem(q_cluster)
+    if broker:
+        problems.append(
+            _error(
+                f"django-q2 cannot build its broker: {broker}.",
+                "E013",
+                hint="Every enqueue would fail. Install the package or set Q_CLUSTER['orm'] = "
+                "'default' for the ORM broker.",
+            )
+        )
     timeout, retry = q_cluster.get("timeout"), q_cluster.get("retry", 60)
+    for name, value in (("timeout", timeout), ("retry", retry)):
+        if value is not None and not (_is_number(value) and value > 0):
+            problems.append(
+                _error(
+                    f"Q_CLUSTER[{name!r}] must be a positive number of seconds, got {value!r}.",
+                    "E013",
+                )
+            )
+            return problems
     if timeout is not None and retry is not None and retry <= timeout:
         problems.append(
             checks.Warning(
-                f"Q_CLUSTER['retry'] ({retry}) must be greater than Q_CLUSTER['timeout'] ({timeout}).",
-                hint="Otherwise django-q2 redelivers a task that is still running (duplicate passes).",
+                f"Q_CLUSTER['retry'] ({retry}) must be greater than Q_CLUSTER['timeout'] "
+                f"({timeout}).",
+                hint="Otherwise django-q2 redelivers a task that is still running "
+                "(duplicate passes).",
                 id="chrono_forge.W002",
+            )
+        )
+    max_duration = _valid_duration("MAX_DURATION")
+    task_timeout = conf.get("TASK_TIMEOUT")
+    pass_timeout = task_timeout if _task_timeout_problem(task_timeout) is None else None
+    pass_timeout = pass_timeout or timeout
+    if (
+        pass_timeout is not None
+        and max_duration is not None
+        and pass_timeout > max_duration.total_seconds()
+    ):
+        source = "CHRONO_FORGE['TASK_TIMEOUT']" if task_timeout else "Q_CLUSTER['timeout']"
+        problems.append(
+            _warning(
+                f"{source} ({pass_timeout} s) is longer than CHRONO_FORGE['MAX_DURATION'] "
+                f"({max_duration}).",
+                "W010",
+                hint="A pass may then run past MAX_DURATION, when another pass may steal its lock "
+                "and run the same steps. Make MAX_DURATION at least the task timeout.",
             )
         )
     orm = q_cluster.get("orm")
     if orm and orm != conf.database():
         problems.append(
             checks.Warning(
-                f"The django-q2 ORM broker uses database {orm!r} but chrono_forge uses {conf.database()!r}.",
-                hint="Enqueues are then no longer part of your transactions; chrono_forge defers them to "
-                "transaction.on_commit (a crash between commit and enqueue loses the continuation; "
-                "run `manage.py chrono_forge resume-overdue` periodically).",
+                f"The django-q2 ORM broker uses database {orm!r} but chrono_forge uses "
+                f"{conf.database()!r}.",
+                hint="Enqueues are then no longer part of your transactions; chrono_forge defers "
+                "them to transaction.on_commit (a crash between commit and enqueue loses the "
+                "continuation; run `manage.py chrono_forge resume-overdue` periodically).",
                 id="chrono_forge.W003",
             )
         )
     return problems
 
 
+def _valid_duration(name: str) -> timedelta | None:
+    """A duration setting's value, or None when unset to nothing or invalid (E003 reports it)."""
+    value = conf.get(name)
+    if _duration_problem(value) is not None or value is None:
+        return None
+    return conf.as_duration(value)
+
+
 @checks.register()
 def check_reap_threshold(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    try:
-        reap_after, max_duration = conf.reap_stale_after(), conf.max_duration()
-    except TypeError:
-        return []  # E003 reports the bad value
-    if reap_after >= max_duration or min(reap_after, max_duration) <= timedelta(0):
-        return []  # fine, or a non-positive value that E003 reports
+    max_duration = _valid_duration("MAX_DURATION")
+    if max_duration is None:
+        return []
+    explicit = conf.get("REAP_STALE_AFTER")
+    reap_after = 3 * max_duration if explicit is None else _valid_duration("REAP_STALE_AFTER")
+    if reap_after is None or reap_after >= max_duration:
+        return []
     return [
         checks.Warning(
             f"CHRONO_FORGE['REAP_STALE_AFTER'] ({reap_after}) is shorter than MAX_DURATION "

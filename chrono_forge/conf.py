@@ -6,6 +6,7 @@ checks in :mod:`chrono_forge.checks` validate them at start-up.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -35,6 +36,11 @@ DURATION_SETTINGS = (
     "ADMIN_LONG_WAIT_THRESHOLD",
 )
 BYTES_SETTINGS = ("CONTEXT_VALUE_MAX_BYTES", "RESULT_MAX_BYTES", "ERROR_CONTEXT_MAX_BYTES")
+CLUSTER_SETTINGS = ("CLUSTER", "BRANCH_MERGE_CLUSTER", "MAINTENANCE_CLUSTER")
+
+#: The longest duration a setting or a command option may hold: far beyond any real need, and short
+#: enough that "now" plus or minus it (times three, for REAP_STALE_AFTER) stays a valid datetime.
+LONGEST_DURATION = timedelta(days=100 * 365)
 
 
 def user_settings() -> dict[str, Any]:
@@ -56,6 +62,23 @@ def as_timedelta(value: timedelta | int | float) -> timedelta:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return timedelta(seconds=value)
     raise TypeError(f"expected a timedelta or a number of seconds, got {value!r}")
+
+
+def as_duration(value: timedelta | int | float) -> timedelta:
+    """:func:`as_timedelta`, refusing NaN, infinities and anything longer than LONGEST_DURATION
+    (``ValueError``; a value of the wrong type stays a ``TypeError``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite duration, got {value!r}")
+    try:
+        delta = as_timedelta(value)
+    except OverflowError:
+        delta = timedelta.max
+    if abs(delta) > LONGEST_DURATION:
+        raise ValueError(
+            f"must be at most {LONGEST_DURATION.days} days "
+            f"({LONGEST_DURATION.total_seconds():.0f} seconds), got {value!r}"
+        )
+    return delta
 
 
 def max_duration() -> timedelta:

@@ -91,7 +91,7 @@ def test_list_with_nothing_to_show():
 def test_list_refuses_bad_filters():
     assert "invalid choice: 'done'" in refused("list", "--state", "done")
     assert "--limit" in refused("list", "--limit", "-3")
-    assert "invalid int >= 1 value: '0'" in refused("list", "--limit", "0")
+    assert "expected an integer from 1 to 100000, got '0'" in refused("list", "--limit", "0")
 
 
 # -- show ------------------------------------------------------------------------------------------

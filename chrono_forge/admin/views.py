@@ -1,6 +1,7 @@
 """The custom admin pages and the state-changing views of ``WorkflowAdmin`` (a mixin).
 
-Every view is wrapped in ``admin_site.admin_view`` (staff login + CSRF) and checks its permission.
+Every view is wrapped in ``admin_site.admin_view`` (staff login + CSRF) and checks its permission
+(an action: the model's view permission and the action's own).
 State changes are POST-only and answer with a 303 redirect and a message; a refusal (wrong state,
 class gone, nothing to do) is a message, never a 500.
 """
@@ -58,23 +59,28 @@ class WorkflowViews:
     children) and actions (retry, resume, reap, force unlock, bulk retry, reap all)."""
 
     # -- permissions (used by @admin.action(permissions=[...]) too) -------------------------------
+    def may(self, request, action: str) -> bool:
+        """An action needs the model's view permission as well as its own: an operator who may not
+        see workflows may not change them either, through any URL."""
+        return self.has_view_permission(request) and request.user.has_perm(PERMS[action])
+
     def has_retry_permission(self, request) -> bool:
-        return request.user.has_perm(PERMS["retry"])
+        return self.may(request, "retry")
 
     def has_resume_permission(self, request) -> bool:
-        return request.user.has_perm(PERMS["resume"])
+        return self.may(request, "resume")
 
     def has_reap_permission(self, request) -> bool:
-        return request.user.has_perm(PERMS["reap"])
+        return self.may(request, "reap")
 
     def has_force_unlock_permission(self, request) -> bool:
-        return request.user.has_perm(PERMS["force_unlock"])
+        return self.may(request, "force_unlock")
 
     def has_bulk_retry_permission(self, request) -> bool:
-        return request.user.has_perm(PERMS["bulk_retry"])
+        return self.may(request, "bulk_retry")
 
     def action_permissions(self, request) -> dict[str, bool]:
-        return {name: request.user.has_perm(perm) for name, perm in PERMS.items()}
+        return {name: self.may(request, name) for name in PERMS}
 
     # -- urls -------------------------------------------------------------------------------------
     def get_urls(self):
@@ -145,7 +151,7 @@ class WorkflowViews:
         message or raises ChronoForgeError (shown as an error message)."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        if not request.user.has_perm(PERMS[perm]):
+        if not self.may(request, perm):
             raise PermissionDenied
         workflow = self.get_object(request, unquote(object_id))
         changelist = self._url("changelist")

@@ -8,7 +8,11 @@ cleanup [--older-than DAYS ...] [--dry-run]  maintenance --install | --uninstall
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+import os
+import sys
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,17 +28,67 @@ from chrono_forge.steps import REPETITION_LOG_PATTERN
 FAILURE_PREFIX = "$workflow_failure$"
 
 
-def _number(kind, minimum=0):
-    """An argparse type: a ``kind`` (int/float) of at least ``minimum``."""
+def _duration(unit: str, seconds: int):
+    """An argparse type: a finite number of ``unit`` (each ``seconds`` long) from 0 up to
+    LONGEST_DURATION, so ``now - it`` is always a valid datetime."""
+    longest = conf.LONGEST_DURATION.total_seconds() / seconds
 
-    def parse(value: str):
-        number = kind(value)  # ValueError -> argparse's "invalid <name> value"
-        if number < minimum:
-            raise ValueError(value)
+    def parse(text: str) -> float:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not 0 <= number <= longest:  # NaN fails both comparisons
+            raise argparse.ArgumentTypeError(
+                f"expected a number of {unit} from 0 to {longest:g}, got {text!r}"
+            )
         return number
 
-    parse.__name__ = f"{kind.__name__} >= {minimum}"
+    parse.__name__ = unit
     return parse
+
+
+def _bounded_int(low: int, high: int):
+    """An argparse type: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer from {low} to {high}, got {text!r}"
+            )
+        return number
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _text(max_length: int):
+    """An argparse type: a string of at most ``max_length`` characters without NUL (no database
+    column holds one: PostgreSQL refuses it)."""
+
+    def parse(text: str) -> str:
+        if "\0" in text:
+            raise argparse.ArgumentTypeError("must not contain a NUL character")
+        if len(text) > max_length:
+            raise argparse.ArgumentTypeError(
+                f"expected at most {max_length} characters, got {len(text)}"
+            )
+        return text
+
+    parse.__name__ = "text"
+    return parse
+
+
+MINUTES = _duration("minutes", 60)
+DAYS = _duration("days", 24 * 60 * 60)
+KEY = _text(Workflow._meta.get_field("key").max_length)
+CLASS = _text(Workflow._meta.get_field("job_class").max_length)
+#: More rows than anyone reads in a terminal; keeps the LIMIT inside every database's integer range.
+ROWS = _bounded_int(1, 100_000)
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -62,10 +116,11 @@ class Command(BaseCommand):
         def sub(name: str, help: str, key: bool = False) -> CommandParser:
             p = subs.add_parser(name, help=help, description=help)
             if key:
-                p.add_argument("key", metavar="KEY", help="the workflow key")
+                p.add_argument("key", type=KEY, metavar="KEY", help="the workflow key")
                 p.add_argument(
                     "--class",
                     dest="job_class",
+                    type=CLASS,
                     metavar="CLASS",
                     help="the workflow class (dotted path or class name) when KEY is ambiguous",
                 )
@@ -74,11 +129,13 @@ class Command(BaseCommand):
         p = sub("list", "List workflows, newest first.")
         p.add_argument("--state", choices=list(Workflow.STATE._db_values))
         p.add_argument(
-            "--class", dest="job_class", metavar="CLASS", help="dotted path or class name"
+            "--class",
+            dest="job_class",
+            type=CLASS,
+            metavar="CLASS",
+            help="dotted path or class name",
         )
-        p.add_argument(
-            "--limit", type=_number(int, 1), default=50, help="at most this many rows (default 50)"
-        )
+        p.add_argument("--limit", type=ROWS, default=50, help="at most this many rows (default 50)")
 
         sub(
             "show",
@@ -98,7 +155,7 @@ class Command(BaseCommand):
         p = sub("reap", "Re-enqueue running workflows whose lock is stale (their worker died).")
         p.add_argument(
             "--stale-after",
-            type=_number(float),
+            type=MINUTES,
             metavar="MINUTES",
             help="lock age in minutes (default: REAP_STALE_AFTER, 3 x MAX_DURATION)",
         )
@@ -107,7 +164,7 @@ class Command(BaseCommand):
         )
         p.add_argument(
             "--grace",
-            type=_number(float),
+            type=MINUTES,
             metavar="MINUTES",
             help="how late, in minutes, before a continuation counts as lost "
             "(default: RESUME_OVERDUE_GRACE)",
@@ -116,20 +173,20 @@ class Command(BaseCommand):
         p = sub("cleanup", "Delete old completed/failed workflows and prune old repetition logs.")
         p.add_argument(
             "--older-than",
-            type=_number(float),
+            type=DAYS,
             default=90,
             metavar="DAYS",
             help="terminal for longer than this (default 90)",
         )
-        p.add_argument("--completed-older-than", type=_number(float), metavar="DAYS")
-        p.add_argument("--failed-older-than", type=_number(float), metavar="DAYS")
+        p.add_argument("--completed-older-than", type=DAYS, metavar="DAYS")
+        p.add_argument("--failed-older-than", type=DAYS, metavar="DAYS")
         p.add_argument(
             "--prune-repetitions-older-than",
-            type=_number(float),
+            type=DAYS,
             metavar="DAYS",
             help="also prune durably_repeat repetition logs this old (behind the frontier)",
         )
-        p.add_argument("--batch-size", type=_number(int, 1), default=1000)
+        p.add_argument("--batch-size", type=ROWS, default=1000)
         p.add_argument(
             "--dry-run", action="store_true", help="count what would be deleted, delete nothing"
         )
@@ -137,7 +194,10 @@ class Command(BaseCommand):
 
         p = sub("graph", "List the durable steps of a workflow class's perform(), from its source.")
         p.add_argument(
-            "workflow_class", metavar="CLASS", help="dotted path (or class name of a stored run)"
+            "workflow_class",
+            type=CLASS,
+            metavar="CLASS",
+            help="dotted path (or class name of a stored run)",
         )
         p.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
 
@@ -149,6 +209,19 @@ class Command(BaseCommand):
         group = p.add_mutually_exclusive_group(required=True)
         group.add_argument("--install", action="store_true")
         group.add_argument("--uninstall", action="store_true")
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        try:
+            output = super().execute(*args, **options)
+            self.stdout.flush()  # a closed pipe fails here, not in the interpreter's exit flush
+        except BrokenPipeError:
+            if self.stdout._out is not sys.stdout:
+                raise  # a stream the caller passed in: theirs to handle
+            # The reader went away (`show KEY | head`): stop quietly, as Unix tools do. Point stdout
+            # at /dev/null so the interpreter's final flush does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        return output
 
     def handle(self, *args: Any, sub: str, **options: Any) -> None:
         handler = getattr(self, "handle_" + sub.replace("-", "_"))
