@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "TASK_TIMEOUT": None,  # django-q2 per-task timeout for passes; None: Q_CLUSTER's
     "ADMIN_LONG_WAIT_THRESHOLD": timedelta(hours=1),  # the admin's waiting page flags longer
     "PRIMARY_KEY_FIELD": None,  # None: settings.DEFAULT_AUTO_FIELD
+    "TASKS_BACKEND": "default",  # the TASKS alias of the Django Tasks dispatcher
 }
 
 DURATION_SETTINGS = (

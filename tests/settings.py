@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "django_tasks_db",  # the Django Tasks dispatcher's tests (db_worker)
     "chrono_forge",
 ]
 
@@ -127,6 +128,10 @@ Q_CLUSTER = {
     "catch_up": False,
     "label": "Django Q2",
 }
+
+# --- Django Tasks (only the Django Tasks dispatcher's tests select it) ------------------------
+
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
