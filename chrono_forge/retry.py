@@ -8,21 +8,58 @@ callback, so a step can allow, say, 2 network failures and 3 rate-limit failures
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Union
 
-from .conf import as_timedelta
-
 CountCallback = Callable[[str], int]
 
 
+#: The longest ``base``/``cap`` a policy accepts: a backoff must stay addable to the clock.
+MAX_BACKOFF = timedelta(days=3650)
+
+
 def _seconds(value: timedelta | int | float, name: str) -> float:
-    seconds = as_timedelta(value).total_seconds()
+    """A finite, non-negative number of seconds no longer than MAX_BACKOFF, or an error naming
+    the argument."""
+    if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
+        raise TypeError(
+            f"RetryPolicy {name} must be a timedelta or a number of seconds, got {value!r}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"RetryPolicy {name} must be a finite number of seconds, got {value!r}")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    else:
+        seconds = float(value) if abs(value) <= 10**18 else (math.inf if value > 0 else -math.inf)
     if seconds < 0:
         raise ValueError(f"RetryPolicy {name} must be >= 0, got {value!r}")
+    if seconds > MAX_BACKOFF.total_seconds():
+        raise ValueError(
+            f"RetryPolicy {name} must be at most {MAX_BACKOFF.days} days "
+            f"({MAX_BACKOFF.total_seconds():g} s), got {value!r}"
+        )
     return seconds
+
+
+def _retry_on(retry_on: object) -> tuple[type[BaseException], ...] | None:
+    if retry_on is None:
+        return None
+    if isinstance(retry_on, type):
+        raise TypeError(
+            f"RetryPolicy retry_on must be a list or tuple of exception classes, got the class "
+            f"{retry_on.__name__} itself: write retry_on=[{retry_on.__name__}]"
+        )
+    if not isinstance(retry_on, (list, tuple)):
+        raise TypeError(
+            f"RetryPolicy retry_on must be a list or tuple of exception classes, got {retry_on!r}"
+        )
+    for cls in retry_on:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise TypeError(f"RetryPolicy retry_on must list exception classes, got {cls!r}")
+    return tuple(retry_on)
 
 
 class RetryPolicy:
@@ -39,28 +76,22 @@ class RetryPolicy:
         base: timedelta | int | float = 1,
         cap: timedelta | int | float = 30,
         jitter: bool = True,
-        retry_on: Iterable[type[BaseException]] | None = None,
+        retry_on: Sequence[type[BaseException]] | None = None,
     ):
-        if max_attempts is not None and (
-            not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1
-        ):
-            raise ValueError(
-                f"RetryPolicy max_attempts must be a positive int or None, got {max_attempts!r}"
-            )
+        if max_attempts is not None:
+            if not isinstance(max_attempts, int) or isinstance(max_attempts, bool):
+                raise TypeError(
+                    f"RetryPolicy max_attempts must be an int or None, got {max_attempts!r}"
+                )
+            if max_attempts < 1:
+                raise ValueError(f"RetryPolicy max_attempts must be >= 1, got {max_attempts!r}")
+        if not isinstance(jitter, bool):
+            raise TypeError(f"RetryPolicy jitter must be True or False, got {jitter!r}")
         self.max_attempts = max_attempts
         self.base = _seconds(base, "base")
         self.cap = _seconds(cap, "cap")
-        self.jitter = bool(jitter)
-        if retry_on is None:
-            self.retry_on: tuple[type[BaseException], ...] | None = None
-        else:
-            classes = tuple(retry_on)
-            for cls in classes:
-                if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-                    raise TypeError(
-                        f"RetryPolicy retry_on must list exception classes, got {cls!r}"
-                    )
-            self.retry_on = classes
+        self.jitter = jitter
+        self.retry_on: tuple[type[BaseException], ...] | None = _retry_on(retry_on)
 
     # presets -----------------------------------------------------------------------------------
     @classmethod
@@ -102,7 +133,9 @@ class RetryPolicy:
 
     def backoff(self, attempts: int) -> float:
         """Seconds to wait before attempt ``attempts + 1``."""
-        delay = min(self.base * 2 ** max(attempts - 1, 0), self.cap)
+        # The exponent is clamped so an unbounded policy's thousandth attempt cannot overflow.
+        exponent = min(max(attempts - 1, 0), 1000)
+        delay = min(self.base * 2.0**exponent, self.cap)
         if self.jitter and delay > 0:
             delay = delay / 2 + random.uniform(0, delay / 2)
         return delay

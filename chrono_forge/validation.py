@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from typing import Any
@@ -102,3 +103,64 @@ def step_name(kind: str, name: str, *, forbidden: str = "$") -> str:
             f"step name {full!r} is longer than {STEP_NAME_MAX_LENGTH} characters"
         )
     return full
+
+
+# -- workflow definitions --------------------------------------------------------------------------
+#: The ``job_class`` column's width.
+JOB_CLASS_MAX_LENGTH = 255
+
+#: Keywords of the enqueue API itself: a ``perform`` parameter of that name could never be passed.
+ENQUEUE_KEYWORDS = frozenset({"options"})
+
+
+def check_workflow_class(cls: type) -> None:
+    """Checks a DurableWorkflow subclass when it is defined, so a bad definition fails at import
+    time instead of leaving its first workflow stuck: the class ``retry_policy``, ``perform``'s
+    signature (keyword-only, no reserved names) and the length of the class path."""
+    from .retry import coerce
+
+    name = cls.__qualname__
+    if "retry_policy" in cls.__dict__:
+        try:
+            coerce(cls.__dict__["retry_policy"])
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name}.retry_policy: {error}") from None
+    if "perform" in cls.__dict__:
+        check_perform(name, cls.__dict__["perform"])
+    path = f"{cls.__module__}.{name}"
+    if "<locals>" not in name and len(path) > JOB_CLASS_MAX_LENGTH:
+        raise TypeError(
+            f"the class path {path!r} is {len(path)} characters; workflow rows store at most "
+            f"{JOB_CLASS_MAX_LENGTH} (shorten the module or class name)"
+        )
+
+
+def check_perform(name: str, perform: Any) -> None:
+    if isinstance(perform, (staticmethod, classmethod)) or not inspect.isfunction(perform):
+        raise TypeError(f"{name}.perform must be a plain method: def perform(self, *, ...)")
+    parameters = list(inspect.signature(perform).parameters.values())
+    if not parameters or parameters[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        raise TypeError(f"{name}.perform must take self first: def perform(self, *, ...)")
+    for parameter in parameters[1:]:
+        if parameter.kind not in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD):
+            raise TypeError(
+                f"{name}.perform takes {parameter.name!r} positionally; workflow arguments are "
+                f"keyword-only: def perform(self, *, {parameter.name}, ...)"
+            )
+        if parameter.name in RESERVED_KWARGS or parameter.name in ENQUEUE_KEYWORDS:
+            raise TypeError(
+                f"{name}.perform: the argument name {parameter.name!r} is reserved by "
+                "chrono_forge; rename it"
+            )
+
+
+def check_perform_arguments(cls: type, kwargs: dict[str, Any]) -> None:
+    """The TypeError ``cls().perform(**kwargs)`` would raise (missing or unexpected arguments),
+    raised at the enqueue instead of on the first pass."""
+    try:
+        inspect.signature(cls.perform).bind(None, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"{cls.__qualname__}.perform(): {error}") from None

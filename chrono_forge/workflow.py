@@ -18,7 +18,12 @@ from .exceptions import NotExecutableError, WorkflowNotRetryableError
 from .models import Workflow
 from .primitives import durably_execute as _durably_execute
 from .retry import AnyRetryPolicy, RetryPolicy, coerce
-from .validation import validate_key, validate_kwargs, validate_options
+from .validation import (
+    check_workflow_class,
+    validate_key,
+    validate_kwargs,
+    validate_options,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
@@ -73,6 +78,10 @@ class DurableWorkflow:
     context: Context
     _pass: Pass
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_workflow_class(cls)
+
     def perform(self, **kwargs: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must define perform(self, *, ...)")
 
@@ -93,7 +102,7 @@ class DurableWorkflow:
     # -- enqueue API ---------------------------------------------------------------------------
     @classmethod
     def perform_later(
-        cls, key: str, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any
+        cls, key: str, /, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any
     ) -> Workflow:
         """Create the workflow row if missing (an existing key keeps its kwargs) and enqueue a pass.
 
@@ -105,7 +114,7 @@ class DurableWorkflow:
 
     @classmethod
     def perform_now(
-        cls, key: str, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any
+        cls, key: str, /, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any
     ) -> Workflow:
         """Create the workflow row if missing and run one pass inline."""
         row = cls._admit(key, args, kwargs, options)
@@ -113,14 +122,14 @@ class DurableWorkflow:
         return Workflow.objects.get(pk=row.pk)
 
     @classmethod
-    def retry_now(cls, key: str, *args: Any, **kwargs: Any) -> Workflow:
+    def retry_now(cls, key: str, /, *args: Any, **kwargs: Any) -> Workflow:
         """Retry a failed or stalled workflow with one pass inline."""
         row = cls._retryable_row(key, args, kwargs)
         cls._execute(row.key, retry_workflow=True)
         return Workflow.objects.get(pk=row.pk)
 
     @classmethod
-    def retry_later(cls, key: str, *args: Any, **kwargs: Any) -> Workflow:
+    def retry_later(cls, key: str, /, *args: Any, **kwargs: Any) -> Workflow:
         """Retry a failed or stalled workflow through the queue."""
         row = cls._retryable_row(key, args, kwargs)
         dispatch.enqueue(row.job_class, row.key, retry_workflow=True)

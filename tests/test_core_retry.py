@@ -104,9 +104,12 @@ def test_compose():
     assert isinstance(composite, CompositeRetryPolicy) and len(composite.policies) == 2
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3"])
-def test_invalid_max_attempts(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    "bad,error",
+    [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), ("3", TypeError)],
+)
+def test_invalid_max_attempts(bad, error):
+    with pytest.raises(error, match="max_attempts"):
         RetryPolicy(max_attempts=bad)
 
 
