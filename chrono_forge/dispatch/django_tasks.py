@@ -71,6 +71,19 @@ def _queue(cluster: str | None) -> str:
 
 
 class DjangoTasksDispatcher:
+    """Sends passes and chrono_forge's background calls to Django's Tasks framework.
+
+    Example settings::
+
+        TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+        CHRONO_FORGE = {
+            "DISPATCHER": "chrono_forge.dispatch.django_tasks.DjangoTasksDispatcher",
+            "TASKS_BACKEND": "default",
+        }
+
+    and run ``python manage.py db_worker --queue-name '*'``.
+    """
+
     def backend(self):
         return task_backends[backend_alias()]
 
@@ -111,11 +124,13 @@ class DjangoTasksDispatcher:
     def enqueue(
         self, job_class: str, key: str, *, run_at: datetime | None = None, **internal: Any
     ) -> None:
+        """One pass of ``(job_class, key)``, now or (``run_after``) at ``run_at``."""
         queue = _queue(conf.get("CLUSTER"))
         pass_task = self._task(run_pass, run_at, queue)
         self._on_commit(lambda: pass_task.enqueue(job_class, key, **internal))
 
     def enqueue_many(self, runs: Iterable[tuple[str, str]]) -> None:
+        """One pass of each ``(job_class, key)``, now, in one transaction when transactional."""
         runs = list(runs)
         if not runs:
             return
@@ -136,6 +151,7 @@ class DjangoTasksDispatcher:
         cluster: str | None = None,
         **kwargs: Any,
     ) -> None:
+        """Call the function at dotted path ``func`` in a worker, on queue ``cluster``."""
         queue = _queue(cluster)
         call_task = self._task(call, run_at, queue)
         self._on_commit(lambda: call_task.enqueue(func, list(args), kwargs))
