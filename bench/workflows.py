@@ -1,9 +1,12 @@
-"""The benchmark's workflows and the bare django-q2 task it compares them with."""
+"""The benchmarks' workflows and the bare django-q2 task the fan-out bench compares them with."""
+
+import random
+import time
 
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
-from chrono_forge import DurableWorkflow
+from chrono_forge import DurableWorkflow, RetryPolicy
 
 
 def noop(index):
@@ -76,3 +79,81 @@ def raw_child(workflow_id):
         Workflow.objects.filter(pk=workflow_id, locked_by="raw").update(
             state="completed", completed_at=now, locked_by=None, locked_at=None, modified=now
         )
+
+
+# -- chaos bench (bench/chaos.py) ------------------------------------------------------------------
+#: Every execution of a chaos step body is a row of this side table (bench/chaos.py creates it).
+CHAOS_TABLE = "chrono_forge_chaos_execution"
+
+
+def record_execution(workflow, step: str) -> None:
+    """One row per execution of a step body, in its own committed transaction, flagged when the
+    step's completion was already committed when the body started (which must never happen)."""
+    import os
+
+    from django.db import connections, transaction
+
+    from chrono_forge import conf
+    from chrono_forge.models import ExecutionLog
+
+    alias = conf.database()
+    with transaction.atomic(using=alias):
+        done = ExecutionLog.objects.filter(
+            workflow_id=workflow.pk, step_name=step, state="completed"
+        ).exists()
+        with connections[alias].cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {CHAOS_TABLE} (workflow_key, step, pid, started, after_completion) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                [workflow.key, step, os.getpid(), time.time(), done],
+            )
+
+
+class ChaosSteps(DurableWorkflow):
+    """``steps`` durable steps, with a durable pause half-way (a delayed continuation in the queue).
+
+    Steps retry (almost) without limit: a step whose attempts are cut short by kills must not use
+    up its budget, since the chaos bench measures recovery, not retry policies."""
+
+    retry_policy = RetryPolicy(max_attempts=100, base=0.2, cap=1)
+
+    def perform(self, *, steps, pause=2.0, work=0.03):
+        for index in range(steps):
+            if index == steps // 2 and pause:
+                self.wait(pause, "pause")
+            self.index, self.work = index, work
+            self.durably_execute(self.step, name=f"s{index}")
+
+    def step(self):
+        record_execution(self.workflow, f"durably_execute$s{self.index}")
+        time.sleep(random.uniform(0.5, 1.5) * self.work)
+        return self.index
+
+
+class ChaosChild(ChaosSteps):
+    """A fan-out child: a few steps, no pause."""
+
+    def perform(self, *, steps=3, work=0.03):
+        super().perform(steps=steps, pause=0, work=work)
+
+
+class ChaosFanout(ChaosSteps):
+    """A step, a branch of ``children`` children merged by a poller, a last step."""
+
+    def perform(self, *, children=4, child_steps=3, work=0.03):
+        self.index, self.work = 0, work
+        self.durably_execute(self.step, name="s0")
+        self.branch("fan", self.dispatch)
+        self.merge_branches("fan", min_interval=0.5, max_interval=1.0)
+        self.index = 1
+        self.durably_execute(self.step, name="s1")
+
+    def dispatch(self):
+        kwargs = self.workflow.kwargs
+        for index in range(kwargs.get("children", 4)):
+            self.spawn(
+                f"c{index}",
+                ChaosChild,
+                steps=kwargs.get("child_steps", 3),
+                work=kwargs.get("work", 0.03),
+            )

@@ -61,6 +61,10 @@ class WorkflowNotRetryableError(ChronoForgeError):
     """``retry_now``/``retry_later`` on a workflow that is not failed or stalled."""
 
 
+class EnqueueError(ChronoForgeError):
+    """The broker refused a workflow's pass; the message says whether anything was stored."""
+
+
 class ConcurrentExecutionError(ChronoForgeError):
     """Another run holds a fresh lock on this workflow; the duplicate run exits."""
 

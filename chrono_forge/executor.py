@@ -38,7 +38,7 @@ from .exceptions import (
 )
 from .models import ExecutionLog, Workflow
 from .retry import RetryPolicy, coerce
-from .steps import COMPLETED, FAILED, PENDING, REPETITION_LOG_PATTERN, StepLogs
+from .steps import COMPLETED, FAILED, FAILURE, PENDING, REPETITION_LOG_PATTERN, StepLogs
 
 if TYPE_CHECKING:  # pragma: no cover
     from .workflow import DurableWorkflow
@@ -67,8 +67,9 @@ FAILURE_MARKER = "$workflow_failure${}"
 RETRY_MARKER = "$workflow_retry${}"
 
 #: Step metadata that bounds one try and starts afresh on an operator retry: per-error retry counts,
-#: and a wait_until's deadline and outcome (a retried wait_until gets a fresh timeout).
-RESET_ON_RETRY = frozenset({"retry_counts", "timeout_at", "result"})
+#: the failure a failed step replays, and a wait_until's deadline and outcome (a retried wait_until
+#: gets a fresh timeout).
+RESET_ON_RETRY = frozenset({"retry_counts", FAILURE, "timeout_at", "result"})
 
 #: Workflow-level retries of an unbounded class policy stop here (a safety guard).
 WORKFLOW_ATTEMPTS_GUARD = 10

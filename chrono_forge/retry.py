@@ -68,6 +68,24 @@ class RetryPolicy:
 
     ``retry_on=None`` retries any ``Exception``; a list retries those classes and their subclasses;
     ``[]`` retries nothing.
+
+    Args:
+        max_attempts: attempts in all, the first one included (at least 1; ``None``: unbounded).
+        base: the first backoff, a ``timedelta`` or seconds.
+        cap: the longest backoff, a ``timedelta`` or seconds (at most 10 years).
+        jitter: wait between half the backoff and all of it, at random.
+        retry_on: the exception classes to retry (a list or tuple), or ``None`` for any.
+
+    Raises:
+        TypeError, ValueError: an argument of the wrong type or out of range.
+
+    Example::
+
+        class SyncWorkflow(DurableWorkflow):
+            retry_policy = RetryPolicy(max_attempts=5, base=2, cap=60, retry_on=[TimeoutError])
+
+            def perform(self):
+                self.durably_execute(self.push, retry_policy=RetryPolicy(max_attempts=10))
     """
 
     def __init__(
@@ -111,6 +129,7 @@ class RetryPolicy:
 
     @staticmethod
     def compose(*policies: RetryPolicy) -> CompositeRetryPolicy:
+        """A :class:`CompositeRetryPolicy` of ``policies`` (the same as passing them as a list)."""
         return CompositeRetryPolicy(policies)
 
     # predicates --------------------------------------------------------------------------------
@@ -166,7 +185,21 @@ class RetryPolicy:
 
 
 class CompositeRetryPolicy:
-    """Per-error budgets: the first matching sub-policy decides, counting its own attempts."""
+    """Per-error budgets: the first matching sub-policy decides, counting its own attempts.
+
+    Built from a list of policies wherever a policy is accepted, or with
+    :meth:`RetryPolicy.compose`. An error no sub-policy matches is not retried.
+
+    Args:
+        policies: the sub-policies, the most specific first and a catch-all last.
+
+    Example::
+
+        retry_policy = RetryPolicy.compose(
+            RetryPolicy(max_attempts=5, retry_on=[RateLimited], base=10),
+            RetryPolicy(max_attempts=2),     # anything else
+        )
+    """
 
     def __init__(self, policies: Iterable[RetryPolicy]):
         self.policies = tuple(policies)
@@ -179,6 +212,7 @@ class CompositeRetryPolicy:
                 )
 
     def policy_for(self, error: BaseException) -> RetryPolicy | None:
+        """The first sub-policy whose ``retry_on`` matches ``error``, or ``None``."""
         return next((p for p in self.policies if p.matches(error)), None)
 
     def matches(self, error: BaseException) -> bool:

@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.db import transaction
 
 from . import clock, conf
 from .errors import error_class_name
-from .exceptions import ExecutionFailedError, HaltExecution, InvalidStepArgument
+from .exceptions import (
+    ExecutionFailedError,
+    HaltExecution,
+    InvalidStepArgument,
+    WaitConditionNotMet,
+)
 from .models import ExecutionLog
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,6 +41,11 @@ STEP_COLUMNS = (
 COMPLETED = ExecutionLog.STATE.completed
 PENDING = ExecutionLog.STATE.pending
 FAILED = ExecutionLog.STATE.failed
+
+#: Step metadata: the message of the ExecutionFailedError a failed step raised (its replays raise
+#: it again), and ``result`` of a wait_until that timed out.
+FAILURE = "failure"
+TIMED_OUT = "timed_out"
 
 
 class StepLogs:
@@ -193,11 +203,25 @@ def retry_or_stall(run, log: ExecutionLog, error: Exception, policy, *, message:
     if backoff is not None:
         run.continue_after(backoff)
         raise HaltExecution() from None
-    run.steps.update(
-        log, state=FAILED, error_class=error_class_name(error), error_message=str(error)
-    )
-    raise ExecutionFailedError(
+    failure = ExecutionFailedError(
         message or f"{log.step_name} failed after {log.attempts} attempt(s): {error}",
         step_name=log.step_name,
         recorded=True,
-    ) from error
+    )
+    run.steps.update(
+        log,
+        state=FAILED,
+        error_class=error_class_name(error),
+        error_message=str(error),
+        metadata={**(log.metadata or {}), FAILURE: str(failure)},
+    )
+    raise failure from error
+
+
+def replay_failure(log: ExecutionLog) -> NoReturn:
+    """A failed step (its ``perform()`` caught the failure and went on) raises the same failure on
+    every later pass, without running its body again, until an operator retry resets it."""
+    metadata = log.metadata or {}
+    message = metadata.get(FAILURE) or f"{log.step_name} failed after {log.attempts} attempt(s)"
+    cls = WaitConditionNotMet if metadata.get("result") == TIMED_OUT else ExecutionFailedError
+    raise cls(message, step_name=log.step_name, recorded=True)

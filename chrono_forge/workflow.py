@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from django.db import IntegrityError, transaction
 
 from . import clock, conf, dispatch
-from .exceptions import NotExecutableError, WorkflowNotRetryableError
+from .exceptions import EnqueueError, NotExecutableError, WorkflowNotRetryableError
 from .models import Workflow
 from .primitives import durably_execute as _durably_execute
 from .retry import AnyRetryPolicy, RetryPolicy, coerce
@@ -106,11 +106,12 @@ class DurableWorkflow:
     ) -> Workflow:
         """Create the workflow row if missing (an existing key keeps its kwargs) and enqueue a pass.
 
-        Inside ``transaction.atomic()`` the enqueue happens on commit.
+        Inside ``transaction.atomic()`` the enqueue happens on commit. If the broker refuses the
+        enqueue, :class:`~chrono_forge.exceptions.EnqueueError` says what was kept: nothing, when the
+        queue shares chrono_forge's database (the row and the enqueue commit together); otherwise the
+        new row, due now, which ``resume-overdue`` starts once it is overdue.
         """
-        row = cls._admit(key, args, kwargs, options)
-        dispatch.enqueue(row.job_class, row.key)
-        return row
+        return cls._admit(key, args, kwargs, options, enqueue=True)
 
     @classmethod
     def perform_now(
@@ -137,27 +138,54 @@ class DurableWorkflow:
 
     # -- internals -------------------------------------------------------------------------------
     @classmethod
-    def _admit(cls, key: Any, args: tuple, kwargs: dict[str, Any], options: Any) -> Workflow:
+    def _admit(
+        cls, key: Any, args: tuple, kwargs: dict[str, Any], options: Any, *, enqueue: bool = False
+    ) -> Workflow:
+        """The workflow row, created if missing; with ``enqueue``, a pass is enqueued for it."""
         job_class = cls.job_class()
         validate_key(key)
         kwargs = validate_kwargs(args, kwargs)
         options = validate_options(options)
         existing = Workflow.objects.filter(job_class=job_class, key=key).first()
         if existing is not None:
-            return existing
+            return cls._enqueue_first(
+                existing, stored="the existing workflow is unchanged", on=enqueue
+            )
         now = clock.now()
+        # The row and its first pass commit together when the queue is in our database; otherwise
+        # the row is due now (next_run_at), so the overdue sweep starts it if the enqueue fails or
+        # the broker loses it: never a row that nothing will run.
+        together = enqueue and dispatch.transactional()
         try:
             with transaction.atomic(using=conf.database()):
-                return Workflow.objects.create(
+                row = Workflow.objects.create(
                     job_class=job_class,
                     key=key,
                     kwargs=kwargs,
                     options=options,
                     created=now,
                     modified=now,
+                    next_run_at=None if together or not enqueue else now,
                 )
+                if together:  # a refused enqueue rolls the row back: nothing is stored
+                    return cls._enqueue_first(row, stored="nothing was stored", on=True)
         except IntegrityError:  # created concurrently: the first one wins
-            return Workflow.objects.get(job_class=job_class, key=key)
+            row = Workflow.objects.get(job_class=job_class, key=key)
+            return cls._enqueue_first(row, stored="the existing workflow is unchanged", on=enqueue)
+        stored = "the workflow is stored, due now: `chrono_forge resume-overdue` starts it"
+        return cls._enqueue_first(row, stored=stored, on=enqueue)
+
+    @staticmethod
+    def _enqueue_first(row: Workflow, *, stored: str, on: bool) -> Workflow:
+        if on:
+            try:
+                dispatch.enqueue(row.job_class, row.key)
+            except Exception as error:
+                raise EnqueueError(
+                    f"{row}: the broker refused the pass ({type(error).__name__}: {error}); "
+                    f"{stored}. Call perform_later again once the broker is back."
+                ) from error
+        return row
 
     @classmethod
     def _retryable_row(cls, key: Any, args: tuple, kwargs: dict[str, Any]) -> Workflow:

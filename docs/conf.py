@@ -52,7 +52,9 @@ root_doc = "index"
 exclude_patterns = ["_build", "screenshots/*.tmp.png"]
 # Pages include README/docs sections under their own title, so an included "###" may follow the
 # page's "#"; and a few shell snippets name lexers Pygments lacks (they render as plain text).
-suppress_warnings = ["myst.header", "misc.highlighting_failure"]
+# A new docs/*.md that no toctree lists yet still builds (it is reachable from the pages that link
+# to it) instead of failing the build for everyone: add it to index.md's toctrees.
+suppress_warnings = ["myst.header", "misc.highlighting_failure", "toc.not_included"]
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 # "#settings"-style links in the pages resolve to their headings.

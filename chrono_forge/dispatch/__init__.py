@@ -108,6 +108,13 @@ def enqueue_call(
     get_dispatcher().enqueue_call(func, *args, run_at=run_at, cluster=cluster, **kwargs)
 
 
+def transactional() -> bool:
+    """Whether an enqueue commits with chrono_forge's own writes (a queue in the same database): a
+    dispatcher says so with a ``transactional()`` method; one without it is assumed not to."""
+    check = getattr(get_dispatcher(), "transactional", None)
+    return bool(check and check())
+
+
 def in_user_transaction(using: str | None = None) -> bool:
     """True inside an ``atomic()`` block opened by application code (a test case's own wrapping
     transaction does not count), i.e. when an enqueue has to wait for the commit."""

@@ -85,6 +85,11 @@ class InMemoryDispatcher:
             transaction.on_commit(run.marker, using=conf.database())
         self._runs.append(run)
 
+    def transactional(self) -> bool:
+        """Like the ORM broker on chrono_forge's database: an enqueue commits or rolls back with
+        the transaction around it."""
+        return True
+
     def enqueue_many(self, runs: Iterable[tuple[str, str]]) -> None:
         for job_class, key in runs:
             self.enqueue(job_class, key)

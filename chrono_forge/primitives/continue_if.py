@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import clock
 from ..errors import error_class_name
 from ..exceptions import ExecutionFailedError, HaltExecution
-from ..steps import COMPLETED, FAILED, PENDING, callsite, resolve_method
+from ..steps import COMPLETED, FAILED, FAILURE, PENDING, callsite, replay_failure, resolve_method
 from ..validation import step_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +34,7 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
     if log is not None and log.state == COMPLETED:
         return True
     if log is not None and log.state == FAILED:  # perform caught the error: replay the failure
-        raise ExecutionFailedError(f"{step} failed (replayed)", step_name=step, recorded=True)
+        replay_failure(log)
     now = clock.now()
     metadata = {"condition": condition_name, "name": name}
     try:
@@ -47,13 +47,16 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
             "error_class": error_class_name(error),
             "error_message": str(error),
         }
-        log = run.steps.record_attempt(step, log, metadata=metadata, **fields)
-        run.record_error(error, step_name=step, attempt=log.attempts)
-        raise ExecutionFailedError(
+        failure = ExecutionFailedError(
             f"{step}: the condition {condition_name} raised {error!r}",
             step_name=step,
             recorded=True,
-        ) from error
+        )
+        log = run.steps.record_attempt(
+            step, log, metadata={**metadata, FAILURE: str(failure)}, **fields
+        )
+        run.record_error(error, step_name=step, attempt=log.attempts)
+        raise failure from error
     if met:
         run.steps.record_attempt(
             step, log, metadata={**metadata, "result": True}, state=COMPLETED, completed_at=now

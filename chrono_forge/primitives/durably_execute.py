@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 from .. import clock, conf
 from ..errors import error_class_name
 from ..exceptions import HaltExecution, InvalidStepResult
-from ..steps import COMPLETED, FAILED, PENDING, resolve_method, retry_or_stall
+from ..steps import (
+    COMPLETED,
+    FAILED,
+    FAILURE,
+    PENDING,
+    replay_failure,
+    resolve_method,
+    retry_or_stall,
+)
 from ..validation import json_size, step_name, to_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,6 +43,8 @@ def durably_execute(
     log = run.steps.get(step)
     if log is not None and log.state == COMPLETED:
         return log.result
+    if log is not None and log.state == FAILED:  # perform() caught the failure and went on
+        replay_failure(log)
     log = run.steps.record_attempt(step, log, state=PENDING)
 
     try:
@@ -63,7 +73,11 @@ def storable_result(step: str, result: Any, run, log: ExecutionLog) -> Any:
         error = error if isinstance(error, InvalidStepResult) else InvalidStepResult(str(error))
         run.record_error(error, step_name=step, attempt=log.attempts)
         run.steps.update(
-            log, state=FAILED, error_class=error_class_name(error), error_message=str(error)
+            log,
+            state=FAILED,
+            error_class=error_class_name(error),
+            error_message=str(error),
+            metadata={**(log.metadata or {}), FAILURE: str(error)},
         )
         error.recorded = True
         raise error from None

@@ -39,7 +39,17 @@ from .. import clock, conf
 from ..errors import error_class_name
 from ..exceptions import ExecutionFailedError, HaltExecution, InvalidStepArgument
 from ..models import ExecutionLog
-from ..steps import COMPLETED, FAILED, PENDING, STEP_COLUMNS, callsite, duration_arg, resolve_method
+from ..steps import (
+    COMPLETED,
+    FAILED,
+    FAILURE,
+    PENDING,
+    STEP_COLUMNS,
+    callsite,
+    duration_arg,
+    replay_failure,
+    resolve_method,
+)
 from ..validation import step_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,7 +102,7 @@ def durably_repeat(
         return
     if coordination is not None and coordination.state == FAILED:
         # it stalled the workflow (fail_workflow) and perform caught the error: replay the failure
-        raise ExecutionFailedError(f"{step} failed (replayed)", step_name=step, recorded=True)
+        replay_failure(coordination)
     settings = {
         "method": method_name,
         "every": every.total_seconds(),
@@ -219,12 +229,18 @@ class Repeat:
             }
             steps.update(rep, **failure)
             if self.on_error == "fail_workflow":
-                steps.update(self.coordination, last_executed_at=clock.now(), **failure)
-                raise ExecutionFailedError(
+                stalled = ExecutionFailedError(
                     f"{rep.step_name} failed after {rep.attempts} attempt(s): {error}",
                     step_name=rep.step_name,
                     recorded=True,
-                ) from error
+                )
+                steps.update(
+                    self.coordination,
+                    last_executed_at=clock.now(),
+                    metadata={**self.coordination.metadata, FAILURE: str(stalled)},
+                    **failure,
+                )
+                raise stalled from error
             return
         steps.update(rep, state=COMPLETED, completed_at=clock.now())
 

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from .. import clock
 from ..errors import error_class_name
 from ..exceptions import (
-    ExecutionFailedError,
     HaltExecution,
     InvalidStepArgument,
     WaitConditionNotMet,
@@ -39,9 +38,12 @@ from ..retry import RetryPolicy, coerce
 from ..steps import (
     COMPLETED,
     FAILED,
+    FAILURE,
     PENDING,
+    TIMED_OUT,
     callsite,
     duration_arg,
+    replay_failure,
     resolve_method,
     retry_or_stall,
 )
@@ -49,8 +51,6 @@ from ..validation import step_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..workflow import DurableWorkflow
-
-TIMED_OUT = "timed_out"
 
 
 def wait_until(
@@ -112,7 +112,7 @@ def wait_until(
         log = run.steps.record_attempt(
             step,
             log,
-            metadata={**metadata, "result": TIMED_OUT},
+            metadata={**metadata, "result": TIMED_OUT, FAILURE: str(error)},
             state=FAILED,
             error_class=error_class_name(error),
             error_message=str(error),
@@ -122,14 +122,3 @@ def wait_until(
     run.steps.record_attempt(step, log, metadata=metadata, state=PENDING)
     run.continue_at(min(now + interval, timeout_at), wait_condition=condition_name)
     raise HaltExecution()
-
-
-def replay_failure(log) -> None:
-    """A failed wait (the caller caught its error and went on) fails alike on every replay."""
-    if (log.metadata or {}).get("result") == TIMED_OUT:
-        raise WaitConditionNotMet(
-            f"{log.step_name}: timed out (replayed)", step_name=log.step_name, recorded=True
-        )
-    raise ExecutionFailedError(
-        f"{log.step_name} failed (replayed)", step_name=log.step_name, recorded=True
-    )
