@@ -33,6 +33,7 @@ import argparse
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -441,9 +442,12 @@ class Cluster:
 def _start_postgres(directory: str) -> None:
     """A scripts/pg cluster made durable: scripts/pg switches fsync, synchronous_commit and
     full_page_writes off for throwaway test clusters; a crash test needs them on."""
-    output = subprocess.run(
-        [str(ROOT / "scripts/pg"), "start", directory], check=True, capture_output=True, text=True
-    ).stdout
+    started = subprocess.run(
+        [str(ROOT / "scripts/pg"), "start", directory], capture_output=True, text=True
+    )
+    if started.returncode:
+        raise SystemExit(f"scripts/pg could not start PostgreSQL:\n{started.stderr}")
+    output = started.stdout
     for line in output.splitlines():
         name, _, value = line.removeprefix("export ").partition("=")
         os.environ[name] = value.strip("'\"")
@@ -515,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
     try:
         if args.db == "postgres":
-            pg_dir = os.path.join(workdir, "pg")
+            # Its own directory in /tmp: the server runs as the postgres user, which must reach it.
+            pg_dir = tempfile.mkdtemp(prefix="chrono_forge-chaos-pg.", dir="/tmp")
             cleanup.append(
                 lambda: subprocess.run([str(ROOT / "scripts/pg"), "stop", pg_dir], check=False)
             )
@@ -539,6 +544,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         print()
         print("\n".join(report.lines()))
+        if report.ok:
+            cleanup.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
+        else:
+            print(f"(the qcluster log is kept in {workdir})")
         return 0 if report.ok else 1
     finally:
         for step in reversed(cleanup):

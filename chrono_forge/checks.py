@@ -125,6 +125,8 @@ VALIDATORS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     "TASK_TIMEOUT": ("E010", _task_timeout_problem),
     "PRIMARY_KEY_FIELD": ("E011", _primary_key_problem),
     "TASKS_BACKEND": ("E020", _tasks_backend_problem),
+    # how long a branch child may sit never started before its merge poller re-sends its delivery
+    "CHILD_REKICK_AFTER": ("E030", _duration_problem),
 }
 
 

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "RESULT_MAX_BYTES": 64 * 1024,
     "ERROR_CONTEXT_MAX_BYTES": 64 * 1024,
     "TASK_TIMEOUT": None,  # django-q2 per-task timeout for passes; None: Q_CLUSTER's
+    "CHILD_REKICK_AFTER": timedelta(minutes=5),  # the merge poller re-sends a child's lost delivery
     "ADMIN_LONG_WAIT_THRESHOLD": timedelta(hours=1),  # the admin's waiting page flags longer
     "PRIMARY_KEY_FIELD": None,  # None: settings.DEFAULT_AUTO_FIELD
     "TASKS_BACKEND": "default",  # the TASKS alias of the Django Tasks dispatcher

@@ -58,6 +58,8 @@ LOCK_COLUMNS = (
     "locked_at",
     "started_at",
     "next_run_at",
+    "parked_on",
+    "parked_since",
     "wake_requested",
     "parent_execution_log_id",
 )
@@ -93,8 +95,18 @@ class Pass:
         retry_counts: dict[str, int] | None = None,
         retry_workflow: bool = False,
         token: str | None = None,
+        stale_after: float | None = None,
         **internal: Any,
     ):
+        if stale_after is not None and (
+            not isinstance(stale_after, (int, float))
+            or isinstance(stale_after, bool)
+            or stale_after <= 0
+        ):
+            raise ValueError(
+                f"stale_after must be a positive number of seconds (a reaper's lock age), "
+                f"got {stale_after!r}"
+            )
         self.workflow_class = workflow_class
         self.job_class = workflow_class.job_class()
         self.key = key
@@ -102,6 +114,8 @@ class Pass:
         self.retry_counts = dict(retry_counts or {})
         self.retry_workflow = retry_workflow
         self.token = token
+        # A reaper asked for locks older than this to be taken, even below MAX_DURATION.
+        self.stale_after = stale_after
         # extra continuation arguments (e.g. wait_condition), for primitives
         self.internal = internal
         self.run_id = uuid.uuid4().hex
@@ -112,6 +126,10 @@ class Pass:
         self.final_state = STATE.idle
         self.released = False
         self.continuation: tuple[datetime, dict[str, Any]] | None = None
+        # A due time with nothing enqueued by this pass (a merge poll's), for the overdue sweep.
+        self.expected_at: datetime | None = None
+        # The step this pass parks on with nothing scheduled (a continue_if), recorded at release.
+        self.parked_on: str | None = None
         # branches opened in this pass (the completion gate checks they were merged)
         self.branches: dict[str, ExecutionLog] = {}
         self.dispatching: Any = None  # the branch whose dispatch callable is running (spawn target)
@@ -181,9 +199,7 @@ class Pass:
                 logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
                 return None
             holder = (
-                row.locked_by
-                if row.locked_at and row.locked_at > now - conf.max_duration()
-                else None
+                row.locked_by if row.locked_at and row.locked_at > now - self.lock_ttl() else None
             )
             if holder and self.token is None and not row.wake_requested:
                 # An external wake-up must not be lost: the holder publishes it when it releases.
@@ -212,6 +228,12 @@ class Pass:
         self.context = Context(row.context)
         self.steps = StepLogs(row.pk, known_empty=first_pass)
         return row
+
+    def lock_ttl(self) -> timedelta:
+        """How long a lock holds: MAX_DURATION, or less when a reaper said so."""
+        if self.stale_after is None:
+            return conf.max_duration()
+        return min(conf.max_duration(), timedelta(seconds=self.stale_after))
 
     def prepare_retry(self, row: Workflow, now: datetime) -> None:
         """An operator retry: mark it, give failed steps a fresh budget, and make the row runnable."""
@@ -245,16 +267,30 @@ class Pass:
         If saving the context fails, the lock is still released (without it) and the error propagates.
         If an external wake-up arrived meanwhile (``wake_requested``), an idle workflow gets an
         immediate continuation instead of waiting for its schedule or an event that already happened.
+
+        The same UPDATE leaves an idle row scheduled (``next_run_at``: the continuation's due time,
+        or the merge poll's) or parked (``parked_on``/``parked_since``: the event gate, since it
+        first parked there); a terminal row has neither.
         """
         if self.released:
             return
         now = clock.now()
+        due = None
+        if state == STATE.idle:
+            due = self.continuation[0] if self.continuation else self.expected_at
+        parked = self.parked_on if state == STATE.idle and due is None else None
+        since = None
+        if parked:
+            same_gate = self.row.parked_on == parked and self.row.parked_since is not None
+            since = self.row.parked_since if same_gate else now
         fields.update(
             locked_by=None,
             locked_at=None,
             state=state,
             modified=now,
-            next_run_at=self.continuation[0] if self.continuation else None,
+            next_run_at=due,
+            parked_on=parked,
+            parked_since=since,
         )
         owned = Workflow.objects.filter(pk=self.row.pk, locked_by=self.run_id)
         try:
@@ -272,6 +308,7 @@ class Pass:
             with self.steps.flushing():
                 owned.update(**fields)
             self.released = True
+            self.row.state = state
             raise
         self.released = True
         if not updated:
@@ -293,11 +330,22 @@ class Pass:
     def continue_after(self, delay: timedelta | float, **internal: Any) -> None:
         self.continue_at(clock.now() + conf.as_timedelta(delay), **internal)
 
+    def expect_at(self, due: datetime) -> None:
+        """Something outside the pass (the merge poller) wakes the run by ``due``: the release
+        stores it as the row's due time, which the overdue sweep honours, and enqueues nothing."""
+        self.expected_at = due
+
     def halt(self) -> HaltExecution:
         return HaltExecution()
 
+    def park(self, step_name: str) -> HaltExecution:
+        """Park on an event with nothing scheduled; the release records ``step_name`` and since
+        when, so the row says what it waits for."""
+        self.parked_on = step_name
+        return HaltExecution()
+
     def publish(self) -> None:
-        if self.continuation is None or not self.released:
+        if self.continuation is None or not self.released or self.row.state != STATE.idle:
             return
         run_at, internal = self.continuation
         dispatch.enqueue(

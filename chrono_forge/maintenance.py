@@ -30,7 +30,7 @@ SCHEDULES: dict[str, tuple[str, str, int | None, str]] = {
         "chrono_forge.maintenance.resume_overdue",
         "I",
         5,
-        "re-enqueue idle workflows whose continuation was lost",
+        "re-send deliveries the broker lost (first passes, continuations, merge polls, retries)",
     ),
     "cleanup": ("chrono_forge.maintenance.cleanup", "D", None, "delete old terminal workflows"),
 }

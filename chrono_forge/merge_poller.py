@@ -16,11 +16,17 @@ Cadence: when the branches drained since the last poll, the next poll comes at h
 child is running, exponential back-off from ``min_interval`` while only never-started children are
 left, ``max_interval`` when nothing can progress (only waiting, failed or stalled children).
 
-Rekick: a child that is idle and never started (``started_at`` NULL) and untouched for REKICK_AFTER
-lost its delivery (Redis is at-most-once; an ORM-broker row can be deleted by hand). Up to
-REKICK_BATCH of them are enqueued again per poll, and only when the branch's never-started count did
-not drop since the last poll (a dropping count means the queue is just backlogged). The rekick
-touches ``modified`` so the next poll does not rekick the same child again.
+Rekick: a child that is idle and never started (``started_at`` NULL) and untouched for
+``CHILD_REKICK_AFTER`` lost its delivery (Redis is at-most-once; an ORM-broker row can be deleted by
+hand). Up to REKICK_BATCH of them are enqueued again per poll, and only when the branch's
+never-started count did not drop since the last poll (a dropping count means the queue is just
+backlogged). The rekick touches ``modified`` so the next poll does not rekick the same child again.
+(Children are born with a due time too, so the overdue sweep finds them without a poller.)
+
+The parent's due time: every reschedule also moves the parked parent's ``next_run_at`` to the next
+poll's due time (one UPDATE in the poll's transaction), and the wake-up is recorded on the parent
+row (:meth:`Workflow.wake`). A poller lost before or after any poll leaves the parent overdue: the
+overdue sweep replays it, and the replayed merge re-arms a poller with a new token.
 """
 
 from __future__ import annotations
@@ -40,7 +46,6 @@ from .steps import COMPLETED
 
 logger = logging.getLogger("chrono_forge")
 
-REKICK_AFTER = timedelta(minutes=5)
 REKICK_BATCH = 200
 ETA_FRACTION = 0.5
 #: Transient database errors (deadlock, lost connection, lock timeout, "database is locked") make
@@ -294,9 +299,13 @@ def _poll(
                 key,
                 len(rekick),
             )
+        parent = Workflow.objects.filter(job_class=job_class, key=key)
         if outcome == "woke":
+            parent.record_wake(now)
             dispatch.enqueue(job_class, key)
         elif next_poll_at is not None:
+            # The parked parent is due when the next poll is: lost, that poll makes it overdue.
+            parent.filter(state=STATE.idle).update(next_run_at=next_poll_at)
             _schedule((job_class, key, ids, token, low, high), merge_log_id, next_poll_at)
     return outcome
 
@@ -345,8 +354,8 @@ def _previous_delay(previous: dict[str, Any]) -> float | None:
 def _stale_never_started(
     counts: dict[Any, Counts], previous: dict[Any, dict], now: datetime
 ) -> list[tuple[Any, Any, str, str]]:
-    """Children to re-enqueue: idle, never started, untouched for REKICK_AFTER, in branches whose
-    never-started count did not drop since the last poll; at most REKICK_BATCH."""
+    """Children to re-enqueue: idle, never started, untouched for CHILD_REKICK_AFTER, in branches
+    whose never-started count did not drop since the last poll; at most REKICK_BATCH."""
     eligible = [
         pk
         for pk, c in counts.items()
@@ -363,7 +372,7 @@ def _stale_never_started(
             parent_execution_log_id__in=eligible,
             state=STATE.idle,
             started_at__isnull=True,
-            modified__lt=now - REKICK_AFTER,
+            modified__lt=now - conf.as_timedelta(conf.get("CHILD_REKICK_AFTER")),
         )
         .order_by("pk")
         .values_list("pk", "parent_execution_log_id", "job_class", "key")[:REKICK_BATCH]

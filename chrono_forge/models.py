@@ -7,10 +7,11 @@ must (``save()`` would rewrite the JSON columns). Timestamps come from :mod:`chr
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
+from django.db.models import Case, F, Q, Value, When
 from model_utils import Choices
 from model_utils.fields import StatusField
 from model_utils.models import TimeStampedModel
@@ -35,6 +36,10 @@ class ChronoForgeManager(models.Manager):
 
 
 class WorkflowQuerySet(ChronoForgeQuerySet):
+    """The four states of an unfinished run (see the README, "Locking and delivery"): running
+    (``stranded()`` when its lock is stale), scheduled (``scheduled()``, ``overdue()`` when late),
+    parked on an event (``parked()``) and blocked (``blocked()``)."""
+
     def retryable(self):
         return self.filter(state__in=Workflow.RETRYABLE_STATES)
 
@@ -43,6 +48,45 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
 
     def in_flight(self):
         return self.filter(state__in=(Workflow.STATE.idle, Workflow.STATE.running))
+
+    def scheduled(self):
+        """Idle rows with a delivery due at ``next_run_at`` (a first pass, a continuation, a
+        wake-up or a merge poll), late or not."""
+        return self.filter(state=Workflow.STATE.idle, next_run_at__isnull=False)
+
+    def never_started(self):
+        """Idle rows whose first pass has not started yet."""
+        return self.filter(state=Workflow.STATE.idle, started_at__isnull=True)
+
+    def parked(self):
+        """Idle rows parked on an event (``continue_if``) with nothing scheduled."""
+        return self.filter(
+            state=Workflow.STATE.idle, next_run_at__isnull=True, parked_on__isnull=False
+        )
+
+    def unaccounted(self, grace: timedelta | None = None):
+        """Idle rows with nothing scheduled and not parked, untouched for ``grace``: a state the
+        engine never leaves a row in (rows from older versions, a forced unlock, a bug)."""
+        cutoff = clock.now() - _grace(grace)
+        return self.filter(
+            state=Workflow.STATE.idle,
+            next_run_at__isnull=True,
+            parked_on__isnull=True,
+            modified__lt=cutoff,
+        )
+
+    def record_wake(self, now: datetime) -> int:
+        """Record an external wake-up on idle and running rows, in one UPDATE: an idle row becomes
+        due ``now`` (an earlier due time is kept), a running row gets ``wake_requested`` (its
+        holder publishes a continuation when it releases)."""
+        idle, running = Workflow.STATE.idle, Workflow.STATE.running
+        due_later = Q(next_run_at__isnull=True) | Q(next_run_at__gt=now)
+        return self.filter(state__in=(idle, running)).update(
+            next_run_at=Case(
+                When(Q(state=idle) & due_later, then=Value(now)), default=F("next_run_at")
+            ),
+            wake_requested=Case(When(state=running, then=Value(True)), default=F("wake_requested")),
+        )
 
     def stranded(self, stale_after: timedelta | None = None):
         """Running rows whose lock is older than ``stale_after`` (default REAP_STALE_AFTER)."""
@@ -55,38 +99,59 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         )
 
     def overdue(self, grace: timedelta | None = None):
-        """Idle rows whose scheduled continuation is past due by more than ``grace``."""
-        grace = conf.as_timedelta(grace if grace is not None else conf.get("RESUME_OVERDUE_GRACE"))
-        return self.filter(state=Workflow.STATE.idle, next_run_at__lt=clock.now() - grace)
+        """Rows whose delivery is late by more than ``grace`` (default RESUME_OVERDUE_GRACE): an
+        idle row's first pass, continuation, wake-up or merge poll; a failed/stalled row's pending
+        operator retry; and :meth:`unaccounted` rows. ``resume_overdue`` re-delivers exactly these."""
+        cutoff = clock.now() - _grace(grace)
+        due = Q(next_run_at__lt=cutoff) & Q(
+            state__in=(Workflow.STATE.idle, *Workflow.RETRYABLE_STATES)
+        )
+        lost = Q(
+            state=Workflow.STATE.idle,
+            next_run_at__isnull=True,
+            parked_on__isnull=True,
+            modified__lt=cutoff,
+        )
+        return self.filter(due | lost)
 
     def reap_stalled(self, stale_after: timedelta | None = None) -> int:
-        """Re-enqueue running rows whose lock is older than ``stale_after`` (default REAP_STALE_AFTER);
-        the pass steals the stale lock. A row that cannot be re-enqueued (its class is gone, ...) is
-        logged and skipped. Returns how many were re-enqueued."""
+        """Re-enqueue running rows whose lock is older than ``stale_after`` (default
+        REAP_STALE_AFTER); the pass steals the stale lock, even one younger than MAX_DURATION when
+        ``stale_after`` is shorter (the delivery carries the threshold). A row that cannot be
+        re-enqueued (its class is gone, ...) is logged and skipped. Returns how many were
+        re-enqueued."""
         from .dispatch import enqueue
 
+        internal = {}
+        if stale_after is not None:
+            internal["stale_after"] = conf.as_timedelta(stale_after).total_seconds()
         return self._requeue(
-            self.stranded(stale_after), lambda row: enqueue(row.job_class, row.key)
+            self.stranded(stale_after), lambda row: enqueue(row.job_class, row.key, **internal)
         )
 
     def resume_overdue(self, grace: timedelta | None = None) -> int:
-        """Re-enqueue idle rows whose continuation is overdue (lost by the broker). The delivery carries
-        the row's token, so if the original continuation does arrive, only one of them runs."""
+        """Re-deliver every :meth:`overdue` row: a late delivery carries the row's token, so if
+        the original one does arrive, only one of them runs; a late operator retry is re-sent as a
+        retry; an unaccounted row gets a wake-up (a due time, then a delivery)."""
         from .dispatch import enqueue
         from .executor import token_for
 
-        return self._requeue(
-            self.overdue(grace),
-            lambda row: enqueue(
-                row.job_class, row.key, run_at=row.next_run_at, token=token_for(row.next_run_at)
-            ),
-        )
+        def redeliver(row: Workflow) -> None:
+            if row.next_run_at is None:
+                row.wake()
+                return
+            internal: dict[str, Any] = {"token": token_for(row.next_run_at)}
+            if row.state in Workflow.RETRYABLE_STATES:
+                internal["retry_workflow"] = True
+            enqueue(row.job_class, row.key, run_at=row.next_run_at, **internal)
+
+        return self._requeue(self.overdue(grace), redeliver)
 
     def _requeue(self, queryset, enqueue_one) -> int:
         # Pages by primary key, not one open cursor: an enqueue may close the connection (django-q2's
         # ORM broker does with CONN_MAX_AGE=0), which would kill a cursor held across it.
         count, last = 0, None
-        rows = queryset.only("id", "job_class", "key", "next_run_at").order_by("pk")
+        rows = queryset.only("id", "job_class", "key", "state", "next_run_at").order_by("pk")
         while page := list((rows if last is None else rows.filter(pk__gt=last))[:500]):
             last = page[-1].pk
             for row in page:
@@ -100,6 +165,10 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
                     continue
                 count += 1
         return count
+
+
+def _grace(grace: timedelta | float | None) -> timedelta:
+    return conf.as_timedelta(grace if grace is not None else conf.get("RESUME_OVERDUE_GRACE"))
 
 
 class WorkflowManager(ChronoForgeManager.from_queryset(WorkflowQuerySet)):  # type: ignore[misc]
@@ -131,6 +200,16 @@ class Workflow(TimeStampedModel):
         null=True,
         blank=True,
         help_text="When the scheduled continuation is due (None: nothing scheduled).",
+    )
+    parked_on = models.CharField(
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text="The step (a continue_if) the run is parked on with nothing scheduled, waiting "
+        "for an event (None: not parked).",
+    )
+    parked_since = models.DateTimeField(
+        null=True, blank=True, help_text="Since when the run is parked on ``parked_on``."
     )
     wake_requested = models.BooleanField(
         default=False,
@@ -194,19 +273,35 @@ class Workflow(TimeStampedModel):
     def resume(self) -> Workflow:
         """Re-enqueue an idle workflow (e.g. a ``continue_if`` whose event arrived)."""
         from .exceptions import NotExecutableError
-        from . import dispatch
 
         if self.state != self.STATE.idle:
             raise NotExecutableError(
                 f"{self}: only idle workflows can be resumed (state is {self.state})"
             )
         self.workflow_class()  # refuse a class that no longer imports before enqueuing
-        dispatch.enqueue(self.job_class, self.key)
+        self.wake()
         return self
 
+    def wake(self) -> None:
+        """Deliver an external wake-up (``perform_later`` of an existing key, ``resume``, the
+        merge poller's all-done): record it on the row, then enqueue a pass.
+
+        An idle row gets a due time (``next_run_at = now``, unless an earlier one is set), so the
+        overdue sweep re-delivers it if the queue loses this delivery; a running row gets
+        ``wake_requested``, which its holder turns into a continuation when it releases. Both in
+        one UPDATE, in the transaction of the enqueue (committed before it, with a broker outside
+        the database). Terminal rows are left alone (the delivery finds nothing to run)."""
+        from . import dispatch
+
+        with dispatch.with_enqueue():
+            if self.state in Workflow.EXECUTABLE_STATES:
+                Workflow.objects.filter(pk=self.pk).record_wake(clock.now())
+            dispatch.enqueue(self.job_class, self.key)
+
     def force_unlock(self) -> Workflow:
-        """Clear the lock and set the row idle, whoever holds it. Nothing is scheduled afterwards and a
-        still-running pass may run steps twice: prefer ``reap_stalled``."""
+        """Clear the lock and set the row idle, whoever holds it. Nothing is delivered afterwards
+        (resume it, or the overdue sweep re-delivers it after the grace) and a still-running pass
+        may run steps twice: prefer ``reap_stalled``."""
         now = clock.now()
         Workflow.objects.filter(pk=self.pk, state=self.STATE.running).update(
             locked_by=None, locked_at=None, state=self.STATE.idle, modified=now

@@ -106,10 +106,13 @@ class DurableWorkflow:
     ) -> Workflow:
         """Create the workflow row if missing (an existing key keeps its kwargs) and enqueue a pass.
 
-        Inside ``transaction.atomic()`` the enqueue happens on commit. If the broker refuses the
-        enqueue, :class:`~chrono_forge.exceptions.EnqueueError` says what was kept: nothing, when the
-        queue shares chrono_forge's database (the row and the enqueue commit together); otherwise the
-        new row, due now, which ``resume-overdue`` starts once it is overdue.
+        A new row is born scheduled (its first delivery's due time is in the INSERT: if the queue
+        loses that delivery, ``resume-overdue`` sends it again) and the delivery carries the due time
+        as its token; an existing key gets a wake-up (:meth:`Workflow.wake`). Inside
+        ``transaction.atomic()`` the enqueue happens on commit. If the broker refuses the enqueue,
+        :class:`~chrono_forge.exceptions.EnqueueError` says what was kept: nothing, when the queue
+        shares chrono_forge's database (the row and the enqueue commit together); otherwise the new
+        row, due now, which ``resume-overdue`` starts once it is overdue.
         """
         return cls._admit(key, args, kwargs, options, enqueue=True)
 
@@ -131,9 +134,23 @@ class DurableWorkflow:
 
     @classmethod
     def retry_later(cls, key: str, /, *args: Any, **kwargs: Any) -> Workflow:
-        """Retry a failed or stalled workflow through the queue."""
+        """Retry a failed or stalled workflow through the queue.
+
+        The request is recorded as the row's due time and the delivery carries it as its token: a
+        lost delivery is re-sent by the overdue sweep, and a duplicate exits once the retry ran.
+        """
+        from .executor import token_for
+
         row = cls._retryable_row(key, args, kwargs)
-        dispatch.enqueue(row.job_class, row.key, retry_workflow=True)
+        now = clock.now()
+        with dispatch.with_enqueue():
+            requested = Workflow.objects.filter(
+                pk=row.pk, state__in=Workflow.RETRYABLE_STATES
+            ).update(next_run_at=now)
+            if not requested:
+                raise WorkflowNotRetryableError(f"{row} is no longer failed or stalled")
+            dispatch.enqueue(row.job_class, row.key, retry_workflow=True, token=token_for(now))
+        row.next_run_at = now
         return row
 
     # -- internals -------------------------------------------------------------------------------
@@ -141,20 +158,22 @@ class DurableWorkflow:
     def _admit(
         cls, key: Any, args: tuple, kwargs: dict[str, Any], options: Any, *, enqueue: bool = False
     ) -> Workflow:
-        """The workflow row, created if missing; with ``enqueue``, a pass is enqueued for it."""
+        """The workflow row, created if missing and born scheduled (``next_run_at`` in the INSERT);
+        with ``enqueue``, a new row gets its first delivery and an existing one a wake-up."""
+        from .executor import token_for
+
         job_class = cls.job_class()
         validate_key(key)
         kwargs = validate_kwargs(args, kwargs)
         options = validate_options(options)
         existing = Workflow.objects.filter(job_class=job_class, key=key).first()
         if existing is not None:
-            return cls._enqueue_first(
-                existing, stored="the existing workflow is unchanged", on=enqueue
-            )
+            return cls._wake(existing, on=enqueue)
         now = clock.now()
-        # The row and its first pass commit together when the queue is in our database; otherwise
-        # the row is due now (next_run_at), so the overdue sweep starts it if the enqueue fails or
-        # the broker loses it: never a row that nothing will run.
+        # The row and its first pass commit together when the queue is in our database, otherwise
+        # the row commits first. Either way the row is due now (next_run_at): the overdue sweep
+        # starts it if the enqueue fails or the broker loses the delivery (a deleted queue row, a
+        # worker that died holding it), so never a row that nothing will run.
         together = enqueue and dispatch.transactional()
         try:
             with transaction.atomic(using=conf.database()):
@@ -163,27 +182,44 @@ class DurableWorkflow:
                     key=key,
                     kwargs=kwargs,
                     options=options,
+                    next_run_at=now,
                     created=now,
                     modified=now,
-                    next_run_at=None if together or not enqueue else now,
                 )
                 if together:  # a refused enqueue rolls the row back: nothing is stored
-                    return cls._enqueue_first(row, stored="nothing was stored", on=True)
+                    return cls._enqueue_first(
+                        row, stored="nothing was stored", token=token_for(now)
+                    )
         except IntegrityError:  # created concurrently: the first one wins
             row = Workflow.objects.get(job_class=job_class, key=key)
-            return cls._enqueue_first(row, stored="the existing workflow is unchanged", on=enqueue)
-        stored = "the workflow is stored, due now: `chrono_forge resume-overdue` starts it"
-        return cls._enqueue_first(row, stored=stored, on=enqueue)
+            return cls._wake(row, on=enqueue)
+        if enqueue:
+            stored = "the workflow is stored, due now: `chrono_forge resume-overdue` starts it"
+            return cls._enqueue_first(row, stored=stored, token=token_for(now))
+        return row
 
     @staticmethod
-    def _enqueue_first(row: Workflow, *, stored: str, on: bool) -> Workflow:
+    def _enqueue_first(row: Workflow, *, stored: str, token: str) -> Workflow:
+        try:
+            dispatch.enqueue(row.job_class, row.key, token=token)
+        except Exception as error:
+            raise EnqueueError(
+                f"{row}: the broker refused the pass ({type(error).__name__}: {error}); "
+                f"{stored}. Call perform_later again once the broker is back."
+            ) from error
+        return row
+
+    @staticmethod
+    def _wake(row: Workflow, *, on: bool) -> Workflow:
         if on:
             try:
-                dispatch.enqueue(row.job_class, row.key)
+                row.wake()
             except Exception as error:
                 raise EnqueueError(
                     f"{row}: the broker refused the pass ({type(error).__name__}: {error}); "
-                    f"{stored}. Call perform_later again once the broker is back."
+                    "the existing workflow is unchanged but for the wake-up recorded on it (an "
+                    "idle row is due now: `chrono_forge resume-overdue` delivers it). Call "
+                    "perform_later again once the broker is back."
                 ) from error
         return row
 

@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from chrono_forge import clock, operations
 from chrono_forge.dispatch import TASK
+from chrono_forge.executor import token_for
 from chrono_forge.models import ExecutionLog, Workflow
 from tests import workflows_admin as wa
 from tests.admin_fixtures import FLAKY, QUICK, make_log, make_workflow
@@ -73,7 +74,13 @@ def test_retry_a_stalled_workflow_end_to_end(client, chrono_forge_env):
     assert response["Location"] == url("change", workflow.pk)
     assert flash(response) == ["FlakyCharge(order-1) will be retried shortly."]
     (run,) = chrono_forge_env.pending
-    assert (run.job_class, run.key, run.internal) == (FLAKY, "order-1", {"retry_workflow": True})
+    # the retry request is the row's due time, carried as the delivery's token
+    token = token_for(Workflow.objects.get().next_run_at)
+    assert (run.job_class, run.key, run.internal) == (
+        FLAKY,
+        "order-1",
+        {"retry_workflow": True, "token": token},
+    )
     chrono_forge_env.run_all()
     workflow.refresh_from_db()
     assert workflow.state == "completed"
@@ -217,7 +224,8 @@ def test_bulk_retry_enqueues_one_task_with_the_count(client, chrono_forge_env):
     )
     run_task_only(chrono_forge_env)  # the task retries each blocked workflow through the queue
     passes = [r for r in chrono_forge_env.pending if r.func == TASK]
-    assert len(passes) == 4 and all(r.internal == {"retry_workflow": True} for r in passes)
+    assert len(passes) == 4 and all(r.internal["retry_workflow"] is True for r in passes)
+    assert all(set(r.internal) == {"retry_workflow", "token"} for r in passes)
 
 
 def test_bulk_retry_with_nothing_to_do_enqueues_nothing(client, chrono_forge_env):

@@ -84,11 +84,12 @@ def test_the_parent_is_not_replayed_while_it_waits(chrono_forge_env):
     env.run_due()  # the parent's pass, then the child's (both due now)
     assert wb.EVENTS["SpawnOne.perform"] == 1
     parent = Workflow.objects.get(key="p")
-    assert parent.state == "idle" and parent.next_run_at is None and parent.locked_by is None
-    assert parent_passes_pending(env, "p") == []  # parked with nothing scheduled
+    assert parent.state == "idle" and parent.locked_by is None
+    assert parent_passes_pending(env, "p") == []  # parked: nothing enqueued for the parent
     [poller] = env.pending
     assert poller.func == "chrono_forge.tasks.poll_merge"
     assert poller.run_at == env.now + timedelta(seconds=5)
+    assert parent.next_run_at == poller.run_at  # due with its poll: a lost poller is overdue
     env.run_all()
     assert wb.EVENTS["SpawnOne.perform"] == 2  # exactly one wake-up
     assert Workflow.objects.get(key="p").state == "completed"

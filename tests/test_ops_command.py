@@ -260,9 +260,9 @@ def test_resume_overdue(chrono_forge_env):
     now = chrono_forge_env.now
     make("late", next_run_at=now - timedelta(minutes=10))
     make("slightly", next_run_at=now - timedelta(minutes=2))
-    assert "Re-enqueued 1 idle workflow(s)" in run("resume-overdue")[0]
+    assert "Re-enqueued 1 overdue workflow(s)" in run("resume-overdue")[0]
     chrono_forge_env.drop_pending()
-    assert "Re-enqueued 2 idle" in run("resume-overdue", "--grace", "1")[0]
+    assert "Re-enqueued 2 overdue" in run("resume-overdue", "--grace", "1")[0]
     assert "--grace" in refused("resume-overdue", "--grace", "-1")
 
 

@@ -15,6 +15,7 @@ from chrono_forge.exceptions import (
     NotExecutableError,
     WorkflowNotRetryableError,
 )
+from chrono_forge.executor import token_for
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.tasks import run_workflow
 from tests import workflows_ops as w
@@ -108,7 +109,10 @@ def test_retry_later_of_a_stalled_workflow_runs_the_failed_step_again(chrono_for
 
     w.StallsUntilFixed.FIXED = True
     wf.retry_later()
-    assert [run.internal for run in chrono_forge_env.pending] == [{"retry_workflow": True}]
+    token = token_for(Workflow.objects.get(key="card").next_run_at)
+    assert [run.internal for run in chrono_forge_env.pending] == [
+        {"retry_workflow": True, "token": token}
+    ]
     chrono_forge_env.run_all()
 
     wf.refresh_from_db()
@@ -306,19 +310,51 @@ def test_resume_overdue_grace_argument_and_setting(chrono_forge_env, settings):
     assert Workflow.objects.resume_overdue() == 1
 
 
-@pytest.mark.parametrize("state", ["running", "completed", "failed", "stalled"])
-def test_resume_overdue_ignores_rows_that_are_not_idle(chrono_forge_env, state):
+@pytest.mark.parametrize("state", ["running", "completed"])
+def test_resume_overdue_ignores_running_and_completed_rows(chrono_forge_env, state):
     Workflow.objects.create(
         job_class=ONE_STEP, key="k", state=state, next_run_at=chrono_forge_env.now - 60 * MIN
     )
     assert Workflow.objects.resume_overdue() == 0
 
 
+@pytest.mark.parametrize("state", ["failed", "stalled"])
+def test_resume_overdue_re_sends_a_late_operator_retry_as_a_retry(chrono_forge_env, state):
+    """A blocked row with a due time has a pending operator retry whose delivery was lost."""
+    due = chrono_forge_env.now - 60 * MIN
+    Workflow.objects.create(job_class=ONE_STEP, key="k", state=state, next_run_at=due)
+    Workflow.objects.create(job_class=ONE_STEP, key="plain", state=state, next_run_at=None)
+    assert Workflow.objects.resume_overdue() == 1
+    [run] = chrono_forge_env.pending
+    assert run.key == "k" and run.internal == {"retry_workflow": True, "token": token_for(due)}
+    chrono_forge_env.run_all()
+    assert Workflow.objects.get(key="k").state == "completed"
+    assert Workflow.objects.get(key="plain").state == state  # blocked, no retry asked: left alone
+
+
 def test_resume_overdue_ignores_parked_rows_with_nothing_scheduled(chrono_forge_env):
     Workflow.objects.create(
-        job_class=ONE_STEP, key="k", next_run_at=None
-    )  # e.g. continue_if parked
+        job_class=ONE_STEP,
+        key="k",
+        next_run_at=None,
+        parked_on="continue_if$approved",
+        modified=chrono_forge_env.now - 60 * MIN,
+    )
     assert Workflow.objects.resume_overdue(grace=timedelta(0)) == 0
+    assert Workflow.objects.parked().count() == 1
+
+
+def test_resume_overdue_wakes_an_idle_row_with_nothing_scheduled_and_not_parked(chrono_forge_env):
+    """A row in none of the four states (an older version's park, a forced unlock) is woken once
+    it is older than the grace: it gets a due time and a delivery."""
+    row = Workflow.objects.create(job_class=ONE_STEP, key="k", next_run_at=None)
+    Workflow.objects.filter(pk=row.pk).update(modified=chrono_forge_env.now - 10 * MIN)
+    assert list(Workflow.objects.unaccounted()) == [row]
+    assert Workflow.objects.resume_overdue() == 1
+    assert Workflow.objects.get(pk=row.pk).next_run_at == chrono_forge_env.now
+    assert Workflow.objects.unaccounted().count() == 0
+    chrono_forge_env.run_all()
+    assert Workflow.objects.get(pk=row.pk).state == "completed"
 
 
 def test_resume_overdue_skips_a_row_whose_class_is_gone(chrono_forge_env, caplog):

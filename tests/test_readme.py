@@ -1,5 +1,7 @@
 """The README's example project runs as written: its workflow, its settings and its pytest test.
 
+(The docs site's testing page adds a second test file to that project, checked the same way.)
+
 Every fenced block of README.md whose first line is a comment naming a file
 (``# orders/workflows.py``, ``# pytest.ini``, ``# tests/test_orders.py``) is written to that path in
 a project made by ``django-admin startproject mysite``; the "Installing in your project" settings
@@ -18,8 +20,11 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+# The docs site's testing page adds a test of its own to the same project.
+DOCS_TESTING = ROOT / "docs" / "testing.md"
+FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", re.S | re.M)
 FILE_COMMENT = re.compile(r"^[#;] ([\w./-]+\.(?:py|ini|toml|cfg))\n")
 
 # The new project always uses SQLite (startproject's default): the PostgreSQL pass adds nothing.
@@ -60,7 +65,9 @@ def test_readme_testing_example_runs_in_a_new_project(tmp_path):
         check=True,
         capture_output=True,
     )
-    for path, body in example_files(text).items():
+    files = {**example_files(text), **example_files(DOCS_TESTING.read_text())}
+    assert "tests/test_flaky.py" in files
+    for path, body in files.items():
         target = tmp_path / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(body)
@@ -84,4 +91,4 @@ def test_readme_testing_example_runs_in_a_new_project(tmp_path):
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert re.search(r"^1 passed", output, re.M), output
+    assert re.search(r"^2 passed", output, re.M), output

@@ -8,11 +8,12 @@ chrono_forge calls :func:`enqueue` / :func:`enqueue_many` below, never a dispatc
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol
 
-from django.db import connections
+from django.db import connections, transaction
 from django.utils.module_loading import import_string
 
 from .. import conf
@@ -113,6 +114,13 @@ def transactional() -> bool:
     dispatcher says so with a ``transactional()`` method; one without it is assumed not to."""
     check = getattr(get_dispatcher(), "transactional", None)
     return bool(check and check())
+
+
+def with_enqueue():
+    """The block that writes a due time and enqueues its delivery: one transaction when the queue
+    is in chrono_forge's database (both or neither), else none, so the due time commits before the
+    enqueue (a refused or lost enqueue leaves it for the overdue sweep)."""
+    return transaction.atomic(using=conf.database()) if transactional() else nullcontext()
 
 
 def in_user_transaction(using: str | None = None) -> bool:

@@ -8,7 +8,7 @@ Children are ``Workflow`` rows linked to the branch log (``parent_execution_log`
 key>$<branch>$<name>`` (spawn), ``..._<pk>`` (a QuerySet source, streamed by primary key in keyset
 batches) or ``..._<index>`` (any other iterable). Each batch is ONE transaction:
 
-    bulk INSERT ... ON CONFLICT DO NOTHING   (rows pre-inserted with started_at NULL)
+    bulk INSERT ... ON CONFLICT DO NOTHING   (rows pre-inserted with started_at NULL, due now)
     SELECT the keys still idle and never started   (already-run children are left alone)
     bulk enqueue those                         (part of the transaction with the ORM broker)
     UPDATE the cursor in the branch log's metadata
@@ -182,7 +182,7 @@ def ensure_merged(workflow: DurableWorkflow) -> None:
 # -- helpers ---------------------------------------------------------------------------------------
 def batch_size(of: int, db: str) -> int:
     """``of``, capped so one bulk INSERT of child rows stays within the bind-variable limit
-    (SQLite: 999 as Django declares it, i.e. 71 rows of 14 columns)."""
+    (SQLite: 999 as Django declares it, i.e. 62 rows of 16 columns)."""
     columns = sum(1 for f in Workflow._meta.concrete_fields if not f.primary_key)
     limit = connections[db].features.max_query_params or DEFAULT_MAX_QUERY_PARAMS
     return max(1, min(of, limit // columns))
@@ -321,6 +321,7 @@ def _dispatch_batch(
             options={},
             context={},
             state=IDLE,
+            next_run_at=now,  # born scheduled: the overdue sweep re-sends a lost first delivery
             parent_execution_log_id=scope.log.pk,
             created=now,
             modified=now,

@@ -3,8 +3,8 @@
 Step name ``continue_if$<name or condition>``. The condition is evaluated once per pass. The first
 evaluation is recorded in the INSERT (``attempts=1``, completed or pending); a later evaluation
 updates the same row once (attempt bump and, if met, completion together). A closed gate halts the
-pass without a continuation, so ``Workflow.next_run_at`` stays None: ``Cls.perform_later(key)`` or
-``Workflow.resume()`` (from a webhook, a signal, another workflow) wakes it. A condition that raises
+pass without a continuation, so ``Workflow.next_run_at`` stays None and ``Workflow.parked_on`` names
+the gate (``parked_since``: since when): ``Cls.perform_later(key)`` or ``Workflow.resume()`` (from a webhook, a signal, another workflow) wakes it. A condition that raises
 is recorded and stalls the workflow; it is not retried (an operator retry evaluates it again;
 until then, a replay raises the same failure without evaluating it).
 """
@@ -63,4 +63,4 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
         )
         return True
     run.steps.record_attempt(step, log, metadata=metadata, state=PENDING)
-    raise HaltExecution()  # parked: no continuation, next_run_at stays None
+    raise run.park(step)  # no continuation: next_run_at stays None, parked_on names the gate

@@ -4,9 +4,10 @@ Step name ``merge$<sorted,comma,joined,names>``. The merge first probes (one EXI
 ``(parent_execution_log, state)`` index, whatever the number of children): when nothing is left the
 log is born completed and the pass goes on. Otherwise the log is written pending with a fresh
 fencing token (also stored on every merged branch log), ONE merge poller task is scheduled on the
-``BRANCH_MERGE_CLUSTER`` queue, and the pass parks with nothing scheduled: the parent is not
-replayed while it waits. The poller (:mod:`chrono_forge.merge_poller`) wakes it when every child
-completed.
+``BRANCH_MERGE_CLUSTER`` queue, and the pass parks: the parent is not replayed while it waits. The
+poller (:mod:`chrono_forge.merge_poller`) wakes it when every child completed. The parent's
+``next_run_at`` holds the next poll's due time (nothing is enqueued for it), so a lost poller makes
+the parent overdue and the overdue sweep replays it: the replayed merge re-arms a poller.
 
 Any later pass that reaches the still-pending merge (the poller's wake-up, or an operator's resume)
 probes again, and if children are still running re-arms with a new token, which retires the previous
@@ -130,7 +131,11 @@ def merge_branches(
             run_at=now + timedelta(seconds=low),
             cluster=conf.get("BRANCH_MERGE_CLUSTER"),
         )
-    raise HaltExecution()  # park with nothing scheduled: the poller wakes the parent
+    # Nothing is enqueued for the parent (the poller wakes it), but the first poll's due time
+    # becomes the parent's: if the poller is lost, the overdue sweep replays the parent, whose
+    # merge re-arms a poller. Each poll carries the due time forward to the next one.
+    run.expect_at(now + timedelta(seconds=low))
+    raise HaltExecution()
 
 
 def all_children_completed(branch_logs: list[ExecutionLog]) -> bool:

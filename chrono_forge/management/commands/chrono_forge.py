@@ -160,7 +160,9 @@ class Command(BaseCommand):
             help="lock age in minutes (default: REAP_STALE_AFTER, 3 x MAX_DURATION)",
         )
         p = sub(
-            "resume-overdue", "Re-enqueue idle workflows whose scheduled continuation was lost."
+            "resume-overdue",
+            "Re-send deliveries that are overdue (lost by the broker): first passes, continuations, "
+            "wake-ups, merge polls and operator retries.",
         )
         p.add_argument(
             "--grace",
@@ -450,7 +452,7 @@ class Command(BaseCommand):
         )
         count = Workflow.objects.resume_overdue(grace_td)
         self.stdout.write(
-            f"Re-enqueued {count} idle workflow(s) whose continuation was overdue by more than "
+            f"Re-enqueued {count} overdue workflow(s) whose delivery was late by more than "
             f"{grace_td}."
         )
 
