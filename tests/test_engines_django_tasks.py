@@ -5,6 +5,7 @@ backend; end to end under its real ``db_worker`` process."""
 from __future__ import annotations
 
 import importlib.util
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -49,7 +50,11 @@ def test_a_pass_is_a_task_row_and_a_wait_a_deferred_one(django_tasks_dispatcher,
     we.Pipeline.perform_later("p", pause=60)
     [task] = DBTaskResult.objects.all()
     assert (task.task_path, task.backend_name, task.queue_name) == (RUN_PASS, "default", "default")
-    assert task.args_kwargs == {"args": [we.Pipeline.job_class(), "p"], "kwargs": {}}
+    first_due = Workflow.objects.get(key="p").next_run_at  # every delivery has a due time
+    assert task.args_kwargs == {
+        "args": [we.Pipeline.job_class(), "p"],
+        "kwargs": {"token": first_due.isoformat()},
+    }
     assert task.status == "READY"
 
     # Run it as the worker would: the pass runs fetch and halts on the wait.
@@ -214,3 +219,23 @@ def test_workflows_run_to_completion_under_a_real_db_worker(
     tasks = DBTaskResult.objects.all()
     assert {t.task_path for t in tasks} == {RUN_PASS, CALL}
     assert set(tasks.values_list("status", flat=True)) <= {"SUCCESSFUL", "READY"}
+
+
+def test_a_task_whose_worker_died_is_never_redelivered_and_resume_overdue_recovers_it(
+    db_worker, django_tasks_dispatcher, runs_table
+):
+    we.Pipeline.perform_later("orphan")
+    [task] = DBTaskResult.objects.all()
+    # A db_worker claims the row (RUNNING) and dies before running it: no worker takes it again.
+    task.claim("a-worker-that-died")
+    db_worker()
+    wf = Workflow.objects.get(key="orphan")
+    wait_for(lambda: clock.now() > wf.next_run_at, timeout=5, message="the due time")
+    time.sleep(1)  # a polling worker, an overdue workflow: nothing comes
+    wf.refresh_from_db()
+    assert wf.state == "idle" and we.runs() == []
+    assert DBTaskResult.objects.get(pk=task.pk).status == "RUNNING"
+
+    assert Workflow.objects.resume_overdue(timedelta(0)) == 1
+    wait_for(_finished("orphan"), timeout=20, message="the recovered workflow")
+    assert [step for _, step, _, _ in we.runs()] == ["fetch", "transform", "store"]
