@@ -113,7 +113,7 @@ def test_a_continuation_lost_in_a_redis_restart_is_recovered_by_resume_overdue(
 
     out = io.StringIO()
     call_command("chrono_forge", "resume-overdue", "--grace", "0", stdout=out)
-    assert "Re-enqueued 1 idle workflow(s)" in out.getvalue()
+    assert "Re-enqueued 1 overdue workflow(s)" in out.getvalue()
     wait_for(finished("lost"), timeout=15, message="the recovered pipeline")
     assert executions("lost") == ["fetch", "transform", "store"]
 
