@@ -70,7 +70,8 @@ class Plan:
     faults: tuple[str, ...] = FAULT_KINDS
     seed: int = 1
     timeout: float = 300.0  # seconds, the whole run
-    gap: tuple[float, float] = (1.0, 3.0)  # seconds of work between a cluster's start and its kill
+    gap: tuple[float, float] = (0.3, 2.5)  # seconds of work between a cluster's start and its kill
+    settle: float = 10.0  # seconds a kill owing queue rows of a kind may wait for such rows
     sweep_every: float = 1.0
     pause: float = 2.0  # the durable pause half-way through each ChaosSteps workflow
     work: float = 0.1  # mean seconds of one step body (a sleep: the bench stays light on CPU)
@@ -297,14 +298,16 @@ def run(
     deadline = began + plan.timeout
     next_sweep = 0.0
 
-    def work_for(seconds: float) -> None:
-        """Sleep, running the sweeps on their cadence."""
+    def work_for(seconds: float, until: Callable[[], bool] | None = None) -> None:
+        """Sleep, running the sweeps on their cadence; return early once ``until()`` holds."""
         nonlocal next_sweep
         end = min(time.monotonic() + seconds, deadline)
         while (now := time.monotonic()) < end:
             if now >= next_sweep:
                 _sweep()
                 next_sweep = now + plan.sweep_every
+            if until is not None and until():
+                return
             time.sleep(min(0.1, max(0.0, end - now)))
 
     def admit(arrivals: list[tuple[type, str, dict[str, Any]]]) -> None:
@@ -317,13 +320,16 @@ def run(
         for i in range(plan.workflows)
     ]
     fanouts = [
-        (ChaosFanout, f"{PREFIX}-fan{i}", {"children": plan.children, "work": plan.work})
+        (
+            ChaosFanout,
+            f"{PREFIX}-fan{i}",
+            {"children": plan.children, "pause": plan.pause, "work": plan.work},
+        )
         for i in range(plan.fanouts)
     ]
-    # Half the workflows, then the fan-outs, arrive while the first killed cluster is down: that
-    # kill finds first deliveries to lose, and the children queue behind the late arrivals, so
-    # later kills find children and pollers waiting, whatever the speed of the machine.
-    early, late = steps[: len(steps) // 2], fanouts + steps[len(steps) // 2 :]
+    # Half the workflows arrive while the first killed cluster is down, so that kill finds first
+    # deliveries to lose whatever the speed of the machine.
+    early, late = fanouts + steps[: len(steps) // 2], steps[len(steps) // 2 :]
     if not kills:
         early, late = fanouts + steps, []
 
@@ -334,18 +340,20 @@ def run(
         owed = dict.fromkeys(plan.queue_faults, plan.deletions)
         last_fault = None
         for _ in range(kills):
-            work_for(rng.uniform(*plan.gap))
-            # A kill owing queue rows of a kind waits (up to 3 s) for rows of that kind to exist;
-            # first deliveries are certain at the first kill (the late arrivals).
+            # A kill owing queue rows of a kind comes as soon as rows of that kind exist (they can
+            # be short-lived: a child's first delivery waits only for a free worker), or waits up
+            # to ``settle`` seconds more for them (a poller appears only once its parent's pass
+            # is done, maybe after a reap); the first kill is certain to find first deliveries
+            # (the late arrivals).
             wanted = {kind for kind, count in owed.items() if count}
             wanted -= {"first"} if late else set()
-            settle = time.monotonic() + 3
-            while (
-                wanted
-                and time.monotonic() < settle
-                and not (wanted & {kind for _, kind, _ in queue_rows()})
-            ):
-                work_for(0.1)
+
+            def present(wanted=wanted) -> bool:
+                return bool(wanted & {kind for _, kind, _ in queue_rows()})
+
+            work_for(rng.uniform(*plan.gap), until=present if wanted else None)
+            if wanted:
+                work_for(plan.settle, until=lambda: present() or not _in_flight())
             if not _in_flight() or time.monotonic() >= deadline:
                 break
             _kill(cluster)

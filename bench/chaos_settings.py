@@ -16,6 +16,7 @@ recommends for workers (with health checks).
 from datetime import timedelta
 
 from tests.settings import *  # noqa: F403
+from tests.settings import CHRONO_FORGE as _CHRONO_FORGE
 from tests.settings import DATABASES as _DATABASES
 from tests.settings import Q_CLUSTER as _Q_CLUSTER
 
@@ -28,6 +29,8 @@ DATABASES = {
 Q_CLUSTER = {**_Q_CLUSTER, "workers": 2, "timeout": 5, "retry": 8, "max_attempts": 1}
 
 CHRONO_FORGE = {
+    # the test suite's workflow modules, and the chaos workflows, register in every qcluster
+    "WORKFLOW_MODULES": [*_CHRONO_FORGE["WORKFLOW_MODULES"], "bench.workflows"],
     "MAX_DURATION": timedelta(seconds=6),
     "REAP_STALE_AFTER": timedelta(seconds=6),
     "RESUME_OVERDUE_GRACE": timedelta(seconds=1),

@@ -17,3 +17,7 @@ Q_CLUSTER = {
     "timeout": 300,
     "retry": 600,
 }
+CHRONO_FORGE = {
+    **CHRONO_FORGE,  # noqa: F405
+    "WORKFLOW_MODULES": [*CHRONO_FORGE["WORKFLOW_MODULES"], "bench.workflows"],  # noqa: F405
+}

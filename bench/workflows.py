@@ -130,17 +130,11 @@ class ChaosSteps(DurableWorkflow):
         return self.index
 
 
-class ChaosChild(ChaosSteps):
-    """A fan-out child: a few steps, no pause."""
-
-    def perform(self, *, steps=3, work=0.03):
-        super().perform(steps=steps, pause=0, work=work)
-
-
 class ChaosFanout(ChaosSteps):
-    """A step, a branch of ``children`` children merged by a poller, a last step."""
+    """A step, a branch of ``children`` ChaosSteps children (each with its pause) merged by a
+    poller, a last step."""
 
-    def perform(self, *, children=4, child_steps=3, work=0.03):
+    def perform(self, *, children=4, child_steps=3, pause=2.0, work=0.03):
         self.index, self.work = 0, work
         self.durably_execute(self.step, name="s0")
         self.branch("fan", self.dispatch)
@@ -153,7 +147,8 @@ class ChaosFanout(ChaosSteps):
         for index in range(kwargs.get("children", 4)):
             self.spawn(
                 f"c{index}",
-                ChaosChild,
+                ChaosSteps,
                 steps=kwargs.get("child_steps", 3),
+                pause=kwargs.get("pause", 2.0),
                 work=kwargs.get("work", 0.03),
             )

@@ -6,4 +6,6 @@ class ChronoForgeConfig(AppConfig):
     verbose_name = "Chrono Forge"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import checks, registry  # noqa: F401  (importing checks registers them)
+
+        registry.autodiscover()  # every app's `workflows` module, then WORKFLOW_MODULES

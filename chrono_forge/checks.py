@@ -115,6 +115,24 @@ def _tasks_backend_problem(value: Any) -> str | None:
     return f"must be an alias of the TASKS setting (a non-empty str), got {value!r}"
 
 
+def _workflow_modules_problem(value: Any) -> str | None:
+    """Module paths whose import registers their workflow classes (imported here, as at start-up)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        return f"must be a list of module paths (non-empty str), got {value!r}"
+    broken = []
+    for path in value:
+        try:
+            importlib.import_module(path)
+        except Exception as error:
+            broken.append(f"{path!r} cannot be imported ({type(error).__name__}: {error})")
+    if broken:
+        return (
+            f"{'; '.join(broken)}: their workflow classes are not registered, so the workers "
+            "stall their workflows"
+        )
+    return None
+
+
 #: setting -> (check id, validator). Every key of conf.DEFAULTS has one (a test insists).
 VALIDATORS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     **{name: ("E003", _duration_problem) for name in conf.DURATION_SETTINGS},
@@ -124,7 +142,8 @@ VALIDATORS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     **{name: ("E007", _cluster_problem) for name in conf.CLUSTER_SETTINGS},
     "TASK_TIMEOUT": ("E010", _task_timeout_problem),
     "PRIMARY_KEY_FIELD": ("E011", _primary_key_problem),
-    "TASKS_BACKEND": ("E020", _tasks_backend_problem),
+    "TASKS_BACKEND": ("E040", _tasks_backend_problem),
+    "WORKFLOW_MODULES": ("E020", _workflow_modules_problem),
     # how long a branch child may sit never started before its merge poller re-sends its delivery
     "CHILD_REKICK_AFTER": ("E030", _duration_problem),
 }
@@ -225,7 +244,7 @@ def check_django_tasks(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     a task later (``supports_defer``): every wait, backoff and poll is a deferred task."""
     alias = conf.get("TASKS_BACKEND")
     if not _uses_django_tasks() or _tasks_backend_problem(alias):
-        return []  # another dispatcher, or a bad alias that E020 already reports
+        return []  # another dispatcher, or a bad alias that E040 already reports
     try:
         from django.tasks import task_backends
     except ImportError:
@@ -236,7 +255,7 @@ def check_django_tasks(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                 _error(
                     "CHRONO_FORGE['DISPATCHER'] is the Django Tasks dispatcher, but neither "
                     "django.tasks (Django >= 6.0) nor the django-tasks backport is installed.",
-                    "E020",
+                    "E040",
                     hint="pip install 'chrono_forge[tasks]' (django-tasks and django-tasks-db).",
                 )
             ]
@@ -246,7 +265,7 @@ def check_django_tasks(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         return [
             _error(
                 f"CHRONO_FORGE['TASKS_BACKEND'] {alias!r} is not a usable TASKS backend: {error}",
-                "E020",
+                "E040",
                 hint="Name an alias of the TASKS setting.",
             )
         ]
@@ -255,7 +274,7 @@ def check_django_tasks(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             _error(
                 f"The Django Tasks backend {alias!r} ({type(backend).__name__}) cannot defer tasks "
                 "(supports_defer is False).",
-                "E020",
+                "E040",
                 hint="chrono_forge schedules every wait, retry backoff and poll as a task with "
                 "run_after. Use a backend that supports it, e.g. django-tasks-db's "
                 "'django_tasks_db.DatabaseBackend'.",

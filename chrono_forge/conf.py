@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "ADMIN_LONG_WAIT_THRESHOLD": timedelta(hours=1),  # the admin's waiting page flags longer
     "PRIMARY_KEY_FIELD": None,  # None: settings.DEFAULT_AUTO_FIELD
     "TASKS_BACKEND": "default",  # the TASKS alias of the Django Tasks dispatcher
+    "WORKFLOW_MODULES": (),  # modules to import at start-up besides every app's `workflows`
 }
 
 DURATION_SETTINGS = (

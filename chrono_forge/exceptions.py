@@ -29,6 +29,18 @@ class WaitConditionNotMet(ExecutionFailedError):
     like any step that used up its budget; caught, the workflow goes on (replays raise it again)."""
 
 
+class StepAttemptLost(ChronoForgeError):
+    """A step's attempt started and never finished: its worker died in it (killed, out of memory,
+    timed out, or exited with ``SystemExit``/``KeyboardInterrupt``). Recorded against that attempt
+    and charged to the step's retry policy like any error, so a step that keeps taking its worker
+    down fails after ``max_attempts`` and stalls the workflow instead of running forever."""
+
+    def __init__(self, message: str, *, step_name: str | None = None, attempt: int | None = None):
+        super().__init__(message)
+        self.step_name = step_name
+        self.attempt = attempt
+
+
 class NotExecutableError(ChronoForgeError):
     """A programming error that retrying cannot fix; it stalls the workflow and propagates."""
 
@@ -43,6 +55,11 @@ class InvalidStepResult(NotExecutableError, TypeError):
 
 class InvalidStepArgument(NotExecutableError, TypeError, ValueError):
     """A primitive was called with an argument it cannot use (a missing method, a bad duration, ...)."""
+
+
+class UnregisteredWorkflowClass(NotExecutableError):
+    """A row or a task names a workflow class that is not registered in this process (renamed,
+    removed, or defined in code this worker does not run); see :mod:`chrono_forge.registry`."""
 
 
 class NotInBranchError(NotExecutableError):
@@ -85,10 +102,12 @@ __all__ = [
     "ChronoForgeError",
     "ExecutionFailedError",
     "WaitConditionNotMet",
+    "StepAttemptLost",
     "NotExecutableError",
     "InvalidStepName",
     "InvalidStepResult",
     "InvalidStepArgument",
+    "UnregisteredWorkflowClass",
     "NotInBranchError",
     "UnmergedBranchError",
     "UnknownBranchError",

@@ -88,9 +88,10 @@ class Pass:
 
     def __init__(
         self,
-        workflow_class: type[DurableWorkflow],
+        workflow_class: type[DurableWorkflow] | None,
         key: str,
         *,
+        job_class: str | None = None,
         attempt: int = 0,
         retry_counts: dict[str, int] | None = None,
         retry_workflow: bool = False,
@@ -108,7 +109,7 @@ class Pass:
                 f"got {stale_after!r}"
             )
         self.workflow_class = workflow_class
-        self.job_class = workflow_class.job_class()
+        self.job_class = job_class or workflow_class.job_class()
         self.key = key
         self.attempt = attempt
         self.retry_counts = dict(retry_counts or {})
@@ -133,6 +134,8 @@ class Pass:
         # branches opened in this pass (the completion gate checks they were merged)
         self.branches: dict[str, ExecutionLog] = {}
         self.dispatching: Any = None  # the branch whose dispatch callable is running (spawn target)
+        # the SystemExit/KeyboardInterrupt/... a step already recorded before letting it through
+        self.exit_error: BaseException | None = None
 
     # -- the pass ----------------------------------------------------------------------------------
     def execute(self) -> Workflow | None:
@@ -142,6 +145,13 @@ class Pass:
             return None
         try:
             self.run(self.workflow_class._bind(row, self))
+        except BaseException as error:
+            if not isinstance(error, Exception) and error is not self.exit_error:
+                # The worker is going down outside a step body: a workflow-level failure, so the
+                # release below leaves the run scheduled for a retry (or failed), never idle with
+                # nothing scheduled.
+                self.retry_or_fail(error)
+            raise
         finally:
             self.finish()
         return row
@@ -388,13 +398,20 @@ class Pass:
             self.release(STATE.completed, completed_at=now)
         self.final_state = STATE.completed
 
+    def exiting(self, error: BaseException, *, stalled: bool) -> None:
+        """A step recorded ``error`` (its worker is going down) and lets it through; the release
+        in ``finish()`` stalls the run or keeps the continuation the step scheduled."""
+        self.exit_error = error
+        if stalled:
+            self.final_state = STATE.stalled
+
     def stall(self, error: BaseException, *, recorded: bool) -> None:
         """A step used up its retries, or a programming error: the operator must retry."""
         if not recorded:
             self.record_error(error)
         self.final_state = STATE.stalled
 
-    def retry_or_fail(self, error: Exception) -> None:
+    def retry_or_fail(self, error: BaseException) -> None:
         """An uncaught error in perform(): retry the whole pass per the class policy, else fail."""
         error_log = self.record_error(error, attempt=self.attempt)
         policy = self.workflow_class.workflow_retry_policy()
@@ -432,3 +449,32 @@ class Pass:
             or coerce(self.workflow_class.retry_policy)
             or RetryPolicy.step_default()
         )
+
+
+class BlockedPass(Pass):
+    """A delivery for a workflow class this process cannot run (not registered): the row is stalled
+    with ``error`` under the lock and token rules of a real pass, so a superseded continuation or a
+    duplicate of a live run still exits quietly, and an operator retry finds an ordinary stalled
+    workflow once the class is back."""
+
+    def __init__(self, job_class: str, key: str, error: NotExecutableError, **internal: Any):
+        super().__init__(None, key, job_class=job_class, **internal)
+        self.error = error
+
+    def execute(self) -> Workflow | None:
+        if not Workflow.objects.filter(job_class=self.job_class, key=self.key).exists():
+            logger.error(
+                "chrono_forge: %s(%s) does not exist, and its class cannot run here: %s",
+                self.job_class,
+                self.key,
+                self.error,
+            )
+            return None
+        row = self.acquire()
+        if row is None:
+            return None
+        try:
+            self.stall(self.error, recorded=False)
+        finally:
+            self.finish()
+        return row

@@ -117,8 +117,8 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
     def reap_stalled(self, stale_after: timedelta | None = None) -> int:
         """Re-enqueue running rows whose lock is older than ``stale_after`` (default
         REAP_STALE_AFTER); the pass steals the stale lock, even one younger than MAX_DURATION when
-        ``stale_after`` is shorter (the delivery carries the threshold). A row that cannot be
-        re-enqueued (its class is gone, ...) is logged and skipped. Returns how many were
+        ``stale_after`` is shorter (the delivery carries the threshold). A row whose class is not
+        registered is re-enqueued too: the worker stalls it with the reason. Returns how many were
         re-enqueued."""
         from .dispatch import enqueue
 
@@ -132,7 +132,8 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
     def resume_overdue(self, grace: timedelta | None = None) -> int:
         """Re-deliver every :meth:`overdue` row: a late delivery carries the row's token, so if
         the original one does arrive, only one of them runs; a late operator retry is re-sent as a
-        retry; an unaccounted row gets a wake-up (a due time, then a delivery)."""
+        retry; an unaccounted row gets a wake-up (a due time, then a delivery). A row whose class
+        is not registered is re-delivered too: the worker stalls it with the reason."""
         from .dispatch import enqueue
         from .executor import token_for
 
@@ -155,8 +156,7 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         while page := list((rows if last is None else rows.filter(pk__gt=last))[:500]):
             last = page[-1].pk
             for row in page:
-                try:
-                    row.workflow_class()
+                try:  # no class check here: the worker that gets the delivery decides
                     enqueue_one(row)
                 except Exception:
                     logger.exception(
@@ -258,9 +258,11 @@ class Workflow(TimeStampedModel):
         return self.state in self.RETRYABLE_STATES
 
     def workflow_class(self) -> type[DurableWorkflow]:
-        from .workflow import resolve_workflow_class
+        """The registered class of this row (never imported on demand); raises
+        :class:`~chrono_forge.exceptions.UnregisteredWorkflowClass` saying why it may be missing."""
+        from . import registry
 
-        return resolve_workflow_class(self.job_class)
+        return registry.resolve(self.job_class)
 
     def retry_now(self) -> Workflow:
         """Retry a failed/stalled workflow now (one pass inline)."""
@@ -278,7 +280,7 @@ class Workflow(TimeStampedModel):
             raise NotExecutableError(
                 f"{self}: only idle workflows can be resumed (state is {self.state})"
             )
-        self.workflow_class()  # refuse a class that no longer imports before enqueuing
+        self.workflow_class()  # refuse a class that is not registered before enqueuing
         self.wake()
         return self
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from .exceptions import ChronoForgeError
 from .models import Workflow
 
 logger = logging.getLogger("chrono_forge")
@@ -23,12 +24,18 @@ def blocked_queryset(branch_log_id: int | None = None):
 
 def bulk_retry_blocked(branch_log_id: int | None = None) -> int:
     """``retry_later`` every failed/stalled workflow; a row that cannot be retried (its class is
-    gone, it was retried meanwhile, ...) is logged and skipped. Returns how many were retried."""
+    not registered, it was retried meanwhile, ...) is logged and skipped. Returns how many were
+    retried."""
     retried = 0
     rows = blocked_queryset(branch_log_id).only("id", "job_class", "key", "state").order_by("id")
     for row in rows.iterator(chunk_size=BATCH_SIZE):
         try:
             row.retry_later()
+        except ChronoForgeError as error:  # not registered here, retried meanwhile, ...
+            logger.warning(
+                "chrono_forge: bulk retry skipped %s(%s): %s", row.job_class, row.key, error
+            )
+            continue
         except Exception:  # one bad row must not stop the batch
             logger.exception("chrono_forge: bulk retry skipped %s(%s)", row.job_class, row.key)
             continue

@@ -15,6 +15,7 @@ from .exceptions import (
     ExecutionFailedError,
     HaltExecution,
     InvalidStepArgument,
+    StepAttemptLost,
     WaitConditionNotMet,
 )
 from .models import ExecutionLog
@@ -46,6 +47,9 @@ FAILED = ExecutionLog.STATE.failed
 #: it again), and ``result`` of a wait_until that timed out.
 FAILURE = "failure"
 TIMED_OUT = "timed_out"
+#: Step metadata: the last attempt whose failure was recorded. A pending step whose ``attempts`` is
+#: not it has an attempt that started and never finished (its worker died).
+FAILED_ATTEMPT = "failed_attempt"
 
 
 class StepLogs:
@@ -60,6 +64,8 @@ class StepLogs:
         self.workflow_id = workflow_id
         self._by_name: dict[str, ExecutionLog] | None = {} if known_empty else None
         self._deferred: list[tuple[Any, dict[str, Any]]] = []
+        #: steps whose attempt this pass recorded (theirs is not a lost attempt)
+        self.attempted: set[str] = set()
 
     def _rows(self) -> dict[str, ExecutionLog]:
         if self._by_name is None:
@@ -106,6 +112,7 @@ class StepLogs:
         """One statement per attempt: the first is recorded in the INSERT (``attempts=1``), later
         ones bump ``attempts`` in an UPDATE that also writes whichever of ``fields`` changed."""
         now = clock.now()
+        self.attempted.add(step_name)
         if log is None:
             return self.create(
                 step_name, attempts=1, started_at=now, last_executed_at=now, **fields
@@ -141,15 +148,6 @@ class StepLogs:
         while self._deferred:
             pk, fields = self._deferred.pop(0)
             ExecutionLog.objects.filter(pk=pk).update(**fields)
-
-    def bump_retry_count(self, log: ExecutionLog, budget_key: str) -> int:
-        """Count one more failure against ``budget_key`` in ``metadata["retry_counts"]``; returns it."""
-        metadata = dict(log.metadata or {})
-        counts = dict(metadata.get("retry_counts") or {})
-        counts[budget_key] = counts.get(budget_key, 0) + 1
-        metadata["retry_counts"] = counts
-        self.update(log, metadata=metadata)
-        return counts[budget_key]
 
 
 def resolve_method(
@@ -193,29 +191,115 @@ def duration_arg(
     return delta
 
 
-def retry_or_stall(run, log: ExecutionLog, error: Exception, policy, *, message: str | None = None):
-    """A step's body or condition raised: record the error, then either schedule a retry per
-    ``policy`` and halt the pass, or mark the step failed and raise ExecutionFailedError (stalled)."""
-    run.record_error(error, step_name=log.step_name, attempt=log.attempts)
-    backoff = policy.retry_backoff(
-        error, attempts=log.attempts, count=lambda key: run.steps.bump_retry_count(log, key)
+def begin_attempt(run, step: str, log: ExecutionLog | None, policy, **fields: Any) -> ExecutionLog:
+    """Everything a step does before its body runs, given its log (not completed) from this pass's
+    view: replay a recorded failure, charge an attempt a dead worker never finished to ``policy``
+    (halting for a retry, or raising the step's failure), then record this attempt."""
+    if log is not None and log.state == FAILED:  # perform() caught the failure and went on
+        replay_failure(log)
+    if attempt_lost(run, log):
+        lost = lost_attempt(log)
+        raise halt_or_fail(run, lost, record_failure(run, log, lost, policy))
+    return run.steps.record_attempt(step, log, **fields)
+
+
+def attempt_lost(run, log: ExecutionLog | None) -> bool:
+    """The attempt ``log`` counts started and never finished: its worker died in it (killed, out of
+    memory, timed out, exited). A finished attempt is completed, or its failure was recorded
+    (:func:`record_failure` marks it), or it belongs to this pass."""
+    return (
+        log is not None
+        and log.state == PENDING
+        and log.attempts > 0
+        and (log.metadata or {}).get(FAILED_ATTEMPT) != log.attempts
+        and log.step_name not in run.steps.attempted
     )
+
+
+def lost_attempt(log: ExecutionLog, exit_error: BaseException | None = None) -> StepAttemptLost:
+    if exit_error is None:
+        cause = (
+            "it started and never finished: the process was killed, ran out of memory, "
+            "timed out or exited"
+        )
+    else:
+        cause = f"{error_class_name(exit_error)}: {exit_error}".rstrip(": ")
+    return StepAttemptLost(
+        f"worker died during attempt {log.attempts} ({cause})",
+        step_name=log.step_name,
+        attempt=log.attempts,
+    )
+
+
+def record_failure(
+    run, log: ExecutionLog, error: BaseException, policy, *, message: str | None = None
+) -> ExecutionFailedError | None:
+    """Attempt ``log.attempts`` failed with ``error``: record it in ErrorLog and charge it to
+    ``policy``. Returns None when a retry is due (the continuation is scheduled), else the
+    ExecutionFailedError of the now failed step.
+
+    A worker going down (``SystemExit``, ``KeyboardInterrupt``, ...) is charged as a lost attempt.
+    The ErrorLog row and the step's UPDATE (retry counts, the attempt marked finished, the failed
+    state and the failure it replays) commit together: the failure path costs 2 statements and 1
+    commit, and an attempt is never both recorded and later counted as lost.
+    """
+    charged = error if isinstance(error, Exception) else lost_attempt(log, error)
+    metadata = dict(log.metadata or {})
+    counts = dict(metadata.get("retry_counts") or {})
+
+    def count(budget_key: str) -> int:
+        counts[budget_key] = counts.get(budget_key, 0) + 1
+        return counts[budget_key]
+
+    backoff = policy.retry_backoff(charged, attempts=log.attempts, count=count)
+    if counts:
+        metadata["retry_counts"] = counts
+    metadata[FAILED_ATTEMPT] = log.attempts
+    fields: dict[str, Any] = {}
+    failure = None
+    if backoff is None:
+        failure = ExecutionFailedError(
+            message or f"{log.step_name} failed after {log.attempts} attempt(s): {charged}",
+            step_name=log.step_name,
+            recorded=True,
+        )
+        failure.__cause__ = error
+        metadata[FAILURE] = str(failure)
+        fields = {
+            "state": FAILED,
+            "error_class": error_class_name(charged),
+            "error_message": str(charged),
+        }
+    with transaction.atomic(using=run.db):
+        run.record_error(error, step_name=log.step_name, attempt=log.attempts)
+        run.steps.update(log, metadata=metadata, **fields)
     if backoff is not None:
         run.continue_after(backoff)
-        raise HaltExecution() from None
-    failure = ExecutionFailedError(
-        message or f"{log.step_name} failed after {log.attempts} attempt(s): {error}",
-        step_name=log.step_name,
-        recorded=True,
-    )
-    run.steps.update(
-        log,
-        state=FAILED,
-        error_class=error_class_name(error),
-        error_message=str(error),
-        metadata={**(log.metadata or {}), FAILURE: str(failure)},
-    )
-    raise failure from error
+    return failure
+
+
+def halt_or_fail(
+    run, error: BaseException, failure: ExecutionFailedError | None, *, stalls: bool = True
+) -> BaseException:
+    """What a step raises once :func:`record_failure` recorded ``error``: HaltExecution for a due
+    retry, else the step's failure. A worker going down re-raises its own exception, so the
+    process exits as asked, leaving the run scheduled (the retry, or at once when the failure does
+    not stall the workflow) or stalled: never idle with nothing scheduled."""
+    if not isinstance(error, Exception):
+        if failure is not None and not stalls:
+            run.continue_after(0)
+        run.exiting(error, stalled=failure is not None and stalls)
+        return error
+    return HaltExecution() if failure is None else failure
+
+
+def retry_or_stall(
+    run, log: ExecutionLog, error: BaseException, policy, *, message: str | None = None
+) -> NoReturn:
+    """A step's body or condition raised: record the error, then either schedule a retry per
+    ``policy`` and halt the pass, or mark the step failed and raise ExecutionFailedError
+    (stalled). A worker going down gets its own exception back (see :func:`halt_or_fail`)."""
+    raise halt_or_fail(run, error, record_failure(run, log, error, policy, message=message))
 
 
 def replay_failure(log: ExecutionLog) -> NoReturn:

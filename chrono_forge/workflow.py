@@ -6,15 +6,14 @@ The pass lifecycle lives in :mod:`chrono_forge.executor`; each primitive lives i
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import IntegrityError, transaction
 
-from . import clock, conf, dispatch
-from .exceptions import EnqueueError, NotExecutableError, WorkflowNotRetryableError
+from . import clock, conf, dispatch, registry
+from .exceptions import EnqueueError, WorkflowNotRetryableError
 from .models import Workflow
 from .primitives import durably_execute as _durably_execute
 from .retry import AnyRetryPolicy, RetryPolicy, coerce
@@ -34,33 +33,9 @@ RetryPolicyLike = AnyRetryPolicy | Sequence[RetryPolicy] | None
 
 
 def resolve_workflow_class(job_class: str) -> type[DurableWorkflow]:
-    """Import ``job_class`` (a dotted path) and insist it is a DurableWorkflow subclass."""
-    if not isinstance(job_class, str) or "." not in job_class:
-        raise NotExecutableError(
-            f"{job_class!r} is not a dotted path to a DurableWorkflow subclass"
-        )
-    parts = job_class.split(".")
-    target: Any = None
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            target = importlib.import_module(".".join(parts[:split]))
-        except ImportError:
-            continue
-        try:
-            for attribute in parts[split:]:
-                target = getattr(target, attribute)
-        except AttributeError:
-            target = None
-        break
-    if not (
-        isinstance(target, type)
-        and issubclass(target, DurableWorkflow)
-        and target is not DurableWorkflow
-    ):
-        raise NotExecutableError(
-            f"{job_class!r} does not name an importable DurableWorkflow subclass"
-        )
-    return target
+    """The workflow class registered under ``job_class`` (:mod:`chrono_forge.registry`), else
+    :class:`~chrono_forge.exceptions.UnregisteredWorkflowClass`. Never imports a module."""
+    return registry.resolve(job_class)
 
 
 class DurableWorkflow:
@@ -80,7 +55,8 @@ class DurableWorkflow:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        check_workflow_class(cls)
+        check_workflow_class(cls)  # a class that fails its checks is never registered
+        registry.register(cls)
 
     def perform(self, **kwargs: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must define perform(self, *, ...)")
@@ -88,12 +64,13 @@ class DurableWorkflow:
     # -- identity ------------------------------------------------------------------------------
     @classmethod
     def job_class(cls) -> str:
-        if "<locals>" in cls.__qualname__:
+        job_class = registry.job_class_of(cls)
+        if job_class is None:
             raise TypeError(
-                f"{cls.__qualname__} is defined inside a function; workflow classes must be importable "
-                "(define them at module level)"
+                f"{cls.__qualname__} is defined inside a function; workflow classes must be "
+                "defined at module level, in a module the workers import"
             )
-        return f"{cls.__module__}.{cls.__qualname__}"
+        return job_class
 
     @classmethod
     def workflow_retry_policy(cls) -> AnyRetryPolicy:

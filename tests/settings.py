@@ -135,7 +135,21 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-CHRONO_FORGE = {}
+# The test suite's workflow modules are not `workflows` modules of an installed app: listed here,
+# they register in every process that runs them, the qcluster subprocesses of the e2e tests too.
+CHRONO_FORGE = {
+    "WORKFLOW_MODULES": [
+        "tests.workflows_admin",
+        "tests.workflows_branches",
+        "tests.workflows_core",
+        "tests.workflows_engines",
+        "tests.workflows_liveness",
+        "tests.workflows_ops",
+        "tests.workflows_poison",
+        "tests.workflows_waits",
+        "example_project.demo.workflows",
+    ],
+}
 
 # --- logging: quiet unless asked (the qcluster fixture asks for INFO in its log file) --------
 # django-q2 only installs its own handler when none is configured; with this root handler its

@@ -5,6 +5,7 @@ process itself selects the dispatcher with the ``django_tasks_dispatcher`` fixtu
 from tests.settings import *  # noqa: F403
 
 CHRONO_FORGE = {
+    **CHRONO_FORGE,  # noqa: F405
     "DISPATCHER": "chrono_forge.dispatch.django_tasks.DjangoTasksDispatcher",
     "TASKS_BACKEND": "default",
 }

@@ -102,7 +102,7 @@ def test_retry_of_a_class_that_no_longer_imports_is_a_message(client, chrono_for
     workflow = make_workflow("stalled", job_class="tests.gone.Nope")
     response = client.post(url("retry", workflow.pk))
     assert response.status_code == 303
-    assert "does not name an importable DurableWorkflow subclass" in flash(response)[0]
+    assert "is not a registered workflow class" in flash(response)[0]
     assert chrono_forge_env.pending == []
 
 

@@ -492,9 +492,9 @@ def test_a_transient_database_error_reschedules_with_polynomial_backoff(
     assert env.pending == []
 
 
-def test_an_empty_branch_list_is_a_loud_error(chrono_forge_env):
-    with pytest.raises(ValueError, match="empty"):
-        tasks.poll_merge(PARENT, "p", [], "token")
+def test_an_empty_branch_list_is_refused(chrono_forge_env, caplog):
+    assert tasks.poll_merge(PARENT, "p", [], "token") == "refused"
+    assert "branch_log_ids must be a list of 1 to" in caplog.text
     assert chrono_forge_env.pending == []
 
 

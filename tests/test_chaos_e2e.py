@@ -13,9 +13,8 @@ from bench import chaos, chaos_settings
 from bench.workflows import ChaosSteps, record_execution
 from chrono_forge.models import Workflow
 
-#: The faults injected here: each one the engine must recover from on its own (bench/chaos.py
-#: knows every kind; see chaos.FAULT_KINDS).
-FAULTS = ("kill", "continuation")
+#: Every fault kind: kills, and lost first deliveries, continuations, merge pollers and children.
+FAULTS = chaos.FAULT_KINDS
 
 
 @pytest.mark.e2e
@@ -24,9 +23,9 @@ def test_workflows_survive_killed_clusters_and_lost_queue_rows(qcluster, setting
     plan = chaos.Plan(
         workflows=8,
         steps=6,
-        fanouts=1,
-        children=3,
-        kills=3,
+        fanouts=2,
+        children=2,
+        kills=4,
         deletions=1,
         faults=FAULTS,
         seed=7,
@@ -38,14 +37,14 @@ def test_workflows_survive_killed_clusters_and_lost_queue_rows(qcluster, setting
     # The faults happened: at least two kills, and a lost queue row of every enabled kind.
     assert report.kills >= 2, report.lines()
     assert all(report.deleted.get(kind, 0) >= 1 for kind in plan.queue_faults), report.deleted
-    # Everything completed after the sweeps: the 8 workflows, the fan-out parent, its 3 children.
-    assert report.workflows == 12
-    assert report.lost == [] and report.completed == 12
+    # Everything completed after the sweeps: the 8 workflows, the 2 fan-outs, their 4 children.
+    assert report.workflows == 14
+    assert report.lost == [] and report.completed == 14
     # No step body ran after its completion was committed; each completed step really ran; only a
     # kill makes a step run again.
     assert report.after_completion == []
     assert report.completed_without_execution == []
-    assert report.steps == 8 * 6 + 2 + 3 * 3
+    assert report.steps == 8 * 6 + 2 * 2 + 4 * 3
     assert 1 <= report.max_executions <= 1 + report.kills, report.max_step
 
 

@@ -18,7 +18,6 @@ from chrono_forge.context import Context
 from chrono_forge.exceptions import (
     ConcurrentExecutionError,
     LongRunningConcurrentExecutionError,
-    NotExecutableError,
     WorkflowNotRetryableError,
 )
 from chrono_forge.executor import Pass, token_for
@@ -180,28 +179,6 @@ def test_a_run_that_lost_its_lock_is_reported_by_the_task(chrono_forge_env, monk
     assert (row.locked_by, row.state) == ("thief", "running")  # untouched: the thief owns it
     assert not row.execution_logs.filter(step_name="$workflow_completion$").exists()  # rolled back
     assert chrono_forge_env.pending == []
-
-
-@pytest.mark.parametrize(
-    "job_class",
-    [
-        "tests.workflows_core.DoesNotExist",
-        "tests.no_such_module.Workflow",
-        "tests.workflows_core.NotAWorkflow",
-        "tests.workflows_core.a_function",
-        "chrono_forge.workflow.DurableWorkflow",
-        "os.path",
-        "builtins.dict",
-        "nodots",
-        "",
-        123,
-        None,
-    ],
-)
-def test_the_task_refuses_anything_but_a_durable_workflow_subclass(chrono_forge_env, job_class):
-    with pytest.raises(NotExecutableError):
-        tasks.run_workflow(job_class, "k")
-    assert w.CALLS == {} and Workflow.objects.count() == 0
 
 
 # -- §15 continuation publication ordering ---------------------------------------------------------

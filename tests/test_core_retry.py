@@ -7,7 +7,6 @@ import pytest
 from chrono_forge import CompositeRetryPolicy, RetryPolicy
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.retry import coerce, retry_policy
-from chrono_forge.steps import StepLogs
 from tests import workflows_core as w
 from tests.workflows_core import (
     DeclinedError,
@@ -197,19 +196,6 @@ def test_class_dsl():
     assert retry_policy(max_attempts=5) == RetryPolicy(max_attempts=5)
     with pytest.raises(TypeError):
         retry_policy(RetryPolicy(), max_attempts=5)
-
-
-@pytest.mark.django_db
-def test_bump_retry_count_persists_each_key_independently(chrono_forge_env):
-    wf = Workflow.objects.create(job_class="tests.workflows_core.Composite", key="bump")
-    log = ExecutionLog.objects.create(workflow=wf, step_name="durably_execute$x")
-    log.metadata = None  # as read from a row written before metadata existed
-    steps = StepLogs(wf.pk)
-    assert steps.bump_retry_count(log, "Network") == 1  # metadata None is handled
-    assert steps.bump_retry_count(log, "Network") == 2
-    assert steps.bump_retry_count(log, "RateLimit") == 1
-    log.refresh_from_db()
-    assert log.metadata == {"retry_counts": {"Network": 2, "RateLimit": 1}}
 
 
 @pytest.mark.django_db

@@ -31,13 +31,13 @@ RUN_PASS = "chrono_forge.dispatch.django_tasks.run_pass"
 CALL = "chrono_forge.dispatch.django_tasks.call"
 
 
-def e020(**chrono_forge):
+def e040(**chrono_forge):
     settings = {
         "DISPATCHER": "chrono_forge.dispatch.django_tasks.DjangoTasksDispatcher",
         **chrono_forge,
     }
     with override_settings(CHRONO_FORGE=settings):
-        return [m for m in run_checks() if m.id == "chrono_forge.E020"]
+        return [m for m in run_checks() if m.id == "chrono_forge.E040"]
 
 
 # -- enqueueing -------------------------------------------------------------------------------
@@ -148,17 +148,17 @@ def test_the_in_process_worker_runs_a_workflow_to_completion(django_tasks_dispat
 
 def test_the_check_accepts_a_backend_that_defers_and_refuses_one_that_cannot(settings):
     settings.TASKS = {"default": DATABASE, "dummy": DUMMY, "now": IMMEDIATE}
-    assert e020() == []
-    assert e020(TASKS_BACKEND="dummy") == []
-    [refused] = e020(TASKS_BACKEND="now")
+    assert e040() == []
+    assert e040(TASKS_BACKEND="dummy") == []
+    [refused] = e040(TASKS_BACKEND="now")
     assert "cannot defer" in refused.msg and "ImmediateBackend" in refused.msg
-    [missing] = e020(TASKS_BACKEND="nope")
+    [missing] = e040(TASKS_BACKEND="nope")
     assert "'nope' is not a usable TASKS backend" in missing.msg
-    [bad] = e020(TASKS_BACKEND=3)
+    [bad] = e040(TASKS_BACKEND=3)
     assert "must be an alias of the TASKS setting" in bad.msg
     # The django-q2 default never looks at TASKS.
     with override_settings(CHRONO_FORGE={"TASKS_BACKEND": "now"}):
-        assert [m for m in run_checks() if m.id == "chrono_forge.E020"] == []
+        assert [m for m in run_checks() if m.id == "chrono_forge.E040"] == []
 
 
 def test_a_backend_that_cannot_defer_refuses_a_delayed_continuation(settings):

@@ -91,7 +91,7 @@ def test_graph_command_accepts_the_class_name_of_a_stored_run():
 def test_graph_command_refusals():
     with pytest.raises(CommandError, match="dotted path of 'Nowhere'"):
         run("Nowhere")
-    with pytest.raises(CommandError, match="does not name an importable DurableWorkflow"):
+    with pytest.raises(CommandError, match="is not a registered workflow class"):
         run("tests.workflows_ops.Nowhere")
-    with pytest.raises(CommandError, match="does not name an importable DurableWorkflow"):
+    with pytest.raises(CommandError, match="is not a registered workflow class"):
         run("tests.workflows_ops.TransientError")

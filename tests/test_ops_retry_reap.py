@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 import pytest
@@ -205,13 +204,21 @@ def test_190_stranded_branch_children_are_reaped_like_top_level_workflows(chrono
     assert sorted(key for _, key in pending_keys(chrono_forge_env)) == ["child", "top"]
 
 
-def test_191_a_row_whose_class_is_gone_is_logged_and_skipped(chrono_forge_env, caplog):
+def test_191_a_row_whose_class_is_gone_is_reaped_and_stalled_by_its_worker(chrono_forge_env):
     stranded_row(chrono_forge_env, key="ghost", job_class="tests.workflows_ops.Removed")
     stranded_row(chrono_forge_env, key="healthy")
-    with caplog.at_level(logging.ERROR, logger="chrono_forge"):
-        assert Workflow.objects.reap_stalled() == 1
-    assert pending_keys(chrono_forge_env) == [(ONE_STEP, "healthy")]
-    assert "Removed(ghost)" in caplog.text
+    assert Workflow.objects.reap_stalled() == 2  # the sweep does not judge classes
+    assert sorted(pending_keys(chrono_forge_env)) == [
+        (ONE_STEP, "healthy"),
+        ("tests.workflows_ops.Removed", "ghost"),
+    ]
+    chrono_forge_env.run_all()
+    states = dict(Workflow.objects.values_list("key", "state"))
+    assert states == {"ghost": "stalled", "healthy": "completed"}
+    [error] = ErrorLog.objects.filter(workflow__key="ghost")
+    assert "'tests.workflows_ops.Removed' is not a registered workflow class" in (
+        error.error_message
+    )
 
 
 def test_192_threshold_default_and_explicit(chrono_forge_env):
@@ -357,13 +364,20 @@ def test_resume_overdue_wakes_an_idle_row_with_nothing_scheduled_and_not_parked(
     assert Workflow.objects.get(pk=row.pk).state == "completed"
 
 
-def test_resume_overdue_skips_a_row_whose_class_is_gone(chrono_forge_env, caplog):
+def test_resume_overdue_resumes_a_row_whose_class_is_gone_and_its_worker_stalls_it(
+    chrono_forge_env,
+):
     past = chrono_forge_env.now - 60 * MIN
     Workflow.objects.create(job_class="tests.workflows_ops.Removed", key="ghost", next_run_at=past)
     Workflow.objects.create(job_class=ONE_STEP, key="ok", next_run_at=past)
-    assert Workflow.objects.resume_overdue() == 1
-    assert pending_keys(chrono_forge_env) == [(ONE_STEP, "ok")]
-    assert "Removed(ghost)" in caplog.text
+    assert Workflow.objects.resume_overdue() == 2
+    chrono_forge_env.run_all()
+    assert dict(Workflow.objects.values_list("key", "state")) == {
+        "ghost": "stalled",
+        "ok": "completed",
+    }
+    [error] = ErrorLog.objects.filter(workflow__key="ghost")
+    assert "is not a registered workflow class" in error.error_message
 
 
 def test_w004_warns_when_reaping_before_a_lock_can_be_taken_over(settings):

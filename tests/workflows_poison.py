@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -184,8 +185,10 @@ def count_in(counter: str) -> int:
 class DyingStep(DurableWorkflow):
     """A step whose body takes its worker down for its first ``deaths`` executions, then returns.
 
-    ``how``: "system_exit" (``sys.exit(3)``), "keyboard_interrupt", or "os_exit" (``os._exit(1)``:
-    no exception, no cleanup: the process is simply gone, as after SIGKILL or an OOM kill).
+    ``how``: "system_exit" (``sys.exit(3)``), "keyboard_interrupt", "django_q_timeout" (django-q2's
+    TimeoutException, a SystemExit), "sleep" (30 s, to outlive a task timeout) or "os_exit"
+    (``os._exit(1)``: no exception, no cleanup: the process is simply gone, as after SIGKILL or an
+    OOM kill).
     """
 
     retry_policy = THREE_ATTEMPTS
@@ -198,14 +201,87 @@ class DyingStep(DurableWorkflow):
     def poison(self):
         n = count_in(self.counter) if self.counter else executed("poison")
         if n <= self.deaths:
-            if self.how == "system_exit":
-                sys.exit(3)
-            if self.how == "keyboard_interrupt":
-                raise KeyboardInterrupt()
-            if self.how == "os_exit":
-                os._exit(1)
-            raise ValueError(f"unknown way to die: {self.how!r}")
+            die(self.how)
         return n
 
     def after(self):
         executed("after")
+
+
+def die(how: str) -> None:
+    if how == "system_exit":
+        sys.exit(3)
+    if how == "keyboard_interrupt":
+        raise KeyboardInterrupt()
+    if how == "os_exit":
+        os._exit(1)
+    if how == "django_q_timeout":  # what django-q2's timeout raises in its worker (SIGALRM)
+        from django_q.exceptions import TimeoutException
+
+        raise TimeoutException("Task exceeded maximum timeout value (2 seconds)")
+    if how == "sleep":  # outlive the task timeout
+        time.sleep(30)
+        return
+    raise ValueError(f"unknown way to die: {how!r}")
+
+
+class DyingTick(DurableWorkflow):
+    """A durably_repeat whose tick takes its worker down for its first ``deaths`` executions;
+    done after two good ticks."""
+
+    retry_policy = THREE_ATTEMPTS
+
+    def perform(self, *, on_error: str = "continue", deaths: int = 1000):
+        self.deaths = deaths
+        self.durably_repeat(
+            self.tick,
+            every=60,
+            till=lambda context: context.get("ticks", 0) >= 2,
+            on_error=on_error,
+        )
+
+    def tick(self):
+        if executed("tick") <= self.deaths:
+            sys.exit(3)
+        self.context["ticks"] = self.context.get("ticks", 0) + 1
+
+
+class DyingCondition(DurableWorkflow):
+    """A wait_until or continue_if whose condition raises SystemExit."""
+
+    def perform(self, *, kind: str):
+        if kind == "wait_until":
+            self.wait_until(self.ready, timeout=60, check_interval=5)
+        else:
+            self.continue_if(self.ready)
+
+    def ready(self):
+        executed("ready")
+        sys.exit(3)
+
+
+class ExitsInPerform(DurableWorkflow):
+    """perform() itself (not a step) raises SystemExit while FLAGS["exit"] is set."""
+
+    def perform(self):
+        self.durably_execute(self.first)
+        if FLAGS.get("exit"):
+            sys.exit(3)
+        self.durably_execute(self.second)
+
+    def first(self):
+        executed("first")
+
+    def second(self):
+        executed("second")
+
+
+class AlwaysDeclined(DurableWorkflow):
+    """One step that always fails, three attempts."""
+
+    def perform(self):
+        self.durably_execute(self.charge, retry_policy=THREE_ATTEMPTS)
+
+    def charge(self):
+        executed("charge")
+        raise Declined("card declined")

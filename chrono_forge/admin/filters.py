@@ -120,6 +120,30 @@ class StrandedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class LivenessFilter(admin.SimpleListFilter):
+    """The unfinished states an operator looks for: late deliveries, event parks, first passes."""
+
+    title = "liveness"
+    parameter_name = "liveness"
+
+    def lookups(self, request, model_admin):
+        return (
+            ("overdue", "overdue (late past the grace)"),
+            ("never_started", "first pass not started"),
+            ("parked", "parked on an event"),
+        )
+
+    def queryset(self, request, queryset):
+        rows = {
+            "overdue": Workflow.objects.overdue,
+            "never_started": Workflow.objects.never_started,
+            "parked": Workflow.objects.parked,
+        }.get(self.value() or "")
+        if rows is None:
+            return queryset
+        return queryset.filter(pk__in=rows().values("pk"))
+
+
 def pending_wait_exists(prefix: str):
     return Exists(
         ExecutionLog.objects.filter(

@@ -18,6 +18,13 @@ from django.core.exceptions import ValidationError
 from django.db.models import F, Q
 
 from .. import clock, conf
+from ..liveness import (  # noqa: F401  (re-exported: the admin views use them through p.)
+    Liveness,
+    is_stranded,
+    liveness,
+    overdue_grace,
+    pending_merges,
+)
 from ..models import ErrorLog, ExecutionLog, Workflow
 from ..steps import REPETITION_LOG_PATTERN
 
@@ -230,15 +237,6 @@ def attempts_in_words(kind: str, attempts: int, failed: bool) -> tuple[str, str]
 
 
 # -- workflow rows ---------------------------------------------------------------------------------
-def is_stranded(workflow: Workflow, now: datetime | None = None) -> bool:
-    now = now or clock.now()
-    return (
-        workflow.state == Workflow.STATE.running
-        and workflow.locked_at is not None
-        and workflow.locked_at < now - conf.reap_stale_after()
-    )
-
-
 def row_status(workflow: Workflow, now: datetime | None = None) -> tuple[str, str, str]:
     """(label, css tone, tooltip) of a workflow's state badge."""
     now = now or clock.now()
@@ -251,15 +249,22 @@ def row_status(workflow: Workflow, now: datetime | None = None) -> tuple[str, st
             f"running, but its lock is {age} old (worker {workflow.locked_by})",
         )
     if state == Workflow.STATE.idle and workflow.next_run_at is not None:
-        grace = conf.as_timedelta(conf.get("RESUME_OVERDUE_GRACE"))
+        grace = overdue_grace()
         if workflow.next_run_at < now - grace:
+            what = "first pass" if workflow.started_at is None else "next pass"
             return (
                 "overdue",
                 "amber",
-                f"its continuation was due {workflow.next_run_at:%Y-%m-%d %H:%M:%S}",
+                f"its {what} was due {workflow.next_run_at:%Y-%m-%d %H:%M:%S}",
             )
         if workflow.next_run_at > now:
             return "scheduled", "sky", f"next pass at {workflow.next_run_at:%Y-%m-%d %H:%M:%S}"
+    if state == Workflow.STATE.idle and workflow.next_run_at is None:
+        if workflow.parked_on:
+            since = workflow.parked_since
+            when = f" since {since:%Y-%m-%d %H:%M:%S}" if since else ""
+            return "parked", "violet", f"parked on event {workflow.parked_on}{when}"
+        return "idle ⚠", "amber", "nothing scheduled and not parked: the overdue sweep wakes it"
     tones = {
         "idle": "slate",
         "running": "sky",
@@ -538,6 +543,7 @@ class WorkflowPage:
     last_error: ErrorLog | None
     banner_error: ErrorLog | None
     wait: WaitInfo | None
+    liveness: Liveness | None
     stranded: bool
     parent_log: ExecutionLog | None
     duration: float | None
@@ -757,6 +763,11 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
         if blocked_row and blocked_row.errors
         else last_error,
         wait=wait,
+        liveness=liveness(
+            workflow,
+            merge_pending=any(log.state == ExecutionLog.STATE.pending for log in merge_logs),
+            now=now,
+        ),
         stranded=is_stranded(workflow, now),
         parent_log=parent_log,
         duration=row_duration(workflow, now),

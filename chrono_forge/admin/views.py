@@ -16,13 +16,13 @@ from django.contrib import messages
 from django.contrib.admin.utils import unquote
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
+from django.db.models import Count, F
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from .. import clock, conf, dispatch
+from .. import clock, conf, dispatch, maintenance
 from ..exceptions import ChronoForgeError
 from ..models import ExecutionLog, Workflow
 from ..operations import blocked_queryset
@@ -89,12 +89,19 @@ class WorkflowViews:
         custom = [
             path("overview/", wrap(self.overview_view), name=name("overview")),
             path("stranded/", wrap(self.stranded_view), name=name("stranded")),
+            path("overdue/", wrap(self.overdue_view), name=name("overdue")),
+            path(
+                "resume-overdue/",
+                wrap(self.resume_overdue_all_view),
+                name=name("resume_overdue_all"),
+            ),
             path("waiting/", wrap(self.waiting_view), name=name("waiting")),
             path("bulk-retry/", wrap(self.bulk_retry_view), name=name("bulk_retry")),
             path("reap-all/", wrap(self.reap_all_view), name=name("reap_all")),
             path("<path:object_id>/retry/", wrap(self.retry_view), name=name("retry")),
             path("<path:object_id>/resume/", wrap(self.resume_view), name=name("resume")),
             path("<path:object_id>/reap/", wrap(self.reap_view), name=name("reap")),
+            path("<path:object_id>/redeliver/", wrap(self.redeliver_view), name=name("redeliver")),
             path(
                 "<path:object_id>/unlock/", wrap(self.force_unlock_view), name=name("force_unlock")
             ),
@@ -182,6 +189,9 @@ class WorkflowViews:
     def reap_view(self, request, object_id):
         return self._act(request, object_id, "reap", reap_one)
 
+    def redeliver_view(self, request, object_id):
+        return self._act(request, object_id, "resume", redeliver_one)
+
     def force_unlock_view(self, request, object_id):
         if request.method == "POST":
             return self._act(request, object_id, "force_unlock", force_unlock_one)
@@ -236,6 +246,22 @@ class WorkflowViews:
             )
         return self._back(request, self._url("stranded"))
 
+    def resume_overdue_all_view(self, request):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_resume_permission(request):
+            raise PermissionDenied
+        count = p.capped_count(Workflow.objects.overdue())
+        if not count:
+            messages.info(request, "No overdue workflows.")
+        else:
+            maintenance.enqueue("resume-overdue")
+            messages.success(
+                request,
+                f"Re-sending {p.show_count(count)} overdue delivery(ies) in the background.",
+            )
+        return self._back(request, self._url("overdue"))
+
     # -- pages -------------------------------------------------------------------------------------
     def overview_view(self, request):
         self._require_view(request)
@@ -270,6 +296,33 @@ class WorkflowViews:
             capped=capped,
             cap=p.SCAN_CAP,
             stale_after=p.human_duration(conf.reap_stale_after().total_seconds()),
+        )
+
+    def overdue_view(self, request):
+        """Exactly the rows ``resume-overdue`` would pick, with why each is late."""
+        self._require_view(request)
+        now = clock.now()
+        rows = list(
+            Workflow.objects.overdue()
+            .defer("kwargs", "options", "context")
+            .order_by(F("next_run_at").asc(nulls_first=True), "id")[: p.SCAN_CAP + 1]
+        )
+        capped = len(rows) > p.SCAN_CAP
+        rows = rows[: p.SCAN_CAP]
+        merging = p.pending_merges(row.pk for row in rows)
+        items = []
+        for row in rows:
+            reason = p.liveness(row, merge_pending=row.pk in merging, now=now)
+            late = p.seconds_between(reason.at if reason else None, now) or 0
+            items.append({"workflow": row, "reason": reason, "late": p.human_duration(late)})
+        return self._render(
+            request,
+            "overdue.html",
+            "Overdue workflows",
+            items=items,
+            capped=capped,
+            cap=p.SCAN_CAP,
+            grace=p.human_duration(p.overdue_grace().total_seconds()),
         )
 
     def waiting_view(self, request):
@@ -466,9 +519,20 @@ def reap_one(workflow: Workflow) -> str:
             f"{workflow} is not stranded: only running workflows whose lock is older than "
             f"{p.human_duration(conf.reap_stale_after().total_seconds())} can be reaped."
         )
-    workflow.workflow_class()  # refuse a class that no longer imports before enqueuing
+    workflow.workflow_class()  # refuse a class that is not registered before enqueuing
     dispatch.enqueue(workflow.job_class, workflow.key)
     return f"{workflow} was re-enqueued; the next pass takes over its stale lock."
+
+
+def redeliver_one(workflow: Workflow) -> str:
+    """Re-send one overdue delivery through ``resume_overdue``, the command's own code path."""
+    if not Workflow.objects.filter(pk=workflow.pk).resume_overdue():
+        raise ChronoForgeError(
+            f"{workflow} is not overdue: only deliveries late by more than "
+            f"{p.human_duration(p.overdue_grace().total_seconds())} (RESUME_OVERDUE_GRACE) are "
+            "re-sent."
+        )
+    return f"{workflow}: its overdue delivery was sent again."
 
 
 def force_unlock_one(workflow: Workflow) -> str:

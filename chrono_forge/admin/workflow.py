@@ -16,6 +16,7 @@ from . import presenters as p
 from .filters import (
     IsBranchChildFilter,
     JobClassFilter,
+    LivenessFilter,
     StateFilter,
     StrandedFilter,
     WaitKindFilter,
@@ -99,6 +100,7 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
         JobClassFilter,
         IsBranchChildFilter,
         StrandedFilter,
+        LivenessFilter,
         WaitKindFilter,
         ("created", admin.DateFieldListFilter),
     )
@@ -222,6 +224,7 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
             context["perms_cf"] = self.action_permissions(request)
             context["status"] = dict(zip(("label", "tone", "tip"), p.row_status(obj), strict=True))
             context["stale_after"] = p.human_duration(conf.reap_stale_after().total_seconds())
+            context["grace"] = p.human_duration(p.overdue_grace().total_seconds())
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     # -- actions on selected rows ------------------------------------------------------------------

@@ -8,7 +8,7 @@ backport provides the same API (``pip install 'chrono_forge[tasks]'`` installs i
 
 * Due now: ``run_pass.using(backend=..., queue_name=...).enqueue(job_class, key, **internal)``.
 * Due later: the same with ``run_after`` (the backend must ``supports_defer``; system check
-  ``chrono_forge.E020`` refuses one that cannot).
+  ``chrono_forge.E040`` refuses one that cannot).
 * chrono_forge's own background tasks (merge pollers, bulk admin actions, maintenance) go through
   :data:`call`, which imports the dotted function in the worker and calls it.
 * ``CHRONO_FORGE["CLUSTER"]``, ``BRANCH_MERGE_CLUSTER`` and ``MAINTENANCE_CLUSTER`` name the
@@ -115,7 +115,7 @@ class DjangoTasksDispatcher:
                 raise ImproperlyConfigured(
                     f"the Django Tasks backend {backend_alias()!r} cannot defer tasks "
                     "(supports_defer is False); chrono_forge needs run_after for its "
-                    "continuations (system check chrono_forge.E020)"
+                    "continuations (system check chrono_forge.E040)"
                 )
             options["run_after"] = run_at
         return base.using(**options)

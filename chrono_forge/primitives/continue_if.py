@@ -6,7 +6,9 @@ updates the same row once (attempt bump and, if met, completion together). A clo
 pass without a continuation, so ``Workflow.next_run_at`` stays None and ``Workflow.parked_on`` names
 the gate (``parked_since``: since when): ``Cls.perform_later(key)`` or ``Workflow.resume()`` (from a webhook, a signal, another workflow) wakes it. A condition that raises
 is recorded and stalls the workflow; it is not retried (an operator retry evaluates it again;
-until then, a replay raises the same failure without evaluating it).
+until then, a replay raises the same failure without evaluating it). A condition raising
+``SystemExit``/``KeyboardInterrupt`` is recorded and stalls alike, and the exception goes on so the
+worker exits.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
         met = bool(func())
     except HaltExecution:
         raise
-    except Exception as error:
+    except BaseException as error:  # SystemExit & co. too: recorded, then let through
         fields = {
             "state": FAILED,
             "error_class": error_class_name(error),
@@ -56,6 +58,9 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
             step, log, metadata={**metadata, FAILURE: str(failure)}, **fields
         )
         run.record_error(error, step_name=step, attempt=log.attempts)
+        if not isinstance(error, Exception):
+            run.exiting(error, stalled=True)
+            raise
         raise failure from error
     if met:
         run.steps.record_attempt(

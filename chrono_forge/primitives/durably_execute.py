@@ -2,8 +2,13 @@
 
 Step name ``durably_execute$<name or method>``. The first attempt is recorded in the INSERT (no separate
 attempt UPDATE); a retry bumps ``attempts`` before running. The method runs outside any transaction;
-its completion is committed on its own right after it returns. At-least-once: a hard kill after the
-side effect but before that commit runs the method again on the next pass.
+its completion is committed with the pass's next write. At-least-once: a hard kill after the side
+effect but before that commit runs the method again on the next pass.
+
+An attempt whose worker died in it (found pending and unfinished by a later pass) is recorded as
+``StepAttemptLost`` and charged to the policy; a body raising ``SystemExit`` or
+``KeyboardInterrupt`` is recorded and charged alike, then let through so the worker exits. A failed
+step replays its failure.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from ..steps import (
     FAILED,
     FAILURE,
     PENDING,
-    replay_failure,
+    begin_attempt,
     resolve_method,
     retry_or_stall,
 )
@@ -43,15 +48,13 @@ def durably_execute(
     log = run.steps.get(step)
     if log is not None and log.state == COMPLETED:
         return log.result
-    if log is not None and log.state == FAILED:  # perform() caught the failure and went on
-        replay_failure(log)
-    log = run.steps.record_attempt(step, log, state=PENDING)
+    log = begin_attempt(run, step, log, policy, state=PENDING)
 
     try:
         result = func()
     except HaltExecution:
         raise
-    except Exception as error:
+    except BaseException as error:  # SystemExit & co. too: recorded, then let through
         retry_or_stall(run, log, error, policy)
     stored = storable_result(step, result, run, log)
     run.steps.complete_later(log, state=COMPLETED, completed_at=clock.now(), result=stored)

@@ -13,9 +13,10 @@ Each pass: ``till`` true -> the step completes. Otherwise the due tick runs (its
 recorded in the INSERT), with its own retry budget (``retry_policy``, else the class default, else
 the step default); a tick that used its budget fails and the schedule moves on
 (``on_error="continue"``) or the workflow stalls (``"fail_workflow"``; an operator retry runs the
-tick again with a fresh budget). After each tick ``till`` is checked again, so the workflow goes on
-without waiting one more interval; else the pass halts with a continuation at the next tick
-(``Workflow.next_run_at``).
+tick again with a fresh budget). A tick whose worker died in it counts as a failed attempt
+(``StepAttemptLost``), as in ``durably_execute``. After each tick ``till`` is checked again, so the
+workflow goes on without waiting one more interval; else the pass halts with a continuation at the
+next tick (``Workflow.next_run_at``).
 
 A tick not started within ``timeout`` of its scheduled time is missed. After downtime the missed
 ticks are skipped in O(1) (closed form: intervals are fixed durations, exact in UTC) and recorded as
@@ -36,8 +37,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import clock, conf
-from ..errors import error_class_name
-from ..exceptions import ExecutionFailedError, HaltExecution, InvalidStepArgument
+from ..exceptions import HaltExecution, InvalidStepArgument
 from ..models import ExecutionLog
 from ..steps import (
     COMPLETED,
@@ -45,8 +45,12 @@ from ..steps import (
     FAILURE,
     PENDING,
     STEP_COLUMNS,
+    attempt_lost,
     callsite,
     duration_arg,
+    halt_or_fail,
+    lost_attempt,
+    record_failure,
     replay_failure,
     resolve_method,
 )
@@ -188,16 +192,7 @@ class Repeat:
     def tick(self, due: datetime, rep: ExecutionLog | None, now: datetime) -> None:
         """Run the method for ``due`` (one attempt); halt for a retry, or fail the tick."""
         steps = self.run.steps
-        if rep is None:
-            rep = steps.create(
-                repetition_name(self.step, due),
-                state=PENDING,
-                attempts=1,
-                started_at=now,
-                last_executed_at=now,
-                metadata=self.rep_metadata(due),
-            )
-        elif rep.state == FAILED:
+        if rep is not None and rep.state == FAILED:
             # fail_workflow stalled on it and an operator retried: a fresh budget for this tick
             steps.update(
                 rep,
@@ -208,41 +203,44 @@ class Repeat:
                 error_message="",
                 metadata=self.rep_metadata(due),
             )
+            steps.attempted.add(rep.step_name)
+        elif attempt_lost(self.run, rep):  # its worker died in the tick: one failure, as any
+            self.failed(rep, lost_attempt(rep))
+            return  # given up, on_error="continue": the schedule moves on
+        elif rep is None:
+            rep = steps.record_attempt(
+                repetition_name(self.step, due),
+                None,
+                state=PENDING,
+                metadata=self.rep_metadata(due),
+            )
         else:
-            steps.update(rep, attempts=rep.attempts + 1, last_executed_at=now)
+            rep = steps.record_attempt(rep.step_name, rep)
         try:
             self.call(due)
         except HaltExecution:
             raise
-        except Exception as error:
-            self.run.record_error(error, step_name=rep.step_name, attempt=rep.attempts)
-            backoff = self.policy.retry_backoff(
-                error, attempts=rep.attempts, count=lambda key: steps.bump_retry_count(rep, key)
-            )
-            if backoff is not None:
-                self.run.continue_after(backoff)
-                raise HaltExecution() from None
-            failure = {
-                "state": FAILED,
-                "error_class": error_class_name(error),
-                "error_message": str(error),
-            }
-            steps.update(rep, **failure)
-            if self.on_error == "fail_workflow":
-                stalled = ExecutionFailedError(
-                    f"{rep.step_name} failed after {rep.attempts} attempt(s): {error}",
-                    step_name=rep.step_name,
-                    recorded=True,
-                )
-                steps.update(
-                    self.coordination,
-                    last_executed_at=clock.now(),
-                    metadata={**self.coordination.metadata, FAILURE: str(stalled)},
-                    **failure,
-                )
-                raise stalled from error
+        except BaseException as error:  # SystemExit & co. too: recorded, then let through
+            self.failed(rep, error)
             return
         steps.update(rep, state=COMPLETED, completed_at=clock.now())
+
+    def failed(self, rep: ExecutionLog, error: BaseException) -> None:
+        """The tick's attempt failed: halt for a retry, stall (``fail_workflow``) or return (the
+        tick is given up and the schedule moves on)."""
+        fail_workflow = self.on_error == "fail_workflow"
+        failure = record_failure(self.run, rep, error, self.policy)
+        if failure is not None and fail_workflow:
+            self.run.steps.update(
+                self.coordination,
+                last_executed_at=clock.now(),
+                state=FAILED,
+                error_class=rep.error_class,
+                error_message=rep.error_message,
+                metadata={**self.coordination.metadata, FAILURE: str(failure)},
+            )
+        if failure is None or fail_workflow or not isinstance(error, Exception):
+            raise halt_or_fail(self.run, error, failure, stalls=fail_workflow)
 
     # -- missed ticks ------------------------------------------------------------------------------
     def catch_up(self, due: datetime, rep: ExecutionLog | None, now: datetime) -> datetime:

@@ -16,7 +16,8 @@ pass calls the condition once:
   polling;
 * the condition raises: retried only per the call's ``retry_policy`` (never the class default;
   the built-in ``RetryPolicy.wait_default()`` retries nothing), then the step fails and the
-  workflow stalls.
+  workflow stalls. ``SystemExit``/``KeyboardInterrupt`` are recorded and charged as a lost attempt
+  (``StepAttemptLost``), then let through so the worker exits.
 
 An operator retry of the stalled workflow gives the wait a fresh timeout (the executor's retry reset
 drops ``timeout_at`` and ``result``).
@@ -93,7 +94,7 @@ def wait_until(
         met = bool(func())
     except HaltExecution:
         raise
-    except Exception as error:
+    except BaseException as error:  # SystemExit & co. too: recorded, then let through
         log = run.steps.record_attempt(step, log, metadata=metadata, state=PENDING)
         message = f"{step}: the condition {condition_name} raised {error!r}"
         retry_or_stall(run, log, error, policy, message=message)

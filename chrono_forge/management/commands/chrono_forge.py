@@ -1,6 +1,7 @@
 """``python manage.py chrono_forge <subcommand>``: inspect and operate workflows.
 
-list [--state S] [--class C] [--limit N]     show KEY [--class C]
+list [--state S] [--class C] [--limit N] [--overdue] [--parked]
+show KEY [--class C]
 resume KEY                                   retry KEY [--now]
 reap [--stale-after MIN]                     resume-overdue [--grace MIN]
 cleanup [--older-than DAYS ...] [--dry-run]  maintenance --install | --uninstall
@@ -22,6 +23,7 @@ from django.db.models import Q
 from chrono_forge import conf, maintenance
 from chrono_forge.cleanup import REPEAT_PREFIX
 from chrono_forge.exceptions import ChronoForgeError
+from chrono_forge.liveness import is_stranded, liveness, pending_merges
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.steps import REPETITION_LOG_PATTERN
 
@@ -100,6 +102,28 @@ def _time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
+#: The WAITING column of ``list``: what an unfinished workflow waits for (see the four states).
+WAITING_LABELS = {
+    "scheduled": "scheduled",
+    "first_pass": "first-pass",
+    "merge_poll": "merge-poll",
+    "retry": "retry-requested",
+    "unaccounted": "NOTHING-SCHEDULED",
+}
+
+
+def _waiting(row: Workflow, merge_pending: bool) -> str:
+    """ "scheduled", "first-pass", "merge-poll", "parked:<step>", "retry-requested" (+"!OVERDUE"),
+    "STRANDED" for a stale lock, "-" for the rest."""
+    if is_stranded(row):
+        return "STRANDED"
+    reason = liveness(row, merge_pending=merge_pending)
+    if reason is None:
+        return "-"
+    label = f"parked:{row.parked_on}" if reason.kind == "parked" else WAITING_LABELS[reason.kind]
+    return f"{label}!OVERDUE" if reason.overdue else label
+
+
 def _duration(start: datetime | None, end: datetime | None) -> str:
     if not (start and end):
         return "-"
@@ -136,6 +160,14 @@ class Command(BaseCommand):
             help="dotted path or class name",
         )
         p.add_argument("--limit", type=ROWS, default=50, help="at most this many rows (default 50)")
+        p.add_argument(
+            "--overdue",
+            action="store_true",
+            help="only deliveries late past RESUME_OVERDUE_GRACE (what resume-overdue re-sends)",
+        )
+        p.add_argument(
+            "--parked", action="store_true", help="only runs parked on an event (continue_if)"
+        )
 
         sub(
             "show",
@@ -256,19 +288,46 @@ class Command(BaseCommand):
         return matches[0]
 
     # -- list / show -------------------------------------------------------------------------------
-    def handle_list(self, state: str | None, job_class: str | None, limit: int, **_: Any) -> None:
+    def handle_list(
+        self,
+        state: str | None,
+        job_class: str | None,
+        limit: int,
+        overdue: bool = False,
+        parked: bool = False,
+        **_: Any,
+    ) -> None:
         rows = Workflow.objects.filter(self.class_filter(job_class))
         if state:
             rows = rows.filter(state=state)
-        rows = rows.order_by("-pk").only(
-            "id", "job_class", "key", "state", "created", "next_run_at", "completed_at", "locked_at"
-        )[:limit]
+        if overdue:
+            rows = rows.filter(pk__in=Workflow.objects.overdue().values("pk"))
+        if parked:
+            rows = rows.filter(pk__in=Workflow.objects.parked().values("pk"))
+        rows = list(
+            rows.order_by("-pk").only(
+                "id",
+                "job_class",
+                "key",
+                "state",
+                "created",
+                "modified",
+                "started_at",
+                "next_run_at",
+                "completed_at",
+                "locked_at",
+                "parked_on",
+                "parked_since",
+            )[:limit]
+        )
+        merging = pending_merges(r.pk for r in rows if r.state == Workflow.STATE.idle)
         lines = [
             (
                 str(r.pk),
                 r.job_class,
                 r.key,
                 r.state,
+                _waiting(r, r.pk in merging),
                 _time(r.created),
                 _time(r.next_run_at),
                 _time(r.completed_at),
@@ -278,7 +337,7 @@ class Command(BaseCommand):
         if not lines:
             self.stdout.write("No workflows match.")
             return
-        header = ("ID", "CLASS", "KEY", "STATE", "CREATED", "NEXT RUN", "COMPLETED")
+        header = ("ID", "CLASS", "KEY", "STATE", "WAITING", "CREATED", "NEXT RUN", "COMPLETED")
         widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
         for row in [header, *lines]:
             self.stdout.write(

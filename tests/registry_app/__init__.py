@@ -1,0 +1,1 @@
+"""An installed app (in the registry tests only) whose `workflows` module autodiscovery imports."""
