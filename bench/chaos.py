@@ -74,7 +74,7 @@ class Plan:
     settle: float = 10.0  # seconds a kill owing queue rows of a kind may wait for such rows
     sweep_every: float = 1.0
     pause: float = 2.0  # the durable pause half-way through each ChaosSteps workflow
-    work: float = 0.1  # mean seconds of one step body (a sleep: the bench stays light on CPU)
+    work: float = 0.2  # mean seconds of one step body (a sleep: the bench stays light on CPU)
 
     def __post_init__(self):
         unknown = sorted(set(self.faults) - set(FAULT_KINDS))

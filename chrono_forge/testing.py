@@ -7,14 +7,14 @@
         env.run_due()                     # run every continuation due now (until none is) -> count
         env.run_all()                     # run everything, jumping the clock to each due time -> count
         env.advance(timedelta(hours=1))   # move the clock without running anything
-        env.now, env.pending, env.drop_pending()
+        env.now, env.pending, env.drop_pending()  # or drop_pending(lambda run: run.is_merge_poll)
 
 Also available as the pytest fixture ``chrono_forge_env`` (installed with the package).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
@@ -54,11 +54,10 @@ class WorkflowEnv:
         chrono_forge's own background tasks (merge pollers, bulk actions) have ``job_class`` None."""
         return self.dispatcher.pending()
 
-    def drop_pending(self) -> int:
-        """Forget every pending continuation, as a broker that lost them would."""
-        dropped = len(self.dispatcher.pending())
-        self.dispatcher.clear()
-        return dropped
+    def drop_pending(self, matching: Callable[[PendingRun], bool] | None = None) -> int:
+        """Forget every pending call (or those ``matching(run)`` is true for: only the merge
+        pollers, one workflow's passes, ...), as a broker that lost them would; -> how many."""
+        return self.dispatcher.drop(matching)
 
     def _run(self, run: PendingRun) -> None:
         import_string(run.func)(*run.args, **run.kwargs)

@@ -97,14 +97,39 @@ class DurableWorkflow:
     def perform_now(
         cls, key: str, /, *args: Any, options: dict[str, Any] | None = None, **kwargs: Any
     ) -> Workflow:
-        """Create the workflow row if missing and run one pass inline."""
+        """Create the workflow row if missing and run one pass inline, in this process.
+
+        The pass runs until ``perform()`` returns or a primitive waits; a wait's continuation is
+        enqueued as usual. Arguments as :meth:`perform_later`.
+
+        Returns:
+            The ``Workflow`` row, read again after the pass.
+
+        Example::
+
+            row = OrderWorkflow.perform_now("order-124", order_id=124)
+            row.state   # "completed", or "idle" when it is waiting
+        """
         row = cls._admit(key, args, kwargs, options)
         cls._execute(row.key)
         return Workflow.objects.get(pk=row.pk)
 
     @classmethod
     def retry_now(cls, key: str, /, *args: Any, **kwargs: Any) -> Workflow:
-        """Retry a failed or stalled workflow with one pass inline."""
+        """Retry a failed or stalled workflow with one pass inline.
+
+        Failed steps get a fresh retry budget; completed steps keep their results.
+
+        Args:
+            key: the workflow's key.
+
+        Raises:
+            WorkflowNotRetryableError: the workflow does not exist or is not failed or stalled.
+
+        Example::
+
+            OrderWorkflow.retry_now("order-1")
+        """
         row = cls._retryable_row(key, args, kwargs)
         cls._execute(row.key, retry_workflow=True)
         return Workflow.objects.get(pk=row.pk)
@@ -113,8 +138,13 @@ class DurableWorkflow:
     def retry_later(cls, key: str, /, *args: Any, **kwargs: Any) -> Workflow:
         """Retry a failed or stalled workflow through the queue.
 
-        The request is recorded as the row's due time and the delivery carries it as its token: a
-        lost delivery is re-sent by the overdue sweep, and a duplicate exits once the retry ran.
+        As :meth:`retry_now`, but the pass runs on a worker. The request is recorded as the row's
+        due time and the delivery carries it as its token: a lost delivery is re-sent by the overdue
+        sweep, and a duplicate exits once the retry ran.
+
+        Example::
+
+            OrderWorkflow.retry_later("order-1")
         """
         from .executor import token_for
 
@@ -241,13 +271,47 @@ class DurableWorkflow:
     def durably_execute(
         self, method: Method, *, retry_policy: RetryPolicyLike = None, name: str | None = None
     ) -> Any:
-        """Run ``method`` once, durably: retried per ``retry_policy`` (else the class default, else
-        3 attempts); its JSON return value is stored and returned unchanged on replay."""
+        """Run ``method`` once, durably, and return its result.
+
+        The attempt is committed before the body runs; the completion and the JSON result with the
+        pass's next write. A replay returns the stored result without calling ``method`` again. A
+        failure is recorded in ``ErrorLog`` and retried by continuation after the policy's backoff
+        (the worker is released); when the budget is used up the workflow is stalled.
+
+        Args:
+            method: a bound method (``self.charge``) or a method name (``"charge"``), called
+                without arguments.
+            retry_policy: a ``RetryPolicy`` or a list of them (a composite); default: the class's
+                ``retry_policy``, else ``RetryPolicy.step_default()`` (3 attempts).
+            name: the step name (``durably_execute$<name>``); default: the method's name. A replay
+                finds the step by this name, so keep it stable across deploys.
+
+        Returns:
+            The method's return value (JSON, at most ``RESULT_MAX_BYTES``), stored on first success.
+
+        Example::
+
+            charge = self.durably_execute(self.charge)
+            self.durably_execute(self.notify, name="notify_customer",
+                                 retry_policy=RetryPolicy(max_attempts=5, retry_on=[TimeoutError]))
+        """
         return _durably_execute.durably_execute(self, method, retry_policy=retry_policy, name=name)
 
     # The primitives below live in their own modules (imported on use to keep start-up light).
     def wait(self, duration: timedelta | float, name: str) -> None:
-        """Durable sleep: the deadline is fixed at first execution; the pass halts until it passes."""
+        """Sleep durably: end the pass and continue at a deadline, without holding a worker.
+
+        The deadline is fixed the first time the step runs and never moves (a replay, a deploy or an
+        early wake-up does not restart the clock). ``Workflow.next_run_at`` is the deadline.
+
+        Args:
+            duration: a ``timedelta`` or seconds; 0 is a plain checkpoint, a negative one an error.
+            name: the step name (``wait$<name>``), unique within the workflow.
+
+        Example::
+
+            self.wait(timedelta(days=1), "survey_delay")
+        """
         from .primitives.wait import wait
 
         return wait(self, duration, name)
@@ -261,7 +325,36 @@ class DurableWorkflow:
         retry_policy: RetryPolicyLike = None,
         name: str | None = None,
     ) -> Any:
-        """Poll ``condition`` every ``check_interval`` (by continuation) until true or ``timeout``."""
+        """Poll ``condition`` by continuation until it is true or ``timeout`` passes.
+
+        Each poll is one pass; between polls nothing runs and no worker is held. The timeout is
+        fixed at the first poll, and the last poll happens exactly at it. A condition that raises
+        is retried only per this call's ``retry_policy``.
+
+        Args:
+            condition: a method name or a bound method taking no argument; true ends the wait.
+            timeout: how long to poll (``timedelta`` or seconds); 0 or less checks once.
+            check_interval: the time between polls (positive).
+            retry_policy: for errors raised by the condition; default
+                ``RetryPolicy.wait_default()``, which retries nothing (the class's policy is not
+                inherited).
+            name: the step name (``wait_until$<name>``); default: the condition's name.
+
+        Returns:
+            ``True`` once the condition held (replays return it without polling).
+
+        Raises:
+            WaitConditionNotMet: still false at the timeout. Uncaught it stalls the workflow;
+                caught, the workflow takes another path (replays raise it again, without polling).
+
+        Example::
+
+            try:
+                self.wait_until("kyc_approved", timeout=timedelta(days=2),
+                                check_interval=timedelta(hours=1))
+            except WaitConditionNotMet:
+                self.durably_execute(self.escalate_to_support)
+        """
         from .primitives.wait_until import wait_until
 
         return wait_until(
@@ -274,7 +367,27 @@ class DurableWorkflow:
         )
 
     def continue_if(self, condition: Method, *, name: str | None = None) -> bool:
-        """Event gate: park with nothing scheduled until ``condition`` is true on a later pass."""
+        """Wait for an event: park with nothing scheduled until ``condition`` is true.
+
+        The condition is evaluated once per pass. False: the pass ends and ``next_run_at`` is
+        ``None``; the code that learns about the event wakes the run with
+        ``Cls.perform_later(key)`` or ``Workflow.resume()``. A condition that raises stalls the
+        workflow (it is not retried).
+
+        Args:
+            condition: a method name or a bound method taking no argument.
+            name: the step name (``continue_if$<name>``); default: the condition's name.
+
+        Returns:
+            ``True`` once the condition held.
+
+        Example::
+
+            self.continue_if("payment_confirmed", name="payment_webhook")
+
+            # elsewhere, in the webhook view:
+            OrderWorkflow.perform_later(f"order-{order_id}")
+        """
         from .primitives.continue_if import continue_if
 
         return continue_if(self, condition, name=name)
@@ -291,7 +404,34 @@ class DurableWorkflow:
         on_error: str = "continue",
         name: str | None = None,
     ) -> None:
-        """Run ``method`` every ``every`` until ``till`` is true."""
+        """Run ``method`` on a fixed grid of ticks until ``till`` is true.
+
+        Ticks fall at ``start_at + n * every``; each tick has its own log and retry budget.
+        ``till`` is checked before and after each tick. Ticks that could not start within
+        ``timeout`` of their time (downtime) are skipped in one step and recorded as one summary
+        row.
+
+        Args:
+            method: a method name or a bound method; it receives the tick's scheduled time (an aware
+                datetime) when it accepts a positional argument.
+            every: the interval, a ``timedelta`` or seconds, at least 1 second.
+            till: a method name, a bound method, or a callable taking the context; true ends the
+                repeat.
+            start_at: an aware datetime for the first tick; default: when the step first runs.
+            retry_policy: per tick; default: the class's ``retry_policy``, else 3 attempts.
+            timeout: how late a tick may still start.
+            on_error: ``"continue"`` (a tick that used its budget is marked failed and the schedule
+                goes on) or ``"fail_workflow"`` (the workflow stalls).
+            name: the step name (``durably_repeat$<name>``); default: the method's name.
+
+        Example::
+
+            self.durably_repeat(self.send_reminder, every=timedelta(days=3), till="delivered",
+                                timeout=timedelta(hours=6))
+
+            def send_reminder(self, scheduled_time):
+                ...   # use scheduled_time as the idempotency key of the tick
+        """
         from .primitives.durably_repeat import durably_repeat
 
         return durably_repeat(
@@ -307,13 +447,44 @@ class DurableWorkflow:
         )
 
     def branch(self, name: str, dispatch: Callable[[], Any], *, automerge: bool = False) -> None:
-        """Fan out: ``dispatch`` spawns child workflows; the branch seals when it returns."""
+        """Open a branch: run ``dispatch`` once to spawn child workflows.
+
+        ``dispatch`` calls :meth:`spawn` and :meth:`spawn_each`; when it returns the branch is
+        sealed and a replay never calls it again. A branch must be merged before the workflow
+        completes (``automerge=True`` or :meth:`merge_branches`), else ``UnmergedBranchError``
+        stalls it.
+
+        Args:
+            name: the branch name (``branch$<name>``), part of every child's key.
+            dispatch: a method name, a bound method or any callable taking no argument.
+            automerge: merge the branch right after it seals (the pass waits there).
+
+        Example::
+
+            self.branch("fulfil", self.dispatch_items, automerge=True)
+
+            def dispatch_items(self):
+                self.spawn("invoice", InvoiceWorkflow, order_id=self.order_id)
+        """
         from .primitives.branch import branch
 
         return branch(self, name, dispatch, automerge=automerge)
 
     def spawn(self, name: str, workflow_class: type[DurableWorkflow], /, **kwargs: Any) -> None:
-        """Inside a branch's dispatch: start one child workflow (keyed ``<key>$<branch>$<name>``)."""
+        """Inside a branch's dispatch: create one child workflow and enqueue it.
+
+        Args:
+            name: the child's name; its key is ``<parent key>$<branch>$<name>``.
+            workflow_class: a ``DurableWorkflow`` subclass.
+            **kwargs: the child's ``perform()`` arguments (JSON values).
+
+        Raises:
+            NotInBranchError: called outside a ``branch`` dispatch.
+
+        Example::
+
+            self.spawn("invoice", InvoiceWorkflow, order_id=self.order_id)
+        """
         from .primitives.branch import spawn
 
         return spawn(self, name, workflow_class, **kwargs)
@@ -321,7 +492,24 @@ class DurableWorkflow:
     def spawn_each(
         self, name: str, source: Any, build: Callable[[Any], Any], *, of: int = 1000
     ) -> None:
-        """Inside a branch's dispatch: one child per item of ``source`` (streamed, resumable)."""
+        """Inside a branch's dispatch: one child workflow per item of ``source``.
+
+        A QuerySet is streamed by primary key in batches of ``of`` (constant memory, a cursor
+        persisted per batch so a crash resumes without gaps or duplicates); any other iterable by
+        position.
+
+        Args:
+            name: the group's name; children are keyed
+                ``<parent key>$<branch>$<name>_<pk or index>``.
+            source: a QuerySet or an iterable.
+            build: called with each item, returns ``(workflow_class, kwargs)``.
+            of: the batch size.
+
+        Example::
+
+            self.spawn_each("items", Item.objects.filter(order_id=self.order_id),
+                            lambda item: (ItemWorkflow, {"item_id": item.pk}))
+        """
         from .primitives.branch import spawn_each
 
         return spawn_each(self, name, source, build, of=of)
@@ -332,7 +520,28 @@ class DurableWorkflow:
         min_interval: timedelta | float = timedelta(seconds=5),
         max_interval: timedelta | float = timedelta(minutes=5),
     ) -> None:
-        """Wait until every child of the named branches completed."""
+        """Wait until every child of the named branches completed.
+
+        The parent parks and is not replayed while it waits; one poller task watches the children
+        (its cadence adapts between ``min_interval`` and ``max_interval``), re-enqueues children
+        whose delivery was lost and wakes the parent when all completed. The parent's
+        ``next_run_at`` holds the next poll's due time, so a lost poller makes it overdue and the
+        overdue sweep re-arms one. A failed or stalled child holds the merge until it is retried.
+
+        Args:
+            *names: the branches to merge (opened earlier in this workflow).
+            min_interval: the shortest time between two polls.
+            max_interval: the longest time between two polls.
+
+        Raises:
+            UnknownBranchError: a name that no ``branch`` opened.
+
+        Example::
+
+            self.branch("a", self.dispatch_a)
+            self.branch("b", self.dispatch_b)
+            self.merge_branches("a", "b", max_interval=timedelta(minutes=1))
+        """
         from .primitives.merge import merge_branches
 
         return merge_branches(self, *names, min_interval=min_interval, max_interval=max_interval)

@@ -96,6 +96,7 @@ class QCluster:
 def _spawn_manage_py(args, log_path, extra_env=None):
     """Start ``python -m django ARGS`` on this test process's database (committed data only),
     logging at INFO to ``log_path``, in its own session (so its whole group can be killed)."""
+    from django.conf import settings
     from django.db import connection
 
     if connection.in_atomic_block:
@@ -109,6 +110,7 @@ def _spawn_manage_py(args, log_path, extra_env=None):
         CHRONO_FORGE_TEST_DB=TEST_DB,
         CHRONO_FORGE_TEST_DB_NAME=db_name,
         CHRONO_FORGE_TEST_LOG_LEVEL="INFO",
+        CHRONO_FORGE_TEST_QSTATS_DIR=settings.CACHES["django_q"]["LOCATION"],
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
         PYTHONUNBUFFERED="1",
     )

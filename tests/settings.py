@@ -127,13 +127,27 @@ Q_CLUSTER = {
     "save_limit": 0,
     "catch_up": False,
     "label": "Django Q2",
+    "cache": "django_q",  # cluster stats, shared with the qcluster subprocesses (CACHES below)
+}
+
+# django-q2 keeps its cluster stats (what `chrono_forge status` reads) in Q_CLUSTER["cache"]: a
+# file cache that a test process and the qclusters it starts share (the qcluster fixture passes
+# the directory down), one per test process.
+QSTATS_DIR = os.environ.get("CHRONO_FORGE_TEST_QSTATS_DIR") or str(
+    Path(os.environ.get("CHRONO_FORGE_TEST_TMPDIR") or tempfile.gettempdir())
+    / f"chrono_forge-qstats-{os.getpid()}"
+)
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "django_q": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": QSTATS_DIR,
+    },
 }
 
 # --- Django Tasks (only the Django Tasks dispatcher's tests select it) ------------------------
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
-
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # The test suite's workflow modules are not `workflows` modules of an installed app: listed here,
 # they register in every process that runs them, the qcluster subprocesses of the e2e tests too.

@@ -55,9 +55,7 @@ def lost_first_delivery(env, key="lost"):
 def lost_merge_poll(env, key="fan"):
     wl.Fan.perform_later(key)
     env.run_due()  # the parent parks at its merge, the children at their nap
-    env.dispatcher._runs = [
-        run for run in env.dispatcher._runs if run.func != "chrono_forge.tasks.poll_merge"
-    ]
+    assert env.drop_pending(lambda run: run.is_merge_poll) == 1
     env.run_all()  # the children complete; the poller is gone
     return Workflow.objects.get(key=key)
 

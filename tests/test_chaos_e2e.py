@@ -29,6 +29,7 @@ def test_workflows_survive_killed_clusters_and_lost_queue_rows(qcluster, setting
         deletions=1,
         faults=FAULTS,
         seed=7,
+        work=0.1,
         timeout=90,
     )
     report = chaos.run(plan, lambda: qcluster(extra_env={"DJANGO_SETTINGS_MODULE": chaos.SETTINGS}))

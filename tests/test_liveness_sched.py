@@ -206,10 +206,7 @@ def run_children_to_their_nap(env):
 
 
 def drop_pollers(env):
-    kept = [run for run in env.dispatcher._runs if run.func != "chrono_forge.tasks.poll_merge"]
-    dropped = len(env.dispatcher._runs) - len(kept)
-    env.dispatcher._runs = kept
-    return dropped
+    return env.drop_pending(lambda run: run.is_merge_poll)
 
 
 def test_a_merge_poller_lost_before_its_first_poll_is_re_armed_by_the_sweep(chrono_forge_env):
@@ -427,3 +424,13 @@ def test_due_times_and_parking_cost_no_extra_statement(chrono_forge_env):
         ("UPDATE", WORKFLOW),
     ]
     assert wake.commits == 1
+
+
+def test_drop_pending_can_lose_only_some_deliveries(chrono_forge_env):
+    env = chrono_forge_env
+    wl.Quick.perform_later("a")
+    wl.Quick.perform_later("b")
+    assert env.drop_pending(lambda run: run.key == "a") == 1
+    assert [run.key for run in env.pending] == ["b"]
+    assert env.drop_pending(lambda run: run.is_merge_poll) == 0
+    assert env.drop_pending() == 1 and env.pending == []

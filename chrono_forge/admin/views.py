@@ -22,7 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from .. import clock, conf, dispatch, maintenance
+from .. import clock, conf, dispatch, health, maintenance
 from ..exceptions import ChronoForgeError
 from ..models import ExecutionLog, Workflow
 from ..operations import blocked_queryset
@@ -268,7 +268,7 @@ class WorkflowViews:
         key = "chrono_forge:admin:overview"
         data = cache.get(key)
         if data is None:
-            data = overview_data()
+            data = {**overview_data(), "health": health.snapshot()}
             cache.set(key, data, OVERVIEW_CACHE_SECONDS)
         return self._render(request, "overview.html", "Workflows overview", **data)
 

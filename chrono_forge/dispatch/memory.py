@@ -5,7 +5,7 @@ commits, exactly like the real ORM broker's queue row."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -49,6 +49,13 @@ class PendingRun:
     @property
     def key(self) -> str | None:
         return self.args[1] if self.is_workflow_pass else None
+
+    @property
+    def is_merge_poll(self) -> bool:
+        """A merge poller's poll (``chrono_forge.tasks.poll_merge``)."""
+        from ..primitives.merge import POLL_TASK
+
+        return self.func == POLL_TASK
 
     @property
     def internal(self) -> dict[str, Any]:
@@ -125,3 +132,9 @@ class InMemoryDispatcher:
 
     def clear(self) -> None:
         self._runs = []
+
+    def drop(self, matching: Callable[[PendingRun], bool] | None = None) -> int:
+        """Forget the deliverable runs ``matching`` selects (all when None); -> how many."""
+        dropped = [run for run in self.pending() if matching is None or matching(run)]
+        self._runs = [run for run in self._runs if not any(run is d for d in dropped)]
+        return len(dropped)

@@ -5,6 +5,7 @@ show KEY [--class C]
 resume KEY                                   retry KEY [--now]
 reap [--stale-after MIN]                     resume-overdue [--grace MIN]
 cleanup [--older-than DAYS ...] [--dry-run]  maintenance --install | --uninstall
+status                                       (exit 1: work is overdue and no cluster is alive)
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ ROWS = _bounded_int(1, 100_000)
 def _short(value: Any, limit: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _seconds(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
 
 
 def _time(value: datetime | None) -> str:
@@ -234,6 +239,13 @@ class Command(BaseCommand):
             help="dotted path (or class name of a stored run)",
         )
         p.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+
+        sub(
+            "status",
+            "Worker liveness and the backlog: live qclusters, queue depth, the oldest due "
+            "delivery, running/stranded/overdue/parked/blocked counts. Exits with status 1 when "
+            "work is overdue and no cluster is alive (a health probe).",
+        )
 
         p = sub(
             "maintenance",
@@ -577,6 +589,47 @@ class Command(BaseCommand):
             self.stdout.write(f"  {number:>3}. {step['step_name']:<40} {where}{extra}")
         for warning in graph["warnings"]:
             self.stdout.write(self.style.WARNING(f"  warning: {warning}"))
+
+    def handle_status(self, **_: Any) -> None:
+        from chrono_forge import health
+
+        report = health.snapshot()
+        out = self.stdout.write
+        now = report.checked_at
+        if report.clusters is None:
+            out(self.style.WARNING(f"Clusters: unknown ({report.clusters_note})"))
+        else:
+            style = self.style.SUCCESS if report.alive else self.style.ERROR
+            out(style(f"Clusters: {report.alive} alive") + f" of {len(report.clusters)} seen")
+            for cluster in report.clusters:
+                uptime = _seconds(cluster.uptime) if cluster.uptime is not None else "-"
+                out(
+                    f"  {cluster.host} pid {cluster.pid}  {cluster.status}  "
+                    f"{cluster.workers} worker(s)  up {uptime}"
+                )
+        if report.queue_depth is None:
+            out(self.style.WARNING(f"Queue: unknown ({report.queue_note})"))
+        else:
+            out(f"Queue: {report.queue_depth} task(s) ready to run")
+        if report.oldest_due is None:
+            out("Oldest due delivery: none")
+        else:
+            late = _seconds(health.age(report.oldest_due, now).total_seconds())
+            out(f"Oldest due delivery: {_time(report.oldest_due)} (due {late} ago, not started)")
+        out(
+            "Workflows: "
+            + ", ".join(
+                f"{name} {report.show(name)}"
+                for name in ("running", "stranded", "overdue", "parked", "blocked")
+            )
+        )
+        if report.unhealthy:
+            seen = "no live cluster" if report.clusters is not None else "no cluster can be seen"
+            raise CommandError(
+                f"{report.show('overdue')} overdue workflow(s) and {seen}: start "
+                "`manage.py qcluster` (see `chrono_forge status` in docs/operations.md)."
+            )
+        self.stdout.write(self.style.SUCCESS("OK"))
 
     def handle_maintenance(self, install: bool, uninstall: bool, **_: Any) -> None:
         if uninstall:
