@@ -7,6 +7,7 @@ wrong type is itself the finding, reported under the id of the setting's kind.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from django.utils.module_loading import import_string
 from . import conf
 
 DJANGO_Q_DISPATCHER = "chrono_forge.dispatch.django_q.DjangoQDispatcher"
+DJANGO_TASKS_MODULE = "chrono_forge.dispatch.django_tasks"
 
 
 def _error(msg: str, id: str, hint: str | None = None) -> checks.CheckMessage:
@@ -71,7 +73,7 @@ def _dotted_path_problem(value: Any, what: str) -> str | None:
         return f"must be the dotted path of {what} (a str), got {value!r}"
     try:
         import_string(value)
-    except ImportError as error:
+    except Exception as error:  # ImportError, or whatever the module raises while importing
         return f"{value!r} cannot be imported: {error}"
     return None
 
@@ -113,6 +115,12 @@ def _primary_key_problem(value: Any) -> str | None:
     return None
 
 
+def _tasks_backend_problem(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return None
+    return f"must be an alias of the TASKS setting (a non-empty str), got {value!r}"
+
+
 def _workflow_modules_problem(value: Any) -> str | None:
     """Module paths whose import registers their workflow classes (imported here, as at start-up)."""
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
@@ -141,6 +149,7 @@ VALIDATORS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     **{name: ("E007", _cluster_problem) for name in conf.CLUSTER_SETTINGS},
     "TASK_TIMEOUT": ("E010", _task_timeout_problem),
     "PRIMARY_KEY_FIELD": ("E011", _primary_key_problem),
+    "TASKS_BACKEND": ("E040", _tasks_backend_problem),
     "WORKFLOW_MODULES": ("E020", _workflow_modules_problem),
     # how long a branch child may sit never started before its merge poller re-sends its delivery
     "CHILD_REKICK_AFTER": ("E030", _duration_problem),
@@ -216,6 +225,69 @@ def check_postgresql_health_checks(app_configs=None, **kwargs) -> list[checks.Ch
             "the next task a worker runs. Set DATABASES[...]['CONN_HEALTH_CHECKS'] = True.",
         )
     ]
+
+
+def _uses_django_tasks() -> bool:
+    path = conf.get("DISPATCHER")
+    if not isinstance(path, str):
+        return False
+    if path.startswith(DJANGO_TASKS_MODULE + "."):
+        return True
+    try:
+        dispatcher = import_string(path)
+    except Exception:
+        return False  # E005 reports it
+    module = sys.modules.get(DJANGO_TASKS_MODULE)
+    return (
+        module is not None
+        and isinstance(dispatcher, type)
+        and issubclass(dispatcher, module.DjangoTasksDispatcher)
+    )
+
+
+@checks.register()
+def check_django_tasks(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """The Django Tasks dispatcher needs django.tasks (or the backport) and a backend that can run
+    a task later (``supports_defer``): every wait, backoff and poll is a deferred task."""
+    alias = conf.get("TASKS_BACKEND")
+    if not _uses_django_tasks() or _tasks_backend_problem(alias):
+        return []  # another dispatcher, or a bad alias that E040 already reports
+    try:
+        from django.tasks import task_backends
+    except ImportError:
+        try:
+            from django_tasks import task_backends
+        except ImportError:
+            return [
+                _error(
+                    "CHRONO_FORGE['DISPATCHER'] is the Django Tasks dispatcher, but neither "
+                    "django.tasks (Django >= 6.0) nor the django-tasks backport is installed.",
+                    "E040",
+                    hint="pip install 'chrono_forge[tasks]' (django-tasks and django-tasks-db).",
+                )
+            ]
+    try:
+        backend = task_backends[alias]
+    except Exception as error:
+        return [
+            _error(
+                f"CHRONO_FORGE['TASKS_BACKEND'] {alias!r} is not a usable TASKS backend: {error}",
+                "E040",
+                hint="Name an alias of the TASKS setting.",
+            )
+        ]
+    if not getattr(backend, "supports_defer", False):
+        return [
+            _error(
+                f"The Django Tasks backend {alias!r} ({type(backend).__name__}) cannot defer tasks "
+                "(supports_defer is False).",
+                "E040",
+                hint="chrono_forge schedules every wait, retry backoff and poll as a task with "
+                "run_after. Use a backend that supports it, e.g. django-tasks-db's "
+                "'django_tasks_db.DatabaseBackend'.",
+            )
+        ]
+    return []
 
 
 def _uses_django_q() -> bool:

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "CHILD_REKICK_AFTER": timedelta(minutes=5),  # the merge poller re-sends a child's lost delivery
     "ADMIN_LONG_WAIT_THRESHOLD": timedelta(hours=1),  # the admin's waiting page flags longer
     "PRIMARY_KEY_FIELD": None,  # None: settings.DEFAULT_AUTO_FIELD
+    "TASKS_BACKEND": "default",  # the TASKS alias of the Django Tasks dispatcher
     "WORKFLOW_MODULES": (),  # modules to import at start-up besides every app's `workflows`
 }
 

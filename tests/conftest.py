@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(config, items):
     other = "sqlite_only" if TEST_DB == "postgres" else "postgres_only"
     kept, deselected = [], []
     for item in items:
-        if "qcluster" in getattr(item, "fixturenames", ()):
+        if {"qcluster", "db_worker"}.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
         (deselected if other in item.keywords else kept).append(item)
     if deselected:
@@ -93,6 +93,40 @@ class QCluster:
         return self.process.wait()
 
 
+def _spawn_manage_py(args, log_path, extra_env=None):
+    """Start ``python -m django ARGS`` on this test process's database (committed data only),
+    logging at INFO to ``log_path``, in its own session (so its whole group can be killed)."""
+    from django.conf import settings
+    from django.db import connection
+
+    if connection.in_atomic_block:
+        raise RuntimeError(f"start {args[0]} outside atomic(): it cannot see uncommitted rows")
+    db_name = str(connection.settings_dict["NAME"])
+    if connection.vendor == "sqlite" and (":memory:" in db_name or "mode=memory" in db_name):
+        raise RuntimeError(f"{args[0]} needs a file database, not {db_name!r}")
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE=os.environ.get("DJANGO_SETTINGS_MODULE", "tests.settings"),
+        CHRONO_FORGE_TEST_DB=TEST_DB,
+        CHRONO_FORGE_TEST_DB_NAME=db_name,
+        CHRONO_FORGE_TEST_LOG_LEVEL="INFO",
+        CHRONO_FORGE_TEST_QSTATS_DIR=settings.CACHES["django_q"]["LOCATION"],
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra_env or {})
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "django", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 @pytest.fixture
 def qcluster(transactional_db, tmp_path, request):
     """Factory: ``cluster = qcluster()`` starts a real django-q2 cluster and waits until it runs.
@@ -106,40 +140,11 @@ def qcluster(transactional_db, tmp_path, request):
     from django.db import connection
     from django_q.tasks import async_task
 
-    clusters = []
-    request.node.stash[_clusters_key] = clusters
+    clusters = request.node.stash.setdefault(_clusters_key, [])
 
     def start(*, ready_timeout=30, extra_env=None):
-        if connection.in_atomic_block:
-            raise RuntimeError("start qcluster outside atomic(): it cannot see uncommitted rows")
-        db_name = str(connection.settings_dict["NAME"])
-        if connection.vendor == "sqlite" and (":memory:" in db_name or "mode=memory" in db_name):
-            raise RuntimeError(f"qcluster needs a file database, not {db_name!r}")
-
         log_path = tmp_path / f"qcluster-{len(clusters)}.log"
-        env = dict(os.environ)
-        env.update(
-            DJANGO_SETTINGS_MODULE=os.environ.get("DJANGO_SETTINGS_MODULE", "tests.settings"),
-            CHRONO_FORGE_TEST_DB=TEST_DB,
-            CHRONO_FORGE_TEST_DB_NAME=db_name,
-            CHRONO_FORGE_TEST_LOG_LEVEL="INFO",
-            CHRONO_FORGE_TEST_QSTATS_DIR=settings.CACHES["django_q"]["LOCATION"],
-            PYTHONPATH=os.pathsep.join(
-                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p
-            ),
-            PYTHONUNBUFFERED="1",
-        )
-        env.update(extra_env or {})
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "django", "qcluster"],
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = _spawn_manage_py(["qcluster"], log_path, extra_env)
         cluster = QCluster(process, log_path)
         clusters.append(cluster)
 
@@ -162,6 +167,7 @@ def qcluster(transactional_db, tmp_path, request):
             wait_for(ready, ready_timeout, interval=0.1, message="the qcluster probe task")
         except AssertionError as exc:
             cluster.stop()
+            db_name = connection.settings_dict["NAME"]
             where = f"{settings.Q_CLUSTER['name']} on {connection.vendor} {db_name}"
             raise AssertionError(
                 f"qcluster did not become ready ({where}): {exc}\n"
@@ -173,3 +179,140 @@ def qcluster(transactional_db, tmp_path, request):
 
     for cluster in clusters:
         cluster.stop()
+
+
+# --- Redis -----------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """The throwaway redis-server of scripts/test (``CHRONO_FORGE_REDIS_*``)."""
+
+    settings_module = "tests.settings_redis"
+
+    def __init__(self, host, port, directory):
+        import redis
+
+        self.host, self.port, self.directory = host, port, directory
+        self.client = redis.Redis(host=host, port=port, db=0, socket_timeout=5)
+
+    def queued(self, list_key):
+        """How many tasks wait in django-q2's Redis list ``list_key``."""
+        return self.client.llen(f"django_q:{list_key}:q")
+
+    def restart(self):
+        """Stop and start the server on the same port: everything it held is lost."""
+        subprocess.run(
+            [str(REPO_ROOT / "scripts" / "redis"), "restart", self.directory],
+            check=True,
+            capture_output=True,
+        )
+        self.client.ping()
+
+
+@pytest.fixture
+def redis_broker(monkeypatch):
+    """Switch this test process's django-q2 to the Redis broker; the server must be up.
+
+    Never skips: without the server scripts/test starts (or if it does not answer), the test fails
+    with what to do. Start qclusters with ``extra_env={"DJANGO_SETTINGS_MODULE":
+    server.settings_module}`` so they consume the same Redis list.
+    """
+    from django_q.conf import Conf
+
+    host = os.environ.get("CHRONO_FORGE_REDIS_HOST")
+    port = os.environ.get("CHRONO_FORGE_REDIS_PORT")
+    directory = os.environ.get("CHRONO_FORGE_REDIS_DIR")
+    if not (host and port and directory):
+        pytest.fail(
+            "no Redis server for the Redis broker tests: run them through scripts/test (it starts "
+            "one with scripts/redis and exports CHRONO_FORGE_REDIS_HOST/_PORT/_DIR)"
+        )
+    server = RedisServer(host, int(port), directory)
+    try:
+        server.client.ping()
+    except Exception as exc:
+        pytest.fail(f"the Redis server at {host}:{port} does not answer: {exc!r}")
+    server.client.flushdb()
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", {"host": host, "port": int(port), "db": 0})
+    yield server
+    server.client.flushdb()
+
+
+# --- a side table for the engine tests -------------------------------------------------------
+
+
+@pytest.fixture
+def runs_table(transactional_db):
+    """Create ``tests.workflows_engines``' side table for one test (raw SQL, outside Django's
+    models, so worker processes can write it and it is dropped after)."""
+    from django.db import connections
+
+    from chrono_forge import conf
+    from tests.workflows_engines import TABLE
+
+    connection = connections[conf.database()]
+    serial = "BIGSERIAL" if connection.vendor == "postgresql" else "INTEGER"
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")
+        cursor.execute(
+            f"CREATE TABLE {TABLE} (id {serial} PRIMARY KEY, workflow_key VARCHAR(255) NOT NULL, "
+            "step VARCHAR(64) NOT NULL, machine VARCHAR(64) NOT NULL, pid INTEGER NOT NULL)"
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {TABLE}")
+
+
+# --- Django Tasks: django-tasks-db's db_worker -------------------------------------------------
+
+
+@pytest.fixture
+def db_worker(transactional_db, tmp_path, request):
+    """Factory: ``worker = db_worker()`` starts django-tasks-db's real ``db_worker`` process on
+    the test database, with chrono_forge's Django Tasks dispatcher (tests.settings_django_tasks),
+    and waits until it polls. Stopped at teardown like a qcluster (a SIGTERM, then SIGKILL)."""
+    from django.db import connection
+
+    workers = request.node.stash.setdefault(_clusters_key, [])
+    running = re.compile(r"Starting worker worker_id=")
+
+    def start(*, interval=0.1, ready_timeout=30, extra_env=None):
+        log_path = tmp_path / f"db_worker-{len(workers)}.log"
+        env = {"DJANGO_SETTINGS_MODULE": "tests.settings_django_tasks", **(extra_env or {})}
+        args = ["db_worker", "--queue-name", "*", "--interval", str(interval), "--no-reload"]
+        process = _spawn_manage_py([*args, "--no-startup-delay"], log_path, env)
+        worker = QCluster(process, log_path)
+        workers.append(worker)
+
+        def ready():
+            if not worker.is_running():
+                raise AssertionError(f"db_worker exited with code {process.returncode}")
+            return running.search(worker.log_text())
+
+        try:
+            wait_for(ready, ready_timeout, interval=0.1, message="db_worker to start")
+        except AssertionError as exc:
+            worker.stop()
+            raise AssertionError(
+                f"db_worker did not start ({connection.vendor}): {exc}\n"
+                f"--- db_worker log tail ---\n{worker.log_tail()}"
+            ) from None
+        return worker
+
+    yield start
+
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def django_tasks_dispatcher(settings):
+    """Select chrono_forge's Django Tasks dispatcher in this test process (as
+    tests.settings_django_tasks does in a db_worker)."""
+    from tests import settings_django_tasks
+
+    settings.CHRONO_FORGE = dict(settings_django_tasks.CHRONO_FORGE)
+    from chrono_forge.dispatch import get_dispatcher
+
+    return get_dispatcher()

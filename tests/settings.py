@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "django_tasks_db",  # the Django Tasks dispatcher's tests (db_worker)
     "chrono_forge",
 ]
 
@@ -144,6 +145,9 @@ CACHES = {
     },
 }
 
+# --- Django Tasks (only the Django Tasks dispatcher's tests select it) ------------------------
+
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 # The test suite's workflow modules are not `workflows` modules of an installed app: listed here,
 # they register in every process that runs them, the qcluster subprocesses of the e2e tests too.
@@ -153,6 +157,7 @@ CHRONO_FORGE = {
         "tests.workflows_branches",
         "tests.workflows_core",
         "tests.workflows_crash",
+        "tests.workflows_engines",
         "tests.workflows_liveness",
         "tests.workflows_ops",
         "tests.workflows_poison",
