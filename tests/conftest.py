@@ -316,3 +316,13 @@ def django_tasks_dispatcher(settings):
     from chrono_forge.dispatch import get_dispatcher
 
     return get_dispatcher()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_default_cache():
+    """Each test starts with an empty default cache: the admin Overview caches its counts for 5 s,
+    and a value cached by an earlier test's database would leak into the next test's page."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

@@ -154,6 +154,7 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 CHRONO_FORGE = {
     "WORKFLOW_MODULES": [
         "tests.workflows_admin",
+        "tests.workflows_api",
         "tests.workflows_branches",
         "tests.workflows_core",
         "tests.workflows_crash",
