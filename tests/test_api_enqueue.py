@@ -80,7 +80,7 @@ def test_a_workflow_argument_named_key_is_an_ordinary_argument(chrono_forge_env,
     "kwargs,match",
     [
         ({"orderid": 1}, r"Strict\.perform\(\).*(orderid|order_id)"),
-        ({}, r"Strict\.perform\(\): missing a required argument: 'order_id'"),
+        ({}, r"Strict\.perform\(\): missing a required (keyword-only )?argument: 'order_id'"),
         ({"order_id": 1, "notes": "x"}, r"unexpected keyword argument\(s\) 'notes'"),
     ],
 )
