@@ -235,3 +235,54 @@ print("no-op")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "no-op"
+
+
+# --- under a real qcluster ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_workers_pass_continues_the_trace_of_the_request_that_enqueued_it(
+    otel, qcluster, tmp_path
+):
+    """The trace context travels in the task payload through the ORM broker to another process:
+    the worker's pass span is a child of the span that called perform_later, its step spans are
+    children of the pass, and the continuation after a durable wait starts a trace of its own."""
+    import json
+
+    from tests.helpers import wait_for
+
+    spans_file = tmp_path / "worker-spans.jsonl"
+    spans_file.touch()
+    cluster = qcluster(
+        extra_env={
+            "DJANGO_SETTINGS_MODULE": "tests.settings_qcluster_otel",
+            "CHRONO_FORGE_TEST_SPANS": str(spans_file),
+        }
+    )
+    tracer = trace.get_tracer("tests")
+    with tracer.start_as_current_span("web request") as request_span:
+        wf = ws.TwoSteps.perform_later("otel-e2e", wait=0.5)
+    request = request_span.get_span_context()
+
+    def finished():
+        wf.refresh_from_db()
+        return wf.state in ("completed", "failed", "stalled")
+
+    wait_for(finished, timeout=30, message="the workflow to finish under the qcluster")
+    assert wf.state == "completed", cluster.log_tail()
+    assert cluster.stop() == 0  # SimpleSpanProcessor exported each span as it ended
+
+    worker_spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    passes = [s for s in worker_spans if s["name"] == "chrono_forge.pass"]
+    steps = {s["attributes"]["chrono_forge.step"]: s for s in worker_spans
+             if s["name"] == "chrono_forge.step"}
+    assert len(passes) == 2, worker_spans  # the first pass, then the one after the wait
+    first, later = passes
+    assert first["trace_id"] == f"{request.trace_id:032x}"
+    assert first["parent_span_id"] == f"{request.span_id:016x}"
+    assert first["attributes"]["chrono_forge.key"] == "otel-e2e"
+    assert first["attributes"]["chrono_forge.outcome"] == "waiting"
+    assert later["attributes"]["chrono_forge.outcome"] == "completed"
+    assert later["trace_id"] != first["trace_id"] and later["parent_span_id"] is None
+    assert steps["durably_execute$first"]["parent_span_id"] == first["span_id"]
+    assert steps["durably_execute$second"]["parent_span_id"] == later["span_id"]
