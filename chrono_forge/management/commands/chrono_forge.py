@@ -1,7 +1,8 @@
 """``python manage.py chrono_forge <subcommand>``: inspect and operate workflows.
 
-list [--state S] [--class C] [--limit N] [--overdue] [--parked]
-show KEY [--class C]
+start CLASS KEY [--kwargs JSON]             (perform_later from the shell)
+list [--state S|blocked] [--class C] [--limit N] [--overdue] [--parked] [--all]
+show KEY [--class C] [--full] [--traceback]
 resume KEY                                   retry KEY [--now]
 reap [--stale-after MIN]                     resume-overdue [--grace MIN]
 cleanup [--older-than DAYS ...] [--dry-run]  maintenance --install | --uninstall
@@ -11,7 +12,9 @@ status                                       (exit 1: work is overdue and no clu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -21,7 +24,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
-from chrono_forge import conf, maintenance
+from chrono_forge import conf, maintenance, registry
 from chrono_forge.cleanup import REPEAT_PREFIX
 from chrono_forge.exceptions import ChronoForgeError
 from chrono_forge.liveness import is_stranded, liveness, pending_merges
@@ -99,6 +102,30 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """argparse type of --kwargs: a JSON object (perform_later validates its values)."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"must be a JSON object of keyword arguments, not {type(value).__name__}"
+        )
+    return value
+
+
+@contextlib.contextmanager
+def _log_level(name: str, level: int):
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(max(level, previous))
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def _seconds(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
 
@@ -155,8 +182,41 @@ class Command(BaseCommand):
                 )
             return p
 
-        p = sub("list", "List workflows, newest first.")
-        p.add_argument("--state", choices=list(Workflow.STATE._db_values))
+        p = sub(
+            "start",
+            "Start a workflow run, as CLASS.perform_later(KEY, **kwargs) would (a key that exists "
+            "is not started twice: it gets a wake-up).",
+        )
+        p.add_argument(
+            "workflow_class", type=CLASS, metavar="CLASS", help="dotted path or class name"
+        )
+        p.add_argument("key", type=KEY, metavar="KEY", help="the workflow key")
+        p.add_argument(
+            "--kwargs",
+            type=_json_object,
+            default={},
+            metavar="JSON",
+            help="perform()'s keyword arguments as a JSON object, e.g. '{\"user_id\": 7}'",
+        )
+
+        p = sub("list", "List workflows, newest first (branch children hidden unless --all).")
+        p.add_argument(
+            "--state",
+            choices=[*Workflow.STATE._db_values, "blocked"],
+            help="a state, or `blocked` (failed + stalled: what needs an operator)",
+        )
+        p.add_argument(
+            "--all",
+            dest="include_children",
+            action="store_true",
+            help="include branch children (hidden by default, as in the admin)",
+        )
+        p.add_argument(
+            "--top-level",
+            dest="include_children",
+            action="store_false",
+            help="only top-level runs, no branch children (the default)",
+        )
         p.add_argument(
             "--class",
             dest="job_class",
@@ -174,10 +234,16 @@ class Command(BaseCommand):
             "--parked", action="store_true", help="only runs parked on an event (continue_if)"
         )
 
-        sub(
+        p = sub(
             "show",
             "Show a workflow's timeline: steps, attempts, timings, results and errors.",
             key=True,
+        )
+        p.add_argument(
+            "--full", action="store_true", help="print values and messages in full, never cut off"
+        )
+        p.add_argument(
+            "--traceback", action="store_true", help="print each error's recorded traceback"
         )
         sub(
             "resume",
@@ -271,10 +337,51 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, sub: str, **options: Any) -> None:
         handler = getattr(self, "handle_" + sub.replace("-", "_"))
+        # django-q2 logs an INFO line per enqueue ("Enqueued [cluster] 1") on stderr: noise in
+        # this command's output, kept at -v 2 for debugging.
+        quiet = options.get("verbosity", 1) < 2
+        with _log_level("django-q", logging.WARNING) if quiet else contextlib.nullcontext():
+            try:
+                handler(**options)
+            except ChronoForgeError as error:
+                raise CommandError(str(error)) from error
+
+    # -- start ----------------------------------------------------------------------------------
+    def handle_start(
+        self, workflow_class: str, key: str, kwargs: dict[str, Any], **_: Any
+    ) -> None:
+        cls = self.resolve_class(workflow_class)
+        existed = Workflow.objects.filter(job_class=registry.job_class_of(cls), key=key).exists()
         try:
-            handler(**options)
-        except ChronoForgeError as error:
-            raise CommandError(str(error)) from error
+            row = cls.perform_later(key, **kwargs)
+        except (TypeError, ValueError) as error:  # kwargs or key perform_later refuses
+            raise CommandError(f"{workflow_class} {key}: {error}") from error
+        if existed:
+            self.stdout.write(
+                f"{row} already exists (id={row.pk}, state {row.state}): not started again; "
+                "it was sent a wake-up."
+            )
+        else:
+            self.stdout.write(self.style.SUCCESS(f"Started {row} (id={row.pk})."))
+
+    @staticmethod
+    def resolve_class(name: str) -> type:
+        classes = registry.registered()
+        if name in classes:
+            return classes[name]
+        matches = sorted(path for path in classes if path.rsplit(".", 1)[-1] == name)
+        if len(matches) == 1:
+            return classes[matches[0]]
+        if matches:
+            raise CommandError(f"{name!r} matches several classes ({', '.join(matches)}); "
+                               "give the dotted path.")
+        known = ", ".join(sorted(classes)) or "none"
+        raise CommandError(
+            f"{name!r} is not a registered workflow class (registered: {known}). "
+            "Workflow classes register when their module is imported: define them in a "
+            f"`{registry.MODULE_NAME}` module of an installed app, or list their module in "
+            "CHRONO_FORGE['WORKFLOW_MODULES']."
+        )
 
     # -- lookups --------------------------------------------------------------------------------
     @staticmethod
@@ -307,15 +414,21 @@ class Command(BaseCommand):
         limit: int,
         overdue: bool = False,
         parked: bool = False,
+        include_children: bool = False,
         **_: Any,
     ) -> None:
         rows = Workflow.objects.filter(self.class_filter(job_class))
-        if state:
+        if state == "blocked":
+            rows = rows.blocked()
+        elif state:
             rows = rows.filter(state=state)
         if overdue:
             rows = rows.filter(pk__in=Workflow.objects.overdue().values("pk"))
         if parked:
             rows = rows.filter(pk__in=Workflow.objects.parked().values("pk"))
+        with_children = rows
+        if not include_children:
+            rows = rows.filter(parent_execution_log__isnull=True)
         rows = list(
             rows.order_by("-pk").only(
                 "id",
@@ -347,7 +460,9 @@ class Command(BaseCommand):
             for r in rows
         ]
         if not lines:
-            self.stdout.write("No workflows match.")
+            hidden = not include_children and with_children.exists()
+            hint = " (only branch children match: --all shows them)" if hidden else ""
+            self.stdout.write(f"No workflows match{hint}.")
             return
         header = ("ID", "CLASS", "KEY", "STATE", "WAITING", "CREATED", "NEXT RUN", "COMPLETED")
         widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
@@ -360,8 +475,17 @@ class Command(BaseCommand):
         if len(lines) == limit:
             self.stdout.write(f"(first {limit}; use --limit for more)")
 
-    def handle_show(self, key: str, job_class: str | None, **_: Any) -> None:
+    def handle_show(
+        self,
+        key: str,
+        job_class: str | None,
+        full: bool = False,
+        traceback: bool = False,
+        **_: Any,
+    ) -> None:
+        self.full, self.traceback, self.cut = full, traceback, False
         wf = self.get_workflow(key, job_class)
+        _short = self.short
         out = self.stdout.write
         out(self.style.MIGRATE_HEADING(f"{wf}  [{wf.job_class}]  id={wf.pk}"))
         out(
@@ -380,7 +504,10 @@ class Command(BaseCommand):
         for error in (
             ErrorLog.objects.filter(workflow=wf)
             .order_by("pk")
-            .only("id", "step_name", "attempt", "error_class", "error_message", "created")
+            .only(
+                "id", "step_name", "attempt", "error_class", "error_message", "created",
+                *(["backtrace"] if traceback else []),
+            )
         ):
             errors.setdefault(error.step_name, []).append(error)
         errors_by_id = {str(e.pk): e for group in errors.values() for e in group}
@@ -404,6 +531,19 @@ class Command(BaseCommand):
             out(self.style.MIGRATE_HEADING("Errors outside any step"))
             for error in orphans:
                 self.show_error(error, indent="  ")
+        if self.cut:
+            out("")
+            out("(long values were cut off: --full shows them in full, --traceback the tracebacks)")
+
+    full = traceback = cut = False
+
+    def short(self, value: Any, limit: int = 60) -> str:
+        """``_short`` unless --full; remembers that something was cut, for the closing hint."""
+        if self.full:
+            return _short(value, math.inf)  # type: ignore[arg-type]
+        text = _short(value, limit)
+        self.cut = self.cut or text.endswith("...") and text != _short(value, math.inf)
+        return text
 
     def show_step(
         self,
@@ -422,11 +562,11 @@ class Command(BaseCommand):
             f"took={_duration(log.started_at, log.completed_at)}"
         )
         if log.result is not None:
-            self.stdout.write(f"       result: {_short(log.result)}")
+            self.stdout.write(f"       result: {self.short(log.result)}")
         if log.error_class:
-            self.stdout.write(f"       error: {log.error_class}: {_short(log.error_message, 120)}")
+            self.stdout.write(f"       error: {log.error_class}: {self.short(log.error_message, 120)}")
         if log.metadata:
-            self.stdout.write(f"       metadata: {_short(log.metadata, 200)}")
+            self.stdout.write(f"       metadata: {self.short(log.metadata, 200)}")
         if log.step_name.startswith(FAILURE_PREFIX):
             error_id = (log.metadata or {}).get("error_log_id") or log.step_name[
                 len(FAILURE_PREFIX) :
@@ -435,7 +575,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.ERROR(
                     f"       workflow failed: {cause.error_class}: "
-                    f"{_short(cause.error_message, 120)} "
+                    f"{self.short(cause.error_message, 120)} "
                     f"(ErrorLog #{cause.pk})"
                     if cause
                     else f"       workflow failed: ErrorLog #{error_id} (deleted)"
@@ -472,10 +612,13 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.ERROR(
                 f"{indent}x {where}{attempt}{error.error_class}: "
-                f"{_short(error.error_message, 120)} "
+                f"{self.short(error.error_message, 120)} "
                 f"(ErrorLog #{error.pk}, {_time(error.created)})"
             )
         )
+        if self.traceback and error.backtrace:
+            for line in error.backtrace.rstrip().splitlines():
+                self.stdout.write(f"{indent}  | {line}")
 
     # -- operations --------------------------------------------------------------------------------
     def handle_resume(self, key: str, job_class: str | None, **_: Any) -> None:
