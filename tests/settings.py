@@ -184,3 +184,7 @@ LOGGING = {
         "level": os.environ.get("CHRONO_FORGE_TEST_LOG_LEVEL", "WARNING"),
     },
 }
+
+# The admin tests log users in hundreds of times: PBKDF2's deliberate slowness (~1 s per admin
+# test) buys nothing here. MD5 is never acceptable outside tests.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
