@@ -278,3 +278,26 @@ def test_list_flags_a_stranded_lock_and_a_row_nothing_will_wake(chrono_forge_env
     env.advance(LATE)
     assert listed()["forced"] == "NOTHING-SCHEDULED!OVERDUE"
     assert sorted(listed("--overdue")) == ["forced"]
+
+
+def test_the_list_badge_says_overdue_only_past_the_grace(client):
+    """A scheduled run late by more than RESUME_OVERDUE_GRACE wears an amber "overdue" badge naming
+    what was due; one late by less, or due later, does not."""
+    from chrono_forge import clock
+
+    now = clock.now()
+    job_class = "tests.workflows_liveness.Quick"
+    Workflow.objects.create(job_class=job_class, key="late-first", next_run_at=now - LATE)
+    Workflow.objects.create(
+        job_class=job_class, key="late-next", next_run_at=now - LATE, started_at=now - 2 * LATE
+    )
+    Workflow.objects.create(
+        job_class=job_class, key="just-late", next_run_at=now - timedelta(minutes=1)
+    )
+    Workflow.objects.create(job_class=job_class, key="later", next_run_at=now + LATE)
+    login(client)
+    html = text(client.get(LIST))
+    assert html.count('<span class="cf-pill cf-amber" title="its first pass was due') == 1
+    assert html.count('<span class="cf-pill cf-amber" title="its next pass was due') == 1
+    assert html.count(">overdue</span>") == 2
+    assert '<span class="cf-pill cf-sky" title="next pass at' in html  # "later": scheduled

@@ -253,3 +253,23 @@ def test_workflow_level_composite_budget_travels_in_the_continuation(chrono_forg
     # its own budget (2), not the catch-all's 5
     assert ErrorLog.objects.filter(workflow=wf).count() == 2
     assert w.calls("WorkflowComposite.perform") == 2
+
+
+@pytest.mark.django_db
+def test_an_unbounded_class_policy_stops_retrying_the_whole_workflow_at_the_guard(
+    chrono_forge_env,
+):
+    """An unbounded workflow-level policy must not retry a perform() that always fails forever:
+    the run fails after the guard's number of attempts, each recorded."""
+    from chrono_forge.executor import WORKFLOW_ATTEMPTS_GUARD
+    from chrono_forge.models import ErrorLog
+    from tests.workflows_core import FailsForeverUnbounded
+
+    wf = FailsForeverUnbounded.perform_later("forever")
+    passes = chrono_forge_env.run_all()
+    wf.refresh_from_db()
+    assert wf.state == "failed"
+    assert passes == WORKFLOW_ATTEMPTS_GUARD == 10
+    assert sorted(ErrorLog.objects.filter(workflow=wf).values_list("attempt", flat=True)) == list(
+        range(WORKFLOW_ATTEMPTS_GUARD)
+    )

@@ -497,3 +497,13 @@ class CheckpointProbe(DurableWorkflow):
 
         first = ExecutionLog.objects.get(workflow=self.workflow, step_name="durably_execute$first")
         FLAGS["seen_before_second"] = (connection.in_atomic_block, first.state, first.result)
+
+
+class FailsForeverUnbounded(DurableWorkflow):
+    """A workflow-level error on every pass under an unbounded class policy with no backoff: only
+    chrono_forge's guard on workflow-level attempts ends it."""
+
+    retry_policy = RetryPolicy(max_attempts=None, base=0, cap=0, jitter=False)
+
+    def perform(self):
+        raise RuntimeError("perform() always fails")
