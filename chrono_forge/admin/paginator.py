@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
+from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.utils.functional import cached_property
 
 from .presenters import COUNT_CAP, capped_count
@@ -10,9 +10,14 @@ from .presenters import COUNT_CAP, capped_count
 
 class CappedPaginator(Paginator):
     """``count`` is ``SELECT COUNT(*) FROM (... LIMIT 5001)``: exact up to 5000, then 5001 and
-    ``capped`` is True (shown as "5000+"). Pages past the cap stay reachable with ``?p=``."""
+    ``capped`` is True (shown as "5000+"). Past the cap the count is a floor, not the total, so
+    pages beyond it are sliced by offset without clamping to the count: every row stays
+    reachable with ``?p=`` and the "next page" link, which shows while a page is full and more
+    rows follow (``has_more``, known by reading one row past the page)."""
 
     cap = COUNT_CAP
+    #: Whether the last page served past the cap had rows after it (None until one was served).
+    has_more: bool | None = None
 
     @cached_property
     def count(self) -> int:
@@ -36,3 +41,12 @@ class CappedPaginator(Paginator):
         if number < 1:
             raise EmptyPage("That page number is less than 1")
         return number  # beyond the cap the real last page is unknown; an empty page is fine
+
+    def page(self, number) -> Page:
+        if not self.capped:
+            return super().page(number)
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        rows = list(self.object_list[bottom : bottom + self.per_page + 1])
+        self.has_more = len(rows) > self.per_page
+        return self._get_page(rows[: self.per_page], number, self)

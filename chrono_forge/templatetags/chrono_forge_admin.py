@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django import template
+from django.contrib.admin.views.main import PAGE_VAR
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
@@ -43,3 +44,9 @@ def cf_ago(moment):
 @register.filter
 def cf_short_class(job_class):
     return str(job_class).rsplit(".", 1)[-1]
+
+
+@register.simple_tag
+def cf_page_url(cl, number):
+    """The changelist URL of page ``number`` with the current filters, sort and search kept."""
+    return cl.get_query_string({PAGE_VAR: number})
