@@ -104,7 +104,7 @@ class Cluster:
         if self.process.poll() is None:
             os.kill(
                 self.process.pid, signal.SIGTERM
-            )  # the main process only (dispatch.md pitfall 15)
+            )  # the main process only
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:

@@ -1,4 +1,4 @@
-"""Behaviors §9 (branch / spawn / spawn_each / merge_branches / automerge), §21 item 230 and the
+"""branch / spawn / spawn_each / merge_branches / automerge, bulk dispatch re-validation and the
 completion gate."""
 
 from datetime import timedelta
@@ -47,7 +47,6 @@ def parent_passes_pending(env, key):
     return [run for run in env.pending if run.is_workflow_pass and run.key == key]
 
 
-# -- 87, 92, 93, 95 --------------------------------------------------------------------------------
 def test_spawn_creates_a_linked_child_and_seals_the_branch(chrono_forge_env):
     wb.SpawnOne.perform_later("p")
     chrono_forge_env.run_all()
@@ -95,7 +94,6 @@ def test_the_parent_is_not_replayed_while_it_waits(chrono_forge_env):
     assert Workflow.objects.get(key="p").state == "completed"
 
 
-# -- 88 --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [wb.SpawnOutside, wb.SpawnEachOutside])
 def test_spawning_outside_a_branch_raises_and_stalls(chrono_forge_env, cls):
     cls.perform_later("p")
@@ -106,7 +104,6 @@ def test_spawning_outside_a_branch_raises_and_stalls(chrono_forge_env, cls):
     assert not children_of("p").exists()
 
 
-# -- 89 --------------------------------------------------------------------------------------------
 def test_replay_of_a_sealed_branch_skips_dispatch_and_inserts_nothing(chrono_forge_env):
     env = chrono_forge_env
     wb.SpawnOne.perform_later("p")
@@ -122,7 +119,6 @@ def test_replay_of_a_sealed_branch_skips_dispatch_and_inserts_nothing(chrono_for
     assert Workflow.objects.get(key="p").state == "completed"
 
 
-# -- 90, 91 ----------------------------------------------------------------------------------------
 def test_a_lexically_nested_branch_is_refused_before_its_body_runs(chrono_forge_env):
     wb.Nested.perform_later("p")
     with pytest.raises(InvalidStepArgument, match="nested"):
@@ -140,7 +136,7 @@ def test_dollar_in_a_branch_or_spawn_name_is_refused(chrono_forge_env, which, ba
     assert not children_of("p").exists()
 
 
-# -- 94: the completion gate -----------------------------------------------------------------------
+# -- the completion gate ---------------------------------------------------------------------------
 def test_a_branch_never_merged_fails_the_completion_gate(chrono_forge_env):
     wb.Unmerged.perform_later("p")
     with pytest.raises(UnmergedBranchError) as caught:
@@ -181,7 +177,6 @@ def test_the_gate_costs_no_query_after_a_merge(chrono_forge_env):
     run.release("completed")
 
 
-# -- 96, 97, 98, 99, 101, 102, 103 -----------------------------------------------------------------
 @pytest.mark.parametrize("singular", [False, True])
 def test_merge_branches_joins_two_branches(chrono_forge_env, singular):
     wb.TwoBranches.perform_later("p", singular=singular)
@@ -273,7 +268,7 @@ def test_merge_intervals_are_stored_and_drive_the_first_poll(chrono_forge_env):
     assert poller.args[4:6] == (2.0, 60.0)
 
 
-# -- 100 and 155: "Option A" -----------------------------------------------------------------------
+# -- a failed child holds the merge ----------------------------------------------------------------
 def test_a_failed_child_holds_the_merge_until_an_operator_recovers_it(chrono_forge_env):
     env = chrono_forge_env
     wb.WithFailingChild.perform_later("p")
@@ -297,7 +292,6 @@ def test_a_failed_child_holds_the_merge_until_an_operator_recovers_it(chrono_for
     assert wb.EVENTS["WithFailingChild.finalize"] == 1
 
 
-# -- 104, 105, 106 ---------------------------------------------------------------------------------
 def test_spawn_each_over_an_empty_source_seals_and_completes(chrono_forge_env):
     wb.FanOut.perform_later("p", source="list", n=0)
     chrono_forge_env.run_all()
@@ -328,7 +322,6 @@ def test_nested_fan_out_completes_bottom_up(chrono_forge_env):
     assert wb.RUNS == {"p$top$c$sub$gc": 1}
 
 
-# -- 107, 108, 109, 110 ----------------------------------------------------------------------------
 def test_spawn_each_over_a_queryset_keys_children_by_pk_and_stores_the_cursor(chrono_forge_env):
     pks = wb.seed_groups(5)
     wb.FanOut.perform_later("p", source="groups")
@@ -393,7 +386,7 @@ def test_spawn_each_over_a_list_keys_children_by_position(chrono_forge_env):
     assert log_of("p", "branch$g").metadata["cursors"] == {"n": {"index": 3}}
 
 
-# -- 230: bulk dispatch re-validates (it bypasses perform_later's guard) ---------------------------
+# -- bulk dispatch re-validates (it bypasses perform_later's guard) --------------------------------
 @pytest.mark.parametrize(
     "case, error, match",
     [
@@ -422,7 +415,7 @@ def test_invalid_children_are_refused_before_anything_is_stored(
         assert [run for run in chrono_forge_env.pending if run.key != "p"] == []
 
 
-# -- 133: the poller's queue comes from the settings, read at enqueue time -------------------------
+# -- the poller's queue comes from the settings, read at enqueue time ------------------------------
 def test_the_poller_goes_to_the_branch_merge_cluster(chrono_forge_env):
     env = chrono_forge_env
     wb.SpawnOne.perform_later("p")

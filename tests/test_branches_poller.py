@@ -1,5 +1,5 @@
-"""Behaviors §12 (the branch probe: child counts) and §13 (the merge poller: wake-up, fencing,
-rekick, admin metadata and cadence).
+"""The branch probe (child counts) and the merge poller (wake-up, fencing, rekick, admin metadata
+and cadence).
 
 Each test parks a real parent at its merge (one inline pass), drops the queued children and poller,
 shapes the children's rows, and then drives ``merge_poller.poll`` by hand on the fake clock.
@@ -86,7 +86,7 @@ def seconds_until(env, run):
 STALE = timedelta(minutes=10)
 
 
-# -- §12: the probe's counts -----------------------------------------------------------------------
+# -- the probe's counts ----------------------------------------------------------------------------
 def test_progressing_counts_running_and_never_started_children(chrono_forge_env):
     env = chrono_forge_env
     log = arm(env, n=2)
@@ -135,7 +135,7 @@ def test_counts_are_one_grouped_query_whatever_the_number_of_branches(chrono_for
     assert [counts[pk].never_started for pk in ids] == [1, 2]
 
 
-# -- 127, 128, 129: wake or reschedule -------------------------------------------------------------
+# -- wake or reschedule ----------------------------------------------------------------------------
 def test_all_children_completed_wakes_the_parent_with_its_key_only(chrono_forge_env):
     env = chrono_forge_env
     log = arm(env)
@@ -203,7 +203,7 @@ def test_deleted_branch_logs_stop_the_poller(chrono_forge_env):
     assert env.pending == []
 
 
-# -- 130, 131, 135, 136, 137, 138, 139: rekick -----------------------------------------------------
+# -- rekick ----------------------------------------------------------------------------------------
 def test_a_stale_never_started_child_is_rekicked(chrono_forge_env):
     env = chrono_forge_env
     log = arm(env)
@@ -286,7 +286,7 @@ def test_rekick_bookkeeping_and_debounce(chrono_forge_env):
     assert (third["rekicked"], third["rekick_total"]) == (1, 2)
 
 
-# -- 156, 157, 158: the rekick gate is the never-started count -------------------------------------
+# -- the rekick gate is the never-started count ----------------------------------------------------
 def previous_poll(log, **values):
     metadata = dict(log.metadata)
     metadata["poll"] = {**metadata.get("poll", {}), **values}
@@ -326,7 +326,7 @@ def test_pending_dropping_does_not_close_the_gate(chrono_forge_env):
     assert passes(env) == [("tests.workflows_branches.Leaf", "p$grp$items_0")]
 
 
-# -- 140 to 144: the admin-facing poll metadata ----------------------------------------------------
+# -- the admin-facing poll metadata ----------------------------------------------------------------
 def test_each_poll_records_its_facts_on_the_branch_log(chrono_forge_env):
     env = chrono_forge_env
     log = arm(env)
@@ -411,7 +411,7 @@ def test_a_drain_records_rate_and_eta_and_sets_the_cadence(chrono_forge_env):
     assert seconds_until(env, again) == pytest.approx(120, abs=8)
 
 
-# -- 145, 146, 147: fencing ------------------------------------------------------------------------
+# -- fencing ---------------------------------------------------------------------------------------
 def test_a_superseded_poller_does_nothing_at_all(chrono_forge_env):
     env = chrono_forge_env
     log = arm(env)
@@ -469,7 +469,7 @@ def test_a_token_that_changes_while_counting_aborts_the_write(chrono_forge_env, 
     assert env.pending == [] and "poll" not in branch_log().metadata
 
 
-# -- 132, 134: transient errors and bad arguments --------------------------------------------------
+# -- transient errors and bad arguments ------------------------------------------------------------
 def test_a_transient_database_error_reschedules_with_polynomial_backoff(
     chrono_forge_env, monkeypatch
 ):
@@ -520,7 +520,7 @@ def test_a_poll_costs_the_same_for_3_and_30_children(chrono_forge_env, stale):
     assert sizes[3] == sizes[30]
 
 
-# -- 148 to 154, 164: cadence ----------------------------------------------------------------------
+# -- cadence ---------------------------------------------------------------------------------------
 def delay(**kwargs):
     base = {
         "pending": 0,

@@ -1,5 +1,5 @@
-"""Behaviors §11 (branch replay cost) and §22 item 237, plus the per-batch statement budget of
-performance.md §3: statement counts that must not grow with the number of children."""
+"""Branch replay cost and the bulk child INSERT, plus the per-batch statement budget: statement
+counts that must not grow with the number of children."""
 
 import pytest
 from django.db import connection
@@ -59,7 +59,6 @@ def replay(env, key, *, drop_merge=False):
     return queries
 
 
-# -- 118, 120, 121 ---------------------------------------------------------------------------------
 def test_replaying_a_completed_parent_inserts_and_enqueues_nothing(chrono_forge_env):
     fan_out(chrono_forge_env, "p", 5)
     queries = replay(chrono_forge_env, "p")
@@ -90,7 +89,6 @@ def test_replay_statements_do_not_depend_on_the_number_of_children(chrono_forge_
     assert len(small.captured_queries) == len(large.captured_queries)
 
 
-# -- 119 -------------------------------------------------------------------------------------------
 def test_re_probing_a_dropped_merge_costs_the_same_for_3_and_30_children(chrono_forge_env):
     fan_out(chrono_forge_env, "small", 3)
     fan_out(chrono_forge_env, "large", 30)
@@ -104,7 +102,7 @@ def test_re_probing_a_dropped_merge_costs_the_same_for_3_and_30_children(chrono_
     )
 
 
-# -- 237 and the per-batch budget ------------------------------------------------------------------
+# -- the per-batch budget --------------------------------------------------------------------------
 def test_25_children_in_batches_of_10_cost_4_workflow_inserts(chrono_forge_env):
     with CaptureQueriesContext(connection) as queries:
         fan_out(chrono_forge_env, "p", 25, of=10)

@@ -1,4 +1,4 @@
-"""Behaviors §10: branch crash recovery, with one-shot faults injected by monkeypatch.
+"""branch crash recovery, with one-shot faults injected by monkeypatch.
 
 A spawn_each batch is one transaction (bulk INSERT, SELECT of the still-idle keys, bulk enqueue,
 cursor UPDATE): a crash anywhere inside it rolls the whole batch back, a crash after it resumes from
@@ -75,7 +75,7 @@ def source_kwargs(source):
     return {"source": source, "n": 25, "of": 10}
 
 
-# -- 111, 114: crash before the first cursor advance -----------------------------------------------
+# -- crash before the first cursor advance ---------------------------------------------------------
 @pytest.mark.parametrize("source", ["groups", "list"])
 def test_crash_before_the_first_cursor_advance_restarts_the_stream(
     chrono_forge_env, monkeypatch, source
@@ -93,7 +93,7 @@ def test_crash_before_the_first_cursor_advance_restarts_the_stream(
     assert_fan_out_converged()
 
 
-# -- 112, 113: crash after the first cursor advance ------------------------------------------------
+# -- crash after the first cursor advance ----------------------------------------------------------
 @pytest.mark.parametrize("source, cursor_key", [("groups", "pk"), ("list", "index")])
 def test_crash_after_the_first_cursor_advance_resumes_from_the_cursor(
     chrono_forge_env, monkeypatch, source, cursor_key
@@ -116,7 +116,7 @@ def test_crash_after_the_first_cursor_advance_resumes_from_the_cursor(
     assert_fan_out_converged()
 
 
-# -- 115: crash between the bulk INSERT and the bulk enqueue ---------------------------------------
+# -- crash between the bulk INSERT and the bulk enqueue --------------------------------------------
 def test_crash_between_insert_and_enqueue_rolls_the_batch_back(chrono_forge_env, monkeypatch):
     env = chrono_forge_env
     fault = one_shot(monkeypatch, dispatch, "enqueue_many")
@@ -155,7 +155,7 @@ def test_rows_inserted_but_never_enqueued_are_enqueued_on_resume(chrono_forge_en
     assert not Workflow.objects.filter(state="idle").exists()
 
 
-# -- 116: a pre-completed child is re-yielded ------------------------------------------------------
+# -- a pre-completed child is re-yielded -----------------------------------------------------------
 def test_a_completed_child_re_yielded_by_the_stream_is_left_alone(chrono_forge_env, monkeypatch):
     env = chrono_forge_env
     one_shot(monkeypatch, dispatch, "enqueue_many")
@@ -202,7 +202,6 @@ def datetime_of(value):
     return datetime.fromisoformat(value)
 
 
-# -- 117 -------------------------------------------------------------------------------------------
 def test_a_pre_inserted_child_gets_started_at_on_its_first_pass(chrono_forge_env):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext

@@ -1,4 +1,4 @@
-"""The workflow context and the error-log snapshot (behaviors §18 and §19)."""
+"""The workflow context and the error-log snapshot."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.workflows_core import reset_core  # noqa: F401  (autouse)
 KB = 1024
 
 
-# -- §18 context validation ------------------------------------------------------------------------
+# -- context validation ----------------------------------------------------------------------------
 def test_stored_containers_are_deep_copies():
     source = {"a": [1, {"b": 2}]}
     ctx = Context()
@@ -185,7 +185,7 @@ def test_an_error_message_with_a_nul_character_is_recorded(chrono_forge_env):
     assert error.error_message == "bad\\x00byte" and "\x00" not in error.backtrace
 
 
-# -- §19 error-log snapshot ------------------------------------------------------------------------
+# -- error-log snapshot ----------------------------------------------------------------------------
 @pytest.mark.django_db
 def test_a_small_context_is_copied_into_the_error_log(chrono_forge_env):
     w.FLAGS["context"] = {"order": 7, "items": ["a", "b"]}

@@ -1,4 +1,4 @@
-"""The enqueue contract and bad input (behaviors §21, DESIGN §2): bad input raises before anything
+"""The enqueue contract and bad input: bad input raises before anything
 is stored or enqueued; perform_later inside atomic() enqueues on commit."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def assert_nothing_stored_or_enqueued(env):
     assert w.FLAGS.get("received") is None
 
 
-# -- §21 reserved kwargs and the contract ----------------------------------------------------------
+# -- reserved kwargs and the contract --------------------------------------------------------------
 @pytest.mark.parametrize("how", ENQUEUERS)
 @pytest.mark.parametrize("reserved", ["attempt", "retry_counts", "retry_workflow"])
 def test_reserved_kwargs_are_rejected(chrono_forge_env, how, reserved):

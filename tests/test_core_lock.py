@@ -1,6 +1,6 @@
-"""The lock, continuations and their tokens, the row's retry API (behaviors §14-15, §16.182-185).
+"""The lock, continuations and their tokens, the row's retry API.
 
-§14.174-177 (Solid Queue concurrency hooks) have no Ruby-style hook here; the Python analog is the
+The Ruby gem's Solid Queue concurrency hooks have no counterpart here; the Python analog is the
 ``select_for_update`` lock plus ``ConcurrentExecutionError``: a duplicate delivery exits quietly
 through ``chrono_forge.tasks.run_workflow`` (tested below; the real race is in
 test_core_concurrency.py).
@@ -36,7 +36,7 @@ def make_row(key="k", cls=w.Counter, **fields) -> Workflow:
     )
 
 
-# -- §14 lock --------------------------------------------------------------------------------------
+# -- lock ------------------------------------------------------------------------------------------
 def test_acquire_stamps_started_at_and_locked_by(chrono_forge_env):
     row = make_row()
     run = Pass(w.Counter, "k")
@@ -152,7 +152,7 @@ def test_a_missing_row_is_not_run(chrono_forge_env):
     assert Workflow.objects.count() == 0
 
 
-# -- §14.174-177 analog: duplicate deliveries through the django-q2 task ---------------------------
+# -- duplicate deliveries through the django-q2 task -----------------------------------------------
 def test_a_duplicate_delivery_exits_quietly_through_the_task(chrono_forge_env, caplog):
     row = make_row(locked_by="live-run", locked_at=clock.now(), state="running")
     caplog.set_level("INFO", logger="chrono_forge")
@@ -181,7 +181,7 @@ def test_a_run_that_lost_its_lock_is_reported_by_the_task(chrono_forge_env, monk
     assert chrono_forge_env.pending == []
 
 
-# -- §15 continuation publication ordering ---------------------------------------------------------
+# -- continuation publication ordering -------------------------------------------------------------
 @pytest.fixture
 def lock_at_enqueue(chrono_forge_env, monkeypatch):
     """Records, for every enqueue, the workflow's locked_by as the database shows it at that
@@ -389,7 +389,7 @@ def test_a_racing_wake_up_keeps_the_workflow_retry_budget(chrono_forge_env):
     assert w.calls("WokenFailure.perform") == 3
 
 
-# -- §16.182-185 retry API on the row --------------------------------------------------------------
+# -- retry API on the row --------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "state,retryable",
     [

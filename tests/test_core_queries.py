@@ -1,4 +1,4 @@
-"""Query and commit budgets (performance.md §3-4; behaviors §22 for steps and markers, §23).
+"""Query and commit budgets.
 
 How statements and commits are counted (see tests/core_sql.py): a ``connection.execute_wrapper``
 records every statement and whether ``connection.in_atomic_block`` was set when it ran, and
@@ -66,7 +66,7 @@ def test_trivial_top_level_workflow_budget(chrono_forge_env):
     assert one_pass.count("SELECT") == 1  # the lock; a first pass knows it has no step logs yet
     # reference: 13
     assert len(enqueue.data_statements) + len(one_pass.data_statements) <= 6 + 3 + 4
-    assert enqueue.commits + one_pass.commits <= 4  # the floor of performance.md §5
+    assert enqueue.commits + one_pass.commits <= 4  # the floor: enqueue 1 commit + a pass 3
 
 
 # -- a new step ------------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def test_replaying_completed_steps_costs_nothing_per_step(chrono_forge_env):
         chrono_forge_env.drop_pending()  # the gate is still closed: forget its next retry
     shape = {n: [(s.kind, s.table) for s in sql.data_statements] for n, sql in resumed.items()}
     assert shape[3] == shape[25] == shape[30], resumed[30].dump()
-    # §23: one bulk read of the step logs per pass, whatever N is
+    # one bulk read of the step logs per pass, whatever N is
     assert (
         resumed[3].count("SELECT", EXECUTION_LOG) == resumed[25].count("SELECT", EXECUTION_LOG) == 1
     )

@@ -1,4 +1,4 @@
-"""RetryPolicy and composite (per-error budget) policies (behaviors §3 and §4)."""
+"""RetryPolicy and composite (per-error budget) policies."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ NETWORK = "tests.workflows_core.NetworkError"
 RATE_LIMIT = "tests.workflows_core.RateLimitError"
 
 
-# -- §3 RetryPolicy --------------------------------------------------------------------------------
+# -- RetryPolicy -----------------------------------------------------------------------------------
 def test_attempts_count_from_one_and_include_the_failure():
     policy = RetryPolicy(max_attempts=3)
     assert [policy.retryable(ValueError(), n) for n in (1, 2, 3, 4)] == [True, True, False, False]
@@ -121,7 +121,7 @@ def test_invalid_durations_and_retry_on():
         RetryPolicy(retry_on=["NetworkError"])
 
 
-# -- §4 composite policies -------------------------------------------------------------------------
+# -- composite policies ----------------------------------------------------------------------------
 def test_empty_composite_is_rejected():
     with pytest.raises(ValueError):
         CompositeRetryPolicy([])

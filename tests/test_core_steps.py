@@ -1,5 +1,4 @@
-"""durably_execute, step retries and the workflow lifecycle (behaviors §1 without waits, §2,
-§20)."""
+"""durably_execute, step retries and the workflow lifecycle."""
 
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ def log(wf: Workflow, name: str) -> ExecutionLog:
     return wf.execution_logs.get(step_name=name)
 
 
-# -- §1 kitchen sink lite ------------------------------------------------------------------------
+# -- kitchen sink lite -----------------------------------------------------------------------------
 def test_happy_path_stores_identity_kwargs_options_and_context(chrono_forge_env):
     wf = w.LiteSink.perform_later("sink", kwarg="durable", options={"option1": 1})
     chrono_forge_env.run_all()
@@ -87,7 +86,7 @@ def test_permanent_failure_fails_after_ten_workflow_attempts(chrono_forge_env):
     assert set(errors.values_list("error_message", flat=True)) == {"Permanent Failure"}
     assert w.calls("LiteSink.process_order") == 1  # completed steps are never re-run
     assert chrono_forge_env.pending == []
-    # §1.7: ISO-8601 context timestamps parse back as datetimes
+    # ISO-8601 context timestamps parse back as datetimes
     assert isinstance(datetime.fromisoformat(wf.context["processed_at"]), datetime)
 
 
@@ -186,7 +185,7 @@ def test_retry_now_on_a_completed_workflow_raises_and_writes_nothing(chrono_forg
     assert chrono_forge_env.pending == []
 
 
-# -- §2 durably_execute and step retries -----------------------------------------------------------
+# -- durably_execute and step retries --------------------------------------------------------------
 def test_per_call_policy_caps_attempts(chrono_forge_env):
     wf = w.AlwaysFailsPerCall.perform_later("k")
     chrono_forge_env.run_all()
@@ -294,7 +293,7 @@ def test_at_least_once_a_kill_between_side_effect_and_completed_write_reruns_the
     assert log(wf, "durably_execute$charge").attempts == 2
 
 
-# -- §20 step-name validation ---------------------------------------------------------------------
+# -- step-name validation --------------------------------------------------------------------------
 def test_a_dollar_in_a_step_name_fails_fast_through_perform_now(chrono_forge_env):
     with pytest.raises(InvalidStepName, match=r"bad\$name"):
         w.NamedStep.perform_now("bad", name="bad$name")

@@ -1,4 +1,4 @@
-"""The users' test toolkit, chrono_forge.testing (DESIGN §7)."""
+"""The users' test toolkit, chrono_forge.testing."""
 
 from __future__ import annotations
 

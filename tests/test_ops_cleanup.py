@@ -1,4 +1,4 @@
-"""Behaviors §17: cleanup and retention (chrono_forge.cleanup.run, the maintenance task)."""
+"""cleanup and retention (chrono_forge.cleanup.run, the maintenance task)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def keys():
 
 
 # -- terminal workflows ----------------------------------------------------------------------------
-def test_197_old_completed_and_failed_are_deleted_with_their_logs(chrono_forge_env):
+def test_old_completed_and_failed_are_deleted_with_their_logs(chrono_forge_env):
     make_workflow(chrono_forge_env, "done", "completed", terminal_days_ago=40, logs=2, errors=1)
     make_workflow(chrono_forge_env, "broken", "failed", terminal_days_ago=40, logs=1, errors=3)
     make_workflow(chrono_forge_env, "fresh", "completed", terminal_days_ago=5)
@@ -61,14 +61,14 @@ def test_197_old_completed_and_failed_are_deleted_with_their_logs(chrono_forge_e
     assert ExecutionLog.objects.count() == 1 and ErrorLog.objects.count() == 1
 
 
-def test_198_terminal_for_only_5_days_is_kept(chrono_forge_env):
+def test_terminal_for_only_5_days_is_kept(chrono_forge_env):
     make_workflow(chrono_forge_env, "c", "completed", terminal_days_ago=5)
     make_workflow(chrono_forge_env, "f", "failed", terminal_days_ago=5)
     assert cleanup.run(older_than=30 * DAY)["workflows"] == 0
     assert keys() == {"c", "f"}
 
 
-def test_199_retention_counts_from_the_terminal_transition_not_creation(chrono_forge_env):
+def test_retention_counts_from_the_terminal_transition_not_creation(chrono_forge_env):
     make_workflow(chrono_forge_env, "c", "completed", created_days_ago=365, terminal_days_ago=1)
     make_workflow(chrono_forge_env, "f", "failed", created_days_ago=365, terminal_days_ago=1)
     assert cleanup.run(older_than=30 * DAY)["workflows"] == 0
@@ -76,7 +76,7 @@ def test_199_retention_counts_from_the_terminal_transition_not_creation(chrono_f
 
 
 @pytest.mark.parametrize("state", ["running", "idle", "stalled"])
-def test_200_running_idle_and_stalled_are_never_deleted(chrono_forge_env, state):
+def test_running_idle_and_stalled_are_never_deleted(chrono_forge_env, state):
     wf = make_workflow(chrono_forge_env, "k", state, created_days_ago=90, terminal_days_ago=90)
     # Even a completed_at left over (e.g. an old value) must not make a live row deletable.
     Workflow.objects.filter(pk=wf.pk).update(completed_at=chrono_forge_env.now - 90 * DAY)
@@ -84,14 +84,14 @@ def test_200_running_idle_and_stalled_are_never_deleted(chrono_forge_env, state)
     assert keys() == {"k"}
 
 
-def test_201_completed_older_than_overrides_for_completed_only(chrono_forge_env):
+def test_completed_older_than_overrides_for_completed_only(chrono_forge_env):
     make_workflow(chrono_forge_env, "c", "completed", terminal_days_ago=20)
     make_workflow(chrono_forge_env, "f", "failed", terminal_days_ago=20)
     assert cleanup.run(older_than=365 * DAY, completed_older_than=10 * DAY)["workflows"] == 1
     assert keys() == {"f"}
 
 
-def test_201_failed_older_than_overrides_for_failed_only(chrono_forge_env):
+def test_failed_older_than_overrides_for_failed_only(chrono_forge_env):
     make_workflow(chrono_forge_env, "c", "completed", terminal_days_ago=20)
     make_workflow(chrono_forge_env, "f", "failed", terminal_days_ago=20)
     assert cleanup.run(older_than=365 * DAY, failed_older_than=10 * DAY)["workflows"] == 1
@@ -148,7 +148,7 @@ def test_bad_arguments_raise_before_anything_is_deleted(chrono_forge_env, bad):
     assert keys() == {"old"}
 
 
-def test_208_deleting_a_parents_branch_log_nulls_the_childs_link(chrono_forge_env):
+def test_deleting_a_parents_branch_log_nulls_the_childs_link(chrono_forge_env):
     parent = make_workflow(chrono_forge_env, "parent", "completed", terminal_days_ago=40, logs=0)
     branch_log = ExecutionLog.objects.create(
         workflow=parent, step_name="branch$fan", state="completed"
@@ -215,14 +215,14 @@ def repetition(wf, name, when: datetime, state="completed", created=None):
     )
 
 
-def test_202_repetition_pruning_is_off_without_a_window(chrono_forge_env):
+def test_repetition_pruning_is_off_without_a_window(chrono_forge_env):
     wf, _ = repeat_setup(chrono_forge_env, frontier_days_ago=1)
     old = repetition(wf, "tick", chrono_forge_env.now - 730 * DAY)
     assert cleanup.run()["repetition_logs"] == 0
     assert ExecutionLog.objects.filter(pk=old.pk).exists()
 
 
-def test_203_frontier_rule(chrono_forge_env):
+def test_frontier_rule(chrono_forge_env):
     now = chrono_forge_env.now
     wf, coordination = repeat_setup(chrono_forge_env, frontier_days_ago=30)
     behind = repetition(wf, "tick", now - 31 * DAY)
@@ -238,7 +238,7 @@ def test_203_frontier_rule(chrono_forge_env):
     assert behind.pk not in remaining
 
 
-def test_203_window_limits_pruning_when_the_frontier_is_recent(chrono_forge_env):
+def test_window_limits_pruning_when_the_frontier_is_recent(chrono_forge_env):
     now = chrono_forge_env.now
     wf, _ = repeat_setup(chrono_forge_env, frontier_days_ago=0)
     old = repetition(wf, "tick", now - 10 * DAY)
@@ -253,14 +253,14 @@ def test_203_window_limits_pruning_when_the_frontier_is_recent(chrono_forge_env)
     assert not ExecutionLog.objects.filter(pk__in=[old.pk, failed_old.pk]).exists()
 
 
-def test_204_no_frontier_prunes_nothing(chrono_forge_env):
+def test_no_frontier_prunes_nothing(chrono_forge_env):
     wf, _ = repeat_setup(chrono_forge_env, frontier_days_ago=None)
     repetition(wf, "tick", chrono_forge_env.now - 400 * DAY)
     assert cleanup.run(prune_repetitions_older_than=DAY)["repetition_logs"] == 0
     assert ExecutionLog.objects.count() == 2
 
 
-def test_205_uses_the_timestamp_in_the_step_name_not_created(chrono_forge_env):
+def test_uses_the_timestamp_in_the_step_name_not_created(chrono_forge_env):
     now = chrono_forge_env.now
     wf, _ = repeat_setup(chrono_forge_env, frontier_days_ago=0)
     catch_up = repetition(
@@ -270,7 +270,7 @@ def test_205_uses_the_timestamp_in_the_step_name_not_created(chrono_forge_env):
     assert not ExecutionLog.objects.filter(pk=catch_up.pk).exists()
 
 
-def test_206_batches_prune_every_row_once_and_keep_pending(chrono_forge_env):
+def test_batches_prune_every_row_once_and_keep_pending(chrono_forge_env):
     now = chrono_forge_env.now
     wf, _ = repeat_setup(chrono_forge_env, frontier_days_ago=0)
     for i in range(7):
@@ -282,7 +282,7 @@ def test_206_batches_prune_every_row_once_and_keep_pending(chrono_forge_env):
     ) == [pending.pk]
 
 
-def test_207_scheduled_within_the_window_but_created_long_ago_is_kept(chrono_forge_env):
+def test_scheduled_within_the_window_but_created_long_ago_is_kept(chrono_forge_env):
     now = chrono_forge_env.now
     wf, _ = repeat_setup(chrono_forge_env, frontier_days_ago=0)
     kept = repetition(wf, "tick", now - 2 * DAY, created=now - 60 * DAY)
@@ -290,7 +290,7 @@ def test_207_scheduled_within_the_window_but_created_long_ago_is_kept(chrono_for
     assert ExecutionLog.objects.filter(pk=kept.pk).exists()
 
 
-def test_210_prefix_match_treats_underscore_and_percent_literally(chrono_forge_env):
+def test_prefix_match_treats_underscore_and_percent_literally(chrono_forge_env):
     now = chrono_forge_env.now
     wf, _ = repeat_setup(chrono_forge_env, name="a_b", frontier_days_ago=0)
     # Same workflow, a sibling repeat whose name matches "a_b" only if "_" were a wildcard; it has
@@ -312,7 +312,7 @@ def test_210_prefix_match_treats_underscore_and_percent_literally(chrono_forge_e
     )
 
 
-def test_86_pruning_a_live_repeat_never_re_executes_a_tick(chrono_forge_env):
+def test_pruning_a_live_repeat_never_re_executes_a_tick(chrono_forge_env):
     """Prune all that is prunable (window 0) mid-repeat: no tick runs twice or goes missing."""
     from tests import workflows_ops as w
 
@@ -363,8 +363,8 @@ def test_pruning_dry_run(chrono_forge_env):
     assert ExecutionLog.objects.count() == 4
 
 
-# -- the maintenance task (behavior 209) -----------------------------------------------------------
-def test_209_maintenance_cleanup_takes_plain_day_counts(chrono_forge_env):
+# -- the maintenance task --------------------------------------------------------------------------
+def test_maintenance_cleanup_takes_plain_day_counts(chrono_forge_env):
     make_workflow(chrono_forge_env, "c40", "completed", terminal_days_ago=40)
     make_workflow(chrono_forge_env, "f20", "failed", terminal_days_ago=20)
     make_workflow(chrono_forge_env, "c20", "completed", terminal_days_ago=20)
@@ -373,14 +373,14 @@ def test_209_maintenance_cleanup_takes_plain_day_counts(chrono_forge_env):
     assert keys() == {"c20"}
 
 
-def test_209_maintenance_cleanup_runs_with_no_args(chrono_forge_env):
+def test_maintenance_cleanup_runs_with_no_args(chrono_forge_env):
     make_workflow(chrono_forge_env, "c100", "completed", terminal_days_ago=100)
     make_workflow(chrono_forge_env, "c80", "completed", terminal_days_ago=80)
     assert maintenance.cleanup()["workflows"] == 1  # 90 days by default
     assert keys() == {"c80"}
 
 
-def test_209_enqueued_cleanup_uses_the_maintenance_cluster_at_enqueue_time(
+def test_enqueued_cleanup_uses_the_maintenance_cluster_at_enqueue_time(
     chrono_forge_env, settings
 ):
     settings.CHRONO_FORGE = {"MAINTENANCE_CLUSTER": "housekeeping"}

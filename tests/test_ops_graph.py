@@ -1,4 +1,4 @@
-"""``graph CLASS``: the static listing of a workflow's durable steps (behaviors §25, in part)."""
+"""``graph CLASS``: the static listing of a workflow's durable steps."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def names(cls):
     return [s.step_name for s in durable_steps(cls)[0]]
 
 
-def test_248_a_linear_perform_lists_one_step_per_durable_call_in_order():
+def test_a_linear_perform_lists_one_step_per_durable_call_in_order():
     assert names(w.GraphLinear) == [
         "wait_until$payment_confirmed",
         "wait$fraud_check_delay",
@@ -37,7 +37,7 @@ def test_248_a_linear_perform_lists_one_step_per_durable_call_in_order():
     ]
 
 
-def test_250_252_253_helpers_conditions_loops_and_dynamic_names():
+def test_helpers_conditions_loops_and_dynamic_names():
     steps, warnings = durable_steps(w.GraphShapes)
     assert [s.step_name for s in steps] == [
         "durably_execute$validate",
@@ -53,7 +53,7 @@ def test_250_252_253_helpers_conditions_loops_and_dynamic_names():
     assert "known only at run time" in warnings[0] and "inside a loop" in warnings[1]
 
 
-def test_253_an_empty_perform_warns_and_the_dict_is_json_safe():
+def test_an_empty_perform_warns_and_the_dict_is_json_safe():
     steps, warnings = durable_steps(w.GraphEmpty)
     assert steps == [] and warnings == ["perform() has no durable steps"]
     data = as_dict(w.GraphShapes)

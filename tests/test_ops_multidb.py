@@ -1,4 +1,4 @@
-"""Behaviors §24: config, schema, multi-database, migrations.
+"""config, schema, multi-database, migrations.
 
 The test settings define a second alias, ``secondary``; these tests point
 ``CHRONO_FORGE["DATABASE"]`` (and the router) at it.
@@ -40,9 +40,9 @@ def rows(alias: str) -> tuple[int, int, int]:
     return tuple(model._base_manager.using(alias).count() for model in MODELS)
 
 
-# -- 245: end to end on the second alias -----------------------------------------------------------
+# -- end to end on the second alias ----------------------------------------------------------------
 @pytest.mark.django_db(databases=["default", SECOND])
-def test_245_a_workflow_runs_entirely_on_the_configured_database(chrono_forge_env):
+def test_a_workflow_runs_entirely_on_the_configured_database(chrono_forge_env):
     with ROUTED:
         wf = w.OneStep.perform_later("multi", value=1)
         assert wf._state.db == SECOND
@@ -56,7 +56,7 @@ def test_245_a_workflow_runs_entirely_on_the_configured_database(chrono_forge_en
 
 
 @pytest.mark.django_db(databases=["default", SECOND])
-def test_245_errors_retries_and_operator_actions_stay_on_the_configured_database(chrono_forge_env):
+def test_errors_retries_and_operator_actions_stay_on_the_configured_database(chrono_forge_env):
     with ROUTED:
         w.NeedsFix.perform_later("fix-me")
         chrono_forge_env.run_all()
@@ -104,8 +104,8 @@ def test_enqueue_is_transactional_with_the_orm_broker_on_the_same_alias(monkeypa
     assert rows("default") == (0, 0, 0)
 
 
-# -- 244: the router -------------------------------------------------------------------------------
-def test_244_router_sends_chrono_forge_models_to_the_configured_alias():
+# -- the router ------------------------------------------------------------------------------------
+def test_router_sends_chrono_forge_models_to_the_configured_alias():
     r = ChronoForgeRouter()
     from django.contrib.auth.models import User
 
@@ -120,7 +120,7 @@ def test_244_router_sends_chrono_forge_models_to_the_configured_alias():
         )  # other apps: not ours to say
 
 
-def test_244_migrations_of_chrono_forge_only_on_the_configured_alias():
+def test_migrations_of_chrono_forge_only_on_the_configured_alias():
     r = ChronoForgeRouter()
     assert r.allow_migrate("default", "chrono_forge") is True
     assert r.allow_migrate(SECOND, "chrono_forge", model_name="workflow") is False
@@ -133,7 +133,7 @@ def test_244_migrations_of_chrono_forge_only_on_the_configured_alias():
         assert router.allow_migrate_model("default", Workflow._meta.apps.get_model("auth", "User"))
 
 
-def test_244_relations_between_chrono_forge_rows_are_allowed_others_left_to_django():
+def test_relations_between_chrono_forge_rows_are_allowed_others_left_to_django():
     from django.contrib.auth.models import User
 
     r = ChronoForgeRouter()
@@ -183,8 +183,8 @@ def test_w003_silent_when_broker_and_tables_share_the_alias(settings):
     assert "chrono_forge.W003" not in check_ids()
 
 
-# -- 241 / 242 / 243: models and schema ------------------------------------------------------------
-def test_241_models_inherit_the_librarys_own_abstract_base():
+# -- models and schema -----------------------------------------------------------------------------
+def test_models_inherit_the_librarys_own_abstract_base():
     from model_utils.models import TimeStampedModel
 
     for model in MODELS:
@@ -199,7 +199,7 @@ def test_241_models_inherit_the_librarys_own_abstract_base():
 
 
 @pytest.mark.django_db
-def test_242_schema_indexes_exist_in_the_database():
+def test_schema_indexes_exist_in_the_database():
     connection = connections["default"]
     with connection.cursor() as cursor:
         wf = connection.introspection.get_constraints(cursor, Workflow._meta.db_table)
@@ -215,7 +215,7 @@ def test_242_schema_indexes_exist_in_the_database():
 
 
 @pytest.mark.django_db
-def test_243_primary_key_defaults_to_big_integer():
+def test_primary_key_defaults_to_big_integer():
     assert conf.primary_key_field_path() == "django.db.models.BigAutoField"
     for model in MODELS:
         assert type(model._meta.pk) is dj_models.BigAutoField
@@ -232,7 +232,7 @@ def test_243_primary_key_defaults_to_big_integer():
         assert columns["id"].type_code.lower() == "integer"
 
 
-def test_243_primary_key_follows_default_auto_field_and_explicit_config_wins(settings):
+def test_primary_key_follows_default_auto_field_and_explicit_config_wins(settings):
     settings.DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
     settings.CHRONO_FORGE = {}
     assert type(conf.primary_key_field()) is dj_models.AutoField
@@ -244,7 +244,7 @@ def test_243_primary_key_follows_default_auto_field_and_explicit_config_wins(set
     assert type(conf.primary_key_field()) is dj_models.BigAutoField
 
 
-def test_243_the_models_use_the_configured_field_class():
+def test_the_models_use_the_configured_field_class():
     assert all(type(m._meta.pk) is import_string(conf.primary_key_field_path()) for m in MODELS)
     assert "primary_key_field()" in inspect.getsource(
         import_string("chrono_forge.migrations.0001_initial")
@@ -252,14 +252,14 @@ def test_243_the_models_use_the_configured_field_class():
 
 
 @pytest.mark.django_db
-def test_246_247_migrations_match_the_models():
+def test_migrations_match_the_models():
     out = io.StringIO()
     call_command("makemigrations", "chrono_forge", "--check", "--dry-run", stdout=out)
     assert "No changes detected" in out.getvalue()
 
 
 @pytest.mark.django_db
-def test_247_migrating_again_is_a_no_op():
+def test_migrating_again_is_a_no_op():
     out = io.StringIO()
     call_command("migrate", "chrono_forge", stdout=out)
     call_command("migrate", "chrono_forge", stdout=out)

@@ -1,4 +1,4 @@
-"""Behaviors §16: stalled, failed, retry, resume, reap, and the lost-continuation sweep."""
+"""stalled, failed, retry, resume, reap, and the lost-continuation sweep."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def pending_keys(env):
     return [(run.job_class, run.key) for run in env.pending]
 
 
-# -- 182-185: retryable, retry_now / retry_later ---------------------------------------------------
+# -- retryable, retry_now / retry_later ------------------------------------------------------------
 @pytest.mark.parametrize(
     "state,retryable",
     [
@@ -59,7 +59,7 @@ def pending_keys(env):
         ("idle", False),
     ],
 )
-def test_182_retryable(state, retryable):
+def test_retryable(state, retryable):
     assert Workflow(job_class=ONE_STEP, key="k", state=state).retryable is retryable
     Workflow.objects.create(job_class=ONE_STEP, key="k", state=state)
     assert list(Workflow.objects.retryable().values_list("state", flat=True)) == (
@@ -67,14 +67,14 @@ def test_182_retryable(state, retryable):
     )
 
 
-def test_183_retry_later_on_completed_raises_and_enqueues_nothing(chrono_forge_env):
+def test_retry_later_on_completed_raises_and_enqueues_nothing(chrono_forge_env):
     wf = Workflow.objects.create(job_class=ONE_STEP, key="k", state="completed")
     with pytest.raises(WorkflowNotRetryableError, match="completed"):
         wf.retry_later()
     assert chrono_forge_env.pending == []
 
 
-def test_184_retry_now_on_running_raises(chrono_forge_env):
+def test_retry_now_on_running_raises(chrono_forge_env):
     wf = stranded_row(chrono_forge_env)
     with pytest.raises(WorkflowNotRetryableError, match="running"):
         wf.retry_now()
@@ -83,7 +83,7 @@ def test_184_retry_now_on_running_raises(chrono_forge_env):
     assert wf.state == "running" and wf.locked_by == "dead-run"
 
 
-def test_185_retrying_a_failed_workflow_whose_cause_was_fixed_completes(chrono_forge_env):
+def test_retrying_a_failed_workflow_whose_cause_was_fixed_completes(chrono_forge_env):
     w.NeedsFix.perform_later("order")
     chrono_forge_env.run_all()
     wf = Workflow.objects.get(key="order")
@@ -160,8 +160,8 @@ def test_force_unlock_leaves_non_running_rows_alone(chrono_forge_env):
     assert Workflow.objects.get(pk=wf.pk).state == "completed"
 
 
-# -- 186-196: reap ---------------------------------------------------------------------------------
-def test_186_a_stale_lock_is_reaped_and_nothing_else_is_written(chrono_forge_env):
+# -- reap ------------------------------------------------------------------------------------------
+def test_a_stale_lock_is_reaped_and_nothing_else_is_written(chrono_forge_env):
     wf = stranded_row(chrono_forge_env)
     before = Workflow.objects.values().get(pk=wf.pk)
     with CaptureQueriesContext(connection) as queries:
@@ -177,25 +177,25 @@ def test_186_a_stale_lock_is_reaped_and_nothing_else_is_written(chrono_forge_env
     assert ExecutionLog.objects.count() == 0 and ErrorLog.objects.count() == 0
 
 
-def test_187_a_fresh_lock_is_not_reaped(chrono_forge_env):
+def test_a_fresh_lock_is_not_reaped(chrono_forge_env):
     stranded_row(chrono_forge_env, lock_age=2 * MIN)
     assert Workflow.objects.reap_stalled() == 0
     assert chrono_forge_env.pending == []
 
 
 @pytest.mark.parametrize("state", ["idle", "completed", "failed", "stalled"])
-def test_188_only_running_rows_are_reaped(chrono_forge_env, state):
+def test_only_running_rows_are_reaped(chrono_forge_env, state):
     stranded_row(chrono_forge_env, state=state, lock_age=400 * MIN)
     assert Workflow.objects.reap_stalled() == 0
     assert chrono_forge_env.pending == []
 
 
-def test_189_a_running_row_without_locked_at_is_not_matched(chrono_forge_env):
+def test_a_running_row_without_locked_at_is_not_matched(chrono_forge_env):
     stranded_row(chrono_forge_env, lock_age=None)
     assert Workflow.objects.reap_stalled(stale_after=timedelta(0)) == 0
 
 
-def test_190_stranded_branch_children_are_reaped_like_top_level_workflows(chrono_forge_env):
+def test_stranded_branch_children_are_reaped_like_top_level_workflows(chrono_forge_env):
     parent = Workflow.objects.create(job_class=ONE_STEP, key="parent", state="idle")
     branch = ExecutionLog.objects.create(workflow=parent, step_name="branch$fan", state="pending")
     stranded_row(chrono_forge_env, key="child", parent_execution_log=branch)
@@ -204,7 +204,7 @@ def test_190_stranded_branch_children_are_reaped_like_top_level_workflows(chrono
     assert sorted(key for _, key in pending_keys(chrono_forge_env)) == ["child", "top"]
 
 
-def test_191_a_row_whose_class_is_gone_is_reaped_and_stalled_by_its_worker(chrono_forge_env):
+def test_a_row_whose_class_is_gone_is_reaped_and_stalled_by_its_worker(chrono_forge_env):
     stranded_row(chrono_forge_env, key="ghost", job_class="tests.workflows_ops.Removed")
     stranded_row(chrono_forge_env, key="healthy")
     assert Workflow.objects.reap_stalled() == 2  # the sweep does not judge classes
@@ -221,20 +221,20 @@ def test_191_a_row_whose_class_is_gone_is_reaped_and_stalled_by_its_worker(chron
     )
 
 
-def test_192_threshold_default_and_explicit(chrono_forge_env):
+def test_threshold_default_and_explicit(chrono_forge_env):
     stranded_row(chrono_forge_env, lock_age=20 * MIN)
     assert Workflow.objects.reap_stalled() == 0
     assert Workflow.objects.reap_stalled(stale_after=10 * MIN) == 1
     assert Workflow.objects.reap_stalled(stale_after=600) == 1  # seconds work too
 
 
-def test_193_configured_reap_stale_after(chrono_forge_env, settings):
+def test_configured_reap_stale_after(chrono_forge_env, settings):
     stranded_row(chrono_forge_env, lock_age=20 * MIN)
     settings.CHRONO_FORGE = {"REAP_STALE_AFTER": 15 * MIN}
     assert Workflow.objects.reap_stalled() == 1
 
 
-def test_194_defaults_and_derivation(settings):
+def test_defaults_and_derivation(settings):
     settings.CHRONO_FORGE = {}
     assert conf.max_duration() == 10 * MIN and conf.reap_stale_after() == 30 * MIN
     settings.CHRONO_FORGE = {"MAX_DURATION": 20 * MIN}
@@ -243,7 +243,7 @@ def test_194_defaults_and_derivation(settings):
     assert conf.reap_stale_after() == 45 * MIN
 
 
-def test_195_the_executor_reads_max_duration_at_run_time(chrono_forge_env, settings):
+def test_the_executor_reads_max_duration_at_run_time(chrono_forge_env, settings):
     stranded_row(chrono_forge_env, lock_age=2 * MIN)
     with pytest.raises(ConcurrentExecutionError, match="dead-run"):
         w.OneStep._execute("k")
@@ -253,7 +253,7 @@ def test_195_the_executor_reads_max_duration_at_run_time(chrono_forge_env, setti
     assert Workflow.objects.get(key="k").state == "completed"
 
 
-def test_196_reap_then_drain_steals_the_stale_lock_and_completes(chrono_forge_env):
+def test_reap_then_drain_steals_the_stale_lock_and_completes(chrono_forge_env):
     stranded_row(chrono_forge_env)
     assert Workflow.objects.reap_stalled() == 1
     chrono_forge_env.run_all()

@@ -1,5 +1,5 @@
 """Bad arguments to wait_until / continue_if / durably_repeat fail fast at the call site, name the
-step, store nothing and schedule nothing (and behaviors §20 items 223-224 for the repeat names;
+step, store nothing and schedule nothing (the repeat names included;
 wait's own bad arguments are in test_waits_wait.py)."""
 
 from datetime import datetime, timedelta

@@ -1,4 +1,4 @@
-"""behaviors.md §7: continue_if (event gate, no polling) and §22 236 for its first evaluation."""
+"""continue_if (event gate, no polling) and the cost of its first evaluation."""
 
 import pytest
 
@@ -138,7 +138,7 @@ def test_custom_name(chrono_forge_env):
 
 
 def test_first_evaluation_is_recorded_in_the_insert(chrono_forge_env):
-    # 65 / §22 236: the first evaluation -> 1 INSERT with attempts 1, 0 attempt-only UPDATEs;
+    # the first evaluation -> 1 INSERT with attempts 1, 0 attempt-only UPDATEs;
     # a re-evaluation after a not-met halt bumps attempts with one UPDATE.
     wf = ww.SimpleGate.perform_later("g")
     with capture() as first:

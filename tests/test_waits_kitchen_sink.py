@@ -1,4 +1,5 @@
-"""behaviors.md §1 items 1-4 and 9 (the KitchenSink), §22 items 231-232 and §23 (with a gate)."""
+"""The KitchenSink workflow end to end: its INSERT counts over a whole life and the completed-step
+preload with a gate."""
 
 from datetime import datetime, timedelta
 
@@ -110,7 +111,7 @@ def test_draining_only_due_jobs_parks_on_a_wait(chrono_forge_env):
 
 
 def test_whole_life_inserts_once_per_row(chrono_forge_env):
-    # §22 231-232: over the KitchenSink's whole life (several resumes), execution-log INSERTs ==
+    # over the KitchenSink's whole life (several resumes), execution-log INSERTs ==
     # rows
     # == 5 and no INSERT is attempted for an existing row; exactly 1 INSERT into workflows.
     with capture() as queries:
@@ -125,7 +126,7 @@ def test_whole_life_inserts_once_per_row(chrono_forge_env):
         assert sum(f"'{name}'" in sql or name in sql for sql in inserts) >= 1
 
 
-# --- §23: the completed-step preload, with a continue_if gate -------------------------------------
+# -- the completed-step preload, with a continue_if gate -------------------------------------------
 
 
 def gate_parked(chrono_forge_env, key, n):

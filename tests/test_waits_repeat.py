@@ -1,4 +1,4 @@
-"""behaviors.md §8: durably_repeat, catch-up and fast-forward (and §22 236: its first tick)."""
+"""durably_repeat, catch-up and fast-forward (and its first tick)."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -45,7 +45,7 @@ def iso(moment):
     return moment.isoformat()
 
 
-# --- 66-71: the schedule, the rows, the method's argument, till -----------------------------------
+# -- the schedule, the rows, the method's argument, till -------------------------------------------
 
 
 def test_coordination_and_repetition_logs(chrono_forge_env):
@@ -144,7 +144,7 @@ def test_till_already_true_completes_without_running(chrono_forge_env):
     assert log(wf, "durably_repeat$tick").state == "completed" and repetitions(wf) == []
 
 
-# --- 72-74: start_at and the window ---------------------------------------------------------------
+# -- start_at and the window -----------------------------------------------------------------------
 
 
 def test_future_start_at(chrono_forge_env):
@@ -185,7 +185,7 @@ def test_every_second_over_three_seconds_runs_a_bounded_number_of_times(chrono_f
     assert refresh(wf).state == "completed"
 
 
-# --- 75-77: errors --------------------------------------------------------------------------------
+# -- errors ----------------------------------------------------------------------------------------
 
 
 def test_on_error_continue_retries_a_tick_and_the_schedule_goes_on(chrono_forge_env):
@@ -287,7 +287,7 @@ def test_a_tick_retried_past_its_timeout_fails_as_timed_out(chrono_forge_env):
     assert refresh(wf).state == "completed"
 
 
-# --- 78-85: missed ticks -------------------------------------------------------------------------
+# -- missed ticks ----------------------------------------------------------------------------------
 
 
 def test_negative_timeout_skips_every_tick_with_summary_rows_only(chrono_forge_env):
@@ -470,11 +470,11 @@ def test_one_year_dormancy_fast_forwards_in_one_pass_with_bounded_queries(chrono
 PINNED_DORMANCY_QUERIES = 10
 
 
-# --- 236 and the bulk read -----------------------------------------------------------------------
+# -- the bulk read ---------------------------------------------------------------------------------
 
 
 def test_first_repetition_has_no_attempt_only_update(chrono_forge_env):
-    # §22 236: coordination and first repetition record their first attempt in the INSERT.
+    # coordination and first repetition record their first attempt in the INSERT.
     wf = ww.Repeater.perform_later("r", every=60, limit=5)
     with capture() as first:
         chrono_forge_env.run_due()
@@ -489,7 +489,7 @@ def test_first_repetition_has_no_attempt_only_update(chrono_forge_env):
 
 
 def test_repetition_logs_stay_out_of_the_bulk_read(chrono_forge_env):
-    # §23 240 (rows written by the primitive): the coordination log is in, repetitions are not.
+    # the coordination log is in, repetitions are not.
     wf = ww.Repeater.perform_later("r", every=1, limit=3)
     chrono_forge_env.run_all()
     names = StepLogs(wf.pk).names()

@@ -1,4 +1,4 @@
-"""behaviors.md §5: wait (durable sleep)."""
+"""wait (durable sleep)."""
 
 from datetime import datetime, timedelta
 
@@ -107,7 +107,7 @@ def test_zero_wait_is_a_checkpoint(chrono_forge_env):
 
 
 def test_dollar_in_name_raises_invalid_step_name_and_is_not_retried(chrono_forge_env):
-    # 48 / §20 223: wait(..., "cool$down") -> InvalidStepName through perform_now, not retried.
+    # wait(..., "cool$down") -> InvalidStepName through perform_now, not retried.
     ww.FLAGS["args"] = {"name": "cool$down"}
     with pytest.raises(InvalidStepName, match=r"cool\$down"):
         ww.BadWait.perform_now("w")

@@ -1,4 +1,4 @@
-"""behaviors.md §6: wait_until (polling by continuation)."""
+"""wait_until (polling by continuation)."""
 
 from datetime import datetime, timedelta
 

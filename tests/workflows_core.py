@@ -108,7 +108,7 @@ class StepRaisesExecutionFailed(DurableWorkflow):
 
 
 class ContextApi(DurableWorkflow):
-    """Exercises the context API from inside perform (behaviors §1.10)."""
+    """Exercises the context API from inside perform."""
 
     def perform(self):
         ctx = self.context
@@ -408,8 +408,7 @@ class EchoKwargs(DurableWorkflow):
 
 
 class ContinueWithKwargs(DurableWorkflow):
-    """Schedules a continuation carrying an arbitrary internal argument, then parks (behaviors
-    §15.179)."""
+    """Schedules a continuation carrying an arbitrary internal argument, then parks."""
 
     def perform(self):
         from chrono_forge.exceptions import HaltExecution

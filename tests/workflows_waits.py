@@ -37,7 +37,7 @@ class InjectedError(Exception):
     """What the fault-injection monkeypatch raises."""
 
 
-# --- §1 KitchenSink ------------------------------------------------------------------------------
+# -- KitchenSink -----------------------------------------------------------------------------------
 
 
 class KitchenSink(DurableWorkflow):
@@ -67,7 +67,7 @@ class KitchenSink(DurableWorkflow):
         self.context["completed_at"] = clock.now().isoformat()
 
 
-# --- §5 wait --------------------------------------------------------------------------------------
+# -- wait ------------------------------------------------------------------------------------------
 
 
 class WaitThenStep(DurableWorkflow):
@@ -94,7 +94,7 @@ class BadWait(DurableWorkflow):
         self.wait(args["duration"], args["name"])
 
 
-# --- §6 wait_until --------------------------------------------------------------------------------
+# -- wait_until ------------------------------------------------------------------------------------
 
 
 class WaitUntil(DurableWorkflow):
@@ -177,7 +177,7 @@ class WaitUntilCatches(DurableWorkflow):
         called("done")
 
 
-# --- §7 continue_if -------------------------------------------------------------------------------
+# -- continue_if -----------------------------------------------------------------------------------
 
 
 class Gate(DurableWorkflow):
@@ -264,7 +264,8 @@ class CaughtGateFailure(DurableWorkflow):
 
 
 class ManyStepsGate(DurableWorkflow):
-    """N completed steps, a finished durably_repeat, then a closed gate (the §23 preload shape)."""
+    """N completed steps, a finished durably_repeat, then a closed gate: what the completed-step
+    preload reads."""
 
     def perform(self, *, n=3):
         for index in range(n):
@@ -282,7 +283,7 @@ class ManyStepsGate(DurableWorkflow):
         return bool(FLAGS.get("open"))
 
 
-# --- §8 durably_repeat ---------------------------------------------------------------------------
+# -- durably_repeat --------------------------------------------------------------------------------
 
 
 class Repeater(DurableWorkflow):

@@ -60,7 +60,7 @@ class CollectingORM(ORM):
 def uses_orm_broker() -> bool:
     """Whether django-q2 is configured with its ORM broker, decided from its settings the way
     ``get_broker`` does, without building a broker: building one outside ``atomic()`` closes the
-    caller's "old" database connections (dispatch.md pitfall 10), on every enqueue."""
+    caller's "old" database connections, on every enqueue."""
     if Conf.BROKER_CLASS:
         return issubclass(import_string(Conf.BROKER_CLASS), ORM)
     return not Conf.IRON_MQ and not isinstance(Conf.SQS, dict) and bool(Conf.ORM)
@@ -96,7 +96,7 @@ class DjangoQDispatcher:
 
     def _on_commit(self, push) -> None:
         if self.transactional() or not in_user_transaction():
-            # Inside atomic() the ORM broker does not close "old" connections (dispatch.md pitfall 10).
+            # Inside atomic() the ORM broker does not close "old" connections.
             with transaction.atomic(using=Conf.ORM) if self.uses_orm_broker() else nullcontext():
                 push()
         else:

@@ -12,7 +12,7 @@ the parent overdue and the overdue sweep replays it: the replayed merge re-arms 
 Any later pass that reaches the still-pending merge (the poller's wake-up, or an operator's resume)
 probes again, and if children are still running re-arms with a new token, which retires the previous
 poller. Only ``completed`` children count as done: a failed or stalled child holds the merge until
-an operator retries it ("Option A").
+an operator retries it: a merge never completes over a child that did not.
 """
 
 from __future__ import annotations
