@@ -463,3 +463,25 @@ def test_admin_index_links_the_operator_pages(client, staff):
     body = text(client.get(reverse("admin:app_list", args=["chrono_forge"])))
     for name in ("overview", "waiting", "stranded"):
         assert url(name) in body
+
+
+def test_change_page_says_an_empty_context_is_empty_not_its_json_size(client, staff):
+    """``{}`` serialises to 2 bytes; the page must not report that as the context's size."""
+    empty = make_workflow("completed", context={})
+    full = make_workflow("completed", context={"note": "hello"})
+    html = text(client.get(url("change", empty.pk)))
+    assert '<span class="cf-muted">empty · limit' in html and "2 bytes" not in html
+    assert "The context is empty." in html
+    html = text(client.get(url("change", full.pk)))
+    assert "bytes in total · limit" in html
+
+
+def test_timeline_shows_each_steps_stored_name_beside_its_label(client, staff):
+    """Operators match log lines, ErrorLog rows and `show` output (which use the stored name) to a
+    timeline entry."""
+    workflow = make_workflow("stalled")
+    make_log(workflow, "durably_execute$charge_card", "failed")
+    make_log(workflow, "wait$cool_down")
+    html = text(client.get(url("change", workflow.pk)))
+    assert '<code class="cf-raw-name cf-muted"' in html
+    assert ">durably_execute$charge_card</code>" in html and ">wait$cool_down</code>" in html
