@@ -31,11 +31,12 @@ from django.db.models import Q, QuerySet
 
 from . import clock, conf
 from .models import ErrorLog, ExecutionLog, Workflow
+from .step_names import kind_prefix, repetition_logs_q, repetition_prefix, tick_seconds
 
 IN_FLIGHT = (Workflow.STATE.idle, Workflow.STATE.running, Workflow.STATE.stalled)
 COUNT_KEYS = ("workflows", "execution_logs", "error_logs", "repetition_logs")
-REPEAT_PREFIX = "durably_repeat$"
-BRANCH_PREFIX = "branch$"
+REPEAT_PREFIX = kind_prefix("durably_repeat")
+BRANCH_PREFIX = kind_prefix("branch")
 
 #: ``progress(stage, done, total)``: stage "workflows" (deleted so far / candidates) or
 #: "repetitions" (coordination logs scanned / to scan).
@@ -162,7 +163,7 @@ def _unlink_children(log_ids: list) -> None:
 def coordination_logs() -> QuerySet:
     """``durably_repeat$<name>`` rows (the repetition logs have a second ``$``)."""
     return ExecutionLog.objects.filter(step_name__startswith=REPEAT_PREFIX).exclude(
-        step_name__regex=r"^durably_repeat\$[^$]*\$"
+        repetition_logs_q()
     )
 
 
@@ -175,16 +176,6 @@ def frontier(coordination: ExecutionLog) -> datetime | None:
         return datetime.fromisoformat(value)
     except (TypeError, ValueError):
         return None
-
-
-def tick_seconds(step_name: str, prefix: str) -> int | None:
-    """The unix seconds of a repetition log named ``<prefix><seconds>``, else None. The prefix test
-    is done here (not only with SQL LIKE, where ``_`` and ``%`` are wildcards) so that
-    ``durably_repeat$a_b`` never matches ``durably_repeat$axb$...``."""
-    if not step_name.startswith(prefix):
-        return None
-    suffix = step_name[len(prefix) :]
-    return int(suffix) if suffix.isascii() and suffix.isdigit() else None
 
 
 def _prune_repetitions(
@@ -211,7 +202,7 @@ def _prune_one(coordination: ExecutionLog, before: datetime, batch_size: int, dr
         return 0
     # Strictly before both the window's cutoff and the frontier, in the step name's whole seconds.
     cutoff = math.floor(min(before, last).timestamp())
-    prefix = coordination.step_name + "$"
+    prefix = repetition_prefix(coordination.step_name)
     candidates = ExecutionLog.objects.filter(
         workflow_id=coordination.workflow_id, step_name__startswith=prefix
     ).exclude(state=ExecutionLog.STATE.pending)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from . import clock, conf, dispatch, signals, telemetry
+from . import clock, conf, dispatch, signals, step_names, telemetry
 from .context import Context
 from .errors import record_error
 from .exceptions import (
@@ -68,9 +68,7 @@ LOCK_COLUMNS = (
     "parent_execution_log_id",
 )
 
-COMPLETION_MARKER = "$workflow_completion$"
-FAILURE_MARKER = "$workflow_failure${}"
-RETRY_MARKER = "$workflow_retry${}"
+COMPLETION_MARKER = step_names.COMPLETION_MARKER
 
 #: Step metadata that bounds one try and starts afresh on an operator retry: per-error retry counts,
 #: the failure a failed step replays, and a wait_until's deadline and outcome (a retried wait_until
@@ -264,7 +262,7 @@ class Pass:
         """An operator retry: mark it, give failed steps a fresh budget, and make the row runnable."""
         ExecutionLog.objects.get_or_create(
             workflow_id=row.pk,
-            step_name=RETRY_MARKER.format(int(now.timestamp())),
+            step_name=step_names.retry_marker(int(now.timestamp())),
             defaults={
                 "state": COMPLETED,
                 "attempts": 1,
@@ -471,7 +469,7 @@ class Pass:
         self.outcome_error = error
         with self.final_transaction():
             self.steps.create(
-                FAILURE_MARKER.format(error_log.pk),
+                step_names.failure_marker(error_log.pk),
                 state=COMPLETED,
                 attempts=1,
                 started_at=now,

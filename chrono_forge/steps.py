@@ -20,12 +20,13 @@ from .exceptions import (
 )
 from .models import ExecutionLog
 
+# Repetition logs (``durably_repeat$<name>$<unix_ts>``) grow without bound and are never replayed,
+# so they stay out of the per-pass read. Re-exported here for the modules that import it from steps.
+from .step_names import REPETITION_LOG_PATTERN  # noqa: F401
+
 if TYPE_CHECKING:  # pragma: no cover
     from .workflow import DurableWorkflow
 
-#: Repetition logs (``durably_repeat$<name>$<unix_ts>``) grow without bound and are never replayed,
-#: so they stay out of the per-pass read.
-REPETITION_LOG_PATTERN = r"^durably_repeat\$[^$]*\$"
 
 #: Columns a pass needs from a step log (error text and timestamps stay in the database).
 STEP_COLUMNS = (

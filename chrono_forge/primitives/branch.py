@@ -36,6 +36,7 @@ from ..exceptions import (
     UnmergedBranchError,
 )
 from ..models import Workflow
+from ..step_names import merge_branches
 from ..steps import COMPLETED, PENDING
 from ..validation import (
     check_perform_arguments,
@@ -175,8 +176,9 @@ def ensure_merged(workflow: DurableWorkflow) -> None:
     run = workflow._pass
     merged: set[str] = set()
     for name in run.steps.names():
-        if name.startswith("merge$") and run.steps.get(name).state == COMPLETED:
-            merged.update(name[len("merge$") :].split(","))
+        branches = merge_branches(name)
+        if branches is not None and run.steps.get(name).state == COMPLETED:
+            merged.update(branches)
     for name in run.branches:
         if name not in merged:
             raise UnmergedBranchError(

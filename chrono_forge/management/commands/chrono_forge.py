@@ -29,9 +29,10 @@ from chrono_forge.cleanup import REPEAT_PREFIX
 from chrono_forge.exceptions import ChronoForgeError
 from chrono_forge.liveness import is_stranded, liveness, pending_merges
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
+from chrono_forge import step_names
 from chrono_forge.steps import REPETITION_LOG_PATTERN
 
-FAILURE_PREFIX = "$workflow_failure$"
+FAILURE_PREFIX = step_names.FAILURE_MARKER_PREFIX
 
 
 def _duration(unit: str, seconds: int):
@@ -587,7 +588,7 @@ class Command(BaseCommand):
     def show_repetitions(
         self, wf: Workflow, coordination: ExecutionLog, errors: dict, shown: int = 5
     ) -> None:
-        prefix = coordination.step_name + "$"
+        prefix = step_names.repetition_prefix(coordination.step_name)
         repetitions = ExecutionLog.objects.filter(workflow=wf, step_name__startswith=prefix)
         total = repetitions.count()
         if not total:
