@@ -3,9 +3,9 @@
     from chrono_forge import cleanup
     cleanup.run(older_than=timedelta(days=90))   # -> {"workflows": n, "execution_logs": n, ...}
 
-* A workflow is deleted once it has been terminal for longer than its window: a completed one
-  counted from ``completed_at``, a failed one from its last change (``modified``, written when it
-  failed).
+* A workflow is deleted (with its step logs, error logs and messages) once it has been terminal
+  for longer than its window: a completed one counted from ``completed_at``, a failed one from its
+  last change (``modified``, written when it failed).
   Running, idle and stalled workflows are never deleted, nor the children of one.
 * Repetition logs (``durably_repeat$<name>$<unix_seconds>``) of any workflow are pruned only when a
   window is given, and only behind the coordination log's frontier
@@ -13,8 +13,8 @@
   row, is ever touched. The tick time comes from the step name, not from ``created``.
 
 Workflows go in batches of ``batch_size`` primary keys, each batch in its own short transaction with
-one raw DELETE per table (error logs, execution logs, workflows); repetition logs are pruned
-``batch_size`` rows at a time. No row is loaded as a model instance, so memory stays flat however
+one raw DELETE per table (messages, error logs, execution logs, workflows); repetition logs are
+pruned ``batch_size`` rows at a time. No row is loaded as a model instance, so memory stays flat however
 many rows there are. Raw deletes skip the ORM's ``on_delete``, so links into the deleted rows (a
 child workflow's ``parent_execution_log``) are set to NULL explicitly first.
 """
@@ -30,11 +30,11 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 
 from . import clock, conf
-from .models import ErrorLog, ExecutionLog, Workflow
+from .models import ErrorLog, ExecutionLog, Message, Workflow
 from .step_names import kind_prefix, repetition_logs_q, repetition_prefix, tick_seconds
 
 IN_FLIGHT = (Workflow.STATE.idle, Workflow.STATE.running, Workflow.STATE.stalled)
-COUNT_KEYS = ("workflows", "execution_logs", "error_logs", "repetition_logs")
+COUNT_KEYS = ("workflows", "execution_logs", "error_logs", "repetition_logs", "messages")
 REPEAT_PREFIX = kind_prefix("durably_repeat")
 BRANCH_PREFIX = kind_prefix("branch")
 
@@ -120,7 +120,9 @@ def _delete_workflows(
     for ids in _batches(workflows, batch_size):
         errors = ErrorLog.objects.filter(workflow_id__in=ids)
         logs = ExecutionLog.objects.filter(workflow_id__in=ids)
+        messages = Message.objects.filter(workflow_id__in=ids)
         if dry_run:
+            counts["messages"] += messages.count()
             counts["error_logs"] += errors.count()
             counts["execution_logs"] += logs.count()
             counts["workflows"] += len(ids)
@@ -134,6 +136,7 @@ def _delete_workflows(
                 )
                 errors = ErrorLog.objects.filter(workflow_id__in=ids)
                 logs = ExecutionLog.objects.filter(workflow_id__in=ids)
+                messages = Message.objects.filter(workflow_id__in=ids)
                 # Only branch steps spawn children: a few ids, then an indexed UPDATE (no join,
                 # whose plan on a freshly filled table can be quadratic).
                 branch_logs = list(
@@ -143,6 +146,8 @@ def _delete_workflows(
                 )
                 _unlink_children(branch_logs)
                 # One statement per table: nothing is loaded, however many logs a workflow has.
+                # Messages first: they point at the workflow and at the receive step's log.
+                counts["messages"] += messages._raw_delete(db)
                 counts["error_logs"] += errors._raw_delete(db)
                 counts["execution_logs"] += logs._raw_delete(db)
                 counts["workflows"] += Workflow.objects.filter(pk__in=ids)._raw_delete(db)

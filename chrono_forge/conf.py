@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "CONTEXT_KEY_MAX_LENGTH": 255,  # characters
     "KWARGS_MAX_BYTES": 64 * 1024,  # a workflow's kwargs and options together, as JSON
     "RESULT_MAX_BYTES": 64 * 1024,
+    "MESSAGE_MAX_BYTES": 64 * 1024,  # a message's payload, as JSON
     "ERROR_CONTEXT_MAX_BYTES": 64 * 1024,
     "ERROR_MESSAGE_MAX_CHARS": 10_000,  # longer error messages are stored truncated
     "ERROR_BACKTRACE_MAX_CHARS": 100_000,  # and longer tracebacks too
@@ -48,6 +49,7 @@ BYTES_SETTINGS = (
     "CONTEXT_MAX_BYTES",
     "KWARGS_MAX_BYTES",
     "RESULT_MAX_BYTES",
+    "MESSAGE_MAX_BYTES",
     "ERROR_CONTEXT_MAX_BYTES",
 )
 #: Limits counted in characters (positive ints, like the byte limits).

@@ -83,6 +83,14 @@ class WorkflowNotRetryableError(ChronoForgeError):
     """``retry_now``/``retry_later`` on a workflow that is not failed or stalled."""
 
 
+class UnknownWorkflowError(ChronoForgeError, LookupError):
+    """A message was sent to a workflow key that does not exist (for that class)."""
+
+
+class WorkflowFinishedError(ChronoForgeError):
+    """A message was sent to a workflow that is completed or failed: nothing will consume it."""
+
+
 class EnqueueError(ChronoForgeError):
     """The broker refused a workflow's pass; the message says whether anything was stored."""
 
@@ -118,6 +126,8 @@ __all__ = [
     "UnmergedBranchError",
     "UnknownBranchError",
     "WorkflowNotRetryableError",
+    "UnknownWorkflowError",
+    "WorkflowFinishedError",
     "ConcurrentExecutionError",
     "LongRunningConcurrentExecutionError",
     "ContextValidationError",

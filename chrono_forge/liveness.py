@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from . import clock, conf
 from .models import ExecutionLog, Workflow
+from .step_names import MalformedStepName, StepName
 
 BLOCKED_STATES = (Workflow.STATE.failed, Workflow.STATE.stalled)
 
@@ -48,7 +49,7 @@ def liveness(
         return None
     if due is None:
         if workflow.parked_on:
-            text = f"parked on event {workflow.parked_on} since"
+            text = f"parked on {parked_reason(workflow.parked_on)} since"
             return Liveness("parked", text, workflow.parked_since, False)
         late = workflow.modified is not None and workflow.modified < cutoff
         return Liveness(
@@ -66,6 +67,18 @@ def liveness(
     if overdue:
         return Liveness("scheduled", "overdue: the next pass was due", due, True)
     return Liveness("scheduled", "scheduled for", due, False)
+
+
+def parked_reason(parked_on: str) -> str:
+    """What a parked run waits for: ``message <topic>`` for a receive (its step's name, which is
+    the topic unless ``name=`` was given), else ``event <step>``."""
+    try:
+        parsed = StepName.parse(parked_on)
+    except MalformedStepName:
+        return f"event {parked_on}"
+    if parsed.kind == "receive":
+        return f"message {parsed.name}"
+    return f"event {parked_on}"
 
 
 def pending_merges(workflow_ids) -> set:

@@ -1,4 +1,4 @@
-"""Workflow, ExecutionLog and ErrorLog.
+"""Workflow, ExecutionLog, ErrorLog and Message.
 
 Writes go through ``QuerySet.update()`` with explicit columns, so each statement touches only what it
 must (``save()`` would rewrite the JSON columns). Timestamps come from :mod:`chrono_forge.clock`.
@@ -284,6 +284,20 @@ class Workflow(TimeStampedModel):
         self.wake()
         return self
 
+    def send(self, topic: str, payload: Any, *, idempotency_key: str | None = None) -> Message:
+        """Deliver a message to this run; see :meth:`DurableWorkflow.send
+        <chrono_forge.workflow.DurableWorkflow.send>` (same arguments and errors).
+
+        Example::
+
+            Workflow.objects.get(job_class=..., key="order-123").send("payment", {"amount": 5})
+        """
+        from .messages import send
+
+        return send(
+            self.workflow_class(), self.key, topic, payload, idempotency_key=idempotency_key
+        )
+
     def wake(self) -> None:
         """Deliver an external wake-up (``perform_later`` of an existing key, ``resume``, the
         merge poller's all-done): record it on the row, then enqueue a pass.
@@ -369,3 +383,65 @@ class ErrorLog(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.error_class}: {self.error_message[:80]}"
+
+
+class MessageQuerySet(ChronoForgeQuerySet):
+    def pending(self):
+        """Messages no ``receive`` consumed yet (``consumed_at`` is the mark: it stays even if the
+        consuming step's log is deleted)."""
+        return self.filter(consumed_at__isnull=True)
+
+    def consumed(self):
+        return self.filter(consumed_at__isnull=False)
+
+    def next_for(self, workflow_id: Any, topic: str):
+        """The oldest pending message of ``topic`` for one workflow (FIFO: arrival order, which
+        is commit order, as a send locks the workflow row before it inserts)."""
+        return self.pending().filter(workflow_id=workflow_id, topic=topic).order_by("pk")
+
+
+class Message(models.Model):
+    """A payload sent to one workflow run under a topic, consumed once by a ``receive`` step."""
+
+    id = conf.primary_key_field()
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="messages")
+    topic = models.CharField(max_length=255)
+    payload = models.JSONField(null=True, blank=True)
+    idempotency_key = models.CharField(
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text="Unique per workflow: a second send with the same key returns this message.",
+    )
+    created = models.DateTimeField()
+    consumed_by = models.ForeignKey(
+        ExecutionLog,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="consumed_messages",
+        help_text="The receive step that consumed this message.",
+    )
+    consumed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a receive consumed it (None: pending)."
+    )
+
+    objects = ChronoForgeManager.from_queryset(MessageQuerySet)()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "idempotency_key"], name="chrono_forge_msg_idempotency"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["workflow", "topic", "id"], name="chrono_forge_msg_topic"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} #{self.pk}"
+
+    @property
+    def pending(self) -> bool:
+        return self.consumed_at is None

@@ -3,7 +3,8 @@
 Every step log's ``step_name`` is one of:
 
 * ``<kind>$<name>`` — a primitive's step (``durably_execute$charge``, ``branch$fan``,
-  ``merge$a,b`` whose name is the sorted, comma-joined branch names);
+  ``merge$a,b`` whose name is the sorted, comma-joined branch names, ``receive$payment`` whose
+  name is the topic unless ``name=`` was given, ``send_to$payment`` likewise);
 * ``durably_repeat$<name>$<unix seconds>`` — one tick (a *repetition log*) of the coordination
   log ``durably_repeat$<name>``;
 * ``$workflow_<marker>$<ref>`` — a lifecycle marker written by the executor:
@@ -52,6 +53,8 @@ KINDS = (
     "continue_if",
     "branch",
     "merge",
+    "receive",
+    "send_to",
 )
 
 #: Lifecycle markers (an empty kind). The completion marker is the whole name; the others carry a

@@ -15,6 +15,9 @@ from .exceptions import InvalidStepName
 RESERVED_KWARGS = frozenset({"attempt", "retry_counts", "retry_workflow"})
 KEY_MAX_LENGTH = 255
 STEP_NAME_MAX_LENGTH = 255
+#: A message topic; ``receive$<topic>`` must still fit in a step name.
+TOPIC_MAX_LENGTH = 200
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
 
 #: How deeply lists and dicts may nest in a stored JSON value.
@@ -210,6 +213,47 @@ def validate_options(options: Any, *, kwargs: dict[str, Any] | None = None) -> d
     return to_json(
         options, "workflow options (with the kwargs)", max_bytes=limit, setting="KWARGS_MAX_BYTES"
     )
+
+
+def validate_topic(topic: Any) -> str:
+    """A message topic: a non-empty str of at most TOPIC_MAX_LENGTH characters, without ``$``
+    (``receive$<topic>`` is the default step name of the receive that consumes it)."""
+    if not isinstance(topic, str):
+        raise TypeError(f"message topic must be a str, got {type(topic).__name__} {_short(topic)}")
+    if not topic:
+        raise ValueError("message topic must not be empty")
+    check_text(topic, "message topic")
+    if "$" in topic:
+        raise ValueError(f"message topic {topic!r} must not contain '$' (reserved step separator)")
+    if len(topic) > TOPIC_MAX_LENGTH:
+        raise ValueError(
+            f"message topic is {len(topic)} characters; the limit is {TOPIC_MAX_LENGTH}"
+        )
+    return topic
+
+
+def validate_idempotency_key(value: Any) -> str | None:
+    """None, or a non-empty str of at most IDEMPOTENCY_KEY_MAX_LENGTH characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(
+            f"idempotency_key must be a str or None, got {type(value).__name__} {_short(value)}"
+        )
+    if not value:
+        raise ValueError("idempotency_key must not be empty (pass None for no key)")
+    check_text(value, "idempotency_key")
+    if len(value) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise ValueError(
+            f"idempotency_key is {len(value)} characters; the limit is {IDEMPOTENCY_KEY_MAX_LENGTH}"
+        )
+    return value
+
+
+def validate_payload(payload: Any) -> Any:
+    """A message payload as stored: JSON stored unchanged, at most MESSAGE_MAX_BYTES."""
+    limit = conf.get("MESSAGE_MAX_BYTES")
+    return to_json(payload, "message payload", max_bytes=limit, setting="MESSAGE_MAX_BYTES")
 
 
 def validate_name(name: Any, *, what: str = "step name", forbidden: str = "$") -> str:

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 
 from . import clock, conf, dispatch, registry
 from .exceptions import EnqueueError, WorkflowNotRetryableError
-from .models import Workflow
+from .models import Message, Workflow
 from .primitives import durably_execute as _durably_execute
 from .retry import AnyRetryPolicy, RetryPolicy, coerce
 from .validation import (
@@ -160,6 +160,44 @@ class DurableWorkflow:
             dispatch.enqueue(row.job_class, row.key, retry_workflow=True, token=token_for(now))
         row.next_run_at = now
         return row
+
+    @classmethod
+    def send(
+        cls, key: str, topic: str, payload: Any, *, idempotency_key: str | None = None
+    ) -> Message:
+        """Deliver ``payload`` to the run ``key`` under ``topic``, durably, for a
+        :meth:`receive` to consume, and wake the run exactly like ``Workflow.resume()``.
+
+        The message and the wake-up commit together (inside ``transaction.atomic()``, with the
+        caller's own writes: a rollback drops both). Messages of one topic are consumed in the
+        order their sends committed. A send while a pass runs is not lost: that pass runs again
+        as soon as it releases.
+
+        Args:
+            key: the run's key (branch children's keys included).
+            topic: a non-empty string without ``$``, at most 200 characters.
+            payload: a JSON value (dicts, lists, str, numbers, bools, None), at most
+                ``MESSAGE_MAX_BYTES`` as JSON.
+            idempotency_key: a non-empty string unique per run; a send repeating it returns the
+                first message and stores nothing (a webhook's event id, for instance).
+
+        Returns:
+            The stored ``Message`` (or the first one with that ``idempotency_key``).
+
+        Raises:
+            UnknownWorkflowError: no run of this class has that key.
+            WorkflowFinishedError: the run is completed; nothing would consume the message.
+            TypeError, ValueError: bad arguments; nothing was read or stored.
+
+        Example::
+
+            # in a payment provider's webhook view
+            OrderWorkflow.send(f"order-{order_id}", "payment", {"amount": 5},
+                               idempotency_key=event["id"])
+        """
+        from .messages import send
+
+        return send(cls, key, topic, payload, idempotency_key=idempotency_key)
 
     # -- internals -------------------------------------------------------------------------------
     @classmethod
@@ -398,6 +436,41 @@ class DurableWorkflow:
         from .primitives.continue_if import continue_if
 
         return continue_if(self, condition, name=name)
+
+    def receive(
+        self,
+        topic: str,
+        *,
+        timeout: timedelta | float | None = None,
+        name: str | None = None,
+    ) -> Any:
+        """Consume the oldest pending message of ``topic`` sent to this run (:meth:`send`).
+
+        Each message is consumed exactly once: the step records which message it took, so a
+        replay returns the same payload without reading or consuming another. With no message
+        pending the run parks with nothing scheduled (like :meth:`continue_if`) until a send wakes
+        it; a message sent before the ``receive`` ran is found at once.
+
+        Args:
+            topic: the topic to consume (a non-empty string without ``$``).
+            timeout: ``None`` waits for ever; a ``timedelta`` or seconds (0 checks once) waits at
+                most that long, fixed at the first call.
+            name: the step name (``receive$<name>``); default: the topic. Receiving the same topic
+                several times (a loop) needs a distinct name per call.
+
+        Returns:
+            The message's payload, or ``None`` when the timeout passed first.
+
+        Example::
+
+            payment = self.receive("payment")
+            for i in range(3):
+                answer = self.receive("answer", name=f"answer-{i}",
+                                      timeout=timedelta(days=1))
+        """
+        from .primitives.receive import receive
+
+        return receive(self, topic, timeout=timeout, name=name)
 
     def durably_repeat(
         self,

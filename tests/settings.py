@@ -160,6 +160,7 @@ CHRONO_FORGE = {
         "tests.workflows_crash",
         "tests.workflows_engines",
         "tests.workflows_liveness",
+        "tests.workflows_messages",
         "tests.workflows_ops",
         "tests.workflows_poison",
         "tests.workflows_signals",

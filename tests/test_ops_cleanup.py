@@ -56,7 +56,13 @@ def test_old_completed_and_failed_are_deleted_with_their_logs(chrono_forge_env):
 
     result = cleanup.run(older_than=30 * DAY)
 
-    assert result == {"workflows": 2, "execution_logs": 3, "error_logs": 4, "repetition_logs": 0}
+    assert result == {
+        "workflows": 2,
+        "execution_logs": 3,
+        "error_logs": 4,
+        "repetition_logs": 0,
+        "messages": 0,
+    }
     assert keys() == {"fresh"}
     assert ExecutionLog.objects.count() == 1 and ErrorLog.objects.count() == 1
 
@@ -105,7 +111,13 @@ def test_batches_delete_every_row_exactly_once(chrono_forge_env):
         )
     make_workflow(chrono_forge_env, "new", "completed", terminal_days_ago=1)
     result = cleanup.run(older_than=30 * DAY, batch_size=2)
-    assert result == {"workflows": 7, "execution_logs": 21, "error_logs": 14, "repetition_logs": 0}
+    assert result == {
+        "workflows": 7,
+        "execution_logs": 21,
+        "error_logs": 14,
+        "repetition_logs": 0,
+        "messages": 0,
+    }
     assert keys() == {"new"}
 
 
@@ -114,7 +126,13 @@ def test_dry_run_counts_exactly_and_deletes_nothing(chrono_forge_env):
         make_workflow(chrono_forge_env, f"old{i}", "failed", terminal_days_ago=40, logs=2, errors=1)
     before = (Workflow.objects.count(), ExecutionLog.objects.count(), ErrorLog.objects.count())
     result = cleanup.run(older_than=30 * DAY, batch_size=2, dry_run=True)
-    assert result == {"workflows": 3, "execution_logs": 6, "error_logs": 3, "repetition_logs": 0}
+    assert result == {
+        "workflows": 3,
+        "execution_logs": 6,
+        "error_logs": 3,
+        "repetition_logs": 0,
+        "messages": 0,
+    }
     assert (
         Workflow.objects.count(),
         ExecutionLog.objects.count(),
@@ -190,7 +208,7 @@ def test_deletes_are_raw_bulk_statements_not_per_row(chrono_forge_env):
         result = cleanup.run(older_than=30 * DAY, batch_size=1000)
     assert result["execution_logs"] == 100
     deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]
-    assert len(deletes) == 3  # one per table: error logs, execution logs, workflows
+    assert len(deletes) == 4  # one per table: messages, error logs, execution logs, workflows
 
 
 # -- repetition logs -------------------------------------------------------------------------------
@@ -232,7 +250,13 @@ def test_frontier_rule(chrono_forge_env):
 
     result = cleanup.run(prune_repetitions_older_than=7 * DAY)
 
-    assert result == {"workflows": 0, "execution_logs": 0, "error_logs": 0, "repetition_logs": 1}
+    assert result == {
+        "workflows": 0,
+        "execution_logs": 0,
+        "error_logs": 0,
+        "repetition_logs": 1,
+        "messages": 0,
+    }
     remaining = set(ExecutionLog.objects.values_list("pk", flat=True))
     assert remaining == {coordination.pk, at_frontier.pk, ahead.pk, pending.pk}
     assert behind.pk not in remaining
@@ -491,6 +515,7 @@ def test_cleanup_of_100k_log_rows_has_bounded_memory(chrono_forge_env, settings)
         "execution_logs": 100_000,
         "error_logs": 10_000,
         "repetition_logs": 0,
+        "messages": 0,
     }
     assert ExecutionLog.objects.count() == 0 and Workflow.objects.count() == 0
     # Ten times the rows, (nearly) the same peak: nothing proportional to the row count is held.

@@ -279,7 +279,8 @@ def test_cleanup_deletes_and_reports(chrono_forge_env):
     out, err = run("cleanup")
     assert (
         out.strip()
-        == "Deleted 3 workflow(s), 3 execution log(s), 0 error log(s), 0 repetition log(s)."
+        == "Deleted 3 workflow(s), 3 execution log(s), 0 error log(s), 0 repetition log(s), "
+        "0 message(s)."
     )
     assert err == ""  # one batch: no progress bar
     assert list(Workflow.objects.values_list("key", flat=True)) == ["recent"]
@@ -429,5 +430,11 @@ def test_installed_schedules_call_the_maintenance_functions(chrono_forge_env):
     assert results == {
         "reap": 1,
         "resume-overdue": 0,
-        "cleanup": {"workflows": 0, "execution_logs": 0, "error_logs": 0, "repetition_logs": 0},
+        "cleanup": {
+            "workflows": 0,
+            "execution_logs": 0,
+            "error_logs": 0,
+            "repetition_logs": 0,
+            "messages": 0,
+        },
     }

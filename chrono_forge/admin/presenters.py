@@ -23,6 +23,7 @@ from ..liveness import (  # noqa: F401  (re-exported: the admin views use them t
     is_stranded,
     liveness,
     overdue_grace,
+    parked_reason,
     pending_merges,
 )
 from ..models import ErrorLog, ExecutionLog, Workflow
@@ -58,10 +59,16 @@ KIND_LABELS = {
     "durably_repeat": "repeat",
     "branch": "branch",
     "merge": "merge",
+    "receive": "receive",
+    "send_to": "send to",
 }
 #: Kinds whose ``attempts`` counts condition checks rather than tries.
-POLLING_KINDS = frozenset({"wait_until", "continue_if", "merge", "durably_repeat", "branch"})
-WAIT_KINDS = frozenset({"wait", "wait_until", "continue_if", "merge", "durably_repeat", "branch"})
+POLLING_KINDS = frozenset(
+    {"wait_until", "continue_if", "merge", "durably_repeat", "branch", "receive"}
+)
+WAIT_KINDS = frozenset(
+    {"wait", "wait_until", "continue_if", "merge", "durably_repeat", "branch", "receive"}
+)
 
 BLOCKED_STATES = (Workflow.STATE.failed, Workflow.STATE.stalled)
 STATES = ("idle", "running", "completed", "failed", "stalled")
@@ -263,7 +270,7 @@ def row_status(workflow: Workflow, now: datetime | None = None) -> tuple[str, st
         if workflow.parked_on:
             since = workflow.parked_since
             when = f" since {since:%Y-%m-%d %H:%M:%S}" if since else ""
-            return "parked", "violet", f"parked on event {workflow.parked_on}{when}"
+            return "parked", "violet", f"parked on {parked_reason(workflow.parked_on)}{when}"
         return "idle ⚠", "amber", "nothing scheduled and not parked: the overdue sweep wakes it"
     tones = {
         "idle": "slate",
@@ -293,7 +300,7 @@ def row_duration(workflow: Workflow, now: datetime | None = None) -> float | Non
 @dataclass
 class WaitInfo:
     workflow_id: Any
-    kind: str  # "event" (continue_if) or "poll" (wait_until)
+    kind: str  # "event" (continue_if), "message" (receive) or "poll" (wait_until)
     condition: str
     since: datetime | None
     timeout_at: datetime | None
@@ -302,15 +309,25 @@ class WaitInfo:
     def age(self, now: datetime) -> float | None:
         return seconds_between(self.since, now)
 
+    @property
+    def waits_for_event(self) -> bool:
+        """Only something outside the run ends it (a wake-up, a message), never the clock."""
+        return self.kind == "event" or (self.kind == "message" and self.timeout_at is None)
+
 
 def latest_pending_waits(workflow_ids) -> dict[Any, WaitInfo]:
-    """The latest pending ``wait_until``/``continue_if`` log of each workflow, in one query."""
+    """The latest pending ``wait_until``/``continue_if``/``receive`` log of each workflow, in one
+    query."""
     ids = list(workflow_ids)
     if not ids:
         return {}
     logs = (
         ExecutionLog.objects.filter(workflow_id__in=ids, state=ExecutionLog.STATE.pending)
-        .filter(Q(step_name__startswith="wait_until$") | Q(step_name__startswith="continue_if$"))
+        .filter(
+            Q(step_name__startswith="wait_until$")
+            | Q(step_name__startswith="continue_if$")
+            | Q(step_name__startswith="receive$")
+        )
         .only("id", "workflow_id", "step_name", "started_at", "metadata")
         .order_by("workflow_id", F("started_at").desc(nulls_last=True), "-id")
     )
@@ -320,10 +337,15 @@ def latest_pending_waits(workflow_ids) -> dict[Any, WaitInfo]:
             continue
         parsed = parse_step_name(log.step_name)
         metadata = log.metadata if isinstance(log.metadata, dict) else {}
+        if parsed.kind == "receive":
+            kind, condition = "message", f"message {metadata.get('topic') or parsed.name}"
+        else:
+            kind = "event" if parsed.kind == "continue_if" else "poll"
+            condition = str(metadata.get("condition") or parsed.name)
         waits[log.workflow_id] = WaitInfo(
             workflow_id=log.workflow_id,
-            kind="event" if parsed.kind == "continue_if" else "poll",
-            condition=str(metadata.get("condition") or parsed.name),
+            kind=kind,
+            condition=condition,
             since=log.started_at,
             timeout_at=parse_time(metadata.get("timeout_at")),
             step_name=log.step_name,

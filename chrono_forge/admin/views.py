@@ -352,17 +352,17 @@ class WorkflowViews:
                     "age_text": p.human_duration(age),
                     "over": over,
                     "meter": p.bucket(100 * age / threshold) if threshold else 100,
-                    "tone": ("rose" if wait.kind == "event" else "amber") if over else "sky",
+                    "tone": ("rose" if wait.waits_for_event else "amber") if over else "sky",
                 }
             )
         # Event waits over the threshold first (they never resume on their own), then the oldest.
         items.sort(
-            key=lambda item: (not (item["over"] and item["wait"].kind == "event"), -item["age"])
+            key=lambda item: (not (item["over"] and item["wait"].waits_for_event), -item["age"])
         )
-        stalled_events = [i for i in items if i["over"] and i["wait"].kind == "event"]
+        stalled_events = [i for i in items if i["over"] and i["wait"].waits_for_event]
         oldest_by_class: dict[str, dict] = {}
         for item in items:
-            if item["wait"].kind != "event":
+            if not item["wait"].waits_for_event:
                 continue
             current = oldest_by_class.get(item["workflow"].job_class)
             if current is None or item["age"] > current["age"]:

@@ -698,7 +698,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{verb} {counts['workflows']} workflow(s), {counts['execution_logs']} execution "
             f"log(s), {counts['error_logs']} error log(s), {counts['repetition_logs']} "
-            f"repetition log(s)."
+            f"repetition log(s), {counts['messages']} message(s)."
         )
 
     def handle_graph(self, workflow_class: str, as_json: bool, **_: Any) -> None:
