@@ -135,9 +135,13 @@ class Inserter:
         self.per_statement = max(1, min(1000, 30000 // len(columns)))
         self.rows: list[tuple] = []
         self.count = 0
-        self.json = {f.column for f in model._meta.concrete_fields if f.get_internal_type() == "JSONField"}
+        self.json = {
+            f.column for f in model._meta.concrete_fields if f.get_internal_type() == "JSONField"
+        }
         self.times = {
-            f.column for f in model._meta.concrete_fields if f.get_internal_type() == "DateTimeField"
+            f.column
+            for f in model._meta.concrete_fields
+            if f.get_internal_type() == "DateTimeField"
         }
 
     def add(self, **values) -> None:
@@ -370,7 +374,9 @@ def reset_sequences_and_analyze() -> None:
     from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 
     with connection.cursor() as cursor:
-        for sql in connection.ops.sequence_reset_sql(no_style(), [Workflow, ExecutionLog, ErrorLog]):
+        for sql in connection.ops.sequence_reset_sql(
+            no_style(), [Workflow, ExecutionLog, ErrorLog]
+        ):
             cursor.execute(sql)
     if connection.vendor == "postgresql":
         # What autovacuum does soon after a bulk load (statistics, visibility map).
@@ -597,7 +603,9 @@ def run(args) -> int:
 
         before += ErrorLog.objects.count()
         result = measure(
-            "cleanup --older-than 0 (real)", command("cleanup", "--older-than", "0", "--no-progress"), 1
+            "cleanup --older-than 0 (real)",
+            command("cleanup", "--older-than", "0", "--no-progress"),
+            1,
         )
         after = Workflow.objects.count() + ExecutionLog.objects.count() + ErrorLog.objects.count()
         deleted = before - after
