@@ -1,5 +1,6 @@
 """Fixtures and hooks for chrono_forge's own tests (no tests here)."""
 
+import itertools
 import os
 import re
 import signal
@@ -326,3 +327,36 @@ def _fresh_default_cache():
 
     cache.clear()
     yield
+
+
+# --- admin users -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def login_as(client):
+    """``login_as("retry_workflow", ...)`` logs the test client in as a new staff user holding
+    ``view_workflow`` plus exactly these permission codenames (``view=False`` leaves out
+    ``view_workflow``), and returns the user."""
+    from django.contrib.auth.models import Permission, User
+
+    logins = itertools.count(1)
+
+    def login(*codenames, view=True):
+        # a new user per call: a test may log in twice with different permissions
+        user = User.objects.create_user(f"operator{next(logins)}", password="pw", is_staff=True)
+        wanted = ["view_workflow", *codenames] if view else list(codenames)
+        user.user_permissions.add(*Permission.objects.filter(codename__in=wanted))
+        client.force_login(user)
+        return user
+
+    return login
+
+
+@pytest.fixture
+def operator(client):
+    """The test client logged in as a superuser (every admin permission)."""
+    from django.contrib.auth.models import User
+
+    user = User.objects.create_superuser("root", password="pw")
+    client.force_login(user)
+    return user

@@ -17,3 +17,8 @@ def wait_for(predicate, timeout, interval=0.05, message=None):
             what = message or getattr(predicate, "__name__", repr(predicate))
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def flash(response) -> list[str]:
+    """The admin messages this request added (not older ones still waiting in the session)."""
+    return [str(m) for m in response.wsgi_request._messages._queued_messages]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.urls import reverse
 
 from chrono_forge import clock, operations
@@ -15,6 +15,7 @@ from chrono_forge.executor import token_for
 from chrono_forge.models import ExecutionLog, Workflow
 from tests import workflows_admin as wa
 from tests.admin_fixtures import FLAKY, QUICK, make_log, make_workflow
+from tests.helpers import flash
 
 pytestmark = pytest.mark.django_db
 
@@ -28,20 +29,6 @@ def url(name, *args):
 @pytest.fixture(autouse=True)
 def reset_calls():
     wa.CALLS.clear()
-
-
-def login(client, *codenames):
-    user = User.objects.create_user(f"u{len(codenames)}", password="pw", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(codename__in=["view_workflow", *codenames])
-    )
-    client.force_login(user)
-    return user
-
-
-def flash(response) -> list[str]:
-    """The messages this request added (not older ones still waiting in the session)."""
-    return [str(m) for m in response.wsgi_request._messages._queued_messages]
 
 
 def run_task_only(env):
@@ -62,8 +49,8 @@ def stranded_workflow(**fields):
 
 
 # -- single-workflow actions -----------------------------------------------------------------------
-def test_retry_a_stalled_workflow_end_to_end(client, chrono_forge_env):
-    login(client, "retry_workflow")
+def test_retry_a_stalled_workflow_end_to_end(client, chrono_forge_env, login_as):
+    login_as("retry_workflow")
     wa.FlakyCharge.perform_later("order-1", order_id=1)
     chrono_forge_env.run_all()
     workflow = Workflow.objects.get()
@@ -87,8 +74,8 @@ def test_retry_a_stalled_workflow_end_to_end(client, chrono_forge_env):
 
 
 @pytest.mark.parametrize("state", ["idle", "running", "completed"])
-def test_retry_refuses_with_a_message(client, chrono_forge_env, state):
-    login(client, "retry_workflow")
+def test_retry_refuses_with_a_message(client, chrono_forge_env, state, login_as):
+    login_as("retry_workflow")
     workflow = make_workflow(state, job_class=QUICK)
     response = client.post(url("retry", workflow.pk))
     assert response.status_code == 303
@@ -97,8 +84,8 @@ def test_retry_refuses_with_a_message(client, chrono_forge_env, state):
     assert chrono_forge_env.pending == []
 
 
-def test_retry_of_a_class_that_no_longer_imports_is_a_message(client, chrono_forge_env):
-    login(client, "retry_workflow")
+def test_retry_of_a_class_that_no_longer_imports_is_a_message(client, chrono_forge_env, login_as):
+    login_as("retry_workflow")
     workflow = make_workflow("stalled", job_class="tests.gone.Nope")
     response = client.post(url("retry", workflow.pk))
     assert response.status_code == 303
@@ -106,8 +93,8 @@ def test_retry_of_a_class_that_no_longer_imports_is_a_message(client, chrono_for
     assert chrono_forge_env.pending == []
 
 
-def test_resume_only_idle(client, chrono_forge_env):
-    login(client, "resume_workflow")
+def test_resume_only_idle(client, chrono_forge_env, login_as):
+    login_as("resume_workflow")
     idle = make_workflow("idle", job_class=QUICK)
     response = client.post(url("resume", idle.pk))
     assert response.status_code == 303 and flash(response) == [f"{idle} was re-enqueued."]
@@ -119,8 +106,8 @@ def test_resume_only_idle(client, chrono_forge_env):
     assert chrono_forge_env.pending == []
 
 
-def test_reap_only_stranded(client, chrono_forge_env):
-    login(client, "reap_workflow")
+def test_reap_only_stranded(client, chrono_forge_env, login_as):
+    login_as("reap_workflow")
     fresh = make_workflow("running", job_class=QUICK)
     response = client.post(url("reap", fresh.pk))
     assert response.status_code == 303 and "is not stranded" in flash(response)[0]
@@ -135,15 +122,15 @@ def test_reap_only_stranded(client, chrono_forge_env):
     assert dead.state == "completed"
 
 
-def test_redirect_target_must_be_local(client, chrono_forge_env):
-    login(client, "reap_workflow")
+def test_redirect_target_must_be_local(client, chrono_forge_env, login_as):
+    login_as("reap_workflow")
     dead = stranded_workflow()
     response = client.post(url("reap", dead.pk), {"next": "https://evil.example/"})
     assert response["Location"] == url("change", dead.pk)
 
 
-def test_force_unlock_confirmation_then_unlock(client, chrono_forge_env):
-    login(client, "force_unlock_workflow")
+def test_force_unlock_confirmation_then_unlock(client, chrono_forge_env, login_as):
+    login_as("force_unlock_workflow")
     running = make_workflow("running", job_class=QUICK)
     page = client.get(url("force_unlock", running.pk))
     assert page.status_code == 200
@@ -169,12 +156,12 @@ def test_force_unlock_confirmation_then_unlock(client, chrono_forge_env):
         ("force_unlock", "force_unlock_workflow"),
     ],
 )
-def test_actions_need_their_permission_and_post(client, chrono_forge_env, name, codename):
+def test_actions_need_their_permission_and_post(client, chrono_forge_env, name, codename, login_as):
     workflow = make_workflow("stalled", job_class=QUICK)
-    login(client)  # view only
+    login_as()  # view only
     assert client.post(url(name, workflow.pk)).status_code == 403
     client.logout()
-    login(client, codename)
+    login_as(codename)
     if name != "force_unlock":  # force unlock's GET is its confirmation page
         assert client.get(url(name, workflow.pk)).status_code == 405
     assert chrono_forge_env.pending == []
@@ -192,8 +179,8 @@ def test_actions_need_a_csrf_token(chrono_forge_env):
     assert chrono_forge_env.pending == []
 
 
-def test_unknown_workflow_is_a_message(client, chrono_forge_env):
-    login(client, "retry_workflow")
+def test_unknown_workflow_is_a_message(client, chrono_forge_env, login_as):
+    login_as("retry_workflow")
     response = client.post(url("retry", 987654))
     assert response.status_code == 303 and response["Location"] == LIST
     assert "does not exist" in flash(response)[0]
@@ -207,8 +194,8 @@ def test_anonymous_post_is_redirected_to_login(client, chrono_forge_env):
 
 
 # -- bulk actions: one background task -------------------------------------------------------------
-def test_bulk_retry_enqueues_one_task_with_the_count(client, chrono_forge_env):
-    login(client, "bulk_retry_workflows")
+def test_bulk_retry_enqueues_one_task_with_the_count(client, chrono_forge_env, login_as):
+    login_as("bulk_retry_workflows")
     for _ in range(3):
         make_workflow("stalled", job_class=FLAKY)
     make_workflow("failed", job_class=QUICK)
@@ -228,8 +215,8 @@ def test_bulk_retry_enqueues_one_task_with_the_count(client, chrono_forge_env):
     assert all(set(r.internal) == {"retry_workflow", "token"} for r in passes)
 
 
-def test_bulk_retry_with_nothing_to_do_enqueues_nothing(client, chrono_forge_env):
-    login(client, "bulk_retry_workflows")
+def test_bulk_retry_with_nothing_to_do_enqueues_nothing(client, chrono_forge_env, login_as):
+    login_as("bulk_retry_workflows")
     make_workflow("completed")
     response = client.post(url("bulk_retry"))
     assert response.status_code == 303
@@ -237,8 +224,8 @@ def test_bulk_retry_with_nothing_to_do_enqueues_nothing(client, chrono_forge_env
     assert chrono_forge_env.pending == []
 
 
-def test_bulk_retry_of_one_branch(client, chrono_forge_env):
-    login(client, "bulk_retry_workflows")
+def test_bulk_retry_of_one_branch(client, chrono_forge_env, login_as):
+    login_as("bulk_retry_workflows")
     parent = make_workflow("idle", key="fan")
     branch = make_log(parent, "branch$items", "pending")
     other = make_log(parent, "branch$other", "pending")
@@ -253,16 +240,16 @@ def test_bulk_retry_of_one_branch(client, chrono_forge_env):
     assert operations.bulk_retry_blocked(branch_log_id=branch.pk) == 1
 
 
-def test_bulk_retry_needs_its_permission(client, chrono_forge_env):
-    login(client, "retry_workflow")
+def test_bulk_retry_needs_its_permission(client, chrono_forge_env, login_as):
+    login_as("retry_workflow")
     make_workflow("stalled")
     assert client.post(url("bulk_retry")).status_code == 403
     assert client.get(url("bulk_retry")).status_code in (403, 405)
     assert chrono_forge_env.pending == []
 
 
-def test_reap_all_enqueues_one_task(client, chrono_forge_env):
-    login(client, "reap_workflow")
+def test_reap_all_enqueues_one_task(client, chrono_forge_env, login_as):
+    login_as("reap_workflow")
     response = client.post(url("reap_all"))
     assert flash(response) == ["No stranded workflows to reap."] and chrono_forge_env.pending == []
     stranded_workflow()
@@ -318,12 +305,12 @@ def test_force_unlock_selected_asks_first(client, chrono_forge_env):
     assert running.state == "idle"
 
 
-def test_selected_actions_are_hidden_without_permission(client):
-    login(client)
+def test_selected_actions_are_hidden_without_permission(client, login_as):
+    login_as()
     make_workflow("stalled")
     response = client.get(LIST)
     assert "retry_selected" not in response.content.decode()
-    login(client, "retry_workflow")
+    login_as("retry_workflow")
     response = client.get(LIST)
     assert "retry_selected" in response.content.decode()
     assert "force_unlock_selected" not in response.content.decode()

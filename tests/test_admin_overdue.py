@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from chrono_forge.models import Workflow
 from tests import workflows_liveness as wl
+from tests.helpers import flash
 
 pytestmark = pytest.mark.django_db
 
@@ -27,19 +27,6 @@ def url(name, *args):
 @pytest.fixture(autouse=True)
 def reset():
     wl.reset()
-
-
-def login(client, *codenames):
-    user = User.objects.create_user(f"u{len(codenames)}", password="pw", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(codename__in=["view_workflow", *codenames])
-    )
-    client.force_login(user)
-    return user
-
-
-def flash(response) -> list[str]:
-    return [str(m) for m in response.wsgi_request._messages._queued_messages]
 
 
 def text(response) -> str:
@@ -75,9 +62,9 @@ def lost_retry(env, key="card"):
     return Workflow.objects.get(key=key)
 
 
-def test_the_overdue_page_lists_exactly_what_the_sweep_re_sends(client, chrono_forge_env):
+def test_the_overdue_page_lists_exactly_what_the_sweep_re_sends(client, chrono_forge_env, login_as):
     env = chrono_forge_env
-    login(client)
+    login_as()
     first = lost_first_delivery(env)
     fan = lost_merge_poll(env)
     retry = lost_retry(env)
@@ -97,9 +84,11 @@ def test_the_overdue_page_lists_exactly_what_the_sweep_re_sends(client, chrono_f
     assert {first.pk, fan.pk, retry.pk} == {i["workflow"].pk for i in response.context["items"]}
 
 
-def test_the_one_click_fix_re_sends_the_delivery_and_the_run_completes(client, chrono_forge_env):
+def test_the_one_click_fix_re_sends_the_delivery_and_the_run_completes(
+    client, chrono_forge_env, login_as
+):
     env = chrono_forge_env
-    login(client, "resume_workflow")
+    login_as("resume_workflow")
     first = lost_first_delivery(env)
     fan = lost_merge_poll(env)
     retry = lost_retry(env)
@@ -118,9 +107,9 @@ def test_the_one_click_fix_re_sends_the_delivery_and_the_run_completes(client, c
     assert client.get(url("overdue")).context["items"] == []
 
 
-def test_the_fix_refuses_a_row_that_is_not_overdue(client, chrono_forge_env):
+def test_the_fix_refuses_a_row_that_is_not_overdue(client, chrono_forge_env, login_as):
     env = chrono_forge_env
-    login(client, "resume_workflow")
+    login_as("resume_workflow")
     gate = parked(env)
     fresh = lost_first_delivery(env, key="fresh")
     for workflow in (gate, fresh):
@@ -131,9 +120,9 @@ def test_the_fix_refuses_a_row_that_is_not_overdue(client, chrono_forge_env):
     assert env.pending == []
 
 
-def test_the_fix_needs_the_resume_permission_and_a_post(client, chrono_forge_env):
+def test_the_fix_needs_the_resume_permission_and_a_post(client, chrono_forge_env, login_as):
     env = chrono_forge_env
-    login(client)
+    login_as()
     first = lost_first_delivery(env)
     env.advance(LATE)
     assert client.post(url("redeliver", first.pk)).status_code == 403
@@ -143,9 +132,9 @@ def test_the_fix_needs_the_resume_permission_and_a_post(client, chrono_forge_env
     assert "Send again" not in text(client.get(url("overdue")))
 
 
-def test_send_all_again_runs_the_sweep_as_one_background_task(client, chrono_forge_env):
+def test_send_all_again_runs_the_sweep_as_one_background_task(client, chrono_forge_env, login_as):
     env = chrono_forge_env
-    login(client, "resume_workflow")
+    login_as("resume_workflow")
     lost_first_delivery(env, key="a")
     lost_first_delivery(env, key="b")
     env.advance(LATE)
@@ -169,9 +158,11 @@ def test_send_all_again_runs_the_sweep_as_one_background_task(client, chrono_for
         (parked, False, "Parked on event continue_if$approved since"),
     ],
 )
-def test_the_workflow_page_says_why_a_run_waits(client, chrono_forge_env, make, late, expected):
+def test_the_workflow_page_says_why_a_run_waits(
+    client, chrono_forge_env, make, late, expected, login_as
+):
     env = chrono_forge_env
-    login(client, "resume_workflow")
+    login_as("resume_workflow")
     workflow = make(env)
     if late:
         env.advance(LATE)
@@ -182,9 +173,9 @@ def test_the_workflow_page_says_why_a_run_waits(client, chrono_forge_env, make, 
     assert response.context["page"].liveness.overdue is late
 
 
-def test_the_workflow_page_of_a_healthy_scheduled_run(client, chrono_forge_env):
+def test_the_workflow_page_of_a_healthy_scheduled_run(client, chrono_forge_env, login_as):
     env = chrono_forge_env
-    login(client)
+    login_as()
     wl.Fan.perform_later("fan")
     env.run_due()  # parked at its merge, the poll due in 5 s
     response = client.get(url("change", Workflow.objects.get(key="fan").pk))
@@ -193,9 +184,9 @@ def test_the_workflow_page_of_a_healthy_scheduled_run(client, chrono_forge_env):
     assert "Merge poll due" in text(response) and "Send again" not in text(response)
 
 
-def test_the_liveness_filter(client, chrono_forge_env):
+def test_the_liveness_filter(client, chrono_forge_env, login_as):
     env = chrono_forge_env
-    login(client)
+    login_as()
     lost_first_delivery(env)
     parked(env)
     env.advance(LATE)
@@ -211,9 +202,9 @@ def test_the_liveness_filter(client, chrono_forge_env):
     assert status["label"] == "parked"
 
 
-def test_the_overdue_page_costs_the_same_for_3_and_30_rows(client, chrono_forge_env):
+def test_the_overdue_page_costs_the_same_for_3_and_30_rows(client, chrono_forge_env, login_as):
     env = chrono_forge_env
-    login(client)
+    login_as()
     sizes = {}
     for n in (3, 30):
         Workflow.objects.all().delete()
@@ -280,7 +271,7 @@ def test_list_flags_a_stranded_lock_and_a_row_nothing_will_wake(chrono_forge_env
     assert sorted(listed("--overdue")) == ["forced"]
 
 
-def test_the_list_badge_says_overdue_only_past_the_grace(client):
+def test_the_list_badge_says_overdue_only_past_the_grace(client, login_as):
     """A scheduled run late by more than RESUME_OVERDUE_GRACE wears an amber "overdue" badge naming
     what was due; one late by less, or due later, does not."""
     from chrono_forge import clock
@@ -295,7 +286,7 @@ def test_the_list_badge_says_overdue_only_past_the_grace(client):
         job_class=job_class, key="just-late", next_run_at=now - timedelta(minutes=1)
     )
     Workflow.objects.create(job_class=job_class, key="later", next_run_at=now + LATE)
-    login(client)
+    login_as()
     html = text(client.get(LIST))
     assert html.count('<span class="cf-pill cf-amber" title="its first pass was due') == 1
     assert html.count('<span class="cf-pill cf-amber" title="its next pass was due') == 1

@@ -33,13 +33,6 @@ def staff(client):
     return user
 
 
-@pytest.fixture
-def operator(client):
-    user = User.objects.create_superuser("root", password="pw")
-    client.force_login(user)
-    return user
-
-
 def text(response) -> str:
     return response.content.decode()
 

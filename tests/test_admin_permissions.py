@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
 from chrono_forge import clock
@@ -73,12 +72,6 @@ ACTIONS = {
 }
 
 
-def login(client, *codenames):
-    user = User.objects.create_user("operator", password="pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-    client.force_login(user)
-
-
 def attempt(client, action):
     """Make the request for ``action``; returns (response, workflow before, workflow after)."""
     _, make, method, per_workflow, other = ACTIONS[action]
@@ -102,9 +95,9 @@ def acted(env, before, after) -> bool:
 
 @pytest.mark.parametrize("action", sorted(ACTIONS))
 def test_the_action_permission_without_view_permission_does_nothing(
-    client, chrono_forge_env, action
+    client, chrono_forge_env, action, login_as
 ):
-    login(client, ACTIONS[action][0])
+    login_as(ACTIONS[action][0], view=False)
     response, before, after = attempt(client, action)
     assert response.status_code == 403
     assert not acted(chrono_forge_env, before, after)
@@ -112,9 +105,9 @@ def test_the_action_permission_without_view_permission_does_nothing(
 
 @pytest.mark.parametrize("action", sorted(ACTIONS))
 def test_view_permission_without_the_action_permission_does_nothing(
-    client, chrono_forge_env, action
+    client, chrono_forge_env, action, login_as
 ):
-    login(client, "view_workflow")
+    login_as("view_workflow", view=False)
     response, before, after = attempt(client, action)
     if ACTIONS[action][4] == "list":
         # The user has no action to run: Django shows the changelist again and runs nothing.
@@ -125,8 +118,8 @@ def test_view_permission_without_the_action_permission_does_nothing(
 
 
 @pytest.mark.parametrize("action", sorted(ACTIONS))
-def test_both_permissions_run_the_action(client, chrono_forge_env, action):
-    login(client, "view_workflow", ACTIONS[action][0])
+def test_both_permissions_run_the_action(client, chrono_forge_env, action, login_as):
+    login_as("view_workflow", ACTIONS[action][0], view=False)
     response, before, after = attempt(client, action)
     if action == "force_unlock_page":
         assert response.status_code == 200 and "Force unlock" in response.content.decode()
@@ -135,12 +128,12 @@ def test_both_permissions_run_the_action(client, chrono_forge_env, action):
         assert acted(chrono_forge_env, before, after)
 
 
-def test_buttons_are_hidden_without_view_permission_to_match(client):
+def test_buttons_are_hidden_without_view_permission_to_match(client, login_as):
     from django.contrib import admin
 
     from chrono_forge.admin.views import PERMS
 
-    login(client, *(perm.split(".")[1] for perm in PERMS.values()))
+    login_as(*(perm.split(".")[1] for perm in PERMS.values()), view=False)
     model_admin = admin.site._registry[Workflow]
     request = client.get(LIST).wsgi_request
     assert model_admin.action_permissions(request) == {name: False for name in PERMS}

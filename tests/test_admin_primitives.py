@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 from django.urls import reverse
 
 from chrono_forge.models import Workflow
@@ -17,9 +16,8 @@ def url(name, *args):
 
 
 @pytest.fixture(autouse=True)
-def operator(client):
+def logged_in_operator(operator):
     wa.CALLS.clear()
-    client.force_login(User.objects.create_superuser("root", password="pw"))
 
 
 def test_waits_show_as_event_then_poll_then_done(client, chrono_forge_env):

@@ -7,7 +7,6 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
@@ -24,11 +23,6 @@ COUNT = re.compile(r"\bCOUNT\(", re.IGNORECASE)
 
 def url(name, *args):
     return reverse(f"admin:chrono_forge_workflow_{name}", args=args)
-
-
-@pytest.fixture
-def operator(client):
-    client.force_login(User.objects.create_superuser("root", password="pw"))
 
 
 def capture(client, target) -> list[str]:
