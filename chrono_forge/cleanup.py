@@ -138,7 +138,7 @@ def _delete_workflows(
                 # whose plan on a freshly filled table can be quadratic).
                 branch_logs = list(
                     ExecutionLog.objects.filter(
-                        workflow_id__in=ids, step_name__startswith=BRANCH_PREFIX
+                        workflow_id__in=ids, step_name__prefix=BRANCH_PREFIX
                     ).values_list("pk", flat=True)
                 )
                 _unlink_children(branch_logs)
@@ -162,7 +162,7 @@ def _unlink_children(log_ids: list) -> None:
 # -- repetition logs ------------------------------------------------------------------------------
 def coordination_logs() -> QuerySet:
     """``durably_repeat$<name>`` rows (the repetition logs have a second ``$``)."""
-    return ExecutionLog.objects.filter(step_name__startswith=REPEAT_PREFIX).exclude(
+    return ExecutionLog.objects.filter(step_name__prefix=REPEAT_PREFIX).exclude(
         repetition_logs_q()
     )
 
@@ -204,7 +204,7 @@ def _prune_one(coordination: ExecutionLog, before: datetime, batch_size: int, dr
     cutoff = math.floor(min(before, last).timestamp())
     prefix = repetition_prefix(coordination.step_name)
     candidates = ExecutionLog.objects.filter(
-        workflow_id=coordination.workflow_id, step_name__startswith=prefix
+        workflow_id=coordination.workflow_id, step_name__prefix=prefix
     ).exclude(state=ExecutionLog.STATE.pending)
     pruned = 0
     last_name = None
