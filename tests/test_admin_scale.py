@@ -214,3 +214,31 @@ def test_a_repetitions_page_reads_its_coordination_log_from_the_unique_index():
     make_log(workflow, "durably_repeat$beat", "pending")
     assert queryset.one().step_name == "durably_repeat$beat"
     assert ExecutionLog.objects.filter(step_name="nope").one() is None
+
+
+# -- the overview ----------------------------------------------------------------------------------
+def test_overview_counts_are_capped_and_classes_cover_a_window(client, operator, monkeypatch):
+    from django.core.cache import cache
+
+    monkeypatch.setattr(views, "OVERVIEW_COUNT_CAP", 4)
+    monkeypatch.setattr(views, "OVERVIEW_WINDOW", 3)
+    for _ in range(6):
+        make_workflow("completed", job_class="tests.workflows_admin.Quick")
+    for _ in range(3):
+        make_workflow("failed", job_class="tests.workflows_admin.FlakyCharge")
+    cache.clear()
+    with CaptureQueriesContext(connections[conf.database()]) as captured:
+        response = client.get(url("overview"))
+    context = response.context
+    assert (context["processed_text"], context["blocked_text"]) == ("5+", "3")
+    # The newest 3 workflows are the failed ones: the per-class table covers only them.
+    assert [(c["name"], c["processed"], c["blocked"]) for c in context["classes"]] == [
+        ("FlakyCharge", 0, 3)
+    ]
+    assert "the newest 3 workflows" in response.content.decode()
+    for sql in (q["sql"] for q in captured.captured_queries if "chrono_forge_workflow" in q["sql"]):
+        upper = sql.upper()
+        if "COUNT(" in upper:
+            assert "LIMIT" in upper or "WHERE" in upper, f"an unbounded count: {sql}"
+        if "GROUP BY" in upper:
+            assert '"ID" >=' in upper, f"a GROUP BY over the whole table: {sql}"

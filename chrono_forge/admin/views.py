@@ -31,6 +31,10 @@ from .filters import filter_state
 
 PAGE_SIZE = 50
 OVERVIEW_CACHE_SECONDS = 5
+#: The Overview's counts by state stop here (shown as "100,000+").
+OVERVIEW_COUNT_CAP = 100_000
+#: The Overview's per-class table covers the newest this many workflows.
+OVERVIEW_WINDOW = 10_000
 
 PERMS = {
     "retry": "chrono_forge.retry_workflow",
@@ -565,16 +569,29 @@ def force_unlock_one(workflow: Workflow) -> str:
 
 
 def overview_data() -> dict:
-    """Counts by state and per class: one ``GROUP BY job_class, state`` (the page caches it 5 s)."""
-    grouped = Workflow.objects.order_by().values("job_class", "state").annotate(n=Count("id"))
+    """Counts by state, each capped at OVERVIEW_COUNT_CAP (one ``COUNT`` over a ``LIMIT``
+    subquery per state, served by the (state, completed_at) index), and per class over the newest
+    OVERVIEW_WINDOW workflows (a ``GROUP BY`` over a primary-key range): no query reads the whole
+    table (the page caches the result 5 s)."""
+    totals = {
+        state: p.capped_count(Workflow.objects.filter(state=state), OVERVIEW_COUNT_CAP)
+        for state in p.STATES
+    }
+    floor = list(
+        Workflow.objects.order_by("-id").values_list("id", flat=True)[
+            OVERVIEW_WINDOW - 1 : OVERVIEW_WINDOW
+        ]
+    )
+    window = Workflow.objects.filter(pk__gte=floor[0]) if floor else Workflow.objects.all()
+    grouped = window.order_by().values("job_class", "state").annotate(n=Count("id"))
     per_class: dict[str, dict[str, int]] = {}
-    totals = {state: 0 for state in p.STATES}
+    class_totals = {state: 0 for state in p.STATES}
     for row in grouped:
         per_class.setdefault(row["job_class"], {state: 0 for state in p.STATES})[row["state"]] = (
             row["n"]
         )
-        totals[row["state"]] = totals.get(row["state"], 0) + row["n"]
-    processed_total = totals["completed"]
+        class_totals[row["state"]] = class_totals.get(row["state"], 0) + row["n"]
+    processed_total = class_totals["completed"]
     classes = []
     for job_class, counts in per_class.items():
         processed = counts["completed"]
@@ -594,10 +611,18 @@ def overview_data() -> dict:
             }
         )
     classes.sort(key=lambda c: (-c["processed"], c["job_class"]))
+    def text(*states: str) -> str:
+        capped = any(totals[state] > OVERVIEW_COUNT_CAP for state in states)
+        return f"{sum(totals[state] for state in states):,}{'+' if capped else ''}"
+
     return {
-        "processed": processed_total,
+        "processed": totals["completed"],
         "in_flight": totals["idle"] + totals["running"],
         "blocked": totals["failed"] + totals["stalled"],
+        "processed_text": text("completed"),
+        "in_flight_text": text("idle", "running"),
+        "blocked_text": text("failed", "stalled"),
         "totals": totals,
         "classes": classes,
+        "window": OVERVIEW_WINDOW if floor else None,
     }
