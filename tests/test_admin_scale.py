@@ -91,7 +91,9 @@ def test_waiting_figures_cover_every_wait_not_only_the_page(client, operator, mo
     assert "ancient" not in [i["workflow"].key for i in response.context["items"]]
     assert response.context["stalled_events"] == 7
     assert response.context["oldest_stalled"]["workflow"].key == "ancient"
-    by_class = {i["workflow"].job_class: i["workflow"].key for i in response.context["oldest_by_class"]}
+    by_class = {
+        i["workflow"].job_class: i["workflow"].key for i in response.context["oldest_by_class"]
+    }
     assert by_class == {
         "tests.workflows_admin.Quick": "ancient",
         "tests.workflows_admin.FlakyCharge": "other-class",
@@ -168,7 +170,9 @@ def plan(queryset) -> str:
             cursor.execute("EXPLAIN " + sql, params)
         else:
             cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
-        return "\n".join(str(row[-1] if connection.vendor == "sqlite" else row[0]) for row in cursor)
+        return "\n".join(
+            str(row[-1] if connection.vendor == "sqlite" else row[0]) for row in cursor
+        )
 
 
 def uses(index: str, text: str) -> bool:
