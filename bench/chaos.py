@@ -200,11 +200,22 @@ def queue_rows() -> list[tuple[Any, str, tuple[str, str]]]:
     from django_q.models import OrmQ
     from django_q.signing import BadSignature, SignedPackage
 
+    from chrono_forge import step_names
+    from chrono_forge.models import ExecutionLog
+
     workflows = {
         (job_class, key): (started_at, parent)
         for job_class, key, started_at, parent in _chaos_workflows().values_list(
             "job_class", "key", "started_at", "parent_execution_log_id"
         )
+    }
+    # a merge poll names its merge log: the parent is that log's workflow
+    merge_parents = {
+        pk: (job_class, key)
+        for pk, job_class, key in ExecutionLog.objects.filter(
+            workflow__in=_chaos_workflows(),
+            step_name__startswith=step_names.kind_prefix("merge"),
+        ).values_list("pk", "workflow__job_class", "workflow__key")
     }
     found = []
     for row in OrmQ.objects.order_by("pk"):
@@ -214,6 +225,8 @@ def queue_rows() -> list[tuple[Any, str, tuple[str, str]]]:
             continue
         args, kwargs = tuple(task.get("args") or ()), task.get("kwargs") or {}
         target = tuple(args[:2])
+        if task.get("func") == POLL_MERGE and args:  # poll_merge(merge_log_id, token)
+            target = merge_parents.get(args[0], ())
         if target not in workflows:
             continue
         if task.get("func") == POLL_MERGE:

@@ -4,7 +4,9 @@ The parent parks at ``merge_branches`` with nothing scheduled; this task watches
 instead of replaying the parent. Each poll costs a handful of statements whatever the number of
 children:
 
-    1 SELECT of the branch (and merge) logs  ->  a superseded poller (stale token) stops here
+    1 SELECT of the merge log (and its parent's job_class/key)  ->  a superseded poller (stale
+      token) or a resolved merge stops here
+    1 SELECT of the merge's branch logs (named by the merge log's step name)
     1 grouped COUNT over the incomplete children, on the (parent_execution_log, state) index
     (once per branch, when first seen sealed: 1 COUNT of all its children = "spawned")
     (only when some never-started child may have been lost: 1 SELECT ... LIMIT 200 to rekick)
@@ -39,10 +41,10 @@ from typing import Any
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Count, Q
 
-from . import clock, conf, dispatch
+from . import clock, conf, dispatch, step_names
 from .models import ExecutionLog, Workflow
-from .primitives.merge import INCOMPLETE_STATES, POLL_TASK
-from .steps import COMPLETED
+from .primitives.merge import INCOMPLETE_STATES, schedule_poll
+from .steps import COMPLETED, PENDING
 
 logger = logging.getLogger("chrono_forge")
 
@@ -52,6 +54,9 @@ ETA_FRACTION = 0.5
 #: the poller reschedule itself with polynomial back-off, up to this many attempts.
 TRANSIENT_ATTEMPTS = 25
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+
+#: What a poll reads of the merge log and of each branch log.
+LOG_COLUMNS = ("id", "workflow_id", "step_name", "state", "metadata")
 
 STATE = Workflow.STATE
 BLOCKED_STATES = (STATE.failed, STATE.stalled)
@@ -131,7 +136,33 @@ def transient_backoff(attempt: int) -> float:
     return float(attempt**4 + 2)
 
 
-def poll(
+def poll(merge_log_id: Any, token: str, *, attempt: int = 0) -> str:
+    """One poll of the pending merge whose step log is ``merge_log_id``, armed with ``token``.
+
+    The merge log holds the rest: its workflow (the parent), its branch names and its intervals.
+    Returns what it did: ``"woke"``, ``"rescheduled"``, ``"superseded"``, ``"merged"``, ``"gone"``
+    or ``"retrying"``.
+    """
+    try:
+        return _poll(merge_log_id, token)
+    except TRANSIENT_ERRORS as error:
+        if attempt + 1 >= TRANSIENT_ATTEMPTS:
+            raise
+        delay = transient_backoff(attempt + 1)
+        logger.warning(
+            "chrono_forge: merge poller of merge log %s hit %s: %s; retrying in %gs (attempt %d)",
+            merge_log_id,
+            type(error).__name__,
+            error,
+            delay,
+            attempt + 1,
+        )
+        run_at = clock.now() + timedelta(seconds=delay)
+        schedule_poll(merge_log_id, token, run_at=run_at, attempt=attempt + 1)
+        return "retrying"
+
+
+def poll_legacy_payload(
     job_class: str,
     key: str,
     branch_log_ids: list[Any],
@@ -142,82 +173,73 @@ def poll(
     merge_log_id: Any = None,
     attempt: int = 0,
 ) -> str:
-    """One poll of the merge of ``branch_log_ids`` for the parent ``(job_class, key)``.
-
-    Returns what it did: ``"woke"``, ``"rescheduled"``, ``"superseded"``, ``"merged"``, ``"gone"``
-    or ``"retrying"``.
-    """
-    ids = list(branch_log_ids or ())
-    if not ids:
-        raise ValueError(
-            "poll_merge: branch_log_ids is empty; a merge needs at least one branch log"
+    """A poll queued by an earlier version, whose payload named the parent and its branch logs:
+    the same poll, found through the merge log (the intervals stored on it are the same)."""
+    if merge_log_id is None:  # the oldest payloads: the parent's pending merge armed with token
+        merge_log_id = next(
+            (
+                log.pk
+                for log in ExecutionLog.objects.filter(
+                    workflow__job_class=job_class,
+                    workflow__key=key,
+                    step_name__startswith=step_names.kind_prefix("merge"),
+                    state=PENDING,
+                ).only("id", "metadata")
+                if (log.metadata or {}).get("poll_token") == token
+            ),
+            None,
         )
-    args = (job_class, key, ids, token, min_interval, max_interval)
-    try:
-        return _poll(*args, merge_log_id=merge_log_id)
-    except TRANSIENT_ERRORS as error:
-        if attempt + 1 >= TRANSIENT_ATTEMPTS:
-            raise
-        delay = transient_backoff(attempt + 1)
-        logger.warning(
-            "chrono_forge: merge poller for %s(%s) hit %s: %s; retrying in %gs (attempt %d)",
-            job_class,
-            key,
-            type(error).__name__,
-            error,
-            delay,
-            attempt + 1,
-        )
-        _schedule(args, merge_log_id, clock.now() + timedelta(seconds=delay), attempt=attempt + 1)
-        return "retrying"
+        if merge_log_id is None:
+            logger.info(
+                "chrono_forge: merge poller for %s(%s) was superseded; exiting", job_class, key
+            )
+            return "superseded"
+    return poll(merge_log_id, token, attempt=attempt)
 
 
-def _schedule(args: tuple, merge_log_id: Any, run_at: datetime, attempt: int = 0) -> None:
-    extra = {"attempt": attempt} if attempt else {}
-    dispatch.enqueue_call(
-        POLL_TASK,
-        *args,
-        merge_log_id=merge_log_id,
-        run_at=run_at,
-        cluster=conf.get("BRANCH_MERGE_CLUSTER"),
-        **extra,
-    )
-
-
-def _poll(
-    job_class: str,
-    key: str,
-    ids: list[Any],
-    token: str,
-    low: float,
-    high: float,
-    *,
-    merge_log_id: Any,
-) -> str:
+def _poll(merge_log_id: Any, token: str) -> str:
     now = clock.now()
-    wanted = ids + ([merge_log_id] if merge_log_id is not None else [])
-    logs = {
-        str(log.pk): log
-        for log in ExecutionLog.objects.filter(pk__in=wanted).only(
-            "id", "workflow_id", "state", "metadata"
-        )
+    merge_log = (
+        ExecutionLog.objects.filter(pk=merge_log_id)
+        .select_related("workflow")
+        .only(*LOG_COLUMNS, "workflow__job_class", "workflow__key")
+        .first()
+    )
+    if merge_log is None:
+        logger.warning("chrono_forge: merge poller: merge log %s is gone; stopping", merge_log_id)
+        return "gone"
+    job_class, key = merge_log.workflow.job_class, merge_log.workflow.key
+    if merge_log.state == COMPLETED:
+        return "merged"  # the parent resolved the merge itself
+    if _token(merge_log) != token:
+        logger.info("chrono_forge: merge poller for %s(%s) was superseded; exiting", job_class, key)
+        return "superseded"
+    metadata = merge_log.metadata or {}
+    low = float(metadata.get("min_interval") or 5.0)
+    high = float(metadata.get("max_interval") or 300.0)
+    names = [
+        step_names.StepName("branch", name).format()
+        for name in step_names.merge_branches(merge_log.step_name) or ()
+    ]
+    found = {
+        log.step_name: log
+        for log in ExecutionLog.objects.filter(
+            workflow_id=merge_log.workflow_id, step_name__in=names
+        ).only(*LOG_COLUMNS)
     }
-    branch_logs = [logs.get(str(pk)) for pk in ids]
-    if any(log is None for log in branch_logs):
+    missing = [name for name in names if name not in found]
+    if missing or not names:
         logger.warning(
             "chrono_forge: merge poller for %s(%s): branch log(s) %s are gone; stopping",
             job_class,
             key,
-            [pk for pk, log in zip(ids, branch_logs, strict=True) if log is None],
+            missing,
         )
         return "gone"
+    branch_logs = [found[name] for name in names]
     if any(_token(log) != token for log in branch_logs):
         logger.info("chrono_forge: merge poller for %s(%s) was superseded; exiting", job_class, key)
         return "superseded"
-    if merge_log_id is not None:
-        merge_log = logs.get(str(merge_log_id))
-        if merge_log is None or merge_log.state == COMPLETED:
-            return "merged"  # the parent resolved the merge itself
 
     pks = [log.pk for log in branch_logs]  # as the database returns them (ids may be str)
     counts = count_children(pks)
@@ -306,7 +328,7 @@ def _poll(
         elif next_poll_at is not None:
             # The parked parent is due when the next poll is: lost, that poll makes it overdue.
             parent.filter(state=STATE.idle).update(next_run_at=next_poll_at)
-            _schedule((job_class, key, ids, token, low, high), merge_log_id, next_poll_at)
+            schedule_poll(merge_log_id, token, run_at=next_poll_at)
     return outcome
 
 

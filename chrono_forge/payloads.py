@@ -234,6 +234,23 @@ def run_workflow(args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def poll_merge(args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``poll_merge(merge_log_id, token, *, attempt=0)``: the merge log holds everything else.
+
+    The payload of earlier versions, ``poll_merge(job_class, key, branch_log_ids, token,
+    min_interval, max_interval, *, merge_log_id=None, attempt=0)``, may still sit in a queue after
+    an upgrade: it is checked as before and returned with ``legacy=True``."""
+    if len(args) > 2 or "job_class" in kwargs:
+        return {**_legacy_poll_merge(args, kwargs), "legacy": True}
+    return parse(
+        "poll_merge",
+        args,
+        kwargs,
+        [("merge_log_id", lambda v: pk(v, "merge_log_id")), ("token", lambda v: name(v, "token"))],
+        {"attempt": count},
+    )
+
+
+def _legacy_poll_merge(args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     checked = parse(
         "poll_merge",
         args,

@@ -57,15 +57,17 @@ def run_workflow(*args: Any, **kwargs: Any) -> None:
 
 
 def poll_merge(*args: Any, **kwargs: Any) -> str:
-    """``poll_merge(job_class, key, branch_log_ids, token, min_interval=5.0, max_interval=300.0, *,
-    merge_log_id=None, attempt=0)``: one poll of a pending ``merge_branches`` (see
-    :mod:`chrono_forge.merge_poller`). Returns what it did; ``"refused"`` for a malformed
-    payload."""
+    """``poll_merge(merge_log_id, token, *, attempt=0)``: one poll of a pending
+    ``merge_branches`` (see :mod:`chrono_forge.merge_poller`). Returns what it did; ``"refused"``
+    for a malformed payload. A payload of an earlier version (eight arguments, naming the parent
+    and its branch logs) is still understood."""
     try:
         payload = payloads.poll_merge(args, kwargs)
     except payloads.PayloadError as error:
         _refuse("poll_merge", args, kwargs, error)
         return "refused"
-    from .merge_poller import poll
+    from .merge_poller import poll, poll_legacy_payload
 
+    if payload.pop("legacy", False):
+        return poll_legacy_payload(**payload)
     return poll(**payload)

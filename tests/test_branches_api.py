@@ -204,8 +204,8 @@ def test_the_first_pass_halts_at_the_merge_with_one_token_on_both_branches(chron
     assert merge.metadata["branches"] == ["a", "b"]
     assert merge.metadata["min_interval"] == 5.0 and merge.metadata["max_interval"] == 300.0
     [poller] = env.pending
-    assert poller.args[2] == [a.pk, b.pk] and poller.args[3] == token
-    assert poller.kwargs["merge_log_id"] == merge.pk
+    # the merge log holds the parent, the branches and the intervals: the task needs only its id
+    assert poller.args == (merge.pk, token) and "merge_log_id" not in poller.kwargs
 
 
 def test_merging_a_branch_never_opened_raises_unknown_branch(chrono_forge_env):
@@ -265,7 +265,7 @@ def test_merge_intervals_are_stored_and_drive_the_first_poll(chrono_forge_env):
     assert merge.metadata["min_interval"] == 2.0 and merge.metadata["max_interval"] == 60.0
     [poller] = env.pending
     assert poller.run_at == env.now + timedelta(seconds=2)
-    assert poller.args[4:6] == (2.0, 60.0)
+    assert poller.args == (merge.pk, merge.metadata["poll_token"])
 
 
 # -- a failed child holds the merge ----------------------------------------------------------------

@@ -36,21 +36,23 @@ def arm(env, n=1, key="p"):
     return branch_log(key)
 
 
+def log_of(key, step_name):
+    return ExecutionLog.objects.get(workflow__key=key, step_name=step_name)
+
+
 def branch_log(key="p"):
     return ExecutionLog.objects.get(workflow__key=key, step_name="branch$grp")
 
 
+def merge_log(key="p"):
+    return ExecutionLog.objects.get(workflow__key=key, step_name="merge$grp")
+
+
 def poll(log, token=None, **kwargs):
+    """One poll of the merge over branch log ``log``, with its current token unless given."""
     log.refresh_from_db()
-    return merge_poller.poll(
-        PARENT,
-        log.workflow.key,
-        [log.pk],
-        token or log.metadata["poll_token"],
-        5.0,
-        300.0,
-        **kwargs,
-    )
+    token = token or log.metadata["poll_token"]
+    return merge_poller.poll(merge_log(log.workflow.key).pk, token, **kwargs)
 
 
 def child(index=0, key="p"):
@@ -154,7 +156,7 @@ def test_a_running_child_reschedules_the_poller_and_does_not_wake(chrono_forge_e
     assert poll(log) == "rescheduled"
     assert passes(env) == []
     [again] = pollers(env)
-    assert again.args == (PARENT, "p", [log.pk], log.metadata["poll_token"], 5.0, 300.0)
+    assert again.args == (merge_log().pk, log.metadata["poll_token"])
 
 
 def test_an_unsealed_branch_is_not_merged_even_with_every_child_completed(chrono_forge_env):
@@ -189,7 +191,7 @@ def test_a_merge_the_parent_already_resolved_stops_the_poller(chrono_forge_env):
     log = arm(env)
     merge = ExecutionLog.objects.get(step_name="merge$grp")
     ExecutionLog.objects.filter(pk=merge.pk).update(state="completed")
-    assert poll(log, merge_log_id=merge.pk) == "merged"
+    assert poll(log) == "merged"
     assert env.pending == [] and "poll" not in branch_log().metadata
 
 
@@ -199,7 +201,7 @@ def test_deleted_branch_logs_stop_the_poller(chrono_forge_env):
     token = log.metadata["poll_token"]
     Workflow.objects.filter(key__startswith="p$").delete()
     ExecutionLog.objects.filter(pk=log.pk).delete()
-    assert merge_poller.poll(PARENT, "p", [log.pk], token) == "gone"
+    assert merge_poller.poll(merge_log().pk, token) == "gone"
     assert env.pending == []
 
 
@@ -420,8 +422,9 @@ def test_a_superseded_poller_does_nothing_at_all(chrono_forge_env):
         metadata={**log.metadata, "poll_token": "current"}
     )
     before = branch_log().metadata
+    merge = merge_log()
     with CaptureQueriesContext(connection) as queries:
-        assert merge_poller.poll(PARENT, "p", [log.pk], "stale") == "superseded"
+        assert merge_poller.poll(merge.pk, "stale") == "superseded"
     assert env.pending == []  # no reschedule, no wake, no rekick
     assert branch_log().metadata == before  # poll_token untouched, no "poll" written
     assert "poll" not in before
@@ -435,7 +438,7 @@ def test_the_current_token_keeps_polling(chrono_forge_env):
     token = log.metadata["poll_token"]
     assert poll(log, token=token) == "rescheduled"
     [again] = pollers(env)
-    assert again.args[3] == token
+    assert again.args[1] == token
 
 
 def test_a_re_armed_merge_retires_the_old_poller(chrono_forge_env):
@@ -485,7 +488,7 @@ def test_a_transient_database_error_reschedules_with_polynomial_backoff(
     [retry] = pollers(env)
     assert retry.kwargs["attempt"] == 3
     assert seconds_until(env, retry) == 3**4 + 2
-    assert retry.args == (PARENT, "p", [log.pk], token, 5.0, 300.0)
+    assert retry.args == (merge_log().pk, token)
     env.drop_pending()
     with pytest.raises(OperationalError):
         poll(log, attempt=merge_poller.TRANSIENT_ATTEMPTS - 1)  # the 25th attempt gives up loudly
@@ -502,7 +505,55 @@ def test_the_task_entry_point_runs_a_poll(chrono_forge_env):
     env = chrono_forge_env
     log = arm(env)
     shape(env, 0, "completed", started_ago=timedelta(seconds=1))
-    assert tasks.poll_merge(PARENT, "p", [log.pk], log.metadata["poll_token"]) == "woke"
+    assert tasks.poll_merge(merge_log().pk, log.metadata["poll_token"]) == "woke"
+
+
+def test_a_poll_queued_by_an_earlier_version_still_polls_and_re_arms_in_the_new_form(
+    chrono_forge_env,
+):
+    env = chrono_forge_env
+    log = arm(env)
+    token = log.metadata["poll_token"]
+    shape(env, 0, "running", started_ago=timedelta(seconds=1))
+    legacy = (PARENT, "p", [log.pk], token, 5.0, 300.0)
+    assert tasks.poll_merge(*legacy, merge_log_id=merge_log().pk) == "rescheduled"
+    [again] = pollers(env)
+    assert again.args == (merge_log().pk, token) and again.kwargs == {}
+    env.drop_pending()
+    shape(env, 0, "completed", started_ago=timedelta(seconds=1))
+    assert tasks.poll_merge(*legacy) == "woke"  # the oldest form, without merge_log_id
+    assert passes(env) == [(PARENT, "p")]
+
+
+def test_a_legacy_poll_with_a_stale_token_is_superseded(chrono_forge_env):
+    env = chrono_forge_env
+    log = arm(env)
+    shape(env, 0, "completed", started_ago=timedelta(seconds=1))
+    assert tasks.poll_merge(PARENT, "p", [log.pk], "stale", 5.0, 300.0) == "superseded"
+    assert tasks.poll_merge(PARENT, "p", [log.pk], "stale", merge_log_id=merge_log().pk) == (
+        "superseded"
+    )
+    assert env.pending == []
+
+
+def test_the_intervals_come_from_the_merge_log(chrono_forge_env):
+    env = chrono_forge_env
+    wb.MergeCall.perform_now("m", names=["a"], merge_options={"min_interval": 2, "max_interval": 60})
+    env.drop_pending()
+    merge = log_of("m", "merge$a")
+    Workflow.objects.filter(key__startswith="m$").update(state="running", started_at=env.now)
+    assert merge_poller.poll(merge.pk, merge.metadata["poll_token"]) == "rescheduled"
+    [again] = pollers(env)
+    assert seconds_until(env, again) == 2.0  # a running child: the stored min_interval
+
+
+def test_a_poll_of_a_deleted_merge_log_stops(chrono_forge_env):
+    env = chrono_forge_env
+    log = arm(env)
+    token, merge = log.metadata["poll_token"], merge_log()
+    Workflow.objects.filter(key="p").delete()  # the parent, its logs and its children
+    assert merge_poller.poll(merge.pk, token) == "gone"
+    assert env.pending == []
 
 
 # -- the poll's statements do not grow with the number of children ---------------------------------

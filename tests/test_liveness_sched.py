@@ -257,7 +257,7 @@ def test_a_re_armed_merge_with_children_still_running_gets_a_new_poller(chrono_f
     assert Workflow.objects.resume_overdue(grace=timedelta(seconds=10)) == 1  # the parent only
     env.run_due()  # the replayed merge re-arms a poller with a new token
     [new] = pollers(env)
-    assert new.args[3] != old.args[3] and row("fan").next_run_at == new.run_at
+    assert new.args[1] != old.args[1] and row("fan").next_run_at == new.run_at
     assert tasks.poll_merge(*old.args, **old.kwargs) == "superseded"
     env.run_all()
     assert row("fan").state == "completed" and wl.CALLS["Fan.after"] == 1

@@ -172,6 +172,14 @@ POLL_PAYLOADS = [
     pytest.param((PARENT, "p", [1], "t"), {"attempt": "x"}, "attempt must be", id="str-attempt"),
     pytest.param((PARENT, "p", [1], "t"), {"evil": 1}, "unknown argument(s)", id="unknown"),
     pytest.param((PARENT, "p", [1]), {}, "missing argument(s) ['token']", id="no-token"),
+    # the current form: poll_merge(merge_log_id, token, *, attempt=0)
+    pytest.param((None, "t"), {}, "merge_log_id must be", id="none-merge-log"),
+    pytest.param((True, "t"), {}, "merge_log_id must be", id="bool-merge-log"),
+    pytest.param((1.5, "t"), {}, "merge_log_id must be", id="float-merge-log"),
+    pytest.param((1, None), {}, "token must be", id="new-none-token"),
+    pytest.param((1,), {}, "missing argument(s) ['token']", id="new-no-token"),
+    pytest.param((1, "t"), {"min_interval": 5}, "unknown argument(s)", id="new-interval"),
+    pytest.param((1, "t"), {"attempt": -1}, "attempt must be", id="new-negative-attempt"),
 ]
 
 

@@ -18,7 +18,7 @@ an operator retries it: a merge never completes over a child that did not.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -120,23 +120,27 @@ def merge_branches(
             ExecutionLog.objects.filter(pk=branch_log.pk).update(
                 metadata={**(branch_log.metadata or {}), "poll_token": token}, modified=now
             )
-        dispatch.enqueue_call(
-            POLL_TASK,
-            run.job_class,
-            run.key,
-            ids,
-            token,
-            low,
-            high,
-            merge_log_id=json_pk(log.pk),
-            run_at=now + timedelta(seconds=low),
-            cluster=conf.get("BRANCH_MERGE_CLUSTER"),
-        )
+        schedule_poll(json_pk(log.pk), token, run_at=now + timedelta(seconds=low))
     # Nothing is enqueued for the parent (the poller wakes it), but the first poll's due time
     # becomes the parent's: if the poller is lost, the overdue sweep replays the parent, whose
     # merge re-arms a poller. Each poll carries the due time forward to the next one.
     run.expect_at(now + timedelta(seconds=low))
     raise HaltExecution()
+
+
+def schedule_poll(merge_log_id: Any, token: str, *, run_at: datetime, attempt: int = 0) -> None:
+    """Enqueue one poll of the merge whose step log is ``merge_log_id``, armed with ``token``, on
+    the ``BRANCH_MERGE_CLUSTER`` queue. The merge log holds the parent, the branch names and the
+    intervals, so the payload carries only what tells this poller from a superseded one."""
+    extra = {"attempt": attempt} if attempt else {}
+    dispatch.enqueue_call(
+        POLL_TASK,
+        merge_log_id,
+        token,
+        run_at=run_at,
+        cluster=conf.get("BRANCH_MERGE_CLUSTER"),
+        **extra,
+    )
 
 
 def all_children_completed(branch_logs: list[ExecutionLog]) -> bool:
