@@ -9,7 +9,7 @@ from chrono_forge.conf import primary_key_field
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chrono_forge", "0002_workflow_parked"),
+        ("chrono_forge", "0003_scale_indexes"),
     ]
 
     operations = [
@@ -42,6 +42,7 @@ class Migration(migrations.Migration):
                     "consumed_by",
                     models.ForeignKey(
                         blank=True,
+                        db_constraint=False,
                         help_text="The receive step that consumed this message.",
                         null=True,
                         on_delete=django.db.models.deletion.SET_NULL,
