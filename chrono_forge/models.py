@@ -453,7 +453,9 @@ class Message(models.Model):
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="messages")
     topic = models.CharField(max_length=255)
     payload = models.JSONField(null=True, blank=True)
-    idempotency_key = models.CharField(
+    # None, not "": most messages have no key, and the per-workflow unique constraint must not
+    # treat every keyless message as a duplicate of the first.
+    idempotency_key = models.CharField(  # noqa: DJ001
         max_length=255,
         null=True,
         blank=True,
