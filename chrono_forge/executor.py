@@ -202,7 +202,7 @@ class Pass:
                 Workflow.objects.select_for_update()
                 .only(*LOCK_COLUMNS)
                 .filter(job_class=self.job_class, key=self.key)
-                .first()
+                .one()
             )
             if row is None:
                 logger.warning(

@@ -232,4 +232,4 @@ def repetition_logs_q() -> Q:
 
 def coordination_logs_q() -> Q:
     """``durably_repeat$<name>`` coordination logs (not their repetition logs)."""
-    return Q(step_name__startswith=kind_prefix(_REPEAT)) & ~repetition_logs_q()
+    return Q(step_name__prefix=kind_prefix(_REPEAT)) & ~repetition_logs_q()

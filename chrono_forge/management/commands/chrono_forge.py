@@ -589,7 +589,7 @@ class Command(BaseCommand):
         self, wf: Workflow, coordination: ExecutionLog, errors: dict, shown: int = 5
     ) -> None:
         prefix = step_names.repetition_prefix(coordination.step_name)
-        repetitions = ExecutionLog.objects.filter(workflow=wf, step_name__startswith=prefix)
+        repetitions = ExecutionLog.objects.filter(workflow=wf, step_name__prefix=prefix)
         total = repetitions.count()
         if not total:
             return
