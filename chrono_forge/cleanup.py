@@ -17,9 +17,10 @@ one raw DELETE per table (error logs, execution logs, workflows). The batches wa
 order (completed workflows by ``(completed_at, id)``, failed ones by id), each starting where the
 last one stopped, so the cost is linear in what is deleted: no batch re-reads the candidates
 before it. Repetition logs are pruned a batch of coordination logs at a time: one SELECT of their
-repetition logs and one DELETE per ``batch_size`` of them, not two queries per periodic task. No row is loaded as a model instance, so memory stays flat however
-many rows there are. Raw deletes skip the ORM's ``on_delete``, so links into the deleted rows (a
-child workflow's ``parent_execution_log``) are set to NULL explicitly first.
+repetition logs and one DELETE per ``batch_size`` of them, not two queries per periodic task. No row
+is loaded as a model instance, so memory stays flat however many rows there are. Raw deletes skip
+the ORM's ``on_delete``, so links into the deleted rows (a child workflow's
+``parent_execution_log``) are set to NULL explicitly first.
 """
 
 from __future__ import annotations

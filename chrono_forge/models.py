@@ -1,7 +1,7 @@
 """Workflow, ExecutionLog and ErrorLog.
 
-Writes go through ``QuerySet.update()`` with explicit columns, so each statement touches only what it
-must (``save()`` would rewrite the JSON columns). Timestamps come from :mod:`chrono_forge.clock`.
+Writes go through ``QuerySet.update()`` with explicit columns, so each statement touches only what
+it must (``save()`` would rewrite the JSON columns). Timestamps come from :mod:`chrono_forge.clock`.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
     def overdue(self, grace: timedelta | None = None):
         """Rows whose delivery is late by more than ``grace`` (default RESUME_OVERDUE_GRACE): an
         idle row's first pass, continuation, wake-up or merge poll; a failed/stalled row's pending
-        operator retry; and :meth:`unaccounted` rows. ``resume_overdue`` re-delivers exactly these."""
+        operator retry; and :meth:`unaccounted` rows. ``resume_overdue`` re-delivers just these."""
         cutoff = clock.now() - _grace(grace)
         due = Q(next_run_at__lt=cutoff) & Q(
             state__in=(Workflow.STATE.idle, *Workflow.RETRYABLE_STATES)
@@ -155,8 +155,8 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         return self._requeue(self.overdue(grace), redeliver)
 
     def _requeue(self, queryset, enqueue_one) -> int:
-        # Pages by primary key, not one open cursor: an enqueue may close the connection (django-q2's
-        # ORM broker does with CONN_MAX_AGE=0), which would kill a cursor held across it.
+        # Pages by primary key, not one open cursor: an enqueue may close the connection
+        # (django-q2's ORM broker does with CONN_MAX_AGE=0), which kills a cursor held across it.
         count, last = 0, None
         rows = queryset.only("id", "job_class", "key", "state", "next_run_at").order_by("pk")
         while page := list((rows if last is None else rows.filter(pk__gt=last))[:500]):
@@ -198,7 +198,8 @@ class Workflow(TimeStampedModel):
     options = models.JSONField(default=dict, blank=True)
     context = models.JSONField(default=dict, blank=True)
     state = StatusField(choices_name="STATE", max_length=16)
-    locked_by = models.CharField(max_length=64, null=True, blank=True)
+    # None, not "": the unlocked state is NULL, which the lock queries and the reaper filter on.
+    locked_by = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     locked_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -207,7 +208,7 @@ class Workflow(TimeStampedModel):
         blank=True,
         help_text="When the scheduled continuation is due (None: nothing scheduled).",
     )
-    parked_on = models.CharField(
+    parked_on = models.CharField(  # noqa: DJ001 (None = not parked, queried with __isnull)
         max_length=255,
         null=True,
         blank=True,
@@ -386,7 +387,8 @@ class ErrorLog(TimeStampedModel):
     id = conf.primary_key_field()
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="error_logs")
-    step_name = models.CharField(max_length=255, null=True, blank=True)
+    # None: an error outside any step (a workflow-level one), distinct from a step named "".
+    step_name = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     attempt = models.PositiveIntegerField(null=True, blank=True)
     error_class = models.CharField(max_length=255)
     error_message = models.TextField(blank=True, default="")

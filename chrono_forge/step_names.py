@@ -8,7 +8,8 @@ Every step log's ``step_name`` is one of:
 * ``durably_repeat$<name>$<unix seconds>`` — one tick (a *repetition log*) of the coordination
   log ``durably_repeat$<name>``;
 * ``$workflow_<marker>$<ref>`` — a lifecycle marker written by the executor:
-  ``$workflow_completion$``, ``$workflow_failure$<error log id>``, ``$workflow_retry$<unix seconds>``.
+  ``$workflow_completion$``, ``$workflow_failure$<error log id>``,
+  ``$workflow_retry$<unix seconds>``.
 
 The engine writes these names, cleanup deletes by them, the admin and the command read them: all of
 them build, parse and filter through this module, so the conventions cannot drift apart. The format

@@ -103,7 +103,7 @@ def test_waiting_figures_cover_every_wait_not_only_the_page(client, operator, mo
 
 def test_waiting_and_stranded_queries_do_not_grow_with_rows(client, operator):
     def fill(n):
-        for i in range(n):
+        for _ in range(n):
             workflow = make_workflow("idle")
             make_log(workflow, "continue_if$paid", "pending", started=clock.now())
             make_workflow("running", locked_at=clock.now() - timedelta(hours=3))

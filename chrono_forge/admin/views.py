@@ -611,6 +611,7 @@ def overview_data() -> dict:
             }
         )
     classes.sort(key=lambda c: (-c["processed"], c["job_class"]))
+
     def text(*states: str) -> str:
         capped = any(totals[state] > OVERVIEW_COUNT_CAP for state in states)
         return f"{sum(totals[state] for state in states):,}{'+' if capped else ''}"
