@@ -64,6 +64,7 @@ KIND_LABELS = {
     "merge": "merge",
     "receive": "receive",
     "send_to": "send to",
+    "patch": "patched",
 }
 #: Kinds whose ``attempts`` counts condition checks rather than tries.
 POLLING_KINDS = frozenset(
