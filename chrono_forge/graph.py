@@ -29,6 +29,8 @@ PRIMITIVES = {
     "merge_branch": "merge",
     "patched": "patch",
     "deprecate_patch": "patch",
+    "receive": "receive",
+    "send_to": "send_to",
 }
 
 
@@ -81,6 +83,12 @@ def _step_name(primitive: str, call: ast.Call) -> tuple[str | None, list[str]]:
         note = "patch point" if primitive == "patched" else "deprecated patch (stores nothing)"
         return _literal(_argument(call, 0, "change_id")), [note]
     explicit = next((kw.value for kw in call.keywords if kw.arg == "name"), None)  # keyword-only
+    if primitive in ("receive", "send_to"):  # named after the topic unless name= is given
+        topic = (
+            _argument(call, 0, "topic") if primitive == "receive" else _argument(call, 2, "topic")
+        )
+        note = "parks until a message of its topic" if primitive == "receive" else "sends a message"
+        return _literal(explicit if explicit is not None else topic), [note]
     if explicit is not None:
         return _literal(explicit), []
     notes = ["parks until the condition is true"] if primitive == "continue_if" else []

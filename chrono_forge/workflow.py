@@ -472,6 +472,46 @@ class DurableWorkflow:
 
         return receive(self, topic, timeout=timeout, name=name)
 
+    def send_to(
+        self,
+        workflow_class: type[DurableWorkflow],
+        key: str,
+        topic: str,
+        payload: Any,
+        *,
+        name: str | None = None,
+        retry_policy: RetryPolicyLike = None,
+    ) -> Any:
+        """Send a message to another run (:meth:`send`) as a durable step: sent once across
+        replays, retries and crashes.
+
+        Every attempt sends with the same idempotency key (this run and the step), so the target
+        stores the message once even when the worker dies between the send and the step's
+        completion. An unknown or completed target is a failed attempt, retried per
+        ``retry_policy``, then the workflow stalls.
+
+        Args:
+            workflow_class: the target's class (a ``DurableWorkflow`` subclass).
+            key: the target run's key.
+            topic: the message's topic (a non-empty string without ``$``).
+            payload: a JSON value, at most ``MESSAGE_MAX_BYTES``.
+            name: the step name (``send_to$<name>``); default: the topic. Sending one topic
+                several times in a pass needs a distinct name per call.
+            retry_policy: for a refused send; default: the class's, else 3 attempts.
+
+        Returns:
+            The message's id (stored as the step's result).
+
+        Example::
+
+            self.send_to(ShippingWorkflow, f"ship-{order_id}", "paid", {"order_id": order_id})
+        """
+        from .primitives.send_to import send_to
+
+        return send_to(
+            self, workflow_class, key, topic, payload, name=name, retry_policy=retry_policy
+        )
+
     def durably_repeat(
         self,
         method: Method,

@@ -88,3 +88,22 @@ class Waiter(DurableWorkflow):
     def perform(self):
         self.wait(timedelta(hours=1), "nap")
         self.context["got"] = self.receive("late")
+
+
+class Sender(DurableWorkflow):
+    """Sends a payment to the Inbox run ``key``, then waits for an acknowledgement."""
+
+    def perform(self, *, key):
+        self.send_to(Inbox, key, "payment", {"amount": 5})
+        self.context["ack"] = self.receive("ack")
+
+
+class BadSendTo(DurableWorkflow):
+    """Calls send_to with FLAGS["send_to"] over good defaults (bad-input tests)."""
+
+    def perform(self):
+        args = {"target": Inbox, "key": "k", "topic": "payment", "payload": 1}
+        args.update(FLAGS["send_to"])
+        self.send_to(
+            args.pop("target"), args.pop("key"), args.pop("topic"), args.pop("payload"), **args
+        )

@@ -26,7 +26,7 @@ from ..liveness import (  # noqa: F401  (re-exported: the admin views use them t
     parked_reason,
     pending_merges,
 )
-from ..models import ErrorLog, ExecutionLog, Workflow
+from ..models import ErrorLog, ExecutionLog, Message, Workflow
 from ..step_names import kind_prefix
 from ..steps import REPETITION_LOG_PATTERN
 
@@ -635,6 +635,34 @@ class WorkflowPage:
     context_size: int
     context_limit: int
     kwargs_entries: list[dict]
+    messages: list[Message] = field(default_factory=list)
+    messages_capped: bool = False
+
+
+#: The workflow page shows this many messages, newest first.
+MESSAGE_CAP = 50
+
+
+def workflow_messages(workflow_id: Any) -> tuple[list[Message], bool]:
+    """The newest MESSAGE_CAP messages of a workflow with the step that consumed each (one
+    query), and whether there are more."""
+    rows = list(
+        Message.objects.filter(workflow_id=workflow_id)
+        .select_related("consumed_by")
+        .only(
+            "id",
+            "workflow_id",
+            "topic",
+            "payload",
+            "idempotency_key",
+            "created",
+            "consumed_at",
+            "consumed_by__id",
+            "consumed_by__step_name",
+        )
+        .order_by("-id")[: MESSAGE_CAP + 1]
+    )
+    return rows[:MESSAGE_CAP], len(rows) > MESSAGE_CAP
 
 
 def _row_for(log: ExecutionLog, step: StepName, workflow: Workflow, now: datetime) -> TimelineRow:
@@ -832,6 +860,7 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
         )
 
     limit = conf.get("CONTEXT_VALUE_MAX_BYTES")
+    messages, messages_capped = workflow_messages(workflow.pk)
     return WorkflowPage(
         workflow=workflow,
         timeline=rows,
@@ -859,4 +888,6 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
         context_size=json_size(workflow.context or {}),
         context_limit=limit,
         kwargs_entries=value_entries(workflow.kwargs),
+        messages=messages,
+        messages_capped=messages_capped,
     )

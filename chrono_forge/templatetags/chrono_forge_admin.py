@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from django import template
@@ -39,6 +40,13 @@ def cf_ago(moment):
         moment.strftime("%Y-%m-%d %H:%M:%S %Z"),
         text,
     )
+
+
+@register.filter
+def cf_json_short(value, limit=120):
+    """A stored JSON value on one line, cut to ``limit`` characters (a message's payload)."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @register.filter

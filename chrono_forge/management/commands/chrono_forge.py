@@ -4,6 +4,7 @@ start CLASS KEY [--kwargs JSON]             (perform_later from the shell)
 list [--state S|blocked] [--class C] [--limit N] [--overdue] [--parked] [--all]
 show KEY [--class C] [--full] [--traceback]
 resume KEY                                   retry KEY [--now]
+send KEY TOPIC --json JSON [--idempotency-key K] [--class C]
 reap [--stale-after MIN]                     resume-overdue [--grace MIN]
 cleanup [--older-than DAYS ...] [--dry-run]  maintenance --install | --uninstall
 status                                       (exit 1: work is overdue and no cluster is alive)
@@ -28,7 +29,7 @@ from chrono_forge import conf, maintenance, registry, step_names
 from chrono_forge.cleanup import REPEAT_PREFIX
 from chrono_forge.exceptions import ChronoForgeError
 from chrono_forge.liveness import is_stranded, liveness, pending_merges
-from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
+from chrono_forge.models import ErrorLog, ExecutionLog, Message, Workflow
 from chrono_forge.steps import REPETITION_LOG_PATTERN
 
 FAILURE_PREFIX = step_names.FAILURE_MARKER_PREFIX
@@ -113,6 +114,14 @@ def _json_object(text: str) -> dict[str, Any]:
             f"must be a JSON object of keyword arguments, not {type(value).__name__}"
         )
     return value
+
+
+def _json_value(text: str) -> Any:
+    """argparse type of --json: any JSON value (send validates what it may store)."""
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
 
 
 @contextlib.contextmanager
@@ -249,6 +258,26 @@ class Command(BaseCommand):
             "resume",
             "Re-enqueue an idle workflow (e.g. after the event a continue_if waits for).",
             key=True,
+        )
+        p = sub(
+            "send",
+            "Send a message to a workflow run, as CLASS.send(KEY, TOPIC, payload) would: stored "
+            "for a receive(TOPIC) to consume, and the run is woken.",
+            key=True,
+        )
+        p.add_argument("topic", metavar="TOPIC", help="the message topic")
+        p.add_argument(
+            "--json",
+            dest="payload",
+            type=_json_value,
+            required=True,
+            metavar="JSON",
+            help="the payload as JSON, e.g. '{\"amount\": 5}'",
+        )
+        p.add_argument(
+            "--idempotency-key",
+            metavar="KEY",
+            help="a repeat of this key (per run) stores nothing and prints the first message",
         )
         p = sub("retry", "Retry a failed or stalled workflow.", key=True)
         p.add_argument(
@@ -639,6 +668,32 @@ class Command(BaseCommand):
             raise CommandError(f"{wf} is {wf.state}; only idle workflows can be resumed ({hint}).")
         wf.resume()
         self.stdout.write(self.style.SUCCESS(f"Resumed {wf}: a pass is enqueued."))
+
+    def handle_send(
+        self,
+        key: str,
+        job_class: str | None,
+        topic: str,
+        payload: Any,
+        idempotency_key: str | None,
+        **_: Any,
+    ) -> None:
+        wf = self.get_workflow(key, job_class)
+        repeat = (
+            idempotency_key is not None
+            and Message.objects.filter(workflow=wf, idempotency_key=idempotency_key).exists()
+        )
+        try:
+            message = wf.send(topic, payload, idempotency_key=idempotency_key)
+        except (TypeError, ValueError) as error:  # a topic, payload or key send refuses
+            raise CommandError(f"{wf} {topic}: {error}") from error
+        if repeat:
+            self.stdout.write(
+                f"{wf} already has message #{message.pk} with idempotency key "
+                f"{idempotency_key!r}: nothing stored."
+            )
+        else:
+            self.stdout.write(self.style.SUCCESS(f"Sent message #{message.pk} ({topic}) to {wf}."))
 
     def handle_retry(self, key: str, job_class: str | None, now: bool, **_: Any) -> None:
         wf = self.get_workflow(key, job_class)
