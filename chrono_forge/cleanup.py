@@ -4,8 +4,8 @@
     cleanup.run(older_than=timedelta(days=90))   # -> {"workflows": n, "execution_logs": n, ...}
 
 * A workflow is deleted once it has been terminal for longer than its window: a completed one
-  counted from ``completed_at``, a failed one from its last change (``modified``, written when it
-  failed).
+  counted from ``completed_at``, a cancelled one from ``cancelled_at`` (both with the completed
+  window), a failed one from its last change (``modified``, written when it failed).
   Running, idle and stalled workflows are never deleted, nor the children of one.
 * Repetition logs (``durably_repeat$<name>$<unix_seconds>``) of any workflow are pruned only when a
   window is given, and only behind the coordination log's frontier
@@ -75,6 +75,7 @@ def expired_workflows(completed_before: datetime, failed_before: datetime) -> Qu
     A branch child stays while its parent is in flight: the parent's merge may still count it."""
     return Workflow.objects.filter(
         Q(state=Workflow.STATE.completed, completed_at__lt=completed_before)
+        | Q(state=Workflow.STATE.cancelled, cancelled_at__lt=completed_before)
         | Q(state=Workflow.STATE.failed, modified__lt=failed_before)
     ).exclude(parent_execution_log__workflow__state__in=IN_FLIGHT)
 

@@ -83,6 +83,15 @@ class WorkflowNotRetryableError(ChronoForgeError):
     """``retry_now``/``retry_later`` on a workflow that is not failed or stalled."""
 
 
+class WorkflowNotCancellableError(ChronoForgeError):
+    """``cancel`` of a workflow that does not exist (``state`` is None) or already finished
+    (``state`` is ``completed`` or ``cancelled``)."""
+
+    def __init__(self, message: str, *, state: str | None = None):
+        super().__init__(message)
+        self.state = state
+
+
 class EnqueueError(ChronoForgeError):
     """The broker refused a workflow's pass; the message says whether anything was stored."""
 
@@ -118,6 +127,7 @@ __all__ = [
     "UnmergedBranchError",
     "UnknownBranchError",
     "WorkflowNotRetryableError",
+    "WorkflowNotCancellableError",
     "ConcurrentExecutionError",
     "LongRunningConcurrentExecutionError",
     "ContextValidationError",

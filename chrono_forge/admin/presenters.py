@@ -64,7 +64,7 @@ POLLING_KINDS = frozenset({"wait_until", "continue_if", "merge", "durably_repeat
 WAIT_KINDS = frozenset({"wait", "wait_until", "continue_if", "merge", "durably_repeat", "branch"})
 
 BLOCKED_STATES = (Workflow.STATE.failed, Workflow.STATE.stalled)
-STATES = ("idle", "running", "completed", "failed", "stalled")
+STATES = ("idle", "running", "completed", "failed", "stalled", "cancelled")
 
 
 # -- small formatters ------------------------------------------------------------------------------
@@ -271,7 +271,10 @@ def row_status(workflow: Workflow, now: datetime | None = None) -> tuple[str, st
         "completed": "green",
         "failed": "rose",
         "stalled": "rose",
+        "cancelled": "slate",
     }
+    if state == Workflow.STATE.cancelled:
+        return state, "slate", workflow.cancel_reason or "cancelled (no reason given)"
     return state, tones.get(state, "slate"), ""
 
 
@@ -284,6 +287,8 @@ def row_duration(workflow: Workflow, now: datetime | None = None) -> float | Non
         return seconds_between(workflow.started_at, now)
     if workflow.state == Workflow.STATE.completed:
         return seconds_between(workflow.started_at, workflow.completed_at)
+    if workflow.state == Workflow.STATE.cancelled:
+        return seconds_between(workflow.started_at, workflow.cancelled_at)
     if workflow.state in BLOCKED_STATES:
         return seconds_between(workflow.started_at, workflow.modified)
     return None
