@@ -3,11 +3,13 @@
 Every step log's ``step_name`` is one of:
 
 * ``<kind>$<name>`` — a primitive's step (``durably_execute$charge``, ``branch$fan``,
-  ``merge$a,b`` whose name is the sorted, comma-joined branch names);
+  ``merge$a,b`` whose name is the sorted, comma-joined branch names, ``patch$add-audit`` the
+  marker that remembers a ``patched("add-audit")`` decision);
 * ``durably_repeat$<name>$<unix seconds>`` — one tick (a *repetition log*) of the coordination
   log ``durably_repeat$<name>``;
 * ``$workflow_<marker>$<ref>`` — a lifecycle marker written by the executor:
-  ``$workflow_completion$``, ``$workflow_failure$<error log id>``, ``$workflow_retry$<unix seconds>``.
+  ``$workflow_completion$``, ``$workflow_failure$<error log id>``,
+  ``$workflow_retry$<unix seconds>``.
 
 The engine writes these names, cleanup deletes by them, the admin and the command read them: all of
 them build, parse and filter through this module, so the conventions cannot drift apart. The format
@@ -29,6 +31,9 @@ __all__ = [
     "REPETITION_LOG_PATTERN",
     "StepName",
     "MalformedStepName",
+    "PATCH",
+    "patch_marker",
+    "revisited_by_replay",
     "completion_marker",
     "failure_marker",
     "retry_marker",
@@ -52,7 +57,12 @@ KINDS = (
     "continue_if",
     "branch",
     "merge",
+    "patch",
 )
+
+#: The kind of a versioning marker: ``patch$<change id>`` records what ``patched(change id)``
+#: answered for a run. A marker, not a step a replay must revisit (see :func:`revisited_by_replay`).
+PATCH = "patch"
 
 #: Lifecycle markers (an empty kind). The completion marker is the whole name; the others carry a
 #: trailing reference.
@@ -168,6 +178,20 @@ def retry_marker(unix_seconds: int) -> str:
     return f"{RETRY_MARKER_PREFIX}{unix_seconds}"
 
 
+def patch_marker(change_id: str) -> str:
+    """``patch$<change id>`` (the id is validated by the caller)."""
+    return f"{PATCH}{SEPARATOR}{change_id}"
+
+
+def revisited_by_replay(raw: str) -> bool:
+    """Whether a replay of ``perform()`` that still follows the run's history visits this step
+    again: a primitive's step, and neither a lifecycle marker, a patch marker (code may drop its
+    ``patched`` call once every old run drained) nor a repetition log (a repeat's coordination log
+    stands for its ticks). Never raises."""
+    kind, sep, rest = raw.partition(SEPARATOR)
+    return bool(sep) and kind not in ("", PATCH) and not (kind == _REPEAT and SEPARATOR in rest)
+
+
 def repetition_prefix(coordination: str) -> str:
     """``durably_repeat$<name>$``: what every repetition log of that coordination log starts with.
     Accepts the coordination log's step name or the bare repetition name."""
@@ -209,4 +233,4 @@ def repetition_logs_q() -> Q:
 
 def coordination_logs_q() -> Q:
     """``durably_repeat$<name>`` coordination logs (not their repetition logs)."""
-    return Q(step_name__startswith=kind_prefix(_REPEAT)) & ~repetition_logs_q()
+    return Q(step_name__prefix=kind_prefix(_REPEAT)) & ~repetition_logs_q()

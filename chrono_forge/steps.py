@@ -57,8 +57,8 @@ class StepLogs:
     """The execution logs of one workflow as seen by one pass.
 
     One bulk SELECT (on first use) answers every lookup of the pass, so replaying N completed steps
-    costs nothing per step. A workflow on its very first pass is known to have no logs and skips even
-    that read. Rows written during the pass are added to the view.
+    costs nothing per step. A workflow on its very first pass is known to have no logs and skips
+    even that read. Rows written during the pass are added to the view.
     """
 
     def __init__(
@@ -75,6 +75,8 @@ class StepLogs:
         self._deferred: list[tuple[Any, dict[str, Any]]] = []
         #: steps whose attempt this pass recorded (theirs is not a lost attempt)
         self.attempted: set[str] = set()
+        #: steps this pass INSERTed (a view loaded after them includes them; they are not history)
+        self.created: set[str] = set()
 
     def _rows(self) -> dict[str, ExecutionLog]:
         if self._by_name is None:
@@ -92,6 +94,10 @@ class StepLogs:
     def names(self) -> list[str]:
         return list(self._rows())
 
+    def history(self) -> list[str]:
+        """The step names earlier passes recorded (the view minus what this pass INSERTed)."""
+        return [name for name in self._rows() if name not in self.created]
+
     def create(self, step_name: str, **fields: Any) -> ExecutionLog:
         """INSERT a step log (the first attempt is recorded in the INSERT itself)."""
         now = clock.now()
@@ -104,6 +110,7 @@ class StepLogs:
                 modified=now,
                 **fields,
             )
+        self.created.add(step_name)
         if self._by_name is not None:  # not loaded yet: a later read will include this row anyway
             self._by_name[step_name] = log
         return log
@@ -201,7 +208,7 @@ def callsite(kind: str, method: Any, name: str | None) -> str:
 def duration_arg(
     value: Any, *, where: str, what: str, positive: bool = False, non_negative: bool = False
 ) -> timedelta:
-    """A primitive's duration argument (timedelta or seconds), or InvalidStepArgument naming the step."""
+    """A primitive's duration argument (timedelta or seconds), or InvalidStepArgument naming it."""
     try:
         delta = conf.as_duration(value)
     except TypeError:

@@ -1,7 +1,7 @@
 """``DurableWorkflow``: the class users subclass, its enqueue API and its durable primitives.
 
-The pass lifecycle lives in :mod:`chrono_forge.executor`; each primitive lives in its own module under
-:mod:`chrono_forge.primitives`. The methods here are thin, typed entry points.
+The pass lifecycle lives in :mod:`chrono_forge.executor`; each primitive lives in its own module
+under :mod:`chrono_forge.primitives`. The methods here are thin, typed entry points.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ def resolve_workflow_class(job_class: str) -> type[DurableWorkflow]:
 class DurableWorkflow:
     """Subclass it and write ``perform(self, *, ...)`` with durable primitives.
 
-    A run is identified by ``(job_class, key)``; every pass replays ``perform`` from the top and each
-    primitive answers from its checkpoint when it already completed.
+    A run is identified by ``(job_class, key)``; every pass replays ``perform`` from the top and
+    each primitive answers from its checkpoint when it already completed.
     """
 
-    #: Class default retry policy for steps and for uncaught workflow-level errors (a list = composite).
+    #: Class default retry policy for steps and uncaught workflow-level errors (a list: composite).
     retry_policy: ClassVar[RetryPolicyLike] = None
 
     workflow: Workflow
@@ -90,8 +90,8 @@ class DurableWorkflow:
         """Create the workflow row if missing (an existing key keeps its kwargs) and enqueue a pass.
 
         A new row is born scheduled (its first delivery's due time is in the INSERT: if the queue
-        loses that delivery, ``resume-overdue`` sends it again) and the delivery carries the due time
-        as its token; an existing key gets a wake-up (:meth:`Workflow.wake`). Inside
+        loses that delivery, ``resume-overdue`` sends it again) and the delivery carries the due
+        time as its token; an existing key gets a wake-up (:meth:`Workflow.wake`). Inside
         ``transaction.atomic()`` the enqueue happens on commit. If the broker refuses the enqueue,
         :class:`~chrono_forge.exceptions.EnqueueError` says what was kept: nothing, when the queue
         shares chrono_forge's database (the row and the enqueue commit together); otherwise the new
@@ -622,3 +622,61 @@ class DurableWorkflow:
         return merge_branches(self, *names, min_interval=min_interval, max_interval=max_interval)
 
     merge_branch = merge_branches
+
+    # -- versioning ----------------------------------------------------------------------------
+    def patched(self, change_id: str) -> bool:
+        """Whether this run takes the changed code path: ``True`` for a run reaching this point
+        for the first time under code that has the change, ``False`` for a run that went past
+        this point under the old code (it keeps the old path).
+
+        The first answer is decided from the replay frontier: when this pass has not yet replayed
+        every step the run recorded before, the run is in old history and gets ``False``;
+        otherwise ``True``. Either answer is stored in the marker ``patch$<change_id>`` (one
+        INSERT), and every later pass returns it again without a statement.
+
+        Args:
+            change_id: names the change, unique within ``perform()``: a non-empty string without
+                ``$``. Keep it for as long as the call stays in the code.
+
+        Returns:
+            ``True`` to take the new path, ``False`` to keep the old one.
+
+        Raises:
+            InvalidStepName: an empty or non-string id, or one containing ``$``.
+            DuplicateStepName: the same id used twice in one pass.
+
+        Example::
+
+            self.durably_execute(self.charge)
+            if self.patched("add-fraud-check"):   # deployed while orders were in flight
+                self.durably_execute(self.fraud_check)
+            self.durably_execute(self.ship)
+        """
+        from .primitives.patched import patched
+
+        return patched(self, change_id)
+
+    def deprecate_patch(self, change_id: str) -> None:
+        """Mark the place of a ``patched(change_id)`` whose old path was removed.
+
+        Once no run that answered ``False`` is unfinished, replace ``if self.patched(id): new()``
+        by ``self.deprecate_patch(id); new()``, and drop the call in a later deploy. It stores
+        nothing and costs no statement; it keeps the id reserved (a ``patched`` of the same id in
+        the same pass is a ``DuplicateStepName``).
+
+        Args:
+            change_id: the id the ``patched`` call used.
+
+        Raises:
+            InvalidStepName: an empty or non-string id, or one containing ``$``.
+
+        Example::
+
+            self.durably_execute(self.charge)
+            self.deprecate_patch("add-fraud-check")
+            self.durably_execute(self.fraud_check)
+            self.durably_execute(self.ship)
+        """
+        from .primitives.patched import deprecate_patch
+
+        return deprecate_patch(self, change_id)

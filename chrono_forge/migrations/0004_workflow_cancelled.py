@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chrono_forge", "0002_workflow_parked"),
+        ("chrono_forge", "0003_scale_indexes"),
     ]
 
     operations = [
