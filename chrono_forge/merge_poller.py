@@ -214,7 +214,9 @@ def _poll(merge_log_id: Any, token: str) -> str:
     if merge_log.state == COMPLETED:
         return "merged"  # the parent resolved the merge itself
     if merge_log.workflow.state == STATE.cancelled:
-        logger.info("chrono_forge: merge poller for %s(%s): the parent was cancelled", job_class, key)
+        logger.info(
+            "chrono_forge: merge poller for %s(%s): the parent was cancelled", job_class, key
+        )
         return "cancelled"  # nothing will replay the parent: stop polling
     if _token(merge_log) != token:
         logger.info("chrono_forge: merge poller for %s(%s) was superseded; exiting", job_class, key)

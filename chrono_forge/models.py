@@ -213,9 +213,9 @@ CANCEL_BATCH_SIZE = 1000
 def cancel_rows(
     queryset, reason: str, now: datetime, *, limit: int | None = None, child_reason: str = ""
 ):
-    """Cancel the rows of ``queryset`` (at most ``limit``), then their descendants, batch by batch.
-    Returns ``(rows of queryset cancelled, rows cancelled in all)``; the caller validated ``reason``.
-    Descendants get ``child_reason`` (default: ``parent cancelled: <reason>``)."""
+    """Cancel the rows of ``queryset`` (at most ``limit``), then their descendants, batch by
+    batch; descendants get ``child_reason`` (default: ``parent cancelled: <reason>``). Returns
+    ``(rows of queryset cancelled, rows cancelled in all)``; the caller validated ``reason``."""
     from . import signals
 
     fields = {
@@ -248,9 +248,9 @@ def cancel_rows(
         if done and signals.workflow_cancelled.has_listeners():
             announce_cancelled(Workflow.objects.filter(pk__in=batch, cancelled_at=now))
         children = Workflow.objects.filter(parent_execution_log__workflow_id__in=batch)
-        total += cancel_rows(
-            children.cancellable(), child_reason, now, child_reason=child_reason
-        )[1]
+        total += cancel_rows(children.cancellable(), child_reason, now, child_reason=child_reason)[
+            1
+        ]
         if len(batch) < size:
             break
     return own, total

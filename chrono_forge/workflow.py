@@ -174,9 +174,7 @@ class DurableWorkflow:
         states = _retry_states(resume_cancelled)
         internal = {"resume_cancelled": True} if resume_cancelled else {}
         with dispatch.with_enqueue():
-            requested = Workflow.objects.filter(pk=row.pk, state__in=states).update(
-                next_run_at=now
-            )
+            requested = Workflow.objects.filter(pk=row.pk, state__in=states).update(next_run_at=now)
             if not requested:
                 raise WorkflowNotRetryableError(f"{row} is no longer {' or '.join(states)}")
             dispatch.enqueue(

@@ -10,9 +10,9 @@ from django.utils.safestring import mark_safe
 
 from .. import conf, operations
 from ..exceptions import ChronoForgeError
-from ..validation import REASON_MAX_LENGTH
 from ..models import Workflow
 from ..templatetags.chrono_forge_admin import cf_ago
+from ..validation import REASON_MAX_LENGTH
 from . import presenters as p
 from .filters import (
     IsBranchChildFilter,
