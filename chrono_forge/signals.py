@@ -22,9 +22,9 @@ signal                      sent when, with (besides ``sender`` and ``workflow``
 ``workflow_failed``         a workflow-level error used up the class retry policy; ``error``
 ``workflow_stalled``        the run stalled for an operator: ``error``, ``step_name`` (the
                             failed step, or ``None`` for a workflow-level cause)
-``workflow_cancelled``      the run was cancelled (``cancel``, its parent's cancel, or its
-                            deadline): ``reason``. Sent by the code that cancelled it, once
-                            per cancelled run (children included)
+``workflow_cancelled``      the run was cancelled (by ``cancel`` or by its parent's cancel):
+                            ``reason``. Sent by the code that cancelled it, once per
+                            cancelled run (children included)
 ``step_failed``             a step is failed for good (retries used up, a result that cannot be
                             stored, a ``wait_until`` timeout): ``step_name``, ``error``,
                             ``attempt``
