@@ -4,8 +4,9 @@
     cleanup.run(older_than=timedelta(days=90))   # -> {"workflows": n, "execution_logs": n, ...}
 
 * A workflow is deleted (with its step logs, error logs and messages) once it has been terminal
-  for longer than its window: a completed one counted from ``completed_at``, a failed one from its
-  last change (``modified``, written when it failed).
+  for longer than its window: a completed one counted from ``completed_at``, a cancelled one from
+  ``cancelled_at`` (both with the completed window), a failed one from its last change
+  (``modified``, written when it failed).
   Running, idle and stalled workflows are never deleted, nor the children of one.
 * Repetition logs (``durably_repeat$<name>$<unix_seconds>``) of any workflow are pruned only when a
   window is given, and only behind the coordination log's frontier
@@ -14,12 +15,13 @@
 
 Workflows go in batches of ``batch_size`` primary keys, each batch in its own short transaction with
 one raw DELETE per table (messages, error logs, execution logs, workflows). The batches walk an
-index in order (completed workflows by ``(completed_at, id)``, failed ones by id), each starting
-where the last one stopped, so the cost is linear in what is deleted: no batch re-reads the
-candidates before it. Repetition logs are pruned a batch of coordination logs at a time: one SELECT
-of their repetition logs and one DELETE per ``batch_size`` of them, not two queries per periodic
-task. No row is loaded as a model instance, so memory stays flat however many rows there are. Raw
-deletes skip the ORM's ``on_delete``, so links into the deleted rows (a child workflow's
+index in order (completed workflows by ``(completed_at, id)``, cancelled and failed ones by id),
+each starting where the last one stopped, so the cost is linear in what is deleted: no batch
+re-reads the candidates before it. Repetition logs are pruned a batch of coordination logs at a
+time: one SELECT of their repetition logs and one DELETE per ``batch_size`` of them, not two
+queries per periodic task. No row is loaded as a model instance, so memory stays flat however many
+rows there are. Raw deletes skip the ORM's ``on_delete``, so links into the deleted rows (a child
+workflow's
 ``parent_execution_log``) are set to NULL explicitly first.
 """
 
@@ -79,6 +81,7 @@ def expired_workflows(completed_before: datetime, failed_before: datetime) -> Qu
     A branch child stays while its parent is in flight: the parent's merge may still count it."""
     return Workflow.objects.filter(
         Q(state=Workflow.STATE.completed, completed_at__lt=completed_before)
+        | Q(state=Workflow.STATE.cancelled, cancelled_at__lt=completed_before)
         | Q(state=Workflow.STATE.failed, modified__lt=failed_before)
     ).exclude(parent_execution_log__workflow__state__in=IN_FLIGHT)
 
@@ -119,16 +122,20 @@ def _keyset(queryset: QuerySet, column: str, batch_size: int):
 
 def _expired_batches(completed_before: datetime, failed_before: datetime, batch_size: int):
     """Primary keys of the expired workflows in batches: completed ones along the (state,
-    completed_at) index, then failed ones by id."""
+    completed_at) index, then cancelled and failed ones by id (rarer: no index of their own)."""
     keep = Q(parent_execution_log__workflow__state__in=IN_FLIGHT)
     completed = Workflow.objects.filter(
         state=Workflow.STATE.completed, completed_at__lt=completed_before
     ).exclude(keep)
+    cancelled = Workflow.objects.filter(
+        state=Workflow.STATE.cancelled, cancelled_at__lt=completed_before
+    )
     failed = Workflow.objects.filter(state=Workflow.STATE.failed, modified__lt=failed_before)
     for rows in _keyset(completed, "completed_at", batch_size):
         yield [pk for _, pk in rows]
-    for rows in _keyset(failed.exclude(keep), "pk", batch_size):
-        yield [pk for _, pk in rows]
+    for queryset in (cancelled, failed):
+        for rows in _keyset(queryset.exclude(keep), "pk", batch_size):
+            yield [pk for _, pk in rows]
 
 
 def _delete_workflows(

@@ -88,7 +88,16 @@ class UnknownWorkflowError(ChronoForgeError, LookupError):
 
 
 class WorkflowFinishedError(ChronoForgeError):
-    """A message was sent to a workflow that is completed or failed: nothing will consume it."""
+    """A message was sent to a workflow that is completed or cancelled: nothing will consume it."""
+
+
+class WorkflowNotCancellableError(ChronoForgeError):
+    """``cancel`` of a workflow that does not exist (``state`` is None) or already finished
+    (``state`` is ``completed`` or ``cancelled``)."""
+
+    def __init__(self, message: str, *, state: str | None = None):
+        super().__init__(message)
+        self.state = state
 
 
 class EnqueueError(ChronoForgeError):
@@ -128,6 +137,7 @@ __all__ = [
     "WorkflowNotRetryableError",
     "UnknownWorkflowError",
     "WorkflowFinishedError",
+    "WorkflowNotCancellableError",
     "ConcurrentExecutionError",
     "LongRunningConcurrentExecutionError",
     "ContextValidationError",

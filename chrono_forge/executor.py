@@ -82,6 +82,10 @@ WORKFLOW_ATTEMPTS_GUARD = 10
 STATE = Workflow.STATE
 
 
+class RunCancelled(Exception):
+    """Internal: the final release found the run cancelled; the final transaction rolls back."""
+
+
 def token_for(run_at: datetime) -> str:
     return run_at.isoformat()
 
@@ -146,6 +150,10 @@ class Pass:
         self.exit_error: BaseException | None = None
         # why the run failed or stalled, for the signal sent once that state is committed
         self.outcome_error: BaseException | None = None
+        # the run was cancelled while this pass held its lock (the release keeps ``cancelled``)
+        self.cancelled = False
+        self.finalizing = False  # inside final_transaction()
+        self.checked_after = 0  # bodies attempted when the pass last checked for a cancel
 
     # -- the pass ----------------------------------------------------------------------------------
     def execute(self) -> Workflow | None:
@@ -188,6 +196,19 @@ class Pass:
             return
         self.complete()
 
+    def stop_if_cancelled(self) -> None:
+        """A primitive boundary: before a step body (or condition) starts, a run cancelled since
+        this pass took the lock halts (no further body starts; the release keeps ``cancelled``).
+        One indexed SELECT, and only when some body ran since the last check: the pass's first
+        body is not checked (the lock read the state just before it)."""
+        ran = len(self.steps.attempted)
+        if ran == self.checked_after:
+            return
+        self.checked_after = ran
+        if Workflow.objects.filter(pk=self.row.pk, state=STATE.cancelled).exists():
+            logger.info("chrono_forge: %s was cancelled; the pass stops here", self.row)
+            raise HaltExecution()
+
     def finish(self) -> None:
         try:
             self.release(self.final_state)
@@ -215,7 +236,10 @@ class Pass:
             ):
                 logger.info("chrono_forge: %s: superseded continuation (%s) exits", row, self.token)
                 return None
-            if self.retry_workflow and row.state in Workflow.RETRYABLE_STATES:
+            if self.retry_workflow and (
+                row.state in Workflow.RETRYABLE_STATES
+                or (row.state == STATE.cancelled and self.internal.get("resume_cancelled"))
+            ):
                 self.prepare_retry(row, now)
             if row.state not in Workflow.EXECUTABLE_STATES:
                 logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
@@ -248,7 +272,7 @@ class Pass:
             )
         self.row = row
         self.context = Context(row.context)
-        self.steps = StepLogs(row.pk, known_empty=first_pass)
+        self.steps = StepLogs(row.pk, known_empty=first_pass, before_attempt=self.stop_if_cancelled)
         if first_pass:
             self.announce(signals.workflow_started)
         return row
@@ -283,6 +307,8 @@ class Pass:
             ExecutionLog.objects.filter(pk=log.pk).update(
                 state=PENDING, attempts=0, metadata=metadata, modified=now
             )
+        if row.state == STATE.cancelled:  # a forced retry: the run is no longer cancelled
+            Workflow.objects.filter(pk=row.pk).update(cancelled_at=None, cancel_reason="")
         row.state, row.locked_by, row.locked_at = STATE.idle, None, None
 
     def release(self, state: str, **fields: Any) -> None:
@@ -317,7 +343,11 @@ class Pass:
             parked_on=parked,
             parked_since=since,
         )
-        owned = Workflow.objects.filter(pk=self.row.pk, locked_by=self.run_id)
+        # A cancel committed while this pass ran is never overwritten: the row is no longer ours
+        # to set, only to unlock (see release_cancelled).
+        owned = Workflow.objects.filter(pk=self.row.pk, locked_by=self.run_id).exclude(
+            state=STATE.cancelled
+        )
         try:
             if self.context.dirty:
                 fields["context"] = self.context.to_dict()
@@ -328,12 +358,17 @@ class Pass:
                         self.continuation = (now, self.continuation[1] if self.continuation else {})
                         fields["next_run_at"] = now
                     updated = owned.update(wake_requested=False, **fields)
+                if not updated and self.release_cancelled(fields, now):
+                    return
+        except RunCancelled:
+            raise
         except Exception:
             fields.pop("context", None)
             with self.steps.flushing():
-                owned.update(**fields)
+                if not owned.update(**fields):
+                    self.release_cancelled(fields, now)
             self.released = True
-            self.row.state = state
+            self.row.state = self.row.state if self.cancelled else state
             raise
         self.released = True
         if not updated:
@@ -346,6 +381,29 @@ class Pass:
             )
         self.context.dirty = False
         self.row.state = state
+
+    def release_cancelled(self, fields: dict[str, Any], now: datetime) -> bool:
+        """The release found the run cancelled under this pass's lock: clear the lock (and save
+        the context) without touching the state, drop the continuation. Inside the final
+        transaction of a completion or failure it raises RunCancelled instead, which rolls the
+        marker back (``finish()`` releases again). False when the lock is not ours at all."""
+        mine = Workflow.objects.filter(pk=self.row.pk, locked_by=self.run_id, state=STATE.cancelled)
+        if self.finalizing:
+            if mine.exists():
+                raise RunCancelled()
+            return False
+        keep = {"locked_by": None, "locked_at": None, "modified": now}
+        if "context" in fields:
+            keep["context"] = fields["context"]
+        if not mine.update(**keep):
+            return False
+        self.cancelled = True
+        self.released = True
+        self.continuation = None
+        self.context.dirty = False
+        self.row.state = STATE.cancelled
+        logger.info("chrono_forge: %s was cancelled during pass %s", self.row, self.run_id)
+        return True
 
     # -- continuation ------------------------------------------------------------------------------
     def continue_at(self, run_at: datetime, **internal: Any) -> None:
@@ -411,29 +469,42 @@ class Pass:
     @contextmanager
     def final_transaction(self) -> Iterator[None]:
         """A marker INSERT and the final release, committed together. If the block fails (e.g.
-        saving the context), its rollback undid the release too: ``finish()`` releases again."""
+        saving the context), its rollback undid the release too: ``finish()`` releases again.
+        A run cancelled meanwhile rolls back too (no marker on a cancelled run)."""
+        self.finalizing = True
+        deferred = list(self.steps._deferred)
         try:
             with transaction.atomic(using=self.db):
                 yield
         except LongRunningConcurrentExecutionError:
             raise  # the lock is someone else's: nothing to release
+        except RunCancelled:
+            self.released = False
+            self.steps._deferred[:0] = deferred  # rolled back: they commit with the unlock
+            raise
         except Exception:
             self.released = False
             raise
+        finally:
+            self.finalizing = False
 
     def complete(self) -> None:
-        """The completion marker (born completed), state change and release: one transaction."""
+        """The completion marker (born completed), the state change and the release: one
+        transaction (rolled back if the run was cancelled meanwhile: ``finish()`` unlocks it)."""
         now = clock.now()
-        with self.final_transaction():
-            self.steps.create(
-                COMPLETION_MARKER,
-                state=COMPLETED,
-                attempts=1,
-                started_at=now,
-                last_executed_at=now,
-                completed_at=now,
-            )
-            self.release(STATE.completed, completed_at=now)
+        try:
+            with self.final_transaction():
+                self.steps.create(
+                    COMPLETION_MARKER,
+                    state=COMPLETED,
+                    attempts=1,
+                    started_at=now,
+                    last_executed_at=now,
+                    completed_at=now,
+                )
+                self.release(STATE.completed, completed_at=now)
+        except RunCancelled:
+            return
         self.final_state = STATE.completed
 
     def exiting(self, error: BaseException, *, stalled: bool) -> None:
@@ -468,18 +539,21 @@ class Pass:
             self.continue_after(backoff, attempt=self.attempt + 1, retry_counts=counts or None)
             return
         now = clock.now()
+        try:
+            with self.final_transaction():
+                self.steps.create(
+                    step_names.failure_marker(error_log.pk),
+                    state=COMPLETED,
+                    attempts=1,
+                    started_at=now,
+                    last_executed_at=now,
+                    completed_at=now,
+                    metadata={"error_log_id": error_log.pk},
+                )
+                self.release(STATE.failed)
+        except RunCancelled:
+            return  # cancelled meanwhile: the error stays in ErrorLog, the run stays cancelled
         self.outcome_error = error
-        with self.final_transaction():
-            self.steps.create(
-                step_names.failure_marker(error_log.pk),
-                state=COMPLETED,
-                attempts=1,
-                started_at=now,
-                last_executed_at=now,
-                completed_at=now,
-                metadata={"error_log_id": error_log.pk},
-            )
-            self.release(STATE.failed)
         self.final_state = STATE.failed
 
     # -- policies ----------------------------------------------------------------------------------

@@ -59,7 +59,9 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 LOG_COLUMNS = ("id", "workflow_id", "step_name", "state", "metadata")
 
 STATE = Workflow.STATE
-BLOCKED_STATES = (STATE.failed, STATE.stalled)
+#: Children that hold the merge until an operator acts (a cancelled child too: retry it with
+#: resume_cancelled, or cancel the parent).
+BLOCKED_STATES = (STATE.failed, STATE.stalled, STATE.cancelled)
 
 
 @dataclass
@@ -140,8 +142,8 @@ def poll(merge_log_id: Any, token: str, *, attempt: int = 0) -> str:
     """One poll of the pending merge whose step log is ``merge_log_id``, armed with ``token``.
 
     The merge log holds the rest: its workflow (the parent), its branch names and its intervals.
-    Returns what it did: ``"woke"``, ``"rescheduled"``, ``"superseded"``, ``"merged"``, ``"gone"``
-    or ``"retrying"``.
+    Returns what it did: ``"woke"``, ``"rescheduled"``, ``"superseded"``, ``"merged"``, ``"gone"``,
+    ``"cancelled"`` (the parent was cancelled: polling stops) or ``"retrying"``.
     """
     try:
         return _poll(merge_log_id, token)
@@ -202,7 +204,7 @@ def _poll(merge_log_id: Any, token: str) -> str:
     merge_log = (
         ExecutionLog.objects.filter(pk=merge_log_id)
         .select_related("workflow")
-        .only(*LOG_COLUMNS, "workflow__job_class", "workflow__key")
+        .only(*LOG_COLUMNS, "workflow__job_class", "workflow__key", "workflow__state")
         .first()
     )
     if merge_log is None:
@@ -211,6 +213,11 @@ def _poll(merge_log_id: Any, token: str) -> str:
     job_class, key = merge_log.workflow.job_class, merge_log.workflow.key
     if merge_log.state == COMPLETED:
         return "merged"  # the parent resolved the merge itself
+    if merge_log.workflow.state == STATE.cancelled:
+        logger.info(
+            "chrono_forge: merge poller for %s(%s): the parent was cancelled", job_class, key
+        )
+        return "cancelled"  # nothing will replay the parent: stop polling
     if _token(merge_log) != token:
         logger.info("chrono_forge: merge poller for %s(%s) was superseded; exiting", job_class, key)
         return "superseded"

@@ -49,6 +49,36 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
     def retryable(self):
         return self.filter(state__in=Workflow.RETRYABLE_STATES)
 
+    def cancellable(self):
+        """Rows ``cancel`` stops: every state but completed and cancelled."""
+        return self.filter(state__in=Workflow.CANCELLABLE_STATES)
+
+    def cancel(self, reason: str = "") -> int:
+        """Cancel every unfinished row of this queryset and, recursively, their branch children
+        (and theirs); returns how many rows were cancelled.
+
+        Rows go in keyset batches of ``CANCEL_BATCH_SIZE`` primary keys: per batch one SELECT of
+        the ids, one conditional UPDATE (only rows still unfinished; a row that finished meanwhile
+        keeps its state) and one SELECT of the batch's children, so memory stays flat and the
+        statements per batch do not grow with the branch. An idle, scheduled, parked, failed or
+        stalled row is cancelled at once (its pending delivery finds nothing to run); a running
+        row keeps its lock, and its pass stops before its next step body and releases the lock
+        without touching the state. Children get the reason ``parent cancelled: <reason>``.
+
+        Args:
+            reason: why (a str of at most 255 characters), stored in ``cancel_reason``.
+
+        Example::
+
+            Workflow.objects.filter(job_class="shop.workflows.Order", key__startswith="o-").cancel(
+                "shop closed"
+            )
+        """
+        from .validation import validate_reason
+
+        reason = validate_reason(reason)
+        return cancel_rows(self.cancellable(), reason, clock.now())[1]
+
     def blocked(self):
         return self.filter(state__in=(Workflow.STATE.failed, Workflow.STATE.stalled))
 
@@ -109,8 +139,9 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         idle row's first pass, continuation, wake-up or merge poll; a failed/stalled row's pending
         operator retry; and :meth:`unaccounted` rows. ``resume_overdue`` re-delivers just these."""
         cutoff = clock.now() - _grace(grace)
+        # A cancelled row has a due time only while a forced retry (resume_cancelled) is pending.
         due = Q(next_run_at__lt=cutoff) & Q(
-            state__in=(Workflow.STATE.idle, *Workflow.RETRYABLE_STATES)
+            state__in=(Workflow.STATE.idle, *Workflow.RETRYABLE_STATES, Workflow.STATE.cancelled)
         )
         lost = Q(
             state=Workflow.STATE.idle,
@@ -150,6 +181,8 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
             internal: dict[str, Any] = {"token": token_for(row.next_run_at)}
             if row.state in Workflow.RETRYABLE_STATES:
                 internal["retry_workflow"] = True
+            elif row.state == Workflow.STATE.cancelled:
+                internal.update(retry_workflow=True, resume_cancelled=True)
             enqueue(row.job_class, row.key, run_at=row.next_run_at, **internal)
 
         return self._requeue(self.overdue(grace), redeliver)
@@ -173,6 +206,96 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         return count
 
 
+#: Rows a cancellation reads and updates per statement.
+CANCEL_BATCH_SIZE = 1000
+
+
+def cancel_rows(
+    queryset, reason: str, now: datetime, *, limit: int | None = None, child_reason: str = ""
+):
+    """Cancel the rows of ``queryset`` (at most ``limit``), then their descendants, batch by
+    batch; descendants get ``child_reason`` (default: ``parent cancelled: <reason>``). Returns
+    ``(rows of queryset cancelled, rows cancelled in all)``; the caller validated ``reason``."""
+    from . import signals
+
+    fields = {
+        "state": Workflow.STATE.cancelled,
+        "cancelled_at": now,
+        "cancel_reason": reason,
+        "next_run_at": None,
+        "parked_on": None,
+        "parked_since": None,
+        "wake_requested": False,
+        "modified": now,
+    }
+    if not child_reason:
+        child_reason = f"parent cancelled: {reason}" if reason else "parent cancelled"
+        child_reason = child_reason[: Workflow._meta.get_field("cancel_reason").max_length]
+    ids = queryset.order_by("pk").values_list("pk", flat=True)
+    own = total = 0
+    last = None
+    while True:
+        size = CANCEL_BATCH_SIZE if limit is None else min(CANCEL_BATCH_SIZE, limit - own)
+        if size <= 0:
+            break
+        batch = list((ids if last is None else ids.filter(pk__gt=last))[:size])
+        if not batch:
+            break
+        last = batch[-1]
+        done = Workflow.objects.filter(pk__in=batch).cancellable().update(**fields)
+        own += done
+        total += done
+        if done and signals.workflow_cancelled.has_listeners():
+            announce_cancelled(Workflow.objects.filter(pk__in=batch, cancelled_at=now))
+        children = Workflow.objects.filter(parent_execution_log__workflow_id__in=batch)
+        total += cancel_rows(children.cancellable(), child_reason, now, child_reason=child_reason)[
+            1
+        ]
+        if len(batch) < size:
+            break
+    return own, total
+
+
+def cancel_one(workflow: Workflow, reason: str = "") -> int:
+    """Cancel ``workflow`` and its descendants, and read the row again; returns how many runs
+    were cancelled (the run and its descendants). WorkflowNotCancellableError for a finished run
+    (also one that finished between the read and the UPDATE)."""
+    from .exceptions import WorkflowNotCancellableError
+    from .validation import validate_reason
+
+    reason = validate_reason(reason)
+
+    def refuse() -> WorkflowNotCancellableError:
+        return WorkflowNotCancellableError(
+            f"{workflow} is {workflow.state}; only unfinished workflows can be cancelled",
+            state=workflow.state,
+        )
+
+    if workflow.state not in Workflow.CANCELLABLE_STATES:
+        raise refuse()
+    own, total = cancel_rows(
+        Workflow.objects.filter(pk=workflow.pk).cancellable(), reason, clock.now(), limit=1
+    )
+    workflow.refresh_from_db()
+    if not own:
+        raise refuse()
+    return total
+
+
+def announce_cancelled(rows) -> None:
+    """``workflow_cancelled`` for each of ``rows`` (sent only when someone listens)."""
+    from . import registry, signals
+
+    for row in rows.defer("kwargs", "context").iterator(chunk_size=CANCEL_BATCH_SIZE):
+        signals.send(
+            signals.workflow_cancelled,
+            registry.get(row.job_class),
+            using=conf.database(),
+            workflow=row,
+            reason=row.cancel_reason,
+        )
+
+
 def _grace(grace: timedelta | float | None) -> timedelta:
     return conf.as_timedelta(grace if grace is not None else conf.get("RESUME_OVERDUE_GRACE"))
 
@@ -186,9 +309,12 @@ class Workflow(TimeStampedModel):
 
     id = conf.primary_key_field()
 
-    STATE = Choices("idle", "running", "completed", "failed", "stalled")
+    STATE = Choices("idle", "running", "completed", "failed", "stalled", "cancelled")
     RETRYABLE_STATES = ("failed", "stalled")
     EXECUTABLE_STATES = ("idle", "running")
+    #: What ``cancel`` stops: every state but the two finished ones (completed, cancelled).
+    CANCELLABLE_STATES = ("idle", "running", "failed", "stalled")
+    FINISHED_STATES = ("completed", "cancelled")
 
     job_class = models.CharField(
         max_length=255, help_text="Dotted import path of the workflow class."
@@ -217,6 +343,15 @@ class Workflow(TimeStampedModel):
     )
     parked_since = models.DateTimeField(
         null=True, blank=True, help_text="Since when the run is parked on ``parked_on``."
+    )
+    cancelled_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the run was cancelled (None: not cancelled)."
+    )
+    cancel_reason = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="Why the run was cancelled, as given to ``cancel(reason=...)``.",
     )
     wake_requested = models.BooleanField(
         default=False,
@@ -265,6 +400,7 @@ class Workflow(TimeStampedModel):
             ("reap_workflow", "Can reap stranded workflows"),
             ("force_unlock_workflow", "Can force-unlock running workflows"),
             ("bulk_retry_workflows", "Can retry all blocked workflows at once"),
+            ("cancel_workflow", "Can cancel workflows (and their branch children)"),
         ]
 
     def __str__(self) -> str:
@@ -282,13 +418,15 @@ class Workflow(TimeStampedModel):
 
         return registry.resolve(self.job_class)
 
-    def retry_now(self) -> Workflow:
-        """Retry a failed/stalled workflow now (one pass inline)."""
-        return self.workflow_class().retry_now(self.key)
+    def retry_now(self, *, resume_cancelled: bool = False) -> Workflow:
+        """Retry a failed/stalled workflow now (one pass inline); a cancelled one only with
+        ``resume_cancelled=True`` (see ``DurableWorkflow.retry_later``)."""
+        return self.workflow_class().retry_now(self.key, resume_cancelled=resume_cancelled)
 
-    def retry_later(self) -> Workflow:
-        """Retry a failed/stalled workflow through the queue."""
-        return self.workflow_class().retry_later(self.key)
+    def retry_later(self, *, resume_cancelled: bool = False) -> Workflow:
+        """Retry a failed/stalled workflow through the queue; a cancelled one only with
+        ``resume_cancelled=True`` (see ``DurableWorkflow.retry_later``)."""
+        return self.workflow_class().retry_later(self.key, resume_cancelled=resume_cancelled)
 
     def resume(self) -> Workflow:
         """Re-enqueue an idle workflow (e.g. a ``continue_if`` whose event arrived)."""
@@ -315,6 +453,23 @@ class Workflow(TimeStampedModel):
         return send(
             self.workflow_class(), self.key, topic, payload, idempotency_key=idempotency_key
         )
+
+    def cancel(self, reason: str = "") -> Workflow:
+        """Cancel this run and its branch children (recursively); see
+        :meth:`WorkflowQuerySet.cancel`. Returns the row, read again.
+
+        Args:
+            reason: why (a str of at most 255 characters), shown in the admin and ``show``.
+
+        Raises:
+            WorkflowNotCancellableError: the run already finished (``error.state`` says how).
+
+        Example::
+
+            Workflow.objects.get(key="order-1").cancel("refunded by hand")
+        """
+        cancel_one(self, reason)
+        return self
 
     def wake(self) -> None:
         """Deliver an external wake-up (``perform_later`` of an existing key, ``resume``, the

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 
 from .exceptions import ChronoForgeError
-from .models import Workflow
+from .models import Workflow, cancel_one
+from .validation import validate_reason
 
 logger = logging.getLogger("chrono_forge")
 
@@ -49,3 +50,37 @@ def reap_all() -> int:
     reaped = Workflow.objects.reap_stalled()
     logger.info("chrono_forge: reaped %d stranded workflow(s)", reaped)
     return reaped
+
+
+def cancel_workflow(workflow: Workflow, reason: str = "") -> int:
+    """Cancel one run and its branch children (recursively); returns how many runs were cancelled
+    (the run included). Raises WorkflowNotCancellableError for a finished run, and TypeError /
+    ValueError for a bad reason (nothing is changed)."""
+    total = cancel_one(workflow, reason)
+    logger.info("chrono_forge: cancelled %s (%d run(s) in all): %s", workflow, total, reason)
+    return total
+
+
+def cancel_selected(ids, reason: str = "") -> int:
+    """Cancel the unfinished runs among ``ids`` and their descendants; finished ones are left
+    alone. Returns how many runs were cancelled."""
+    reason = validate_reason(reason)
+    total = Workflow.objects.filter(pk__in=list(ids)).cancel(reason)
+    logger.info("chrono_forge: cancelled %d selected workflow run(s): %s", total, reason)
+    return total
+
+
+def cancellable_children(branch_log_id) -> object:
+    """The unfinished children of one branch log."""
+    return Workflow.objects.filter(parent_execution_log_id=branch_log_id).cancellable()
+
+
+def cancel_branch(branch_log_id, reason: str = "") -> int:
+    """Cancel every unfinished child of one branch (and their descendants), in keyset batches;
+    run as a background task by the admin. Returns how many runs were cancelled."""
+    reason = validate_reason(reason)
+    total = Workflow.objects.filter(parent_execution_log_id=branch_log_id).cancel(reason)
+    logger.info(
+        "chrono_forge: cancelled %d run(s) of branch log %s: %s", total, branch_log_id, reason
+    )
+    return total

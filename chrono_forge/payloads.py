@@ -220,6 +220,7 @@ PASS_ARGUMENTS: dict[str, Check] = {
     "attempt": count,
     "retry_counts": retry_counts,
     "retry_workflow": lambda v: flag(v, "retry_workflow"),
+    "resume_cancelled": lambda v: flag(v, "resume_cancelled"),  # a forced retry of a cancelled run
     "token": token,
     "wait_condition": lambda v: name(v, "wait_condition"),
     "stale_after": lambda v: seconds(v, "stale_after"),  # a reaper's lock age

@@ -22,8 +22,9 @@ signal                      sent when, with (besides ``sender`` and ``workflow``
 ``workflow_failed``         a workflow-level error used up the class retry policy; ``error``
 ``workflow_stalled``        the run stalled for an operator: ``error``, ``step_name`` (the
                             failed step, or ``None`` for a workflow-level cause)
-``workflow_cancelled``      reserved for cancellation, which chrono_forge does not have yet:
-                            defined so receivers can be written, never sent today
+``workflow_cancelled``      the run was cancelled (by ``cancel`` or by its parent's cancel):
+                            ``reason``. Sent by the code that cancelled it, once per
+                            cancelled run (children included)
 ``step_failed``             a step is failed for good (retries used up, a result that cannot be
                             stored, a ``wait_until`` timeout): ``step_name``, ``error``,
                             ``attempt``
@@ -60,8 +61,7 @@ workflow_completed = Signal()
 workflow_failed = Signal()
 #: The workflow stalled for an operator. Arguments: ``workflow``, ``error``, ``step_name``.
 workflow_stalled = Signal()
-#: Reserved: sent once cancellation exists (chrono_forge cannot cancel a run yet, so it is never
-#: sent today). Arguments: ``workflow``.
+#: The workflow was cancelled (itself, or with its parent). Arguments: ``workflow``, ``reason``.
 workflow_cancelled = Signal()
 #: A step is failed for good. Arguments: ``workflow``, ``step_name``, ``error``, ``attempt``.
 step_failed = Signal()

@@ -61,8 +61,16 @@ class StepLogs:
     even that read. Rows written during the pass are added to the view.
     """
 
-    def __init__(self, workflow_id: int, *, known_empty: bool = False):
+    def __init__(
+        self,
+        workflow_id: int,
+        *,
+        known_empty: bool = False,
+        before_attempt: Callable[[], None] | None = None,
+    ):
         self.workflow_id = workflow_id
+        #: called before each attempt is recorded (the pass's cancellation check)
+        self.before_attempt = before_attempt
         self._by_name: dict[str, ExecutionLog] | None = {} if known_empty else None
         self._deferred: list[tuple[Any, dict[str, Any]]] = []
         #: steps whose attempt this pass recorded (theirs is not a lost attempt)
@@ -121,6 +129,8 @@ class StepLogs:
     ) -> ExecutionLog:
         """One statement per attempt: the first is recorded in the INSERT (``attempts=1``), later
         ones bump ``attempts`` in an UPDATE that also writes whichever of ``fields`` changed."""
+        if self.before_attempt is not None:
+            self.before_attempt()
         now = clock.now()
         self.attempted.add(step_name)
         if log is None:

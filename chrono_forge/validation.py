@@ -14,6 +14,8 @@ from .exceptions import InvalidStepName
 
 RESERVED_KWARGS = frozenset({"attempt", "retry_counts", "retry_workflow"})
 KEY_MAX_LENGTH = 255
+#: The longest cancellation reason (``Workflow.cancel_reason``).
+REASON_MAX_LENGTH = 255
 STEP_NAME_MAX_LENGTH = 255
 #: A message topic; ``receive$<topic>`` must still fit in a step name.
 TOPIC_MAX_LENGTH = 200
@@ -184,6 +186,19 @@ def validate_key(key: Any, *, child: bool = False) -> str:
     if len(key) > KEY_MAX_LENGTH:
         raise ValueError(f"workflow key is {len(key)} characters; the limit is {KEY_MAX_LENGTH}")
     return key
+
+
+def validate_reason(reason: Any) -> str:
+    """A cancellation reason: a str of at most REASON_MAX_LENGTH characters that every database
+    stores unchanged (empty is allowed: no reason given)."""
+    if not isinstance(reason, str):
+        raise TypeError(f"a cancellation reason must be a str, got {type(reason).__name__}")
+    check_text(reason, "cancellation reason")
+    if len(reason) > REASON_MAX_LENGTH:
+        raise ValueError(
+            f"a cancellation reason is at most {REASON_MAX_LENGTH} characters, got {len(reason)}"
+        )
+    return reason
 
 
 def validate_kwargs(args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:

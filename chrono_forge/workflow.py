@@ -33,6 +33,11 @@ Method = str | Callable[..., Any]
 RetryPolicyLike = AnyRetryPolicy | Sequence[RetryPolicy] | None
 
 
+def _retry_states(resume_cancelled: bool) -> tuple[str, ...]:
+    cancelled = (Workflow.STATE.cancelled,) if resume_cancelled else ()
+    return (*Workflow.RETRYABLE_STATES, *cancelled)
+
+
 def resolve_workflow_class(job_class: str) -> type[DurableWorkflow]:
     """The workflow class registered under ``job_class`` (:mod:`chrono_forge.registry`), else
     :class:`~chrono_forge.exceptions.UnregisteredWorkflowClass`. Never imports a module."""
@@ -116,48 +121,65 @@ class DurableWorkflow:
         return Workflow.objects.get(pk=row.pk)
 
     @classmethod
-    def retry_now(cls, key: str, /, *args: Any, **kwargs: Any) -> Workflow:
+    def retry_now(
+        cls, key: str, /, *args: Any, resume_cancelled: bool = False, **kwargs: Any
+    ) -> Workflow:
         """Retry a failed or stalled workflow with one pass inline.
 
         Failed steps get a fresh retry budget; completed steps keep their results.
 
         Args:
             key: the workflow's key.
+            resume_cancelled: also retry a cancelled run (see :meth:`retry_later`).
 
         Raises:
-            WorkflowNotRetryableError: the workflow does not exist or is not failed or stalled.
+            WorkflowNotRetryableError: the workflow does not exist or is not failed or stalled
+                (or cancelled, with ``resume_cancelled``).
 
         Example::
 
             OrderWorkflow.retry_now("order-1")
         """
-        row = cls._retryable_row(key, args, kwargs)
-        cls._execute(row.key, retry_workflow=True)
+        row = cls._retryable_row(key, args, kwargs, resume_cancelled=resume_cancelled)
+        internal = {"resume_cancelled": True} if resume_cancelled else {}
+        cls._execute(row.key, retry_workflow=True, **internal)
         return Workflow.objects.get(pk=row.pk)
 
     @classmethod
-    def retry_later(cls, key: str, /, *args: Any, **kwargs: Any) -> Workflow:
+    def retry_later(
+        cls, key: str, /, *args: Any, resume_cancelled: bool = False, **kwargs: Any
+    ) -> Workflow:
         """Retry a failed or stalled workflow through the queue.
 
         As :meth:`retry_now`, but the pass runs on a worker. The request is recorded as the row's
         due time and the delivery carries it as its token: a lost delivery is re-sent by the overdue
         sweep, and a duplicate exits once the retry ran.
 
+        Args:
+            key: the workflow's key.
+            resume_cancelled: also retry a cancelled run, which is refused otherwise. The run
+                replays from the top: completed steps return their stored results, the step the
+                cancel interrupted runs again, failed steps get a fresh budget. Its branch children
+                stay cancelled (a merge over them is held until each is retried the same way).
+
         Example::
 
             OrderWorkflow.retry_later("order-1")
+            OrderWorkflow.retry_later("order-2", resume_cancelled=True)   # cancelled by mistake
         """
         from .executor import token_for
 
-        row = cls._retryable_row(key, args, kwargs)
+        row = cls._retryable_row(key, args, kwargs, resume_cancelled=resume_cancelled)
         now = clock.now()
+        states = _retry_states(resume_cancelled)
+        internal = {"resume_cancelled": True} if resume_cancelled else {}
         with dispatch.with_enqueue():
-            requested = Workflow.objects.filter(
-                pk=row.pk, state__in=Workflow.RETRYABLE_STATES
-            ).update(next_run_at=now)
+            requested = Workflow.objects.filter(pk=row.pk, state__in=states).update(next_run_at=now)
             if not requested:
-                raise WorkflowNotRetryableError(f"{row} is no longer failed or stalled")
-            dispatch.enqueue(row.job_class, row.key, retry_workflow=True, token=token_for(now))
+                raise WorkflowNotRetryableError(f"{row} is no longer {' or '.join(states)}")
+            dispatch.enqueue(
+                row.job_class, row.key, retry_workflow=True, token=token_for(now), **internal
+            )
         row.next_run_at = now
         return row
 
@@ -198,6 +220,40 @@ class DurableWorkflow:
         from .messages import send
 
         return send(cls, key, topic, payload, idempotency_key=idempotency_key)
+
+    def cancel(cls, key: str, /, *, reason: str = "") -> Workflow:
+        """Cancel a run and its branch children (recursively).
+
+        An idle, scheduled, parked, failed or stalled run is ``cancelled`` at once (a delivery
+        still queued for it finds nothing to run); a running pass stops before its next step body
+        and its release keeps ``cancelled``. Children go in keyset batches (flat memory).
+
+        Args:
+            key: the workflow's key.
+            reason: why (a str of at most 255 characters), shown in the admin and ``show``.
+
+        Returns:
+            The ``Workflow`` row, read again.
+
+        Raises:
+            WorkflowNotCancellableError: no such run (``error.state`` is None), or it already
+                finished (``completed`` or ``cancelled``, in ``error.state``).
+
+        Example::
+
+            OrderWorkflow.cancel("order-123", reason="refunded by hand")
+        """
+        from .exceptions import WorkflowNotCancellableError
+        from .validation import validate_reason
+
+        validate_key(key, child=True)
+        reason = validate_reason(reason)
+        row = Workflow.objects.filter(job_class=cls.job_class(), key=key).first()
+        if row is None:
+            raise WorkflowNotCancellableError(
+                f"{cls.job_class()}({key}) does not exist", state=None
+            )
+        return row.cancel(reason)
 
     # -- internals -------------------------------------------------------------------------------
     @classmethod
@@ -276,15 +332,24 @@ class DurableWorkflow:
         return row
 
     @classmethod
-    def _retryable_row(cls, key: Any, args: tuple, kwargs: dict[str, Any]) -> Workflow:
+    def _retryable_row(
+        cls, key: Any, args: tuple, kwargs: dict[str, Any], *, resume_cancelled: bool = False
+    ) -> Workflow:
         validate_key(key, child=True)
         validate_kwargs(args, kwargs)
         if kwargs:
             raise TypeError(f"retry takes only the workflow key; got {sorted(kwargs)}")
+        if not isinstance(resume_cancelled, bool):
+            raise TypeError(f"resume_cancelled must be a bool, got {resume_cancelled!r}")
         row = Workflow.objects.filter(job_class=cls.job_class(), key=key).first()
         if row is None:
             raise WorkflowNotRetryableError(f"{cls.job_class()}({key}) does not exist")
-        if not row.retryable:
+        if row.state == Workflow.STATE.cancelled and not resume_cancelled:
+            raise WorkflowNotRetryableError(
+                f"{row} is cancelled; retry it only on purpose, with resume_cancelled=True "
+                "(`chrono_forge retry --force`)"
+            )
+        if row.state not in _retry_states(resume_cancelled):
             raise WorkflowNotRetryableError(
                 f"{row} is {row.state}; only failed or stalled workflows can be retried"
             )

@@ -158,6 +158,7 @@ CHRONO_FORGE = {
         "tests.workflows_branches",
         "tests.workflows_core",
         "tests.workflows_crash",
+        "tests.workflows_cancel",
         "tests.workflows_engines",
         "tests.workflows_liveness",
         "tests.workflows_messages",

@@ -21,6 +21,7 @@ STATE_CHOICES = (
     ("completed", "completed"),
     ("failed", "failed"),
     ("stalled", "stalled"),
+    ("cancelled", "cancelled"),
 )
 
 

@@ -75,7 +75,7 @@ WAIT_KINDS = frozenset(
 )
 
 BLOCKED_STATES = (Workflow.STATE.failed, Workflow.STATE.stalled)
-STATES = ("idle", "running", "completed", "failed", "stalled")
+STATES = ("idle", "running", "completed", "failed", "stalled", "cancelled")
 
 
 # -- small formatters ------------------------------------------------------------------------------
@@ -282,7 +282,10 @@ def row_status(workflow: Workflow, now: datetime | None = None) -> tuple[str, st
         "completed": "green",
         "failed": "rose",
         "stalled": "rose",
+        "cancelled": "slate",
     }
+    if state == Workflow.STATE.cancelled:
+        return state, "slate", workflow.cancel_reason or "cancelled (no reason given)"
     return state, tones.get(state, "slate"), ""
 
 
@@ -295,6 +298,8 @@ def row_duration(workflow: Workflow, now: datetime | None = None) -> float | Non
         return seconds_between(workflow.started_at, now)
     if workflow.state == Workflow.STATE.completed:
         return seconds_between(workflow.started_at, workflow.completed_at)
+    if workflow.state == Workflow.STATE.cancelled:
+        return seconds_between(workflow.started_at, workflow.cancelled_at)
     if workflow.state in BLOCKED_STATES:
         return seconds_between(workflow.started_at, workflow.modified)
     return None

@@ -22,10 +22,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from .. import clock, conf, dispatch, health, maintenance
+from .. import clock, conf, dispatch, health, maintenance, operations
 from ..exceptions import ChronoForgeError
 from ..models import ExecutionLog, Workflow
 from ..operations import blocked_queryset
+from ..validation import REASON_MAX_LENGTH, validate_reason
 from . import presenters as p
 from .filters import filter_state
 
@@ -42,6 +43,7 @@ PERMS = {
     "reap": "chrono_forge.reap_workflow",
     "force_unlock": "chrono_forge.force_unlock_workflow",
     "bulk_retry": "chrono_forge.bulk_retry_workflows",
+    "cancel": "chrono_forge.cancel_workflow",
 }
 
 
@@ -83,6 +85,9 @@ class WorkflowViews:
     def has_bulk_retry_permission(self, request) -> bool:
         return self.may(request, "bulk_retry")
 
+    def has_cancel_permission(self, request) -> bool:
+        return self.may(request, "cancel")
+
     def action_permissions(self, request) -> dict[str, bool]:
         return {name: self.may(request, name) for name in PERMS}
 
@@ -102,6 +107,8 @@ class WorkflowViews:
             path("waiting/", wrap(self.waiting_view), name=name("waiting")),
             path("bulk-retry/", wrap(self.bulk_retry_view), name=name("bulk_retry")),
             path("reap-all/", wrap(self.reap_all_view), name=name("reap_all")),
+            path("cancel-branch/", wrap(self.cancel_branch_view), name=name("cancel_branch")),
+            path("<path:object_id>/cancel/", wrap(self.cancel_view), name=name("cancel")),
             path("<path:object_id>/retry/", wrap(self.retry_view), name=name("retry")),
             path("<path:object_id>/resume/", wrap(self.resume_view), name=name("resume")),
             path("<path:object_id>/reap/", wrap(self.reap_view), name=name("reap")),
@@ -178,8 +185,11 @@ class WorkflowViews:
 
     # -- single-workflow actions -------------------------------------------------------------------
     def retry_view(self, request, object_id):
+        # A cancelled run is retried only when the form says so on purpose.
+        forced = request.POST.get("resume_cancelled") == "yes"
+
         def act(workflow):
-            workflow.retry_later()
+            workflow.retry_later(resume_cancelled=forced)
             return f"{workflow} will be retried shortly."
 
         return self._act(request, object_id, "retry", act)
@@ -211,6 +221,86 @@ class WorkflowViews:
             form_action=self._url("force_unlock", workflow.pk),
             stranded=p.is_stranded(workflow),
         )
+
+    def cancel_view(self, request, object_id):
+        """GET: the confirmation page (with a reason field); POST: cancel the run and its
+        branch children."""
+        if not self.has_cancel_permission(request):
+            raise PermissionDenied
+        workflow = self._workflow_or_404(request, object_id)
+        if request.method != "POST":
+            return self._render(
+                request,
+                "cancel.html",
+                "Cancel workflow?",
+                workflows=[workflow],
+                form_action=self._url("cancel", workflow.pk),
+                reason_max=REASON_MAX_LENGTH,
+            )
+        reason = request.POST.get("reason", "").strip()
+
+        def act(workflow):
+            try:
+                total = operations.cancel_workflow(workflow, reason)
+            except (TypeError, ValueError) as error:
+                raise ChronoForgeError(f"Nothing was cancelled: the reason {error}") from None
+            children = f" with {total - 1} descendant run(s)" if total > 1 else ""
+            return f"{workflow} was cancelled{children}."
+
+        return self._act(request, object_id, "cancel", act)
+
+    def cancel_branch_view(self, request):
+        """GET: the confirmation page; POST: cancel every unfinished child of one branch (and
+        their descendants) in a background task."""
+        if not self.has_cancel_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            branch_log_id = p.parse_pk(request.GET.get("branch_log_id"), ExecutionLog)
+            branch = (
+                ExecutionLog.objects.filter(pk=branch_log_id)
+                .only("id", "workflow_id", "step_name")
+                .first()
+                if branch_log_id is not None
+                else None
+            )
+            if branch is None:
+                raise Http404("No such branch")
+            back = self._url("branch", branch.workflow_id, branch.pk)
+            return self._render(
+                request,
+                "cancel.html",
+                "Cancel the children of a branch?",
+                branch=branch,
+                count=p.show_count(p.capped_count(operations.cancellable_children(branch.pk))),
+                form_action=self._url("cancel_branch"),
+                next=back,
+                reason_max=REASON_MAX_LENGTH,
+            )
+        branch_log_id = json_pk(p.parse_pk(request.POST.get("branch_log_id"), ExecutionLog))
+        reason = request.POST.get("reason", "").strip()
+        try:
+            validate_reason(reason)
+        except (TypeError, ValueError) as error:
+            messages.error(request, f"Nothing was cancelled: the reason {error}.")
+            return self._back(request, self._url("changelist"))
+        count = (
+            p.capped_count(operations.cancellable_children(branch_log_id))
+            if branch_log_id is not None
+            else 0
+        )
+        if not count:
+            messages.info(request, "No unfinished children to cancel.")
+        else:
+            dispatch.enqueue_call(
+                "chrono_forge.operations.cancel_branch",
+                branch_log_id,
+                reason,
+                cluster=conf.get("MAINTENANCE_CLUSTER"),
+            )
+            messages.success(
+                request, f"Cancelling {p.show_count(count)} child workflow(s) in the background."
+            )
+        return self._back(request, self._url("changelist"))
 
     # -- bulk actions (one background task each) ---------------------------------------------------
     def bulk_retry_view(self, request):
@@ -623,6 +713,8 @@ def overview_data() -> dict:
         "processed_text": text("completed"),
         "in_flight_text": text("idle", "running"),
         "blocked_text": text("failed", "stalled"),
+        "cancelled": totals["cancelled"],
+        "cancelled_text": text("cancelled"),
         "totals": totals,
         "classes": classes,
         "window": OVERVIEW_WINDOW if floor else None,

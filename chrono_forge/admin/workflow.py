@@ -8,10 +8,11 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from .. import conf
+from .. import conf, operations
 from ..exceptions import ChronoForgeError
 from ..models import Workflow
 from ..templatetags.chrono_forge_admin import cf_ago
+from ..validation import REASON_MAX_LENGTH
 from . import presenters as p
 from .filters import (
     IsBranchChildFilter,
@@ -27,7 +28,7 @@ from .views import HttpResponseSeeOther, WorkflowViews, force_unlock_one, reap_o
 DASH = mark_safe('<span class="cf-muted">—</span>')
 #: Admin actions on selected rows handle at most this many (bulk work belongs to background tasks).
 ACTION_CAP = 500
-CHIP_STATES = ("idle", "running", "completed", "failed", "stalled")
+CHIP_STATES = ("idle", "running", "completed", "failed", "stalled", "cancelled")
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -110,7 +111,13 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
     fields = ("job_class", "key")
     change_list_template = "admin/chrono_forge/workflow/change_list.html"
     change_form_template = "admin/chrono_forge/workflow/change_form.html"
-    actions = ("retry_selected", "resume_selected", "reap_selected", "force_unlock_selected")
+    actions = (
+        "retry_selected",
+        "resume_selected",
+        "reap_selected",
+        "cancel_selected",
+        "force_unlock_selected",
+    )
 
     # -- changelist -------------------------------------------------------------------------------
     def get_queryset(self, request):
@@ -270,6 +277,40 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
             request, done, skipped, "Reaping", "only stranded workflows (stale lock) can be reaped"
         )
         return HttpResponseSeeOther(request.get_full_path())
+
+    @admin.action(
+        description="Cancel selected workflows (and their branch children)…",
+        permissions=["cancel"],
+    )
+    def cancel_selected(self, request, queryset):
+        selected = self._selected(queryset)
+        if request.POST.get("post") == "yes":
+            reason = request.POST.get("reason", "").strip()
+            try:
+                total = operations.cancel_selected([w.pk for w in selected], reason)
+            except (TypeError, ValueError) as error:
+                messages.error(request, f"Nothing was cancelled: the reason {error}.")
+                return HttpResponseSeeOther(request.get_full_path())
+            if total:
+                messages.success(request, f"Cancelled {total} workflow run(s), children included.")
+            else:
+                messages.info(request, "Nothing to do: the selected workflows had finished.")
+            return HttpResponseSeeOther(request.get_full_path())
+        return TemplateResponse(
+            request,
+            "admin/chrono_forge/workflow/cancel.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Cancel workflows?",
+                "media": self.media,
+                "workflows": selected,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "bulk": True,
+                "form_action": "",
+                "reason_max": REASON_MAX_LENGTH,
+            },
+        )
 
     @admin.action(
         description="Force-unlock selected running workflows…", permissions=["force_unlock"]

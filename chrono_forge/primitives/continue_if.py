@@ -39,6 +39,7 @@ def continue_if(workflow: DurableWorkflow, condition: Any, *, name: str | None =
         return True
     if log is not None and log.state == FAILED:  # perform caught the error: replay the failure
         replay_failure(log)
+    run.stop_if_cancelled()  # a primitive boundary: no condition runs on a cancelled run
     now = clock.now()
     metadata = {"condition": condition_name, "name": name}
     try:

@@ -11,8 +11,8 @@ the parent overdue and the overdue sweep replays it: the replayed merge re-arms 
 
 Any later pass that reaches the still-pending merge (the poller's wake-up, or an operator's resume)
 probes again, and if children are still running re-arms with a new token, which retires the previous
-poller. Only ``completed`` children count as done: a failed or stalled child holds the merge until
-an operator retries it: a merge never completes over a child that did not.
+poller. Only ``completed`` children count as done: a failed, stalled or cancelled child holds the
+merge until an operator retries it: a merge never completes over a child that did not.
 """
 
 from __future__ import annotations
@@ -35,12 +35,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 POLL_TASK = "chrono_forge.tasks.poll_merge"
 
-#: Child states that are not done (``completed`` is the only done state).
+#: Child states that are not done (``completed`` is the only done state). A cancelled child holds
+#: the merge like a failed one (it is shown blocked; ``retry --force`` resumes it): a merge never
+#: completes over a child that did not.
 INCOMPLETE_STATES = (
     Workflow.STATE.idle,
     Workflow.STATE.running,
     Workflow.STATE.failed,
     Workflow.STATE.stalled,
+    Workflow.STATE.cancelled,
 )
 
 

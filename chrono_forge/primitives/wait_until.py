@@ -91,6 +91,7 @@ def wait_until(
         )
     timeout_at = datetime.fromisoformat(metadata["timeout_at"])
 
+    run.stop_if_cancelled()  # a primitive boundary: no condition runs on a cancelled run
     try:
         met = bool(func())
     except HaltExecution:

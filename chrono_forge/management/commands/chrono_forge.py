@@ -3,7 +3,8 @@
 start CLASS KEY [--kwargs JSON]             (perform_later from the shell)
 list [--state S|blocked] [--class C] [--limit N] [--overdue] [--parked] [--all]
 show KEY [--class C] [--full] [--traceback]
-resume KEY                                   retry KEY [--now]
+resume KEY                                   retry KEY [--now] [--force]
+cancel KEY [--reason TEXT] [--class C]       (the run and its branch children)
 send KEY TOPIC --json JSON [--idempotency-key K] [--class C]
 reap [--stale-after MIN]                     resume-overdue [--grace MIN]
 cleanup [--older-than DAYS ...] [--dry-run]  maintenance --install | --uninstall
@@ -25,7 +26,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
-from chrono_forge import conf, maintenance, registry, step_names
+from chrono_forge import conf, maintenance, operations, registry, step_names
 from chrono_forge.cleanup import REPEAT_PREFIX
 from chrono_forge.exceptions import ChronoForgeError
 from chrono_forge.liveness import is_stranded, liveness, pending_merges
@@ -93,6 +94,7 @@ def _text(max_length: int):
 MINUTES = _duration("minutes", 60)
 DAYS = _duration("days", 24 * 60 * 60)
 KEY = _text(Workflow._meta.get_field("key").max_length)
+REASON = _text(Workflow._meta.get_field("cancel_reason").max_length)
 CLASS = _text(Workflow._meta.get_field("job_class").max_length)
 #: More rows than anyone reads in a terminal; keeps the LIMIT inside every database's integer range.
 ROWS = _bounded_int(1, 100_000)
@@ -282,6 +284,26 @@ class Command(BaseCommand):
         p = sub("retry", "Retry a failed or stalled workflow.", key=True)
         p.add_argument(
             "--now", action="store_true", help="run the retry pass here instead of enqueuing it"
+        )
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="also retry a cancelled run: it replays from the top (completed steps return "
+            "their stored results, the interrupted step runs again); its cancelled branch "
+            "children stay cancelled",
+        )
+        p = sub(
+            "cancel",
+            "Cancel a workflow run and its branch children: an idle, scheduled or parked run "
+            "at once, a running pass before its next step body.",
+            key=True,
+        )
+        p.add_argument(
+            "--reason",
+            type=REASON,
+            default="",
+            metavar="TEXT",
+            help="why (shown in the admin and by `show`)",
         )
 
         p = sub("reap", "Re-enqueue running workflows whose lock is stale (their worker died).")
@@ -525,6 +547,9 @@ class Command(BaseCommand):
             f"  next run: {_time(wf.next_run_at)}    locked by: {wf.locked_by or '-'} "
             f"(since {_time(wf.locked_at)})"
         )
+        if wf.state == Workflow.STATE.cancelled:
+            reason = wf.cancel_reason or "(no reason given)"
+            out(f"  cancelled: {_time(wf.cancelled_at)}    reason: {_short(reason, 255)}")
         out(f"  kwargs: {_short(wf.kwargs, 200)}")
         out(f"  context: {_short(wf.context, 200)}")
 
@@ -664,6 +689,7 @@ class Command(BaseCommand):
                 "stalled": "use `chrono_forge retry` instead",
                 "running": "it is running; if its worker died, use `chrono_forge reap`",
                 "completed": "it has nothing left to do",
+                "cancelled": "it was cancelled; `chrono_forge retry --force` resumes it",
             }[wf.state]
             raise CommandError(f"{wf} is {wf.state}; only idle workflows can be resumed ({hint}).")
         wf.resume()
@@ -695,20 +721,36 @@ class Command(BaseCommand):
         else:
             self.stdout.write(self.style.SUCCESS(f"Sent message #{message.pk} ({topic}) to {wf}."))
 
-    def handle_retry(self, key: str, job_class: str | None, now: bool, **_: Any) -> None:
+    def handle_retry(
+        self, key: str, job_class: str | None, now: bool, force: bool = False, **_: Any
+    ) -> None:
         wf = self.get_workflow(key, job_class)
-        if not wf.retryable:
-            hint = "use `chrono_forge resume` instead" if wf.state == "idle" else "nothing to retry"
+        forced = force and wf.state == Workflow.STATE.cancelled
+        if not wf.retryable and not forced:
+            hint = {
+                "idle": "use `chrono_forge resume` instead",
+                "cancelled": "retry it on purpose with --force",
+            }.get(wf.state, "nothing to retry")
             raise CommandError(
                 f"{wf} is {wf.state}; only failed or stalled workflows can be retried ({hint})."
             )
         if now:
-            wf.retry_now()
+            wf.retry_now(resume_cancelled=forced)
             wf.refresh_from_db(fields=["state"])
             self.stdout.write(self.style.SUCCESS(f"Retried {wf} here: it is now {wf.state}."))
         else:
-            wf.retry_later()
+            wf.retry_later(resume_cancelled=forced)
             self.stdout.write(self.style.SUCCESS(f"Retry of {wf} enqueued."))
+
+    def handle_cancel(self, key: str, job_class: str | None, reason: str = "", **_: Any) -> None:
+        wf = self.get_workflow(key, job_class)
+        try:
+            total = operations.cancel_workflow(wf, reason)
+        except (TypeError, ValueError) as error:
+            raise CommandError(f"--reason: {error}") from error
+        children = f" and {total - 1} descendant run(s)" if total > 1 else ""
+        running = " (its running pass stops before its next step)" if wf.locked_by else ""
+        self.stdout.write(self.style.SUCCESS(f"Cancelled {wf}{children}{running}."))
 
     def handle_reap(self, stale_after: float | None, **_: Any) -> None:
         stale = (

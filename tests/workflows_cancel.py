@@ -1,0 +1,150 @@
+"""Workflow classes of the cancellation tests (module level, so their dotted job_class imports).
+
+``CALLS`` counts step bodies; ``FLAGS`` holds per-test switches. The autouse fixture
+``reset_cancel`` clears both (import it into a test module to activate it there).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from chrono_forge import DurableWorkflow, RetryPolicy
+
+CALLS: dict[str, int] = {}
+FLAGS: dict[str, object] = {}
+
+
+def called(name: str) -> None:
+    CALLS[name] = CALLS.get(name, 0) + 1
+
+
+def calls(name: str) -> int:
+    return CALLS.get(name, 0)
+
+
+@pytest.fixture(autouse=True)
+def reset_cancel():
+    CALLS.clear()
+    FLAGS.clear()
+    yield
+    CALLS.clear()
+    FLAGS.clear()
+
+
+class TwoSteps(DurableWorkflow):
+    """first, a wait, second: cancellable while scheduled between the two."""
+
+    def perform(self, *, wait: float = 0) -> None:
+        self.durably_execute(self.first)
+        if wait:
+            self.wait(wait, "pause")
+        self.durably_execute(self.second)
+
+    def first(self):
+        called("first")
+        cancel = FLAGS.get("cancel_in_first")
+        if cancel:  # an operator cancels while this body runs
+            type(self).cancel(self.key, reason=str(cancel))
+        return 1
+
+    def second(self):
+        called("second")
+        return 2
+
+
+class LastStepCancels(DurableWorkflow):
+    """The cancel arrives in the last step's body: the run must not complete."""
+
+    def perform(self) -> None:
+        self.durably_execute(self.only)
+
+    def only(self):
+        called("only")
+        type(self).cancel(self.key, reason="during the last step")
+        return "done"
+
+
+class FailsAfterCancel(DurableWorkflow):
+    """The cancel arrives, then perform() raises: the run must not be recorded failed."""
+
+    retry_policy = RetryPolicy(max_attempts=1)
+
+    def perform(self) -> None:
+        self.durably_execute(self.only)
+        raise RuntimeError("boom after the step")
+
+    def only(self):
+        type(self).cancel(self.key, reason="then it raised")
+
+
+class Gate(DurableWorkflow):
+    """Parks on an event."""
+
+    def perform(self) -> None:
+        self.continue_if("open", name="gate")
+        self.durably_execute(self.after)
+
+    def open(self) -> bool:
+        called("open")
+        return bool(FLAGS.get("open"))
+
+    def after(self):
+        called("after")
+
+
+class Broken(DurableWorkflow):
+    """Stalls on its first step."""
+
+    retry_policy = RetryPolicy(max_attempts=1)
+
+    def perform(self) -> None:
+        self.durably_execute(self.boom)
+        self.durably_execute(self.after)
+
+    def boom(self):
+        called("boom")
+        if not FLAGS.get("fixed"):
+            raise RuntimeError("broken")
+
+    def after(self):
+        called("after")
+
+
+class Leaf(DurableWorkflow):
+    def perform(self, *, n: int = 0) -> None:
+        self.durably_execute(self.work)
+
+    def work(self):
+        called("leaf")
+
+
+class Middle(DurableWorkflow):
+    """A child that has children of its own."""
+
+    def perform(self, *, n: int = 0) -> None:
+        self.branch("leaves", self.spawn_leaves, automerge=True)
+
+    def spawn_leaves(self):
+        for index in range(2):
+            self.spawn(f"leaf{index}", Leaf, n=index)
+
+
+class Parent(DurableWorkflow):
+    """``children`` leaves and ``middles`` children with two leaves each, then a merge."""
+
+    def perform(self, *, children: int = 3, middles: int = 0) -> None:
+        self.branch("kids", self.spawn_kids)
+        self.merge_branches("kids", min_interval=timedelta(seconds=1))
+        self.durably_execute(self.after_merge)
+
+    def spawn_kids(self):
+        self.spawn_each(
+            "leaf", range(self.workflow.kwargs.get("children", 3)), lambda i: (Leaf, {"n": i})
+        )
+        for index in range(self.workflow.kwargs.get("middles", 0)):
+            self.spawn(f"middle{index}", Middle, n=index)
+
+    def after_merge(self):
+        called("after_merge")
