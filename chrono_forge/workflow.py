@@ -221,6 +221,7 @@ class DurableWorkflow:
 
         return send(cls, key, topic, payload, idempotency_key=idempotency_key)
 
+    @classmethod
     def cancel(cls, key: str, /, *, reason: str = "") -> Workflow:
         """Cancel a run and its branch children (recursively).
 
