@@ -551,6 +551,7 @@ class WorkflowPage:
     context_size: int
     context_limit: int
     kwargs_entries: list[dict]
+    result_entries: list[dict]
 
 
 def _row_for(log: ExecutionLog, step: StepName, workflow: Workflow, now: datetime) -> TimelineRow:
@@ -775,4 +776,7 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
         context_size=json_size(workflow.context or {}),
         context_limit=limit,
         kwargs_entries=value_entries(workflow.kwargs),
+        result_entries=value_entries({"result": workflow.result})
+        if workflow.state == Workflow.STATE.completed
+        else [],
     )

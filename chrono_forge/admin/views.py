@@ -277,7 +277,7 @@ class WorkflowViews:
         now = clock.now()
         rows = list(
             Workflow.objects.stranded()
-            .defer("kwargs", "options", "context")
+            .defer("kwargs", "options", "context", "result")
             .order_by("locked_at", "id")[: p.SCAN_CAP + 1]
         )
         capped = len(rows) > p.SCAN_CAP
@@ -304,7 +304,7 @@ class WorkflowViews:
         now = clock.now()
         rows = list(
             Workflow.objects.overdue()
-            .defer("kwargs", "options", "context")
+            .defer("kwargs", "options", "context", "result")
             .order_by(F("next_run_at").asc(nulls_first=True), "id")[: p.SCAN_CAP + 1]
         )
         capped = len(rows) > p.SCAN_CAP
@@ -331,7 +331,7 @@ class WorkflowViews:
         threshold = long_wait_threshold().total_seconds()
         idle = list(
             Workflow.objects.filter(state=Workflow.STATE.idle)
-            .defer("kwargs", "options", "context")
+            .defer("kwargs", "options", "context", "result")
             .order_by("id")[: p.SCAN_CAP + 1]
         )
         capped = len(idle) > p.SCAN_CAP
@@ -479,7 +479,7 @@ class WorkflowViews:
                     "count": p.show_count(count) if count is not None else "",
                 }
             )
-        queryset = filter_state(children, state).defer("kwargs", "options", "context")
+        queryset = filter_state(children, state).defer("kwargs", "options", "context", "result")
         before = p.parse_pk(request.GET.get("before"), Workflow)
         if before is not None:
             queryset = queryset.filter(pk__lt=before)
