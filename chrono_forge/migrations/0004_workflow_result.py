@@ -6,7 +6,7 @@ class Migration(migrations.Migration):
     ``branch_results`` reads a branch's children in primary-key order as one index range."""
 
     dependencies = [
-        ("chrono_forge", "0002_workflow_parked"),
+        ("chrono_forge", "0003_scale_indexes"),
     ]
 
     operations = [
