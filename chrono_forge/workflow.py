@@ -205,7 +205,7 @@ class DurableWorkflow:
         row = (
             Workflow.objects.filter(job_class=cls.job_class(), key=key)
             .values_list("state", "result")
-            .first()
+            .one()
         )
         return cls._completed_result(key, row)
 
@@ -255,7 +255,7 @@ class DurableWorkflow:
             "state", "result"
         )
         while True:
-            row = query.first()
+            row = query.one()
             if row is None or row[0] not in Workflow.EXECUTABLE_STATES:
                 return cls._completed_result(key, row)
             remaining = deadline - time.monotonic()

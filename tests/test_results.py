@@ -5,14 +5,17 @@ reads its merged children's results with ``branch_results``, streamed by primary
 
 from __future__ import annotations
 
+import io
 import math
 import tracemalloc
 
 import pytest
+from django.core.management import call_command
 from django.db import connections
 from django.db.models import F
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from chrono_forge import conf, step_names
 from chrono_forge.exceptions import (
@@ -38,7 +41,7 @@ def reset():
     wr.reset()
 
 
-# -- the stored result ------------------------------------------------------------------------------
+# -- the stored result -----------------------------------------------------------------------------
 def test_the_value_perform_returns_is_stored_on_the_row_and_read_by_result(chrono_forge_env):
     wr.Totals.perform_later("o-1", order_id=7)
     chrono_forge_env.run_all()
@@ -85,7 +88,7 @@ def test_a_result_built_from_replayed_steps_is_the_same_on_every_pass(chrono_for
     assert (row.state, row.result) == ("completed", {"total": 0 + 2 + 4, "count": 3})
 
 
-# -- bad results: blocked with the reason recorded, nothing stored ------------------------------------
+# -- bad results: blocked with the reason recorded, nothing stored ---------------------------------
 @pytest.mark.parametrize(
     "bad, message",
     [
@@ -127,11 +130,13 @@ def test_the_result_limit_is_the_result_max_bytes_setting(chrono_forge_env):
     with override_settings(CHRONO_FORGE={"RESULT_MAX_BYTES": 92}):
         assert wr.BadResult.perform_now("fits").result == "x" * 90
     with override_settings(CHRONO_FORGE={"RESULT_MAX_BYTES": 91}):
-        with pytest.raises(InvalidWorkflowResult, match=r"larger than the limit of 91 bytes \(RESULT_MAX_BYTES\)"):
+        with pytest.raises(
+            InvalidWorkflowResult, match=r"larger than the limit of 91 bytes \(RESULT_MAX_BYTES\)"
+        ):
             wr.BadResult.perform_now("too-big")
 
 
-# -- crashes ----------------------------------------------------------------------------------------
+# -- crashes ---------------------------------------------------------------------------------------
 def test_the_result_survives_a_crash_at_every_step_boundary():
     report = assert_crash_safe(wr.Totals, "crash-1", order_id=3)
     [(identity, outcome)] = report.clean.items()
@@ -145,11 +150,13 @@ def test_branch_results_survive_a_crash_at_every_step_boundary():
 
 
 def test_the_crash_check_catches_a_result_that_a_kill_changes():
-    with pytest.raises(AssertionError, match=r"CountsPasses\(crash-3\) result [2-9], the uninterrupted run 1"):
+    with pytest.raises(
+        AssertionError, match=r"CountsPasses\(crash-3\) result [2-9], the uninterrupted run 1"
+    ):
         CrashTest(wr.CountsPasses, "crash-3", {}, before_each=wr.PASSES.clear).assert_safe()
 
 
-# -- wait_for_result ----------------------------------------------------------------------------------
+# -- wait_for_result -------------------------------------------------------------------------------
 def test_wait_for_result_returns_a_completed_runs_result(chrono_forge_env):
     wr.Totals.perform_now("w-1", order_id=5)
     assert wr.Totals.wait_for_result("w-1", timeout=5) == {"order_id": 5, "total": 42}
@@ -207,7 +214,7 @@ def test_wait_for_result_inside_a_step_fails_the_step(chrono_forge_env):
     )
 
 
-# -- branch_results -----------------------------------------------------------------------------------
+# -- branch_results --------------------------------------------------------------------------------
 def test_branch_results_yields_child_keys_and_results_by_primary_key_and_replays_the_same(
     chrono_forge_env,
 ):
@@ -301,3 +308,28 @@ def test_branch_results_streams_10k_children_in_flat_memory(chrono_forge_env):
         tracemalloc.stop()
     assert len(rows) == 10_000
     assert peak_all > 4 * peak_big, (peak_all, peak_big)
+
+
+# -- where an operator sees it ---------------------------------------------------------------------
+def test_the_workflow_page_shows_a_completed_runs_result_and_says_when_there_is_none(
+    client, operator
+):
+    done = wr.Totals.perform_now("page-1", order_id=9)
+    html = client.get(reverse("admin:chrono_forge_workflow_change", args=[done.pk])).content
+    html = html.decode()
+    assert "<h2>Result</h2>" in html and "order_id" in html and "42" in html
+    pending = Workflow.objects.create(job_class=done.job_class, key="page-2", state="idle")
+    html = client.get(reverse("admin:chrono_forge_workflow_change", args=[pending.pk])).content
+    assert "No result yet" in html.decode()
+
+
+def test_show_prints_a_completed_runs_result_and_nothing_for_an_unfinished_one():
+    def show(key):
+        out = io.StringIO()
+        call_command("chrono_forge", "show", key, stdout=out, stderr=io.StringIO(), no_color=True)
+        return out.getvalue()
+
+    wr.Totals.perform_now("show-1", order_id=4)
+    assert 'result: {"order_id": 4, "total": 42}' in show("show-1")
+    Workflow.objects.create(job_class="tests.workflows_results.Totals", key="show-2", state="idle")
+    assert "result:" not in show("show-2")

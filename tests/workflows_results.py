@@ -148,7 +148,7 @@ class WaitsInPerform(DurableWorkflow):
 
 
 class WaitsInStep(DurableWorkflow):
-    """Calls wait_for_result inside a step body (retried per its one-attempt policy, then stalls)."""
+    """Calls wait_for_result inside a step body (one attempt by its policy, then it stalls)."""
 
     def perform(self):
         self.durably_execute(self.step, retry_policy=RetryPolicy(max_attempts=1))

@@ -351,7 +351,13 @@ def oldest_event_wait_per_class() -> list[ExecutionLog]:
         event_waits()
         .filter(q)
         .select_related("workflow")
-        .defer("result", "workflow__kwargs", "workflow__options", "workflow__context", "workflow__result")
+        .defer(
+            "result",
+            "workflow__kwargs",
+            "workflow__options",
+            "workflow__context",
+            "workflow__result",
+        )
         .order_by("id")
     )
     seen: dict[str, ExecutionLog] = {}

@@ -229,7 +229,9 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
 
     # -- actions on selected rows ------------------------------------------------------------------
     def _selected(self, queryset):
-        return list(queryset.defer("kwargs", "options", "context", "result").order_by("-id")[:ACTION_CAP])
+        return list(
+            queryset.defer("kwargs", "options", "context", "result").order_by("-id")[:ACTION_CAP]
+        )
 
     @admin.action(description="Retry selected failed/stalled workflows", permissions=["retry"])
     def retry_selected(self, request, queryset):
