@@ -375,7 +375,13 @@ def oldest_event_wait_per_class() -> list[ExecutionLog]:
         event_waits()
         .filter(q)
         .select_related("workflow")
-        .defer("result", "workflow__kwargs", "workflow__options", "workflow__context")
+        .defer(
+            "result",
+            "workflow__kwargs",
+            "workflow__options",
+            "workflow__context",
+            "workflow__result",
+        )
         .order_by("id")
     )
     seen: dict[str, ExecutionLog] = {}
@@ -640,6 +646,7 @@ class WorkflowPage:
     context_size: int
     context_limit: int
     kwargs_entries: list[dict]
+    result_entries: list[dict]
     messages: list[Message] = field(default_factory=list)
     messages_capped: bool = False
 
@@ -893,6 +900,9 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
         context_size=json_size(workflow.context or {}),
         context_limit=limit,
         kwargs_entries=value_entries(workflow.kwargs),
+        result_entries=value_entries({"result": workflow.result})
+        if workflow.state == Workflow.STATE.completed
+        else [],
         messages=messages,
         messages_capped=messages_capped,
     )

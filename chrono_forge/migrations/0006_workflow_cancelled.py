@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chrono_forge", "0004_message"),
+        ("chrono_forge", "0005_message"),
     ]
 
     operations = [

@@ -9,7 +9,7 @@ from chrono_forge.conf import primary_key_field
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chrono_forge", "0003_scale_indexes"),
+        ("chrono_forge", "0004_workflow_result"),
     ]
 
     operations = [
