@@ -139,6 +139,12 @@ def _workflow_modules_problem(value: Any) -> str | None:
     return None
 
 
+def _replay_divergence_problem(value: Any) -> str | None:
+    if value in conf.REPLAY_DIVERGENCE_MODES:
+        return None
+    return f"must be one of {', '.join(map(repr, conf.REPLAY_DIVERGENCE_MODES))}, got {value!r}"
+
+
 #: setting -> (check id, validator). Every key of conf.DEFAULTS has one (a test insists).
 VALIDATORS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     **{name: ("E003", _duration_problem) for name in conf.DURATION_SETTINGS},
@@ -153,6 +159,8 @@ VALIDATORS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     "WORKFLOW_MODULES": ("E020", _workflow_modules_problem),
     # how long a branch child may sit never started before its merge poller re-sends its delivery
     "CHILD_REKICK_AFTER": ("E030", _duration_problem),
+    # what a replay that no longer matches the run's history does: warn or stall
+    "REPLAY_DIVERGENCE": ("E050", _replay_divergence_problem),
 }
 
 

@@ -36,7 +36,11 @@ DEFAULTS: dict[str, Any] = {
     "PRIMARY_KEY_FIELD": None,  # None: settings.DEFAULT_AUTO_FIELD
     "TASKS_BACKEND": "default",  # the TASKS alias of the Django Tasks dispatcher
     "WORKFLOW_MODULES": (),  # modules to import at start-up besides every app's `workflows`
+    "REPLAY_DIVERGENCE": "warn",  # a replay that no longer matches its history: "warn" or "stall"
 }
+
+#: The choices of REPLAY_DIVERGENCE.
+REPLAY_DIVERGENCE_MODES = ("warn", "stall")
 
 DURATION_SETTINGS = (
     "MAX_DURATION",
@@ -106,6 +110,11 @@ def max_duration() -> timedelta:
 def reap_stale_after() -> timedelta:
     explicit = get("REAP_STALE_AFTER")
     return as_timedelta(explicit) if explicit is not None else 3 * max_duration()
+
+
+def replay_divergence() -> str:
+    """``"warn"`` (record a ReplayDivergence and go on) or ``"stall"`` (stall the run)."""
+    return get("REPLAY_DIVERGENCE")
 
 
 def database() -> str:

@@ -87,6 +87,19 @@ class DuplicateStepName(NotExecutableError, ValueError):
     return the first one's checkpoint. The message names both call sites (``file:line``)."""
 
 
+class ReplayDivergence(NotExecutableError):
+    """A pass started a new step while steps that earlier passes recorded (completed or failed)
+    were not replayed yet: ``perform()`` no longer reaches them in the order the run took (a step
+    inserted, removed or reordered under a run in flight). Recorded in ``ErrorLog`` as a warning,
+    once per workflow and step, and the run goes on; with ``CHRONO_FORGE["REPLAY_DIVERGENCE"] =
+    "stall"`` it is raised instead, before the new step is stored, and stalls the run."""
+
+    def __init__(self, message: str, *, step_name: str | None = None, recorded: bool = False):
+        super().__init__(message)
+        self.step_name = step_name
+        self.recorded = recorded
+
+
 class UnregisteredWorkflowClass(NotExecutableError):
     """A row or a task names a workflow class that is not registered in this process (renamed,
     removed, or defined in code this worker does not run); see :mod:`chrono_forge.registry`."""
@@ -160,6 +173,7 @@ __all__ = [
     "WaitForResultInWorkflowError",
     "InvalidStepArgument",
     "DuplicateStepName",
+    "ReplayDivergence",
     "UnregisteredWorkflowClass",
     "NotInBranchError",
     "UnmergedBranchError",

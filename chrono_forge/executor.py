@@ -42,6 +42,7 @@ from .exceptions import (
     InvalidWorkflowResult,
     LongRunningConcurrentExecutionError,
     NotExecutableError,
+    ReplayDivergence,
 )
 from .models import ExecutionLog, Workflow
 from .retry import RetryPolicy, coerce
@@ -178,6 +179,8 @@ class Pass:
         self.dispatching: Any = None  # the branch whose dispatch callable is running (spawn target)
         # step name -> the call site that used it in this pass (a second use is a programming error)
         self.claimed_steps: dict[str, str] = {}
+        # True while perform() runs: what replays the run's history (divergence is judged there)
+        self.replaying = False
         # the SystemExit/KeyboardInterrupt/... a step already recorded before letting it through
         self.exit_error: BaseException | None = None
         # why the run failed or stalled, for the signal sent once that state is committed
@@ -211,7 +214,11 @@ class Pass:
 
     def run(self, workflow: DurableWorkflow) -> None:
         try:
-            returned = workflow.perform(**self.row.kwargs)
+            self.replaying = True
+            try:
+                returned = workflow.perform(**self.row.kwargs)
+            finally:
+                self.replaying = False
             workflow._before_completion()
             # A value that cannot be stored is a programming error: it stalls below, with the
             # reason recorded, before anything of the completion is written.
@@ -309,7 +316,12 @@ class Pass:
             )
         self.row = row
         self.context = Context(row.context)
-        self.steps = StepLogs(row.pk, known_empty=first_pass, before_attempt=self.stop_if_cancelled)
+        self.steps = StepLogs(
+            row.pk,
+            known_empty=first_pass,
+            before_attempt=self.stop_if_cancelled,
+            on_new_step=self.new_step,
+        )
         if first_pass:
             self.announce(signals.workflow_started)
         return row
@@ -619,6 +631,37 @@ class Pass:
             raise DuplicateStepName(
                 f"{step} is used twice in one pass: first at {first}, again at {site}. {advice}"
             )
+
+    def new_step(self, step: str):
+        """Replay-divergence detection, called before a step is INSERTed: ``perform()`` starts
+        ``step`` while completed (or failed) steps that earlier passes recorded are not replayed
+        yet, so the code no longer reaches them in the order the run took. Returns the warning's
+        write, committed with the step's INSERT (so once per workflow and step), or raises it with
+        ``REPLAY_DIVERGENCE = "stall"``, before anything of the step is stored. Costs no statement
+        when the replay matches."""
+        if not self.replaying or not step_names.revisited_by_replay(step):
+            return None
+        settled = (COMPLETED, FAILED)
+        behind = [n for n in self.unvisited_history() if self.steps.get(n).state in settled]
+        if not behind:
+            return None
+        shown = ", ".join(behind[:3]) + (f" and {len(behind) - 3} more" if len(behind) > 3 else "")
+        error = ReplayDivergence(
+            f"{step} started while {len(behind)} step(s) recorded by earlier passes were not "
+            f"replayed: {shown}. perform() no longer reaches them in the order this run took them "
+            "(a step inserted, removed or reordered under a run in flight?); put the change behind "
+            "self.patched(...)",
+            step_name=step,
+        )
+
+        def record() -> None:
+            record_error(self.row.pk, error, step_name=step, context=self.context)
+
+        if conf.replay_divergence() == "stall":
+            record()
+            error.recorded = True
+            raise error
+        return record
 
     def unvisited_history(self) -> list[str]:
         """The steps earlier passes recorded that this pass has not replayed yet (the replay

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -67,10 +67,14 @@ class StepLogs:
         *,
         known_empty: bool = False,
         before_attempt: Callable[[], None] | None = None,
+        on_new_step: Callable[[str], Callable[[], Any] | None] | None = None,
     ):
         self.workflow_id = workflow_id
         #: called before each attempt is recorded (the pass's cancellation check)
         self.before_attempt = before_attempt
+        #: called with the name of every step about to be INSERTed; may raise (nothing is stored)
+        #: or return a write to commit together with the INSERT (a divergence warning)
+        self.on_new_step = on_new_step
         self._by_name: dict[str, ExecutionLog] | None = {} if known_empty else None
         self._deferred: list[tuple[Any, dict[str, Any]]] = []
         #: steps whose attempt this pass recorded (theirs is not a lost attempt)
@@ -102,7 +106,13 @@ class StepLogs:
         """INSERT a step log (the first attempt is recorded in the INSERT itself)."""
         now = clock.now()
         storable_error(fields)
-        with self.flushing():
+        along = self.on_new_step(step_name) if self.on_new_step is not None else None
+        together = (
+            transaction.atomic(using=conf.database(), savepoint=False) if along else nullcontext()
+        )
+        with self.flushing(), together:
+            if along:
+                along()
             log = ExecutionLog.objects.create(
                 workflow_id=self.workflow_id,
                 step_name=step_name,

@@ -145,3 +145,15 @@ class Deprecated(Steps):
             self.run("audit")
         self.gate("packed")
         self.run("ship")
+
+
+class Changing(Steps):
+    """a, b, gate "g", c; the change "insert-x" inserts x between a and b without patched()."""
+
+    def perform(self):
+        self.run("a")
+        if deployed("insert-x"):
+            self.run("x")
+        self.run("b")
+        self.gate("g")
+        self.run("c")

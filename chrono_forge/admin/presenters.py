@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Exists, F, Min, OuterRef, Q
 
 from .. import clock, conf
+from ..exceptions import ReplayDivergence
 from ..liveness import (  # noqa: F401  (re-exported: the admin views use them through p.)
     Liveness,
     is_stranded,
@@ -53,6 +54,9 @@ INTERNAL_KEYS = frozenset({"error_log_id", "poll", "poll_token", "cursors", "par
 SECONDS_KEYS = frozenset(
     {"every", "timeout", "check_interval", "min_interval", "max_interval", "eta_seconds"}
 )
+
+#: ErrorLog.error_class of a replay-divergence warning.
+DIVERGENCE_CLASS = f"{ReplayDivergence.__module__}.{ReplayDivergence.__qualname__}"
 
 KIND_LABELS = {
     "durably_execute": "execute",
@@ -637,6 +641,7 @@ class WorkflowPage:
     blocked_row: TimelineRow | None
     last_error: ErrorLog | None
     banner_error: ErrorLog | None
+    divergences: list[ErrorLog]  # ReplayDivergence warnings, newest first (from the error read)
     wait: WaitInfo | None
     liveness: Liveness | None
     stranded: bool
@@ -887,6 +892,7 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
         banner_error=blocked_row.errors[-1].error
         if blocked_row and blocked_row.errors
         else last_error,
+        divergences=[e for e in errors if e.error_class == DIVERGENCE_CLASS],
         wait=wait,
         liveness=liveness(
             workflow,
