@@ -234,6 +234,9 @@ def attempts_in_words(kind: str, attempts: int, failed: bool) -> tuple[str, str]
     """(text, tone): "checked 4×" for polling kinds; "3 attempts" for the rest; hidden when 1."""
     if attempts <= 1 and not (failed and attempts):
         return "", ""
+    if kind == "wait" and not failed:
+        # A wait is looked at once when scheduled and once when due: the second look is not a retry.
+        return "", ""
     if kind in POLLING_KINDS:
         return f"checked {attempts}×", "muted"
     word = "attempt" if attempts == 1 else "attempts"
@@ -305,6 +308,11 @@ class WaitInfo:
 
     def age(self, now: datetime) -> float | None:
         return seconds_between(self.since, now)
+
+    @property
+    def step(self) -> str:
+        """The waiting step's own name (``manual_approval``), not only its condition method."""
+        return parse_step_name(self.step_name).name
 
 
 EVENT_WAIT = kind_prefix("continue_if")
