@@ -13,9 +13,9 @@ a ``BaseException`` leaves the pass without releasing its lock or publishing its
 the open transaction (if any) rolls back. Recovery is what production does: the clock moves on until
 the reaper (``REAP_STALE_AFTER``) or the overdue sweep (``RESUME_OVERDUE_GRACE``) would pick the
 workflow up, ``reap_stalled()`` and ``resume_overdue()`` run, and so on until nothing is left to do.
-Each run must end like the clean one: same state and context for the workflow and every child it
-spawned, the same steps in the same states with the same results, and no step run more than once
-more than in the clean run.
+Each run must end like the clean one: same state, context and result for the workflow and every
+child it spawned, the same steps in the same states with the same results, and no step run more
+than once more than in the clean run.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ class CrashTest:
         return min(due, default=None)
 
     def outcome(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """State, context and steps of every workflow of the family."""
+        """State, context, result and steps of every workflow of the family."""
         result = {}
         for row in self.family().order_by("pk"):
             steps, ticks = {}, {}
@@ -250,6 +250,7 @@ class CrashTest:
             result[(row.job_class, row.key)] = {
                 "state": row.state,
                 "context": self.context(row.context),
+                "result": row.result,
                 "steps": steps,
             }
         return result
@@ -290,6 +291,11 @@ class CrashTest:
                 raise AssertionError(
                     f"{where}: {label} context {got['context']!r}, the uninterrupted run "
                     f"{expected['context']!r}"
+                )
+            if got["result"] != expected["result"]:
+                raise AssertionError(
+                    f"{where}: {label} result {got['result']!r}, the uninterrupted run "
+                    f"{expected['result']!r}"
                 )
             if set(got["steps"]) != set(expected["steps"]):
                 missing = sorted(set(expected["steps"]) - set(got["steps"]))

@@ -53,6 +53,31 @@ class InvalidStepResult(NotExecutableError, TypeError):
     """A step returned a value that cannot be stored (not JSON, or larger than RESULT_MAX_BYTES)."""
 
 
+class InvalidWorkflowResult(NotExecutableError, TypeError):
+    """``perform()`` returned a value that cannot be stored (not JSON, or larger than
+    RESULT_MAX_BYTES). Nothing is stored: the workflow is stalled with this error recorded, and an
+    operator retry replays ``perform()`` once the code is fixed."""
+
+
+class ResultNotReadyError(ChronoForgeError):
+    """``Cls.result(key)`` or ``Cls.wait_for_result(key)`` of a run that has not completed (it is
+    still running, waiting, blocked or cancelled). ``state`` is the run's state then."""
+
+    def __init__(self, message: str, *, state: str | None = None):
+        super().__init__(message)
+        self.state = state
+
+
+class ResultTimeout(ResultNotReadyError, TimeoutError):
+    """``Cls.wait_for_result(key, timeout=...)``: the run had not completed when the timeout
+    passed (``state`` is its last seen state)."""
+
+
+class WaitForResultInWorkflowError(NotExecutableError):
+    """``wait_for_result`` was called inside a workflow pass: a pass must never block on another
+    run (merge a branch and read ``branch_results`` instead)."""
+
+
 class InvalidStepArgument(NotExecutableError, TypeError, ValueError):
     """A primitive got an argument it cannot use (a missing method, a bad duration, ...)."""
 
@@ -72,11 +97,12 @@ class NotInBranchError(NotExecutableError):
 
 
 class UnmergedBranchError(NotExecutableError):
-    """The workflow reached completion with a branch that was never merged."""
+    """The workflow reached completion with a branch that was never merged, or read
+    ``branch_results`` of a branch that is not merged yet."""
 
 
 class UnknownBranchError(NotExecutableError, ValueError):
-    """``merge_branches`` named a branch that was never opened."""
+    """``merge_branches`` or ``branch_results`` named a branch that was never opened."""
 
 
 class WorkflowNotRetryableError(ChronoForgeError):
@@ -111,6 +137,10 @@ __all__ = [
     "NotExecutableError",
     "InvalidStepName",
     "InvalidStepResult",
+    "InvalidWorkflowResult",
+    "ResultNotReadyError",
+    "ResultTimeout",
+    "WaitForResultInWorkflowError",
     "InvalidStepArgument",
     "DuplicateStepName",
     "UnregisteredWorkflowClass",

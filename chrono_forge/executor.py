@@ -17,6 +17,7 @@ duplicate deliveries and overlapping wake-ups never multiply pending continuatio
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import sys
@@ -38,12 +39,14 @@ from .exceptions import (
     ExecutionFailedError,
     HaltExecution,
     InvalidStepArgument,
+    InvalidWorkflowResult,
     LongRunningConcurrentExecutionError,
     NotExecutableError,
 )
 from .models import ExecutionLog, Workflow
 from .retry import RetryPolicy, coerce
 from .steps import COMPLETED, FAILED, FAILURE, PENDING, REPETITION_LOG_PATTERN, StepLogs
+from .validation import to_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from .workflow import DurableWorkflow
@@ -84,6 +87,35 @@ STATE = Workflow.STATE
 
 def token_for(run_at: datetime) -> str:
     return run_at.isoformat()
+
+
+#: The pass running in this thread (or task), if any: calls that must never happen inside a
+#: workflow (``wait_for_result``) check it.
+_current: contextvars.ContextVar[Pass | None] = contextvars.ContextVar(
+    "chrono_forge_current_pass", default=None
+)
+
+
+def current_pass() -> Pass | None:
+    """The pass running in this context, or None outside any workflow."""
+    return _current.get()
+
+
+def storable_workflow_result(job_class: str, value: Any) -> Any:
+    """The JSON form of what ``perform()`` returned, checked like a step result (JSON that every
+    database stores unchanged, at most RESULT_MAX_BYTES); else InvalidWorkflowResult."""
+    try:
+        return to_json(
+            value,
+            f"the return value of {job_class}.perform()",
+            max_bytes=conf.get("RESULT_MAX_BYTES"),
+            setting="RESULT_MAX_BYTES",
+        )
+    except (TypeError, ValueError) as error:
+        raise InvalidWorkflowResult(
+            f"{error}. Nothing was stored and the workflow is stalled: return JSON (or store large "
+            "data elsewhere and return a reference), then retry it"
+        ) from None
 
 
 class Pass:
@@ -154,6 +186,7 @@ class Pass:
             row = self.acquire()
             if row is None:
                 return None
+            current = _current.set(self)
             try:
                 self.run(self.workflow_class._bind(row, self))
             except BaseException as error:
@@ -164,13 +197,17 @@ class Pass:
                     self.retry_or_fail(error)
                 raise
             finally:
+                _current.reset(current)
                 self.finish()
             return row
 
     def run(self, workflow: DurableWorkflow) -> None:
         try:
-            workflow.perform(**self.row.kwargs)
+            returned = workflow.perform(**self.row.kwargs)
             workflow._before_completion()
+            # A value that cannot be stored is a programming error: it stalls below, with the
+            # reason recorded, before anything of the completion is written.
+            result = storable_workflow_result(self.workflow_class.__qualname__, returned)
         except HaltExecution:
             return  # a primitive scheduled a continuation (or parked with nothing scheduled)
         except ExecutionFailedError as error:
@@ -186,7 +223,7 @@ class Pass:
         except Exception as error:
             self.retry_or_fail(error)
             return
-        self.complete()
+        self.complete(result)
 
     def finish(self) -> None:
         try:
@@ -421,8 +458,9 @@ class Pass:
             self.released = False
             raise
 
-    def complete(self) -> None:
-        """The completion marker (born completed), state change and release: one transaction."""
+    def complete(self, result: Any = None) -> None:
+        """The completion marker (born completed), the state change with ``perform()``'s result
+        and the release: one transaction."""
         now = clock.now()
         with self.final_transaction():
             self.steps.create(
@@ -433,7 +471,8 @@ class Pass:
                 last_executed_at=now,
                 completed_at=now,
             )
-            self.release(STATE.completed, completed_at=now)
+            self.release(STATE.completed, completed_at=now, result=result)
+        self.row.result = result
         self.final_state = STATE.completed
 
     def exiting(self, error: BaseException, *, stalled: bool) -> None:

@@ -223,6 +223,12 @@ class Workflow(TimeStampedModel):
         help_text="An external wake-up (perform_later, resume) arrived while a pass held the lock; "
         "that pass publishes an immediate continuation when it releases.",
     )
+    result = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The value perform() returned, stored with the completion (None until the run "
+        "completes). Read it with Cls.result(key), which refuses an unfinished run.",
+    )
     parent_execution_log = models.ForeignKey(
         "ExecutionLog",
         null=True,
@@ -247,8 +253,11 @@ class Workflow(TimeStampedModel):
         ]
         indexes = [
             models.Index(fields=["state", "completed_at"], name="chrono_forge_wf_state_done"),
+            # ``id`` last: the children of a branch in one state, in primary-key order, are one
+            # index range, so branch_results pages through 100k children without sorting them.
             models.Index(
-                fields=["parent_execution_log", "state"], name="chrono_forge_wf_parent_state"
+                fields=["parent_execution_log", "state", "id"],
+                name="chrono_forge_wf_parent_state",
             ),
             # Key search is a prefix: varchar_pattern_ops lets PostgreSQL serve LIKE 'abc%' under
             # any collation (elsewhere the option is ignored and it is a plain index).

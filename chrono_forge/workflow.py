@@ -6,14 +6,21 @@ under :mod:`chrono_forge.primitives`. The methods here are thin, typed entry poi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.db import IntegrityError, transaction
 
 from . import clock, conf, dispatch, registry
-from .exceptions import EnqueueError, WorkflowNotRetryableError
+from .exceptions import (
+    EnqueueError,
+    ResultNotReadyError,
+    ResultTimeout,
+    WaitForResultInWorkflowError,
+    WorkflowNotRetryableError,
+)
 from .models import Workflow
 from .primitives import durably_execute as _durably_execute
 from .retry import AnyRetryPolicy, RetryPolicy, coerce
@@ -37,6 +44,17 @@ def resolve_workflow_class(job_class: str) -> type[DurableWorkflow]:
     """The workflow class registered under ``job_class`` (:mod:`chrono_forge.registry`), else
     :class:`~chrono_forge.exceptions.UnregisteredWorkflowClass`. Never imports a module."""
     return registry.resolve(job_class)
+
+
+def _positive_duration(value: Any, what: str) -> timedelta:
+    """A positive, finite duration (timedelta or seconds), else a TypeError/ValueError naming it."""
+    try:
+        delta = conf.as_duration(value)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{what}: {error}") from None
+    if delta <= timedelta(0):
+        raise ValueError(f"{what} must be greater than 0, got {value!r}")
+    return delta
 
 
 class DurableWorkflow:
@@ -160,6 +178,135 @@ class DurableWorkflow:
             dispatch.enqueue(row.job_class, row.key, retry_workflow=True, token=token_for(now))
         row.next_run_at = now
         return row
+
+    # -- results ---------------------------------------------------------------------------------
+    @classmethod
+    def result(cls, key: str, /) -> Any:
+        """The value ``perform()`` returned for the run ``key``, as stored when it completed.
+
+        Args:
+            key: the workflow's key.
+
+        Returns:
+            The stored JSON value (``None`` when ``perform()`` returned nothing).
+
+        Raises:
+            Workflow.DoesNotExist: no run of this class has that key.
+            ResultNotReadyError: the run has not completed (idle, running, failed, stalled or
+                cancelled); its ``state`` attribute says which. ``workflow.result`` (the column)
+                is ``None`` for such a run instead.
+
+        Example::
+
+            OrderWorkflow.perform_now("order-1", order_id=1)
+            OrderWorkflow.result("order-1")   # {"total": 42}
+        """
+        validate_key(key, child=True)
+        row = (
+            Workflow.objects.filter(job_class=cls.job_class(), key=key)
+            .values_list("state", "result")
+            .one()
+        )
+        return cls._completed_result(key, row)
+
+    @classmethod
+    def wait_for_result(
+        cls, key: str, /, *, timeout: timedelta | float = 60, interval: timedelta | float = 0.1
+    ) -> Any:
+        """Poll until the run ``key`` completes and return its result: for scripts and tests.
+
+        It blocks the calling thread, so it refuses to run inside a workflow (a pass, or a step
+        body): a workflow reads its children's results with :meth:`branch_results` after a merge.
+
+        Args:
+            key: the workflow's key.
+            timeout: how long to wait, a positive ``timedelta`` or seconds.
+            interval: the time between two reads of the row, a positive ``timedelta`` or seconds.
+
+        Returns:
+            The stored result, as :meth:`result` returns it.
+
+        Raises:
+            WaitForResultInWorkflowError: called inside a workflow.
+            Workflow.DoesNotExist: no run of this class has that key.
+            ResultNotReadyError: the run became failed, stalled or cancelled (it will not
+                complete unless an operator retries it), with its ``state``.
+            ResultTimeout: still unfinished after ``timeout`` (a ``ResultNotReadyError`` and a
+                ``TimeoutError``).
+
+        Example::
+
+            OrderWorkflow.perform_later("order-1", order_id=1)
+            total = OrderWorkflow.wait_for_result("order-1", timeout=30)["total"]
+        """
+        from .executor import current_pass
+
+        if current_pass() is not None:
+            raise WaitForResultInWorkflowError(
+                f"{cls.__qualname__}.wait_for_result({key!r}) was called inside a workflow: a "
+                "pass must not block on another run; spawn it in a branch, merge it and read "
+                "self.branch_results(...) instead"
+            )
+        validate_key(key, child=True)
+        wait = _positive_duration(timeout, "timeout")
+        pause = _positive_duration(interval, "interval").total_seconds()
+        deadline = time.monotonic() + wait.total_seconds()
+        query = Workflow.objects.filter(job_class=cls.job_class(), key=key).values_list(
+            "state", "result"
+        )
+        while True:
+            row = query.one()
+            if row is None or row[0] not in Workflow.EXECUTABLE_STATES:
+                return cls._completed_result(key, row)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ResultTimeout(
+                    f"{cls.__qualname__}({key}) is still {row[0]} after {wait.total_seconds():g}s",
+                    state=row[0],
+                )
+            time.sleep(min(pause, remaining))
+
+    @classmethod
+    def _completed_result(cls, key: str, row: tuple[str, Any] | None) -> Any:
+        if row is None:
+            raise Workflow.DoesNotExist(f"{cls.__qualname__}({key}) does not exist")
+        state, result = row
+        if state != Workflow.STATE.completed:
+            raise ResultNotReadyError(
+                f"{cls.__qualname__}({key}) is {state}; only a completed run has a result",
+                state=state,
+            )
+        return result
+
+    def branch_results(self, name: str, *, of: int = 1000) -> Iterator[tuple[str, Any]]:
+        """The results of a merged branch's children: ``(child_key, result)`` by primary key.
+
+        Read after the branch's merge completed. Children are streamed in pages of ``of`` rows
+        (memory holds one page, whatever the number of children) and every pass, a replay
+        included, reads the same sequence. It is a read, not a step: it records nothing.
+
+        Args:
+            name: the branch name given to :meth:`branch`.
+            of: the page size (rows per query).
+
+        Returns:
+            An iterator of ``(child_key, result)``, the child's full key
+            (``<parent key>$<branch>$<name>``) and the value its ``perform()`` returned.
+
+        Raises:
+            UnknownBranchError: no branch of that name was opened.
+            UnmergedBranchError: the branch is not merged (yet). Both are raised at the call and
+                stall the workflow when uncaught.
+
+        Example::
+
+            self.branch("items", self.dispatch_items, automerge=True)
+            total = sum(result["amount"] for _key, result in self.branch_results("items"))
+            return {"total": total}
+        """
+        from .primitives.results import branch_results
+
+        return branch_results(self, name, of=of)
 
     # -- internals -------------------------------------------------------------------------------
     @classmethod

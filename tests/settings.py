@@ -162,6 +162,7 @@ CHRONO_FORGE = {
         "tests.workflows_liveness",
         "tests.workflows_ops",
         "tests.workflows_poison",
+        "tests.workflows_results",
         "tests.workflows_signals",
         "tests.workflows_versioning",
         "tests.workflows_waits",

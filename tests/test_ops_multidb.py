@@ -208,7 +208,7 @@ def test_schema_indexes_exist_in_the_database():
     wf_unique = {tuple(c["columns"]) for c in wf.values() if c["unique"]}
     log_unique = {tuple(c["columns"]) for c in log.values() if c["unique"]}
     assert ("state", "completed_at") in wf_indexes
-    assert ("parent_execution_log_id", "state") in wf_indexes
+    assert ("parent_execution_log_id", "state", "id") in wf_indexes
     assert ("key",) in wf_indexes
     assert ("job_class", "key") in wf_unique
     assert ("workflow_id", "step_name") in log_unique

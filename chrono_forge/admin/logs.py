@@ -63,7 +63,7 @@ class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
             super()
             .get_queryset(request)
             .select_related("workflow")
-            .defer("workflow__kwargs", "workflow__options", "workflow__context")
+            .defer("workflow__kwargs", "workflow__options", "workflow__context", "workflow__result")
         )
 
     @admin.display(description="workflow")
@@ -115,7 +115,7 @@ class ErrorLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
             super()
             .get_queryset(request)
             .select_related("workflow")
-            .defer("workflow__kwargs", "workflow__options", "workflow__context")
+            .defer("workflow__kwargs", "workflow__options", "workflow__context", "workflow__result")
         )
         match = getattr(request, "resolver_match", None)
         if match is not None and match.url_name and match.url_name.endswith("_changelist"):

@@ -360,7 +360,13 @@ def oldest_event_wait_per_class() -> list[ExecutionLog]:
         event_waits()
         .filter(q)
         .select_related("workflow")
-        .defer("result", "workflow__kwargs", "workflow__options", "workflow__context")
+        .defer(
+            "result",
+            "workflow__kwargs",
+            "workflow__options",
+            "workflow__context",
+            "workflow__result",
+        )
         .order_by("id")
     )
     seen: dict[str, ExecutionLog] = {}
@@ -619,6 +625,7 @@ class WorkflowPage:
     context_size: int
     context_limit: int
     kwargs_entries: list[dict]
+    result_entries: list[dict]
 
 
 def _row_for(log: ExecutionLog, step: StepName, workflow: Workflow, now: datetime) -> TimelineRow:
@@ -843,4 +850,7 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
         context_size=json_size(workflow.context or {}),
         context_limit=limit,
         kwargs_entries=value_entries(workflow.kwargs),
+        result_entries=value_entries({"result": workflow.result})
+        if workflow.state == Workflow.STATE.completed
+        else [],
     )

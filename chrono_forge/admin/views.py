@@ -284,7 +284,7 @@ class WorkflowViews:
         now = clock.now()
         stranded = Workflow.objects.stranded()
         after = p.parse_pk(request.GET.get("after"), Workflow)
-        page = stranded.defer("kwargs", "options", "context").order_by("id")
+        page = stranded.defer("kwargs", "options", "context", "result").order_by("id")
         if after is not None:
             page = page.filter(pk__gt=after)
         rows = list(page[: PAGE_SIZE + 1])
@@ -315,7 +315,7 @@ class WorkflowViews:
         now = clock.now()
         rows = list(
             Workflow.objects.overdue()
-            .defer("kwargs", "options", "context")
+            .defer("kwargs", "options", "context", "result")
             .order_by(F("next_run_at").asc(nulls_first=True), "id")[: p.SCAN_CAP + 1]
         )
         capped = len(rows) > p.SCAN_CAP
@@ -347,7 +347,7 @@ class WorkflowViews:
         page = (
             Workflow.objects.filter(state=Workflow.STATE.idle)
             .filter(p.has_pending_wait())
-            .defer("kwargs", "options", "context")
+            .defer("kwargs", "options", "context", "result")
             .order_by("id")
         )
         if after is not None:
@@ -500,7 +500,7 @@ class WorkflowViews:
                     "count": p.show_count(count) if count is not None else "",
                 }
             )
-        queryset = filter_state(children, state).defer("kwargs", "options", "context")
+        queryset = filter_state(children, state).defer("kwargs", "options", "context", "result")
         before = p.parse_pk(request.GET.get("before"), Workflow)
         if before is not None:
             queryset = queryset.filter(pk__lt=before)

@@ -118,7 +118,7 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
         match = getattr(request, "resolver_match", None)
         if match is not None and match.url_name and match.url_name.endswith("_changelist"):
             queryset = queryset.defer(
-                "kwargs", "options", "context"
+                "kwargs", "options", "context", "result"
             )  # big JSON the list never shows
         return queryset
 
@@ -232,7 +232,9 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
 
     # -- actions on selected rows ------------------------------------------------------------------
     def _selected(self, queryset):
-        return list(queryset.defer("kwargs", "options", "context").order_by("-id")[:ACTION_CAP])
+        return list(
+            queryset.defer("kwargs", "options", "context", "result").order_by("-id")[:ACTION_CAP]
+        )
 
     @admin.action(description="Retry selected failed/stalled workflows", permissions=["retry"])
     def retry_selected(self, request, queryset):

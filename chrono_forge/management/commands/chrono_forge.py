@@ -498,6 +498,8 @@ class Command(BaseCommand):
         )
         out(f"  kwargs: {_short(wf.kwargs, 200)}")
         out(f"  context: {_short(wf.context, 200)}")
+        if wf.state == Workflow.STATE.completed:
+            out(f"  result: {_short(wf.result, 200)}")
 
         errors: dict[str | None, list[ErrorLog]] = {}
         for error in (
