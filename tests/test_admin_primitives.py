@@ -115,3 +115,45 @@ def test_branch_panel_children_page_and_branch_retry(client, chrono_forge_env):
     assert parent.state == "completed"
     page = client.get(url("change", parent.pk)).context["page"]
     assert page.branches[0].merge_state == "merged" and page.branches[0].blocked == 0
+    # a merged branch is no longer "polling"
+    body = client.get(url("change", parent.pk)).content.decode()
+    assert ">polling<" not in body
+
+
+def test_a_finished_wait_shows_no_attempts_badge(client, chrono_forge_env):
+    wa.Onboarding.perform_later("cust-9", customer_id=9)
+    chrono_forge_env.run_all()
+    workflow = Workflow.objects.get()
+    page = client.get(url("change", workflow.pk)).context["page"]
+    (cooling,) = [r for r in page.timeline if r.step.name == "cooling_off"]
+    assert cooling.status == "done" and cooling.log.attempts >= 2  # scheduled, then looked at
+    assert (cooling.attempts_text, cooling.attempts_tone) == ("", "")
+    assert "2 attempts" not in client.get(url("change", workflow.pk)).content.decode()
+
+
+def test_the_waiting_banner_names_the_step_and_its_condition(client, chrono_forge_env):
+    wa.ManualApproval.perform_later("approval-1")
+    chrono_forge_env.run_all()
+    workflow = Workflow.objects.get()
+    assert workflow.state == "idle"
+    response = client.get(url("change", workflow.pk))
+    page = response.context["page"]
+    assert (page.wait.step, page.wait.condition) == ("manual_approval", "is_approved")
+    body = response.content.decode()
+    assert "Step <strong>manual_approval</strong>" in body
+    assert "<code>continue_if$manual_approval</code>" in body
+    assert "on <code>is_approved</code>" in body
+
+
+def test_retry_all_blocked_is_offered_only_when_something_is_blocked(
+    client, chrono_forge_env, admin_user
+):
+    client.force_login(admin_user)
+    changelist = reverse("admin:chrono_forge_workflow_changelist")
+    wa.Quick.perform_later("fine")
+    chrono_forge_env.run_all()
+    assert "Retry all blocked" not in client.get(changelist).content.decode()
+    wa.FlakyCharge.perform_later("declined")
+    chrono_forge_env.run_all()
+    assert Workflow.objects.get(key="declined").state == "stalled"
+    assert "Retry all blocked" in client.get(changelist).content.decode()

@@ -103,3 +103,13 @@ class NightlyFanOut(DurableWorkflow):
     def dispatch_stores(self):
         for store in range(4):
             self.spawn(f"store-{store}", StoreReport, store=store)
+
+
+class ManualApproval(DurableWorkflow):
+    """Parks on an event whose step name differs from its condition method."""
+
+    def perform(self):
+        self.continue_if(self.is_approved, name="manual_approval")
+
+    def is_approved(self):
+        return bool(CALLS.get("approved"))

@@ -245,6 +245,9 @@ def attempts_in_words(kind: str, attempts: int, failed: bool) -> tuple[str, str]
     """(text, tone): "checked 4×" for polling kinds; "3 attempts" for the rest; hidden when 1."""
     if attempts <= 1 and not (failed and attempts):
         return "", ""
+    if kind == "wait" and not failed:
+        # A wait is looked at once when scheduled and once when due: the second look is not a retry.
+        return "", ""
     if kind in POLLING_KINDS:
         return f"checked {attempts}×", "muted"
     word = "attempt" if attempts == 1 else "attempts"
@@ -326,6 +329,11 @@ class WaitInfo:
     def waits_for_event(self) -> bool:
         """Only something outside the run ends it (a wake-up, a message), never the clock."""
         return self.kind == "event" or (self.kind == "message" and self.timeout_at is None)
+
+    @property
+    def step(self) -> str:
+        """The waiting step's own name (``manual_approval``), not only its condition method."""
+        return parse_step_name(self.step_name).name
 
 
 EVENT_WAIT = kind_prefix("continue_if")

@@ -171,9 +171,12 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
         return cf_ago(obj.modified)
 
     def changelist_view(self, request, extra_context=None):
+        chips = self.state_chips(request)
         extra = {
-            "chips": self.state_chips(request),
+            "chips": chips,
             "perms_cf": self.action_permissions(request),
+            # "Retry all blocked" is offered only when there is something blocked to retry.
+            "any_blocked": any(c["value"] == "blocked" and c["count"] != "0" for c in chips),
         }
         return super().changelist_view(request, {**extra, **(extra_context or {})})
 
