@@ -157,14 +157,20 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         ``stale_after`` is shorter (the delivery carries the threshold). A row whose class is not
         registered is re-enqueued too: the worker stalls it with the reason. Returns how many were
         re-enqueued."""
-        from .dispatch import enqueue
+        from .dispatch import enqueue_many
 
         internal = {}
         if stale_after is not None:
             internal["stale_after"] = conf.as_timedelta(stale_after).total_seconds()
-        return self._requeue(
-            self.stranded(stale_after), lambda row: enqueue(row.job_class, row.key, **internal)
-        )
+
+        def enqueue_page(page: list[Workflow]) -> int:
+            # One bulk enqueue per page (django-q2's ORM broker: one INSERT of every OrmQ row).
+            # A crash mid-batch leaves the rest running under a stale lock: the next sweep
+            # reaps them.
+            enqueue_many([(row.job_class, row.key) for row in page], **internal)
+            return len(page)
+
+        return self._requeue_pages(self.stranded(stale_after), enqueue_page)
 
     def resume_overdue(self, grace: timedelta | None = None) -> int:
         """Re-deliver every :meth:`overdue` row: a late delivery carries the row's token, so if
@@ -188,12 +194,8 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         return self._requeue(self.overdue(grace), redeliver)
 
     def _requeue(self, queryset, enqueue_one) -> int:
-        # Pages by primary key, not one open cursor: an enqueue may close the connection
-        # (django-q2's ORM broker does with CONN_MAX_AGE=0), which kills a cursor held across it.
-        count, last = 0, None
-        rows = queryset.only("id", "job_class", "key", "state", "next_run_at").order_by("pk")
-        while page := list((rows if last is None else rows.filter(pk__gt=last))[:500]):
-            last = page[-1].pk
+        def enqueue_page(page: list[Workflow]) -> int:
+            count = 0
             for row in page:
                 try:  # no class check here: the worker that gets the delivery decides
                     enqueue_one(row)
@@ -203,6 +205,23 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
                     )
                     continue
                 count += 1
+            return count
+
+        return self._requeue_pages(queryset, enqueue_page)
+
+    def _requeue_pages(self, queryset, enqueue_page) -> int:
+        # Pages by primary key, not one open cursor: an enqueue may close the connection
+        # (django-q2's ORM broker does with CONN_MAX_AGE=0), which kills a cursor held across it.
+        count, last = 0, None
+        rows = queryset.only("id", "job_class", "key", "state", "next_run_at").order_by("pk")
+        while page := list((rows if last is None else rows.filter(pk__gt=last))[:500]):
+            last = page[-1].pk
+            try:  # one page failing (a broker error) must not stop the sweep
+                count += enqueue_page(page)
+            except Exception:
+                logger.exception(
+                    "chrono_forge: could not re-enqueue %d workflow(s); skipped", len(page)
+                )
         return count
 
 

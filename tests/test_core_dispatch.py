@@ -7,6 +7,7 @@ import ast
 from datetime import timedelta
 
 import pytest
+from django.db import connections
 from django.test import override_settings
 from django.utils import timezone
 from django_q.brokers.orm import ORM
@@ -98,3 +99,64 @@ def test_other_brokers_get_one_once_schedule_per_workflow(list_broker):
     )
     assert schedule.next_run == later
     assert ast.literal_eval(schedule.kwargs) == {"token": later.isoformat(), "attempt": 1}
+
+
+def stranded(count: int) -> None:
+    from chrono_forge.models import Workflow
+
+    locked_at = timezone.now() - timedelta(days=1)
+    Workflow.objects.bulk_create(
+        Workflow(job_class=JOB, key=f"k{i}", state="running", locked_by="dead", locked_at=locked_at)
+        for i in range(count)
+    )
+
+
+def bulk_inserts(rows: int) -> int:
+    """INSERTs Django's bulk_create needs for ``rows`` OrmQ rows (SQLite caps the parameters of
+    one statement, so 500 rows may take more than one)."""
+    fields = [f for f in OrmQ._meta.concrete_fields if not f.primary_key]
+    batch = min(500, connections[Conf.ORM].ops.bulk_batch_size(fields, [None] * rows) or rows)
+    return -(-rows // batch)
+
+
+@pytest.mark.parametrize("count,pages", [(1, [1]), (1200, [500, 500, 200])])
+def test_reaping_is_one_bulk_queue_insert_per_page_of_500_however_many_are_stranded(count, pages):
+    from chrono_forge.models import Workflow
+
+    stranded(count)
+    with SqlLog() as sql:
+        assert Workflow.objects.reap_stalled() == count
+    inserts = sum(bulk_inserts(rows) for rows in pages)
+    assert sql.count("INSERT", "django_q_ormq") == inserts
+    # one read per page, and the last one reads no row
+    assert sql.count("SELECT", "chrono_forge_workflow") == len(pages) + 1
+    assert len(sql.data_statements) == inserts + len(pages) + 1
+    assert sorted(task["args"][1] for task in payloads()) == sorted(f"k{i}" for i in range(count))
+
+
+def test_a_bulk_reap_carries_its_threshold_in_every_delivery():
+    from chrono_forge.models import Workflow
+
+    stranded(3)
+    assert Workflow.objects.reap_stalled(stale_after=timedelta(minutes=5)) == 3
+    assert [task["kwargs"] for task in payloads()] == [{"stale_after": 300.0}] * 3
+
+
+def test_a_broker_error_on_a_reap_page_is_logged_and_the_sweep_goes_on(monkeypatch, caplog):
+    from chrono_forge.models import Workflow
+
+    stranded(3)
+    monkeypatch.setattr(
+        DjangoQDispatcher, "_push_many", lambda *a: (_ for _ in ()).throw(OSError("down"))
+    )
+    assert (
+        Workflow.objects.reap_stalled() == 0
+    )  # still running under a stale lock: reaped next time
+    assert "could not re-enqueue 3 workflow(s)" in caplog.text
+    assert Workflow.objects.stranded().count() == 3
+
+
+def test_bulk_enqueue_refuses_arguments_that_shadow_django_q_options():
+    with pytest.raises(ValueError, match="timeout"):
+        dispatch.enqueue_many([(JOB, "k")], timeout=5)
+    assert OrmQ.objects.count() == 0

@@ -406,6 +406,10 @@ def test_sweeps_survive_an_enqueue_that_closes_the_connection(chrono_forge_env):
             connection.close()
             self.inner.enqueue(*args, **kwargs)
 
+        def enqueue_many(self, *args, **kwargs):  # the reaper's bulk path
+            connection.close()
+            self.inner.enqueue_many(*args, **kwargs)
+
     for i in range(3):
         stranded_row(chrono_forge_env, key=f"s{i}")
         Workflow.objects.create(

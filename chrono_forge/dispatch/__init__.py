@@ -33,8 +33,9 @@ class Dispatcher(Protocol):
         retry_workflow, token, ...); user kwargs never travel in a payload.
         """
 
-    def enqueue_many(self, runs: Iterable[tuple[str, str]]) -> None:
-        """Run one pass of each ``(job_class, key)`` now, in bulk."""
+    def enqueue_many(self, runs: Iterable[tuple[str, str]], **internal: Any) -> None:
+        """Run one pass of each ``(job_class, key)`` now, in bulk, each carrying the same
+        ``internal`` arguments."""
 
     def enqueue_call(
         self,
@@ -107,8 +108,13 @@ def enqueue(job_class: str, key: str, *, run_at: datetime | None = None, **inter
     get_dispatcher().enqueue(job_class, key, run_at=run_at, **internal)
 
 
-def enqueue_many(runs: Iterable[tuple[str, str]]) -> None:
-    get_dispatcher().enqueue_many(runs)
+def enqueue_many(runs: Iterable[tuple[str, str]], **internal: Any) -> None:
+    clash = sorted(Q_OPTION_NAMES.intersection(internal))
+    if clash:
+        raise ValueError(
+            f"continuation argument(s) {clash} clash with django-q2 task options; rename them"
+        )
+    get_dispatcher().enqueue_many(runs, **internal)
 
 
 def enqueue_call(

@@ -110,10 +110,10 @@ class DjangoQDispatcher:
     ) -> None:
         self._on_commit(lambda: self._push(job_class, key, run_at, internal))
 
-    def enqueue_many(self, runs: Iterable[tuple[str, str]]) -> None:
+    def enqueue_many(self, runs: Iterable[tuple[str, str]], **internal: Any) -> None:
         runs = list(runs)
         if runs:
-            self._on_commit(lambda: self._push_many(runs))
+            self._on_commit(lambda: self._push_many(runs, internal))
 
     def enqueue_call(
         self,
@@ -185,14 +185,15 @@ class DjangoQDispatcher:
                 },
             )
 
-    def _push_many(self, runs: list[tuple[str, str]]) -> None:
+    def _push_many(self, runs: list[tuple[str, str]], internal: dict[str, Any]) -> None:
         if not self.uses_orm_broker():
             for job_class, key in runs:
-                async_task(TASK, job_class, key, q_options=self.q_options(job_class, key))
+                async_task(
+                    TASK, job_class, key, q_options=self.q_options(job_class, key), **internal
+                )
             return
         broker = CollectingORM(list_key=self.cluster())
         for job_class, key in runs:
-            async_task(
-                TASK, job_class, key, q_options={**self.q_options(job_class, key), "broker": broker}
-            )
+            options = {**self.q_options(job_class, key), "broker": broker}
+            async_task(TASK, job_class, key, q_options=options, **internal)
         broker.flush()

@@ -129,7 +129,7 @@ class DjangoTasksDispatcher:
         pass_task = self._task(run_pass, run_at, queue)
         self._on_commit(lambda: pass_task.enqueue(job_class, key, **internal))
 
-    def enqueue_many(self, runs: Iterable[tuple[str, str]]) -> None:
+    def enqueue_many(self, runs: Iterable[tuple[str, str]], **internal: Any) -> None:
         """One pass of each ``(job_class, key)``, now, in one transaction when transactional."""
         runs = list(runs)
         if not runs:
@@ -139,7 +139,7 @@ class DjangoTasksDispatcher:
         def push() -> None:
             pass_task = self._task(run_pass, None, queue)
             for job_class, key in runs:
-                pass_task.enqueue(job_class, key)
+                pass_task.enqueue(job_class, key, **internal)
 
         self._on_commit(push)
 

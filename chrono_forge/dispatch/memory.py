@@ -97,9 +97,9 @@ class InMemoryDispatcher:
         the transaction around it."""
         return True
 
-    def enqueue_many(self, runs: Iterable[tuple[str, str]]) -> None:
+    def enqueue_many(self, runs: Iterable[tuple[str, str]], **internal: Any) -> None:
         for job_class, key in runs:
-            self.enqueue(job_class, key)
+            self.enqueue(job_class, key, **internal)
 
     # -------------------------------------------------------------------------------------------
     def _visible(self, run: PendingRun) -> bool | None:
