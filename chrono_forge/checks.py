@@ -122,7 +122,7 @@ def _tasks_backend_problem(value: Any) -> str | None:
 
 
 def _workflow_modules_problem(value: Any) -> str | None:
-    """Module paths whose import registers their workflow classes (imported here, as at start-up)."""
+    """Module paths whose import registers their workflow classes (imported here, as at start)."""
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
         return f"must be a list of module paths (non-empty str), got {value!r}"
     broken = []

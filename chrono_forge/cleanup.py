@@ -13,10 +13,14 @@
   row, is ever touched. The tick time comes from the step name, not from ``created``.
 
 Workflows go in batches of ``batch_size`` primary keys, each batch in its own short transaction with
-one raw DELETE per table (error logs, execution logs, workflows); repetition logs are pruned
-``batch_size`` rows at a time. No row is loaded as a model instance, so memory stays flat however
-many rows there are. Raw deletes skip the ORM's ``on_delete``, so links into the deleted rows (a
-child workflow's ``parent_execution_log``) are set to NULL explicitly first.
+one raw DELETE per table (error logs, execution logs, workflows). The batches walk an index in
+order (completed workflows by ``(completed_at, id)``, failed ones by id), each starting where the
+last one stopped, so the cost is linear in what is deleted: no batch re-reads the candidates
+before it. Repetition logs are pruned a batch of coordination logs at a time: one SELECT of their
+repetition logs and one DELETE per ``batch_size`` of them, not two queries per periodic task. No row
+is loaded as a model instance, so memory stays flat however many rows there are. Raw deletes skip
+the ORM's ``on_delete``, so links into the deleted rows (a child workflow's
+``parent_execution_log``) are set to NULL explicitly first.
 """
 
 from __future__ import annotations
@@ -63,8 +67,8 @@ def run(
 
     now = clock.now()
     counts = dict.fromkeys(COUNT_KEYS, 0)
-    workflows = expired_workflows(now - completed_older_than, now - failed_older_than)
-    _delete_workflows(workflows, counts, batch_size, dry_run, progress)
+    completed_before, failed_before = now - completed_older_than, now - failed_older_than
+    _delete_workflows(completed_before, failed_before, counts, batch_size, dry_run, progress)
     if prune_window is not None:
         _prune_repetitions(now - prune_window, counts, batch_size, dry_run, progress)
     return counts
@@ -93,31 +97,52 @@ def _window(value: Any, name: str) -> timedelta | None:
     return window
 
 
-def _batches(queryset: QuerySet, batch_size: int):
-    """Primary keys of ``queryset`` in ascending batches (keyset pagination: no OFFSET, no cursor
-    held open across the deletes)."""
+def _keyset(queryset: QuerySet, column: str, batch_size: int):
+    """``(column, pk)`` pairs of ``queryset`` in ascending batches, each starting where the last
+    one stopped: ``column >= v AND (column > v OR pk > p)``, whose first half is a range of an
+    index on ``column`` (no OFFSET, no cursor held open across the deletes, nothing re-read)."""
     last = None
     while True:
-        page = queryset.order_by("pk")
+        page = queryset.order_by(column, "pk")
         if last is not None:
-            page = page.filter(pk__gt=last)
-        ids = list(page.values_list("pk", flat=True)[:batch_size])
-        if not ids:
+            value, pk = last
+            page = page.filter(
+                Q(**{f"{column}__gt": value}) | Q(**{column: value, "pk__gt": pk}),
+                **{f"{column}__gte": value},
+            )
+        rows = list(page.values_list(column, "pk")[:batch_size])
+        if not rows:
             return
-        yield ids
-        last = ids[-1]
+        yield rows
+        last = rows[-1]
+
+
+def _expired_batches(completed_before: datetime, failed_before: datetime, batch_size: int):
+    """Primary keys of the expired workflows in batches: completed ones along the (state,
+    completed_at) index, then failed ones by id."""
+    keep = Q(parent_execution_log__workflow__state__in=IN_FLIGHT)
+    completed = Workflow.objects.filter(
+        state=Workflow.STATE.completed, completed_at__lt=completed_before
+    ).exclude(keep)
+    failed = Workflow.objects.filter(state=Workflow.STATE.failed, modified__lt=failed_before)
+    for rows in _keyset(completed, "completed_at", batch_size):
+        yield [pk for _, pk in rows]
+    for rows in _keyset(failed.exclude(keep), "pk", batch_size):
+        yield [pk for _, pk in rows]
 
 
 def _delete_workflows(
-    workflows: QuerySet,
+    completed_before: datetime,
+    failed_before: datetime,
     counts: dict[str, int],
     batch_size: int,
     dry_run: bool,
     progress: Progress | None,
 ) -> None:
+    workflows = expired_workflows(completed_before, failed_before)
     total = workflows.count() if progress else 0
     db = conf.database()
-    for ids in _batches(workflows, batch_size):
+    for ids in _expired_batches(completed_before, failed_before, batch_size):
         errors = ErrorLog.objects.filter(workflow_id__in=ids)
         logs = ExecutionLog.objects.filter(workflow_id__in=ids)
         if dry_run:
@@ -138,7 +163,7 @@ def _delete_workflows(
                 # whose plan on a freshly filled table can be quadratic).
                 branch_logs = list(
                     ExecutionLog.objects.filter(
-                        workflow_id__in=ids, step_name__startswith=BRANCH_PREFIX
+                        workflow_id__in=ids, step_name__prefix=BRANCH_PREFIX
                     ).values_list("pk", flat=True)
                 )
                 _unlink_children(branch_logs)
@@ -162,9 +187,7 @@ def _unlink_children(log_ids: list) -> None:
 # -- repetition logs ------------------------------------------------------------------------------
 def coordination_logs() -> QuerySet:
     """``durably_repeat$<name>`` rows (the repetition logs have a second ``$``)."""
-    return ExecutionLog.objects.filter(step_name__startswith=REPEAT_PREFIX).exclude(
-        repetition_logs_q()
-    )
+    return ExecutionLog.objects.filter(step_name__prefix=REPEAT_PREFIX).exclude(repetition_logs_q())
 
 
 def frontier(coordination: ExecutionLog) -> datetime | None:
@@ -178,6 +201,11 @@ def frontier(coordination: ExecutionLog) -> datetime | None:
         return None
 
 
+#: Coordination logs whose repetition logs one SELECT reads (bounded by SQLite's 32,766
+#: parameters: three per coordination log).
+PRUNE_COORDINATIONS = 500
+
+
 def _prune_repetitions(
     before: datetime,
     counts: dict[str, int],
@@ -185,45 +213,59 @@ def _prune_repetitions(
     dry_run: bool,
     progress: Progress | None,
 ) -> None:
-    coordinations = coordination_logs().only("id", "workflow_id", "step_name", "metadata")
+    coordinations = coordination_logs()
     total = coordinations.count() if progress else 0
     done = 0
-    for ids in _batches(coordinations, batch_size):
-        for coordination in coordinations.filter(pk__in=ids).order_by("pk"):
-            counts["repetition_logs"] += _prune_one(coordination, before, batch_size, dry_run)
-            done += 1
+    per_query = min(batch_size, PRUNE_COORDINATIONS)
+    # Along the step_name index: the repetition logs that sort between two coordination logs are
+    # read once and skipped, never re-read by a later batch.
+    for rows in _keyset(coordinations, "step_name", per_query):
+        batch = list(
+            ExecutionLog.objects.filter(pk__in=[pk for _, pk in rows]).only(
+                "id", "workflow_id", "step_name", "metadata"
+            )
+        )
+        counts["repetition_logs"] += _prune_batch(batch, before, batch_size, dry_run)
+        done += len(rows)
         if progress:
             progress("repetitions", done, total)
 
 
-def _prune_one(coordination: ExecutionLog, before: datetime, batch_size: int, dry_run: bool) -> int:
-    last = frontier(coordination)
-    if last is None:
-        return 0
+def _prune_batch(
+    coordinations: list[ExecutionLog], before: datetime, batch_size: int, dry_run: bool
+) -> int:
+    """Prune the repetition logs of ``coordinations``: one SELECT for all of them, then one DELETE
+    per ``batch_size`` rows."""
     # Strictly before both the window's cutoff and the frontier, in the step name's whole seconds.
-    cutoff = math.floor(min(before, last).timestamp())
-    prefix = repetition_prefix(coordination.step_name)
-    candidates = ExecutionLog.objects.filter(
-        workflow_id=coordination.workflow_id, step_name__startswith=prefix
-    ).exclude(state=ExecutionLog.STATE.pending)
-    pruned = 0
-    last_name = None
-    while True:
-        # Keyset on (workflow_id, step_name): the unique index serves it in order, page after page.
-        page = candidates.order_by("step_name")
-        if last_name is not None:
-            page = page.filter(step_name__gt=last_name)
-        rows = list(page.values_list("pk", "step_name")[:batch_size])
-        if not rows:
-            return pruned
-        last_name = rows[-1][1]
-        ids = [
-            pk
-            for pk, name in rows
-            if (tick := tick_seconds(name, prefix)) is not None and tick < cutoff
-        ]
-        if ids and not dry_run:
+    cutoffs: dict[Any, list[tuple[str, int]]] = {}
+    where = Q()
+    for coordination in coordinations:
+        last = frontier(coordination)
+        if last is None:
+            continue
+        prefix = repetition_prefix(coordination.step_name)
+        cutoffs.setdefault(coordination.workflow_id, []).append(
+            (prefix, math.floor(min(before, last).timestamp()))
+        )
+        where |= Q(workflow_id=coordination.workflow_id, step_name__prefix=prefix)
+    if not cutoffs:
+        return 0
+    rows = (
+        ExecutionLog.objects.filter(where)
+        .exclude(state=ExecutionLog.STATE.pending)
+        .values_list("pk", "workflow_id", "step_name")
+    )
+    ids = []
+    for pk, workflow_id, name in rows:
+        for prefix, cutoff in cutoffs[workflow_id]:
+            tick = tick_seconds(name, prefix)
+            if tick is not None and tick < cutoff:
+                ids.append(pk)
+                break
+    if not dry_run:
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
             with transaction.atomic(using=conf.database()):
-                _unlink_children(ids)
-                ExecutionLog.objects.filter(pk__in=ids)._raw_delete(conf.database())
-        pruned += len(ids)
+                _unlink_children(chunk)
+                ExecutionLog.objects.filter(pk__in=chunk)._raw_delete(conf.database())
+    return len(ids)

@@ -1,7 +1,7 @@
 """The one clock every part of chrono_forge reads.
 
-Production reads :func:`django.utils.timezone.now`; :mod:`chrono_forge.testing` installs a controllable
-clock so waits, backoffs and schedules can be fast-forwarded without sleeping.
+Production reads :func:`django.utils.timezone.now`; :mod:`chrono_forge.testing` installs a
+controllable clock so waits, backoffs and schedules can be fast-forwarded without sleeping.
 """
 
 from __future__ import annotations

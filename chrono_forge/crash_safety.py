@@ -187,7 +187,7 @@ class CrashTest:
         """The workflow and every child spawned under it (children are keyed ``<key>$...``)."""
         return Workflow.objects.filter(
             Q(job_class=self.workflow_class.job_class(), key=self.key)
-            | Q(key__startswith=f"{self.key}$")
+            | Q(key__prefix=f"{self.key}$")
         )
 
     def run(self, kill_at: int | None) -> tuple[_Killer, str | None]:

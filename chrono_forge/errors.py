@@ -38,7 +38,7 @@ def context_snapshot(context: Mapping[str, Any], budget: int | None = None) -> d
 
 
 def printable(text: str) -> str:
-    """PostgreSQL text columns cannot hold NUL: an error message must never fail its own recording."""
+    """PostgreSQL text columns cannot hold NUL: an error message must not fail its own recording."""
     return text.replace("\x00", "\\x00")
 
 

@@ -1,10 +1,10 @@
 """Exceptions raised by chrono_forge.
 
 Everything public derives from :class:`ChronoForgeError`. Programming errors that no retry can fix
-(bad step names, spawning outside a branch, ...) derive from :class:`NotExecutableError`: they stall the
-workflow and propagate to the caller or worker. :class:`HaltExecution` is the internal signal a primitive
-raises to end a pass early; it derives from ``BaseException`` so that a user's ``except Exception:``
-around a primitive can never swallow it.
+(bad step names, spawning outside a branch, ...) derive from :class:`NotExecutableError`: they stall
+the workflow and propagate to the caller or worker. :class:`HaltExecution` is the internal signal a
+primitive raises to end a pass early; it derives from ``BaseException`` so that a user's ``except
+Exception:`` around a primitive can never swallow it.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class NotExecutableError(ChronoForgeError):
 
 
 class InvalidStepName(NotExecutableError, ValueError):
-    """A step name is empty, too long, or contains a reserved character (``$``, ``,`` for merges)."""
+    """A step name is empty, too long, or holds a reserved character (``$``, ``,`` for merges)."""
 
 
 class InvalidStepResult(NotExecutableError, TypeError):
@@ -54,7 +54,7 @@ class InvalidStepResult(NotExecutableError, TypeError):
 
 
 class InvalidStepArgument(NotExecutableError, TypeError, ValueError):
-    """A primitive was called with an argument it cannot use (a missing method, a bad duration, ...)."""
+    """A primitive got an argument it cannot use (a missing method, a bad duration, ...)."""
 
 
 class DuplicateStepName(NotExecutableError, ValueError):

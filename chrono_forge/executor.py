@@ -4,14 +4,15 @@
                       `-> halt (continuation) / stall / workflow-level retry or fail
     finally: save the context and release the lock (one UPDATE), then publish the continuation.
 
-The lock is taken with ``select_for_update()`` inside a short transaction (on SQLite the database-wide
-write lock of ``transaction_mode="IMMEDIATE"`` does the same job). Step bodies never run inside a
-transaction. The continuation is published only after the lock is released, so a zero-delay
-continuation can never lose the lock race, and it is published even if saving the context failed.
+The lock is taken with ``select_for_update()`` inside a short transaction (on SQLite the
+database-wide write lock of ``transaction_mode="IMMEDIATE"`` does the same job). Step bodies never
+run inside a transaction. The continuation is published only after the lock is released, so a
+zero-delay continuation can never lose the lock race, and it is published even if saving the context
+failed.
 
-Each continuation carries a token (its due time, also stored in ``Workflow.next_run_at``). A delivery
-whose token no longer matches was superseded by a later schedule and exits quietly, so duplicate
-deliveries and overlapping wake-ups never multiply pending continuations.
+Each continuation carries a token (its due time, also stored in ``Workflow.next_run_at``). A
+delivery whose token no longer matches was superseded by a later schedule and exits quietly, so
+duplicate deliveries and overlapping wake-ups never multiply pending continuations.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ class Pass:
                 Workflow.objects.select_for_update()
                 .only(*LOCK_COLUMNS)
                 .filter(job_class=self.job_class, key=self.key)
-                .first()
+                .one()
             )
             if row is None:
                 logger.warning(
@@ -259,7 +260,7 @@ class Pass:
         return min(conf.max_duration(), timedelta(seconds=self.stale_after))
 
     def prepare_retry(self, row: Workflow, now: datetime) -> None:
-        """An operator retry: mark it, give failed steps a fresh budget, and make the row runnable."""
+        """An operator retry: mark it, give failed steps a fresh budget, make the row runnable."""
         ExecutionLog.objects.get_or_create(
             workflow_id=row.pk,
             step_name=step_names.retry_marker(int(now.timestamp())),
@@ -273,7 +274,7 @@ class Pass:
                 "modified": now,
             },
         )
-        # Repetition logs are history (durably_repeat retries its own failed tick): left as they are.
+        # Repetition logs are history (durably_repeat retries its own failed tick): left as is.
         failed = ExecutionLog.objects.filter(workflow_id=row.pk, state=FAILED).exclude(
             step_name__regex=REPETITION_LOG_PATTERN
         )
@@ -287,9 +288,10 @@ class Pass:
     def release(self, state: str, **fields: Any) -> None:
         """Save the context (if changed) and release the lock in one UPDATE that verifies ownership.
 
-        If saving the context fails, the lock is still released (without it) and the error propagates.
-        If an external wake-up arrived meanwhile (``wake_requested``), an idle workflow gets an
-        immediate continuation instead of waiting for its schedule or an event that already happened.
+        If saving the context fails, the lock is still released (without it) and the error
+        propagates. If an external wake-up arrived meanwhile (``wake_requested``), an idle workflow
+        gets an immediate continuation instead of waiting for its schedule or an event that already
+        happened.
 
         The same UPDATE leaves an idle row scheduled (``next_run_at``: the continuation's due time,
         or the merge poll's) or parked (``parked_on``/``parked_since``: the event gate, since it
@@ -420,7 +422,7 @@ class Pass:
             raise
 
     def complete(self) -> None:
-        """The completion marker (born completed), the state change and the release: one transaction."""
+        """The completion marker (born completed), state change and release: one transaction."""
         now = clock.now()
         with self.final_transaction():
             self.steps.create(

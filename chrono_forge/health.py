@@ -4,8 +4,8 @@
 Clusters come from django-q2's own cluster stats (``django_q.status.Stat``): every running qcluster
 saves its status every ``guard_cycle`` (0.5 s) with a 3-second expiry, in its broker (Redis) or,
 for the ORM broker, in the Django cache ``Q_CLUSTER["cache"]`` (default ``"default"``). A cache
-that lives inside each process (``LocMemCache``, ``DummyCache``) cannot show another process's clusters: the
-snapshot then says that the clusters are unknown, and why.
+that lives inside each process (``LocMemCache``, ``DummyCache``) cannot show another process's
+clusters: the snapshot then says that the clusters are unknown, and why.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def pending_merges(workflow_ids) -> set:
         return set()
     return set(
         ExecutionLog.objects.filter(
-            workflow_id__in=ids, state=ExecutionLog.STATE.pending, step_name__startswith="merge$"
+            workflow_id__in=ids, state=ExecutionLog.STATE.pending, step_name__prefix="merge$"
         ).values_list("workflow_id", flat=True)
     )
 

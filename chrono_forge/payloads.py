@@ -1,9 +1,9 @@
 """Checks of the task payloads that reach chrono_forge's entry points (:mod:`chrono_forge.tasks`).
 
-A queue row can hold anything: a payload chrono_forge never wrote (a hand-made row, a task of an older
-version, a hostile one) must be refused before it touches the database or imports anything, with
-one clear reason. Each check raises :class:`PayloadError`; the task logs it on one line and returns,
-so django-q2 records a finished task and never redelivers it.
+A queue row can hold anything: a payload chrono_forge never wrote (a hand-made row, a task of an
+older version, a hostile one) must be refused before it touches the database or imports anything,
+with one clear reason. Each check raises :class:`PayloadError`; the task logs it on one line and
+returns, so django-q2 records a finished task and never redelivers it.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ _short = preview
 
 
 def job_class(value: Any) -> str:
-    """A dotted path of Python identifiers (looked up in the registry afterwards, never imported)."""
+    """A dotted path of Python identifiers (looked up in the registry later, never imported)."""
     if not isinstance(value, str):
         raise PayloadError(f"job_class must be a str, got {type(value).__name__} {_short(value)}")
     if len(value) > JOB_CLASS_MAX_LENGTH:
@@ -157,7 +157,7 @@ def pk_list(value: Any) -> list[Any]:
 
 
 def trace_context(value: Any) -> dict[str, str] | None:
-    """None, or an OpenTelemetry carrier: a small dict of short str -> str (``traceparent``, ...)."""
+    """None, or an OpenTelemetry carrier: a small short str -> str dict (``traceparent``, ...)."""
     from .telemetry import CARRIER_MAX_ENTRIES, CARRIER_MAX_LENGTH
 
     if value is None:

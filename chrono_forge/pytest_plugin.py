@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture
 def chrono_forge_env() -> Iterator:
-    """A :class:`chrono_forge.testing.WorkflowEnv`: in-memory dispatcher and a controllable clock."""
+    """A :class:`chrono_forge.testing.WorkflowEnv`: in-memory dispatcher, controllable clock."""
     from chrono_forge.testing import workflow_env
 
     with workflow_env() as env:

@@ -1,9 +1,10 @@
 """Retry policies: exponential backoff with equal jitter, per-error matching and per-error budgets.
 
 ``attempts`` counts from 1 and includes the failure that just happened. A plain :class:`RetryPolicy`
-allows a retry while ``attempts < max_attempts``. A :class:`CompositeRetryPolicy` routes each error to
-the first sub-policy that matches it and counts attempts per sub-policy (its ``budget_key``) through a
-callback, so a step can allow, say, 2 network failures and 3 rate-limit failures independently.
+allows a retry while ``attempts < max_attempts``. A :class:`CompositeRetryPolicy` routes each error
+to the first sub-policy that matches it and counts attempts per sub-policy (its ``budget_key``)
+through a callback, so a step can allow, say, 2 network failures and 3 rate-limit failures
+independently.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import Union
 
 CountCallback = Callable[[str], int]
 
@@ -238,7 +238,7 @@ class CompositeRetryPolicy:
         return f"CompositeRetryPolicy({list(self.policies)!r})"
 
 
-AnyRetryPolicy = Union[RetryPolicy, CompositeRetryPolicy]
+AnyRetryPolicy = RetryPolicy | CompositeRetryPolicy
 
 
 def coerce(policy: AnyRetryPolicy | Sequence[RetryPolicy] | None) -> AnyRetryPolicy | None:
@@ -251,7 +251,9 @@ def coerce(policy: AnyRetryPolicy | Sequence[RetryPolicy] | None) -> AnyRetryPol
 
 
 def retry_policy(*policies: RetryPolicy, **options) -> AnyRetryPolicy:
-    """Class DSL: ``retry_policy = retry_policy(p1, p2)`` (composite) or ``retry_policy(max_attempts=5)``."""
+    """Class DSL: ``retry_policy = retry_policy(p1, p2)`` (composite) or ``retry_policy(...)``.
+
+    ``retry_policy(max_attempts=5)`` is one plain :class:`RetryPolicy`."""
     if policies and options:
         raise TypeError(
             "pass either RetryPolicy objects (a composite) or keyword options, not both"

@@ -7,7 +7,8 @@ Every step log's ``step_name`` is one of:
 * ``durably_repeat$<name>$<unix seconds>`` — one tick (a *repetition log*) of the coordination
   log ``durably_repeat$<name>``;
 * ``$workflow_<marker>$<ref>`` — a lifecycle marker written by the executor:
-  ``$workflow_completion$``, ``$workflow_failure$<error log id>``, ``$workflow_retry$<unix seconds>``.
+  ``$workflow_completion$``, ``$workflow_failure$<error log id>``,
+  ``$workflow_retry$<unix seconds>``.
 
 The engine writes these names, cleanup deletes by them, the admin and the command read them: all of
 them build, parse and filter through this module, so the conventions cannot drift apart. The format
@@ -209,4 +210,4 @@ def repetition_logs_q() -> Q:
 
 def coordination_logs_q() -> Q:
     """``durably_repeat$<name>`` coordination logs (not their repetition logs)."""
-    return Q(step_name__startswith=kind_prefix(_REPEAT)) & ~repetition_logs_q()
+    return Q(step_name__prefix=kind_prefix(_REPEAT)) & ~repetition_logs_q()

@@ -57,8 +57,8 @@ class StepLogs:
     """The execution logs of one workflow as seen by one pass.
 
     One bulk SELECT (on first use) answers every lookup of the pass, so replaying N completed steps
-    costs nothing per step. A workflow on its very first pass is known to have no logs and skips even
-    that read. Rows written during the pass are added to the view.
+    costs nothing per step. A workflow on its very first pass is known to have no logs and skips
+    even that read. Rows written during the pass are added to the view.
     """
 
     def __init__(self, workflow_id: int, *, known_empty: bool = False):
@@ -191,7 +191,7 @@ def callsite(kind: str, method: Any, name: str | None) -> str:
 def duration_arg(
     value: Any, *, where: str, what: str, positive: bool = False, non_negative: bool = False
 ) -> timedelta:
-    """A primitive's duration argument (timedelta or seconds), or InvalidStepArgument naming the step."""
+    """A primitive's duration argument (timedelta or seconds), or InvalidStepArgument naming it."""
     try:
         delta = conf.as_duration(value)
     except TypeError:

@@ -2,10 +2,10 @@
 
     from chrono_forge.testing import workflow_env
 
-    with workflow_env() as env:           # in-memory dispatcher + controllable clock, restored on exit
+    with workflow_env() as env:           # in-memory dispatcher, settable clock; restored on exit
         OrderWorkflow.perform_later("k", order_id=1)
         env.run_due()                     # run every continuation due now (until none is) -> count
-        env.run_all()                     # run everything, jumping the clock to each due time -> count
+        env.run_all()                     # run all, jumping the clock to each due time -> count
         env.advance(timedelta(hours=1))   # move the clock without running anything
         env.now, env.pending, env.drop_pending()  # or drop_pending(lambda run: run.is_merge_poll)
 
@@ -56,7 +56,7 @@ class WorkflowEnv:
     @property
     def pending(self) -> list[PendingRun]:
         """Pending calls, soonest first: workflow passes unpack as ``(job_class, key, run_at)``;
-        chrono_forge's own background tasks (merge pollers, bulk actions) have ``job_class`` None."""
+        chrono_forge's own background tasks (merge pollers, bulk actions): ``job_class`` None."""
         return self.dispatcher.pending()
 
     def drop_pending(self, matching: Callable[[PendingRun], bool] | None = None) -> int:
@@ -68,7 +68,9 @@ class WorkflowEnv:
         import_string(run.func)(*run.args, **run.kwargs)
 
     def run_due(self) -> int:
-        """Run every continuation due at ``now`` (including ones they enqueue that are due); -> count."""
+        """Run every continuation due at ``now`` (including ones they enqueue that are due).
+
+        Returns how many ran."""
         count = 0
         while (run := self.dispatcher.pop_due(self._now)) is not None:
             count += 1

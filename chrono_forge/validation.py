@@ -1,4 +1,4 @@
-"""Boundary validation: keys, kwargs, step names and JSON values, checked before anything is stored."""
+"""Boundary validation: keys, kwargs, step names and JSON values, checked before any is stored."""
 
 from __future__ import annotations
 

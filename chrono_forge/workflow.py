@@ -1,7 +1,7 @@
 """``DurableWorkflow``: the class users subclass, its enqueue API and its durable primitives.
 
-The pass lifecycle lives in :mod:`chrono_forge.executor`; each primitive lives in its own module under
-:mod:`chrono_forge.primitives`. The methods here are thin, typed entry points.
+The pass lifecycle lives in :mod:`chrono_forge.executor`; each primitive lives in its own module
+under :mod:`chrono_forge.primitives`. The methods here are thin, typed entry points.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ def resolve_workflow_class(job_class: str) -> type[DurableWorkflow]:
 class DurableWorkflow:
     """Subclass it and write ``perform(self, *, ...)`` with durable primitives.
 
-    A run is identified by ``(job_class, key)``; every pass replays ``perform`` from the top and each
-    primitive answers from its checkpoint when it already completed.
+    A run is identified by ``(job_class, key)``; every pass replays ``perform`` from the top and
+    each primitive answers from its checkpoint when it already completed.
     """
 
-    #: Class default retry policy for steps and for uncaught workflow-level errors (a list = composite).
+    #: Class default retry policy for steps and uncaught workflow-level errors (a list: composite).
     retry_policy: ClassVar[RetryPolicyLike] = None
 
     workflow: Workflow
@@ -85,8 +85,8 @@ class DurableWorkflow:
         """Create the workflow row if missing (an existing key keeps its kwargs) and enqueue a pass.
 
         A new row is born scheduled (its first delivery's due time is in the INSERT: if the queue
-        loses that delivery, ``resume-overdue`` sends it again) and the delivery carries the due time
-        as its token; an existing key gets a wake-up (:meth:`Workflow.wake`). Inside
+        loses that delivery, ``resume-overdue`` sends it again) and the delivery carries the due
+        time as its token; an existing key gets a wake-up (:meth:`Workflow.wake`). Inside
         ``transaction.atomic()`` the enqueue happens on commit. If the broker refuses the enqueue,
         :class:`~chrono_forge.exceptions.EnqueueError` says what was kept: nothing, when the queue
         shares chrono_forge's database (the row and the enqueue commit together); otherwise the new

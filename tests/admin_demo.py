@@ -1,4 +1,4 @@
-"""A small, realistic fleet for the browser test and the screenshots in the README (Admin section)."""
+"""A small, realistic fleet for the browser test and the README's screenshots (Admin section)."""
 
 from __future__ import annotations
 

@@ -25,8 +25,8 @@ _RUNNING = re.compile(r"Q Cluster \S+ \[[^\]]*\] running\.")
 def pytest_collection_modifyitems(config, items):
     """Mark qcluster tests `e2e`; deselect (never skip) tests that belong to the other database.
 
-    `postgres_only` tests run in scripts/test's PostgreSQL pass, `sqlite_only` ones in its SQLite pass;
-    deselected tests are reported as such, so no skip is ever counted.
+    `postgres_only` tests run in scripts/test's PostgreSQL pass, `sqlite_only` ones in its SQLite
+    pass; deselected tests are reported as such, so no skip is ever counted.
     """
     other = "sqlite_only" if TEST_DB == "postgres" else "postgres_only"
     kept, deselected = [], []

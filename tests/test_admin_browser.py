@@ -1,8 +1,9 @@
 """The admin in a real browser: Debian's Chromium driven by Playwright (never a downloaded browser).
 
 Logs in, opens the changelist and a stalled workflow's timeline, runs the retry action, and takes
-the screenshots shown in the README (Admin section). They go to a temporary directory, or to docs/screenshots/
-with ``CHRONO_FORGE_UPDATE_SCREENSHOTS=1 scripts/test -k browser`` (a test run leaves git clean).
+the screenshots shown in the README (Admin section). They go to a temporary directory, or to
+docs/screenshots/ with ``CHRONO_FORGE_UPDATE_SCREENSHOTS=1 scripts/test -k browser`` (a test run
+leaves git clean).
 """
 
 from __future__ import annotations

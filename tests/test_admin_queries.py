@@ -140,19 +140,6 @@ def test_operator_pages_never_count_the_whole_table(client, operator):
         assert_counts_are_capped(capture(client, target))
 
 
-def test_stranded_and_waiting_scans_are_capped(client, operator, monkeypatch):
-    from chrono_forge.admin import presenters
-
-    monkeypatch.setattr(presenters, "SCAN_CAP", 3)
-    fleet(40)
-    response = client.get(url("stranded"))
-    assert len(response.context["items"]) == 3 and response.context["capped"]
-    assert "Showing the 3 oldest locks" in response.content.decode()
-    response = client.get(url("waiting"))
-    assert len(response.context["items"]) == 3 and response.context["capped"]
-    assert "Scanned the 3 oldest idle workflows" in response.content.decode()
-
-
 def test_waiting_resolves_waits_in_one_query(client, operator):
     fleet(5)
     small = capture(client, url("waiting"))

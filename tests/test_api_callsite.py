@@ -115,7 +115,7 @@ def test_the_longest_accepted_wait_is_scheduled(chrono_forge_env):
     assert wf.state == "idle" and wf.next_run_at is not None
 
 
-# -- duplicate step names ---------------------------------------------------------------------------
+# -- duplicate step names --------------------------------------------------------------------------
 DUPLICATES = {
     "durably_execute": lambda wf: (wf.durably_execute(wf.step), wf.durably_execute(wf.step)),
     "durably_execute by name": lambda wf: (

@@ -538,7 +538,9 @@ def test_a_legacy_poll_with_a_stale_token_is_superseded(chrono_forge_env):
 
 def test_the_intervals_come_from_the_merge_log(chrono_forge_env):
     env = chrono_forge_env
-    wb.MergeCall.perform_now("m", names=["a"], merge_options={"min_interval": 2, "max_interval": 60})
+    wb.MergeCall.perform_now(
+        "m", names=["a"], merge_options={"min_interval": 2, "max_interval": 60}
+    )
     env.drop_pending()
     merge = log_of("m", "merge$a")
     Workflow.objects.filter(key__startswith="m$").update(state="running", started_at=env.now)

@@ -1,6 +1,6 @@
-"""A broker that refuses the enqueue: ``perform_later`` raises EnqueueError and leaves either nothing
-(the queue shares chrono_forge's database: one transaction) or a row due now that the overdue sweep
-starts (any other broker). Never a row that nothing will run."""
+"""A broker that refuses the enqueue: ``perform_later`` raises EnqueueError and leaves either
+nothing (the queue shares chrono_forge's database: one transaction) or a row due now that the
+overdue sweep starts (any other broker). Never a row that nothing will run."""
 
 from __future__ import annotations
 

@@ -86,8 +86,8 @@ def test_a_new_step_costs_at_most_3_statements_and_2_commits(chrono_forge_env, l
     assert costs[5] == (costs[1][0] + 4 * per_step[0], costs[1][1] + 4 * per_step[1])  # linear
     print(f"\n[{connection.vendor}] per new step: {per_step[0]} statements, {per_step[1]} commits")
     assert per_step[0] <= 3 and per_step[1] <= 2
-    # INSERT (attempts=1 in it) before the side effect, UPDATE completed after it; the UPDATE commits
-    # together with the next write of the pass, so each step costs one commit
+    # INSERT (attempts=1 in it) before the side effect, UPDATE completed after it; the UPDATE
+    # commits together with the next write of the pass, so each step costs one commit
     assert per_step == (2, 1)
 
 

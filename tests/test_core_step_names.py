@@ -22,7 +22,8 @@ segment = st.text(
 def test_every_kind_round_trips(kind):
     raw = f"{kind}$charge"
     parsed = StepName.parse(raw)
-    assert (parsed.kind, parsed.name, parsed.tick, parsed.is_marker) == (kind, "charge", None, False)
+    fields = (parsed.kind, parsed.name, parsed.tick, parsed.is_marker)
+    assert fields == (kind, "charge", None, False)
     assert parsed.format() == raw == str(parsed)
     assert StepName.kind_of(raw) == kind
 

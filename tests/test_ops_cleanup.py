@@ -380,9 +380,7 @@ def test_maintenance_cleanup_runs_with_no_args(chrono_forge_env):
     assert keys() == {"c80"}
 
 
-def test_enqueued_cleanup_uses_the_maintenance_cluster_at_enqueue_time(
-    chrono_forge_env, settings
-):
+def test_enqueued_cleanup_uses_the_maintenance_cluster_at_enqueue_time(chrono_forge_env, settings):
     settings.CHRONO_FORGE = {"MAINTENANCE_CLUSTER": "housekeeping"}
     maintenance.enqueue("cleanup")
     settings.CHRONO_FORGE = {"MAINTENANCE_CLUSTER": "other"}

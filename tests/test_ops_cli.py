@@ -140,7 +140,7 @@ def test_show_full_prints_values_and_messages_uncut():
 def test_show_traceback_prints_each_errors_recorded_traceback():
     failed_run()
     out = run("show", "long", "--traceback")
-    assert '  | Traceback (most recent call last):' in out
+    assert "  | Traceback (most recent call last):" in out
     assert '  |   File "shop.py", line 9' in out
 
 
@@ -156,7 +156,11 @@ def test_enqueuing_subcommands_keep_django_q2_info_lines_off_the_output(
         with caplog.at_level(logging.INFO, logger="django-q"):
             with django_capture_on_commit_callbacks(execute=True):
                 call_command(
-                    "chrono_forge", "start", ONE_STEP, key, verbosity=verbosity,
+                    "chrono_forge",
+                    "start",
+                    ONE_STEP,
+                    key,
+                    verbosity=verbosity,
                     stdout=io.StringIO(),
                 )
             assert logging.getLogger("django-q").level == logging.INFO  # restored afterwards

@@ -1,5 +1,6 @@
-"""Worker liveness: ``manage.py chrono_forge status`` (output and exit status, with and without a real
-qcluster) and the admin Overview's Workers section and banner, both from ``health.snapshot()``."""
+"""Worker liveness: ``manage.py chrono_forge status`` (output and exit status, with and without a
+real qcluster) and the admin Overview's Workers section and banner, both from
+``health.snapshot()``."""
 
 from __future__ import annotations
 

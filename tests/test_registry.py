@@ -1,5 +1,5 @@
-"""The registry of workflow classes: registration, autodiscovery, WORKFLOW_MODULES and its check, and
-what happens to a workflow whose class this process does not have (stalled, then retried)."""
+"""The registry of workflow classes: registration, autodiscovery, WORKFLOW_MODULES and its check,
+and what happens to a workflow whose class this process does not have (stalled, then retried)."""
 
 from __future__ import annotations
 

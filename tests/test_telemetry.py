@@ -274,8 +274,11 @@ def test_a_real_workers_pass_continues_the_trace_of_the_request_that_enqueued_it
 
     worker_spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
     passes = [s for s in worker_spans if s["name"] == "chrono_forge.pass"]
-    steps = {s["attributes"]["chrono_forge.step"]: s for s in worker_spans
-             if s["name"] == "chrono_forge.step"}
+    steps = {
+        s["attributes"]["chrono_forge.step"]: s
+        for s in worker_spans
+        if s["name"] == "chrono_forge.step"
+    }
     assert len(passes) == 2, worker_spans  # the first pass, then the one after the wait
     first, later = passes
     assert first["trace_id"] == f"{request.trace_id:032x}"

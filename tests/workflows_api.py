@@ -87,7 +87,7 @@ class SpawnsEach(DurableWorkflow):
         self.spawn_each("each", [1, 2], lambda item: FLAGS["build"])
 
 
-# -- call-site programming errors --------------------------------------------------------------------
+# -- call-site programming errors ------------------------------------------------------------------
 class CallSite(DurableWorkflow):
     """Calls the primitive ``FLAGS["call"]`` (a function taking the workflow) once."""
 
@@ -110,7 +110,7 @@ class CallSite(DurableWorkflow):
         return False
 
 
-# -- error recording ---------------------------------------------------------------------------------
+# -- error recording -------------------------------------------------------------------------------
 class Nasty(Exception):
     pass
 

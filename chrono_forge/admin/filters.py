@@ -149,7 +149,7 @@ def pending_wait_exists(prefix: str):
         ExecutionLog.objects.filter(
             workflow_id=OuterRef("pk"),
             state=ExecutionLog.STATE.pending,
-            step_name__startswith=prefix,
+            step_name__prefix=prefix,
         )
     )
 
@@ -182,8 +182,8 @@ class StepKindFilter(admin.SimpleListFilter):
         if not value:
             return queryset
         if value == "workflow":
-            return queryset.filter(step_name__startswith="$")
-        return queryset.filter(step_name__startswith=f"{value}$")
+            return queryset.filter(step_name__prefix="$")
+        return queryset.filter(step_name__prefix=f"{value}$")
 
 
 class ErrorClassFilter(admin.SimpleListFilter):

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import F, Q
+from django.db.models import Exists, F, Min, OuterRef, Q
 
 from .. import clock, conf
 from ..liveness import (  # noqa: F401  (re-exported: the admin views use them through p.)
@@ -26,8 +26,11 @@ from ..liveness import (  # noqa: F401  (re-exported: the admin views use them t
     pending_merges,
 )
 from ..models import ErrorLog, ExecutionLog, Workflow
+from ..step_names import kind_prefix
 from ..steps import REPETITION_LOG_PATTERN
 
+#: The Waiting page's "oldest per class" shows at most this many classes.
+DISTINCT_CLASSES = 200
 #: Capped counts stop here and show as "5000+".
 COUNT_CAP = 5000
 #: The stranded and waiting pages read at most this many rows.
@@ -303,31 +306,87 @@ class WaitInfo:
         return seconds_between(self.since, now)
 
 
+EVENT_WAIT = kind_prefix("continue_if")
+POLL_WAIT = kind_prefix("wait_until")
+
+
+def pending_waits_q() -> Q:
+    """Pending ``continue_if`` / ``wait_until`` logs (a range of the (state, step_name) index)."""
+    return Q(state=ExecutionLog.STATE.pending) & (
+        Q(step_name__prefix=EVENT_WAIT) | Q(step_name__prefix=POLL_WAIT)
+    )
+
+
+def has_pending_wait() -> Exists:
+    """For a Workflow queryset: the row has a pending wait (one probe of the unique index)."""
+    return Exists(ExecutionLog.objects.filter(pending_waits_q(), workflow_id=OuterRef("pk")))
+
+
+def event_waits():
+    """Pending ``continue_if`` logs of idle workflows: the event waits the Waiting page lists."""
+    return ExecutionLog.objects.filter(
+        state=ExecutionLog.STATE.pending,
+        step_name__prefix=EVENT_WAIT,
+        workflow__state=Workflow.STATE.idle,
+    )
+
+
+def oldest_event_wait_per_class() -> list[ExecutionLog]:
+    """The oldest pending event wait of each class (at most DISTINCT_CLASSES classes), with its
+    workflow: one GROUP BY over the event waits, then one query for those logs."""
+    oldest = (
+        event_waits()
+        .order_by()
+        .values("workflow__job_class")
+        .annotate(first=Min("started_at"))
+        .order_by("first")[:DISTINCT_CLASSES]
+    )
+    wanted = {row["workflow__job_class"]: row["first"] for row in oldest if row["first"]}
+    if not wanted:
+        return []
+    q = Q()
+    for job_class, started in wanted.items():
+        q |= Q(workflow__job_class=job_class, started_at=started)
+    logs = (
+        event_waits()
+        .filter(q)
+        .select_related("workflow")
+        .defer("result", "workflow__kwargs", "workflow__options", "workflow__context")
+        .order_by("id")
+    )
+    seen: dict[str, ExecutionLog] = {}
+    for log in logs[: len(wanted) * 2]:
+        seen.setdefault(log.workflow.job_class, log)
+    return list(seen.values())
+
+
+def wait_info(log: ExecutionLog) -> WaitInfo:
+    parsed = parse_step_name(log.step_name)
+    metadata = log.metadata if isinstance(log.metadata, dict) else {}
+    return WaitInfo(
+        workflow_id=log.workflow_id,
+        kind="event" if parsed.kind == "continue_if" else "poll",
+        condition=str(metadata.get("condition") or parsed.name),
+        since=log.started_at,
+        timeout_at=parse_time(metadata.get("timeout_at")),
+        step_name=log.step_name,
+    )
+
+
 def latest_pending_waits(workflow_ids) -> dict[Any, WaitInfo]:
     """The latest pending ``wait_until``/``continue_if`` log of each workflow, in one query."""
     ids = list(workflow_ids)
     if not ids:
         return {}
     logs = (
-        ExecutionLog.objects.filter(workflow_id__in=ids, state=ExecutionLog.STATE.pending)
-        .filter(Q(step_name__startswith="wait_until$") | Q(step_name__startswith="continue_if$"))
+        ExecutionLog.objects.filter(pending_waits_q(), workflow_id__in=ids)
         .only("id", "workflow_id", "step_name", "started_at", "metadata")
         .order_by("workflow_id", F("started_at").desc(nulls_last=True), "-id")
     )
     waits: dict[Any, WaitInfo] = {}
     for log in logs:
-        if log.workflow_id in waits:
-            continue
-        parsed = parse_step_name(log.step_name)
-        metadata = log.metadata if isinstance(log.metadata, dict) else {}
-        waits[log.workflow_id] = WaitInfo(
-            workflow_id=log.workflow_id,
-            kind="event" if parsed.kind == "continue_if" else "poll",
-            condition=str(metadata.get("condition") or parsed.name),
-            since=log.started_at,
-            timeout_at=parse_time(metadata.get("timeout_at")),
-            step_name=log.step_name,
-        )
+        if log.workflow_id not in waits:
+            waits[log.workflow_id] = wait_info(log)
     return waits
 
 
@@ -432,7 +491,7 @@ def repetition_prefix(name: str) -> str:
 def repetitions_queryset(workflow_id, name: str):
     # startswith escapes % and _, and the prefix is a range scan on the (workflow, step_name) index.
     return ExecutionLog.objects.filter(
-        workflow_id=workflow_id, step_name__startswith=repetition_prefix(name)
+        workflow_id=workflow_id, step_name__prefix=repetition_prefix(name)
     )
 
 

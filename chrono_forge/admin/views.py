@@ -31,6 +31,10 @@ from .filters import filter_state
 
 PAGE_SIZE = 50
 OVERVIEW_CACHE_SECONDS = 5
+#: The Overview's counts by state stop here (shown as "100,000+").
+OVERVIEW_COUNT_CAP = 100_000
+#: The Overview's per-class table covers the newest this many workflows.
+OVERVIEW_WINDOW = 10_000
 
 PERMS = {
     "retry": "chrono_forge.retry_workflow",
@@ -131,6 +135,7 @@ class WorkflowViews:
             "media": self.media,
             "perms_cf": self.action_permissions(request),
             "now": clock.now(),
+            "page_size": PAGE_SIZE,
             **context,
         }
         request.current_app = self.admin_site.name
@@ -273,15 +278,19 @@ class WorkflowViews:
         return self._render(request, "overview.html", "Workflows overview", **data)
 
     def stranded_view(self, request):
+        """Every stranded workflow, a page at a time (keyset on the id: page N costs what page 1
+        does), with a capped total."""
         self._require_view(request)
         now = clock.now()
-        rows = list(
-            Workflow.objects.stranded()
-            .defer("kwargs", "options", "context")
-            .order_by("locked_at", "id")[: p.SCAN_CAP + 1]
-        )
-        capped = len(rows) > p.SCAN_CAP
-        rows = rows[: p.SCAN_CAP]
+        stranded = Workflow.objects.stranded()
+        after = p.parse_pk(request.GET.get("after"), Workflow)
+        page = stranded.defer("kwargs", "options", "context").order_by("id")
+        if after is not None:
+            page = page.filter(pk__gt=after)
+        rows = list(page[: PAGE_SIZE + 1])
+        more = len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE]
+        total = p.capped_count(stranded)
         ages = [p.seconds_between(row.locked_at, now) or 0 for row in rows]
         longest = max(ages, default=0)
         items = [
@@ -293,8 +302,10 @@ class WorkflowViews:
             "stranded.html",
             "Stranded workflows",
             items=items,
-            capped=capped,
-            cap=p.SCAN_CAP,
+            total=total,
+            total_text=p.show_count(total),
+            next_cursor=rows[-1].pk if more and rows else None,
+            first_url="?" if after is not None else None,
             stale_after=p.human_duration(conf.reap_stale_after().total_seconds()),
         )
 
@@ -326,58 +337,68 @@ class WorkflowViews:
         )
 
     def waiting_view(self, request):
+        """Every idle workflow waiting on an event or a condition, a page at a time (keyset on the
+        id), and the figures above the table (stalled event waits, the oldest per class) from
+        bounded queries over all of them, not from the page."""
         self._require_view(request)
         now = clock.now()
         threshold = long_wait_threshold().total_seconds()
-        idle = list(
+        after = p.parse_pk(request.GET.get("after"), Workflow)
+        page = (
             Workflow.objects.filter(state=Workflow.STATE.idle)
+            .filter(p.has_pending_wait())
             .defer("kwargs", "options", "context")
-            .order_by("id")[: p.SCAN_CAP + 1]
+            .order_by("id")
         )
-        capped = len(idle) > p.SCAN_CAP
-        idle = idle[: p.SCAN_CAP]
+        if after is not None:
+            page = page.filter(pk__gt=after)
+        idle = list(page[: PAGE_SIZE + 1])
+        more = len(idle) > PAGE_SIZE
+        idle = idle[:PAGE_SIZE]
         waits = p.latest_pending_waits(row.pk for row in idle)
         items = []
         for row in idle:
             wait = waits.get(row.pk)
             if wait is None:
                 continue
-            age = wait.age(now) or 0
-            over = age > threshold
-            items.append(
-                {
-                    "workflow": row,
-                    "wait": wait,
-                    "age": age,
-                    "age_text": p.human_duration(age),
-                    "over": over,
-                    "meter": p.bucket(100 * age / threshold) if threshold else 100,
-                    "tone": ("rose" if wait.kind == "event" else "amber") if over else "sky",
-                }
-            )
+            items.append(self._wait_item(row, wait, now, threshold))
         # Event waits over the threshold first (they never resume on their own), then the oldest.
         items.sort(
             key=lambda item: (not (item["over"] and item["wait"].kind == "event"), -item["age"])
         )
-        stalled_events = [i for i in items if i["over"] and i["wait"].kind == "event"]
-        oldest_by_class: dict[str, dict] = {}
-        for item in items:
-            if item["wait"].kind != "event":
-                continue
-            current = oldest_by_class.get(item["workflow"].job_class)
-            if current is None or item["age"] > current["age"]:
-                oldest_by_class[item["workflow"].job_class] = item
+        stalled = p.capped_count(p.event_waits().filter(started_at__lt=now - long_wait_threshold()))
+        oldest_by_class = [
+            self._wait_item(log.workflow, p.wait_info(log), now, threshold)
+            for log in p.oldest_event_wait_per_class()
+        ]
+        oldest_by_class.sort(key=lambda i: -i["age"])
         return self._render(
             request,
             "waiting.html",
             "Waiting workflows",
             items=items,
-            capped=capped,
-            cap=p.SCAN_CAP,
             threshold=p.human_duration(threshold),
-            stalled_events=stalled_events,
-            oldest_by_class=sorted(oldest_by_class.values(), key=lambda i: -i["age"]),
+            stalled_events=stalled,
+            stalled_events_text=p.show_count(stalled),
+            oldest_stalled=oldest_by_class[0] if stalled and oldest_by_class else None,
+            oldest_by_class=oldest_by_class,
+            next_cursor=idle[-1].pk if more and idle else None,
+            first_url="?" if after is not None else None,
         )
+
+    @staticmethod
+    def _wait_item(row: Workflow, wait, now, threshold: float) -> dict:
+        age = wait.age(now) or 0
+        over = age > threshold
+        return {
+            "workflow": row,
+            "wait": wait,
+            "age": age,
+            "age_text": p.human_duration(age),
+            "over": over,
+            "meter": p.bucket(100 * age / threshold) if threshold else 100,
+            "tone": ("rose" if wait.kind == "event" else "amber") if over else "sky",
+        }
 
     def repetitions_view(self, request, object_id):
         self._require_view(request)
@@ -385,7 +406,7 @@ class WorkflowViews:
         name = request.GET.get("step", "")
         coordination = ExecutionLog.objects.filter(
             workflow_id=workflow.pk, step_name=f"durably_repeat${name}"
-        ).first()
+        ).one()
         if coordination is None:
             raise Http404("No such periodic task")
         summary = p.periodic_task(workflow.pk, coordination)
@@ -548,16 +569,29 @@ def force_unlock_one(workflow: Workflow) -> str:
 
 
 def overview_data() -> dict:
-    """Counts by state and per class: one ``GROUP BY job_class, state`` (the page caches it 5 s)."""
-    grouped = Workflow.objects.order_by().values("job_class", "state").annotate(n=Count("id"))
+    """Counts by state, each capped at OVERVIEW_COUNT_CAP (one ``COUNT`` over a ``LIMIT``
+    subquery per state, served by the (state, completed_at) index), and per class over the newest
+    OVERVIEW_WINDOW workflows (a ``GROUP BY`` over a primary-key range): no query reads the whole
+    table (the page caches the result 5 s)."""
+    totals = {
+        state: p.capped_count(Workflow.objects.filter(state=state), OVERVIEW_COUNT_CAP)
+        for state in p.STATES
+    }
+    floor = list(
+        Workflow.objects.order_by("-id").values_list("id", flat=True)[
+            OVERVIEW_WINDOW - 1 : OVERVIEW_WINDOW
+        ]
+    )
+    window = Workflow.objects.filter(pk__gte=floor[0]) if floor else Workflow.objects.all()
+    grouped = window.order_by().values("job_class", "state").annotate(n=Count("id"))
     per_class: dict[str, dict[str, int]] = {}
-    totals = {state: 0 for state in p.STATES}
+    class_totals = {state: 0 for state in p.STATES}
     for row in grouped:
         per_class.setdefault(row["job_class"], {state: 0 for state in p.STATES})[row["state"]] = (
             row["n"]
         )
-        totals[row["state"]] = totals.get(row["state"], 0) + row["n"]
-    processed_total = totals["completed"]
+        class_totals[row["state"]] = class_totals.get(row["state"], 0) + row["n"]
+    processed_total = class_totals["completed"]
     classes = []
     for job_class, counts in per_class.items():
         processed = counts["completed"]
@@ -577,10 +611,19 @@ def overview_data() -> dict:
             }
         )
     classes.sort(key=lambda c: (-c["processed"], c["job_class"]))
+
+    def text(*states: str) -> str:
+        capped = any(totals[state] > OVERVIEW_COUNT_CAP for state in states)
+        return f"{sum(totals[state] for state in states):,}{'+' if capped else ''}"
+
     return {
-        "processed": processed_total,
+        "processed": totals["completed"],
         "in_flight": totals["idle"] + totals["running"],
         "blocked": totals["failed"] + totals["stalled"],
+        "processed_text": text("completed"),
+        "in_flight_text": text("idle", "running"),
+        "blocked_text": text("failed", "stalled"),
         "totals": totals,
         "classes": classes,
+        "window": OVERVIEW_WINDOW if floor else None,
     }

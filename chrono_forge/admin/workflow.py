@@ -71,7 +71,7 @@ class PrefixSearchMixin:
         term = search_term.strip()
         if not term:
             return queryset, False
-        return queryset.filter(**{f"{self.prefix_search_field}__startswith": term}), False
+        return queryset.filter(**{f"{self.prefix_search_field}__prefix": term}), False
 
 
 def _report(request, done: int, skipped: int, verb: str, why: str) -> None:

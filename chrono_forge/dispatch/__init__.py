@@ -1,8 +1,9 @@
 """Dispatch: how a continuation (one more pass of a workflow) reaches a worker.
 
-A dispatcher is one small interface. The default, :class:`~chrono_forge.dispatch.django_q.DjangoQDispatcher`,
-sends passes to django-q2; :mod:`chrono_forge.testing` swaps in an in-memory one. Everything in
-chrono_forge calls :func:`enqueue` / :func:`enqueue_many` below, never a dispatcher directly.
+A dispatcher is one small interface. The default,
+:class:`~chrono_forge.dispatch.django_q.DjangoQDispatcher`, sends passes to django-q2;
+:mod:`chrono_forge.testing` swaps in an in-memory one. Everything in chrono_forge calls
+:func:`enqueue` / :func:`enqueue_many` below, never a dispatcher directly.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ class Dispatcher(Protocol):
     ) -> None:
         """Run one pass of ``(job_class, key)`` now, or not before ``run_at``.
 
-        ``internal`` carries chrono_forge's own task arguments (attempt, retry_counts, retry_workflow,
-        token, ...); user kwargs never travel in a payload.
+        ``internal`` carries chrono_forge's own task arguments (attempt, retry_counts,
+        retry_workflow, token, ...); user kwargs never travel in a payload.
         """
 
     def enqueue_many(self, runs: Iterable[tuple[str, str]]) -> None:
@@ -43,8 +44,9 @@ class Dispatcher(Protocol):
         cluster: str | None = None,
         **kwargs: Any,
     ) -> None:
-        """Call the function at dotted path ``func`` in a worker (chrono_forge's own background tasks:
-        merge pollers, bulk operator actions, maintenance). Arguments must be JSON-like literals."""
+        """Call the function at dotted path ``func`` in a worker (chrono_forge's own background
+        tasks: merge pollers, bulk operator actions, maintenance). Arguments must be JSON-like
+        literals."""
 
 
 _override: Dispatcher | None = None

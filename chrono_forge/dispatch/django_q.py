@@ -1,22 +1,23 @@
 """The django-q2 dispatcher.
 
 * Due now: ``async_task``.
-* Due later with the ORM broker (the default): an ``OrmQ`` row whose ``lock`` ("not before") is the due
-  time, written by a tiny broker subclass, so the pass starts within the broker's poll interval (~0.2 s).
+* Due later with the ORM broker (the default): an ``OrmQ`` row whose ``lock`` ("not before") is the
+  due time, written by a tiny broker subclass, so the pass starts within the broker's poll interval
+  (~0.2 s).
 * Due later with any other broker (Redis, SQS, ...): one django-q2 ``Schedule`` (ONCE) per workflow;
   the scheduler runs every ~30 s, so expect up to ~30 s of lateness.
 
-With the ORM broker on chrono_forge's own database the enqueue is part of the caller's transaction (a
-rollback drops it); otherwise it is deferred to ``transaction.on_commit``. Every task is sent with
-``ack_failure=True``: chrono_forge retries durably itself, so django-q2 must not redeliver a failing task.
-A pass is sent with ``save=False`` (see :attr:`DjangoQDispatcher.save_results`).
+With the ORM broker on chrono_forge's own database the enqueue is part of the caller's transaction
+(a rollback drops it); otherwise it is deferred to ``transaction.on_commit``. Every task is sent
+with ``ack_failure=True``: chrono_forge retries durably itself, so django-q2 must not redeliver a
+failing task. A pass is sent with ``save=False`` (see :attr:`DjangoQDispatcher.save_results`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from contextlib import nullcontext
 from collections.abc import Iterable
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -103,7 +104,7 @@ class DjangoQDispatcher:
         return uses_orm_broker()
 
     def transactional(self) -> bool:
-        """True when the queue rows live in chrono_forge's own database (one transaction covers both)."""
+        """True when the queue rows live in chrono_forge's own database (one transaction: both)."""
         return self.uses_orm_broker() and Conf.ORM == conf.database()
 
     def _on_commit(self, push) -> None:
@@ -181,7 +182,7 @@ class DjangoQDispatcher:
             options["broker"] = DelayedORM(run_at, list_key=cluster)
             async_task(func, *args, q_options=options, **kwargs)
         else:
-            # Other brokers have no delayed delivery: one ONCE schedule per target (~30 s precision).
+            # Other brokers have no delayed delivery: one ONCE schedule per target (~30 s late).
             Schedule.objects.update_or_create(
                 name=schedule_name,
                 defaults={

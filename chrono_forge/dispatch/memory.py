@@ -1,6 +1,6 @@
 """An in-memory dispatcher for tests: continuations wait in a list until :mod:`chrono_forge.testing`
-runs them. An enqueue made inside an application ``atomic()`` block only becomes visible if that block
-commits, exactly like the real ORM broker's queue row."""
+runs them. An enqueue made inside an application ``atomic()`` block only becomes visible if that
+block commits, exactly like the real ORM broker's queue row."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ class _CommitMarker:
 
 @dataclass
 class PendingRun:
-    """A call waiting in the in-memory queue: a workflow pass (``func == TASK``) or one of chrono_forge's
-    own background tasks."""
+    """A call waiting in the in-memory queue: a workflow pass (``func == TASK``) or one of
+    chrono_forge's own background tasks."""
 
     func: str
     args: tuple
@@ -113,7 +113,7 @@ class InMemoryDispatcher:
         return not in_user_transaction()
 
     def pending(self) -> list[PendingRun]:
-        """Deliverable runs, ordered by due time (then enqueue order); rolled-back ones are forgotten."""
+        """Deliverable runs by due time (then enqueue order); rolled-back ones are forgotten."""
         kept = []
         for run in self._runs:
             visible = self._visible(run)

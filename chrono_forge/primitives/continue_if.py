@@ -4,7 +4,8 @@ Step name ``continue_if$<name or condition>``. The condition is evaluated once p
 evaluation is recorded in the INSERT (``attempts=1``, completed or pending); a later evaluation
 updates the same row once (attempt bump and, if met, completion together). A closed gate halts the
 pass without a continuation, so ``Workflow.next_run_at`` stays None and ``Workflow.parked_on`` names
-the gate (``parked_since``: since when): ``Cls.perform_later(key)`` or ``Workflow.resume()`` (from a webhook, a signal, another workflow) wakes it. A condition that raises
+the gate (``parked_since``: since when): ``Cls.perform_later(key)`` or ``Workflow.resume()`` (from a
+webhook, a signal, another workflow) wakes it. A condition that raises
 is recorded and stalls the workflow; it is not retried (an operator retry evaluates it again;
 until then, a replay raises the same failure without evaluating it). A condition raising
 ``SystemExit``/``KeyboardInterrupt`` is recorded and stalls alike, and the exception goes on so the

@@ -1,9 +1,9 @@
 """``durably_execute``: run a method once, checkpointed, with retries and a stored result.
 
-Step name ``durably_execute$<name or method>``. The first attempt is recorded in the INSERT (no separate
-attempt UPDATE); a retry bumps ``attempts`` before running. The method runs outside any transaction;
-its completion is committed with the pass's next write. At-least-once: a hard kill after the side
-effect but before that commit runs the method again on the next pass.
+Step name ``durably_execute$<name or method>``. The first attempt is recorded in the INSERT (no
+separate attempt UPDATE); a retry bumps ``attempts`` before running. The method runs outside any
+transaction; its completion is committed with the pass's next write. At-least-once: a hard kill
+after the side effect but before that commit runs the method again on the next pass.
 
 An attempt whose worker died in it (found pending and unfinished by a later pass) is recorded as
 ``StepAttemptLost`` and charged to the policy; a body raising ``SystemExit`` or

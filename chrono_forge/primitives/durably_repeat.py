@@ -323,7 +323,7 @@ class Repeat:
                 workflow_id=self.run.row.pk, step_name=repetition_name(self.step, due)
             )
             .only(*STEP_COLUMNS)
-            .first()
+            .one()
         )
 
     def rep_metadata(self, due: datetime) -> dict[str, Any]:

@@ -24,12 +24,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
-from chrono_forge import conf, maintenance, registry
+from chrono_forge import conf, maintenance, registry, step_names
 from chrono_forge.cleanup import REPEAT_PREFIX
 from chrono_forge.exceptions import ChronoForgeError
 from chrono_forge.liveness import is_stranded, liveness, pending_merges
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
-from chrono_forge import step_names
 from chrono_forge.steps import REPETITION_LOG_PATTERN
 
 FAILURE_PREFIX = step_names.FAILURE_MARKER_PREFIX
@@ -265,8 +264,8 @@ class Command(BaseCommand):
         )
         p = sub(
             "resume-overdue",
-            "Re-send deliveries that are overdue (lost by the broker): first passes, continuations, "
-            "wake-ups, merge polls and operator retries.",
+            "Re-send deliveries that are overdue (lost by the broker): first passes, "
+            "continuations, wake-ups, merge polls and operator retries.",
         )
         p.add_argument(
             "--grace",
@@ -348,9 +347,7 @@ class Command(BaseCommand):
                 raise CommandError(str(error)) from error
 
     # -- start ----------------------------------------------------------------------------------
-    def handle_start(
-        self, workflow_class: str, key: str, kwargs: dict[str, Any], **_: Any
-    ) -> None:
+    def handle_start(self, workflow_class: str, key: str, kwargs: dict[str, Any], **_: Any) -> None:
         cls = self.resolve_class(workflow_class)
         existed = Workflow.objects.filter(job_class=registry.job_class_of(cls), key=key).exists()
         try:
@@ -374,8 +371,9 @@ class Command(BaseCommand):
         if len(matches) == 1:
             return classes[matches[0]]
         if matches:
-            raise CommandError(f"{name!r} matches several classes ({', '.join(matches)}); "
-                               "give the dotted path.")
+            raise CommandError(
+                f"{name!r} matches several classes ({', '.join(matches)}); give the dotted path."
+            )
         known = ", ".join(sorted(classes)) or "none"
         raise CommandError(
             f"{name!r} is not a registered workflow class (registered: {known}). "
@@ -506,7 +504,12 @@ class Command(BaseCommand):
             ErrorLog.objects.filter(workflow=wf)
             .order_by("pk")
             .only(
-                "id", "step_name", "attempt", "error_class", "error_message", "created",
+                "id",
+                "step_name",
+                "attempt",
+                "error_class",
+                "error_message",
+                "created",
                 *(["backtrace"] if traceback else []),
             )
         ):
@@ -565,7 +568,9 @@ class Command(BaseCommand):
         if log.result is not None:
             self.stdout.write(f"       result: {self.short(log.result)}")
         if log.error_class:
-            self.stdout.write(f"       error: {log.error_class}: {self.short(log.error_message, 120)}")
+            self.stdout.write(
+                f"       error: {log.error_class}: {self.short(log.error_message, 120)}"
+            )
         if log.metadata:
             self.stdout.write(f"       metadata: {self.short(log.metadata, 200)}")
         if log.step_name.startswith(FAILURE_PREFIX):
@@ -589,7 +594,7 @@ class Command(BaseCommand):
         self, wf: Workflow, coordination: ExecutionLog, errors: dict, shown: int = 5
     ) -> None:
         prefix = step_names.repetition_prefix(coordination.step_name)
-        repetitions = ExecutionLog.objects.filter(workflow=wf, step_name__startswith=prefix)
+        repetitions = ExecutionLog.objects.filter(workflow=wf, step_name__prefix=prefix)
         total = repetitions.count()
         if not total:
             return

@@ -1,0 +1,248 @@
+"""The admin at scale: the operator pages list every row a page at a time, the prefix searches
+are exact and case-sensitive, and the indexes the scale bench called for serve the queries they
+were added for (checked in the query plan, with sequential scans discouraged on PostgreSQL so
+that a tiny test table does not decide the plan)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connections
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from chrono_forge import clock, conf
+from chrono_forge.admin import views
+from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
+from tests.admin_fixtures import make_log, make_workflow
+
+pytestmark = pytest.mark.django_db
+
+
+def url(name, *args):
+    return reverse(f"admin:chrono_forge_workflow_{name}", args=args)
+
+
+@pytest.fixture
+def operator(client):
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+
+
+def walk(client, target: str) -> list[list[str]]:
+    """The keys of every page, following the "next" cursor until there is none."""
+    pages, query = [], ""
+    while True:
+        response = client.get(target + query)
+        assert response.status_code == 200
+        pages.append([item["workflow"].key for item in response.context["items"]])
+        cursor = response.context["next_cursor"]
+        if cursor is None:
+            return pages
+        assert f"?after={cursor}" in response.content.decode()
+        query = f"?after={cursor}"
+
+
+def test_stranded_lists_every_stranded_run_a_page_at_a_time(client, operator, monkeypatch):
+    monkeypatch.setattr(views, "PAGE_SIZE", 3)
+    old = clock.now() - timedelta(hours=2)
+    stranded = [make_workflow("running", key=f"dead-{i}", locked_at=old).key for i in range(8)]
+    make_workflow("running", key="alive")  # a fresh lock: not stranded
+    pages = walk(client, url("stranded"))
+    assert [len(page) for page in pages] == [3, 3, 2]
+    assert [key for page in pages for key in page] == stranded
+    body = client.get(url("stranded")).content.decode()
+    assert "8 stranded workflows." in body
+
+
+def test_waiting_lists_every_wait_a_page_at_a_time(client, operator, monkeypatch):
+    monkeypatch.setattr(views, "PAGE_SIZE", 3)
+    now = clock.now()
+    expected = []
+    for i in range(7):
+        workflow = make_workflow("idle", key=f"waits-{i}")
+        kind = "continue_if$paid" if i % 2 else "wait_until$shipped"
+        make_log(workflow, kind, "pending", started=now - timedelta(minutes=i))
+        expected.append(workflow.key)
+    scheduled = make_workflow("idle", key="sleeps")  # idle without a wait: not listed
+    make_log(scheduled, "wait$pause", "pending")
+    done = make_workflow("idle", key="waited")  # its wait completed
+    make_log(done, "continue_if$paid", "completed")
+    pages = walk(client, url("waiting"))
+    assert [len(page) for page in pages] == [3, 3, 1]
+    assert sorted(key for page in pages for key in page) == sorted(expected)
+
+
+def test_waiting_figures_cover_every_wait_not_only_the_page(client, operator, monkeypatch):
+    """The stalled-event banner and the oldest wait per class come from all waits: the oldest
+    event wait is on the last page, and the banner still names it."""
+    monkeypatch.setattr(views, "PAGE_SIZE", 2)
+    now = clock.now()
+    for i in range(5):
+        workflow = make_workflow("idle", key=f"recent-{i}", job_class="tests.workflows_admin.Quick")
+        make_log(workflow, "continue_if$paid", "pending", started=now - timedelta(hours=2))
+    oldest = make_workflow("idle", key="ancient", job_class="tests.workflows_admin.Quick")
+    make_log(oldest, "continue_if$signed", "pending", started=now - timedelta(days=3))
+    other = make_workflow("idle", key="other-class", job_class="tests.workflows_admin.FlakyCharge")
+    make_log(other, "continue_if$paid", "pending", started=now - timedelta(hours=5))
+    response = client.get(url("waiting"))
+    assert "ancient" not in [i["workflow"].key for i in response.context["items"]]
+    assert response.context["stalled_events"] == 7
+    assert response.context["oldest_stalled"]["workflow"].key == "ancient"
+    by_class = {
+        i["workflow"].job_class: i["workflow"].key for i in response.context["oldest_by_class"]
+    }
+    assert by_class == {
+        "tests.workflows_admin.Quick": "ancient",
+        "tests.workflows_admin.FlakyCharge": "other-class",
+    }
+    assert "7 event waits stalled beyond" in response.content.decode()
+
+
+def test_waiting_and_stranded_queries_do_not_grow_with_rows(client, operator):
+    def fill(n):
+        for _ in range(n):
+            workflow = make_workflow("idle")
+            make_log(workflow, "continue_if$paid", "pending", started=clock.now())
+            make_workflow("running", locked_at=clock.now() - timedelta(hours=3))
+
+    def count(name):
+        client.get(url(name))
+        with CaptureQueriesContext(connections[conf.database()]) as captured:
+            client.get(url(name))
+        return len(captured.captured_queries)
+
+    fill(2)
+    small = {name: count(name) for name in ("waiting", "stranded")}
+    fill(60)
+    assert {name: count(name) for name in ("waiting", "stranded")} == small
+
+
+# -- the prefix lookup -----------------------------------------------------------------------------
+def test_prefix_is_exact_and_case_sensitive():
+    for key in ("abc", "abc-1", "abcd", "ABC-2", "ab%c", "ab_c", "xabc", "abd"):
+        make_workflow(key=key)
+
+    def keys(prefix):
+        return sorted(Workflow.objects.filter(key__prefix=prefix).values_list("key", flat=True))
+
+    assert keys("abc") == ["abc", "abc-1", "abcd"]
+    assert keys("ABC") == ["ABC-2"]
+    assert keys("ab%") == ["ab%c"]  # % and _ are characters, not wildcards
+    assert keys("ab_") == ["ab_c"]
+    assert keys("") == sorted(Workflow.objects.values_list("key", flat=True))
+
+
+def test_prefix_rejects_a_non_string():
+    with pytest.raises(TypeError, match="__prefix takes a str"):
+        list(Workflow.objects.filter(key__prefix=3))
+
+
+def test_prefix_bounds_a_range_even_at_the_last_code_point():
+    from chrono_forge.lookups import successor
+
+    assert successor("abc") == "abd"
+    assert successor("a$") == "a%"
+    assert successor("a\U0010ffff") == "b"
+    assert successor("\U0010ffff") is None
+    assert successor("\ud7ff") == "\ue000"
+
+
+def test_key_search_in_the_admin_is_a_prefix(client, operator):
+    for key in ("order-12", "order-123", "Order-12", "xorder-12"):
+        make_workflow(key=key)
+    response = client.get(reverse("admin:chrono_forge_workflow_changelist") + "?q=order-12")
+    assert sorted(w.key for w in response.context["cl"].result_list) == ["order-12", "order-123"]
+
+
+# -- the indexes serve their queries ---------------------------------------------------------------
+def plan(queryset) -> str:
+    """The query plan of ``queryset`` (PostgreSQL: with sequential scans and sorts discouraged, so
+    the answer says whether an index *can* serve the query, not what a tiny table prefers)."""
+    connection = connections[conf.database()]
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("SET LOCAL enable_bitmapscan = off")
+            cursor.execute("EXPLAIN " + sql, params)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        return "\n".join(
+            str(row[-1] if connection.vendor == "sqlite" else row[0]) for row in cursor
+        )
+
+
+def uses(index: str, text: str) -> bool:
+    return re.search(rf"\b{index}\b", text) is not None
+
+
+@pytest.mark.parametrize(
+    ("index", "queryset"),
+    [
+        (
+            "chrono_forge_log_step_prefix",
+            lambda: ExecutionLog.objects.filter(step_name__prefix="branch$").order_by(),
+        ),
+        (
+            "chrono_forge_log_state_step",
+            lambda: ExecutionLog.objects.filter(state="pending", step_name__prefix="continue_if$"),
+        ),
+        ("chrono_forge_log_state_step", lambda: ExecutionLog.objects.filter(state="failed")),
+        (
+            "chrono_forge_err_step_prefix",
+            lambda: ErrorLog.objects.filter(step_name__prefix="durably_execute$").order_by(),
+        ),
+        ("chrono_forge_wf_key_prefix", lambda: Workflow.objects.filter(key__prefix="order-1")),
+        (
+            "chrono_forge_wf_next_run",
+            lambda: Workflow.objects.order_by("next_run_at", "id").only("id")[:50],
+        ),
+    ],
+    ids=["step-kind", "pending-waits", "step-state", "error-step", "key-search", "next-run-sort"],
+)
+def test_the_scale_indexes_serve_their_queries(index, queryset):
+    assert uses(index, plan(queryset())), plan(queryset())
+
+
+def test_a_repetitions_page_reads_its_coordination_log_from_the_unique_index():
+    """``first()`` would add ``ORDER BY id``, and PostgreSQL then walked the primary key past
+    every other step log of the workflow (1.5 s with 100k ticks); ``one()`` has no ORDER BY."""
+    workflow = make_workflow("idle")
+    queryset = ExecutionLog.objects.filter(workflow_id=workflow.pk, step_name="durably_repeat$beat")
+    assert "ORDER BY" not in str(queryset.order_by()[:1].query).upper()
+    text = plan(queryset.order_by()[:1])
+    assert "_pkey" not in text and "INTEGER PRIMARY KEY" not in text, text
+    make_log(workflow, "durably_repeat$beat", "pending")
+    assert queryset.one().step_name == "durably_repeat$beat"
+    assert ExecutionLog.objects.filter(step_name="nope").one() is None
+
+
+# -- the overview ----------------------------------------------------------------------------------
+def test_overview_counts_are_capped_and_classes_cover_a_window(client, operator, monkeypatch):
+    from django.core.cache import cache
+
+    monkeypatch.setattr(views, "OVERVIEW_COUNT_CAP", 4)
+    monkeypatch.setattr(views, "OVERVIEW_WINDOW", 3)
+    for _ in range(6):
+        make_workflow("completed", job_class="tests.workflows_admin.Quick")
+    for _ in range(3):
+        make_workflow("failed", job_class="tests.workflows_admin.FlakyCharge")
+    cache.clear()
+    with CaptureQueriesContext(connections[conf.database()]) as captured:
+        response = client.get(url("overview"))
+    context = response.context
+    assert (context["processed_text"], context["blocked_text"]) == ("5+", "3")
+    # The newest 3 workflows are the failed ones: the per-class table covers only them.
+    assert [(c["name"], c["processed"], c["blocked"]) for c in context["classes"]] == [
+        ("FlakyCharge", 0, 3)
+    ]
+    assert "the newest 3 workflows" in response.content.decode()
+    for sql in (q["sql"] for q in captured.captured_queries if "chrono_forge_workflow" in q["sql"]):
+        upper = sql.upper()
+        if "COUNT(" in upper:
+            assert "LIMIT" in upper or "WHERE" in upper, f"an unbounded count: {sql}"
+        if "GROUP BY" in upper:
+            assert '"ID" >=' in upper, f"a GROUP BY over the whole table: {sql}"
