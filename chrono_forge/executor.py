@@ -492,7 +492,7 @@ class Pass:
             raise InvalidStepArgument(f"{where}: retry_policy: {error}") from None
         return policy or coerce(self.workflow_class.retry_policy) or RetryPolicy.step_default()
 
-    def claim_step(self, step: str) -> None:
+    def claim_step(self, step: str, *, advice: str | None = None) -> None:
         """Record that this pass used ``step``; a second use raises DuplicateStepName naming both
         call sites (the second call would otherwise silently return the first one's checkpoint)."""
         site = user_call_site()
@@ -500,10 +500,22 @@ class Pass:
         if first is None:
             self.claimed_steps[step] = site
         else:
-            raise DuplicateStepName(
-                f"{step} is used twice in one pass: first at {first}, again at {site}. "
+            advice = advice or (
                 "Give each call its own name=... (step names must be unique within perform())"
             )
+            raise DuplicateStepName(
+                f"{step} is used twice in one pass: first at {first}, again at {site}. {advice}"
+            )
+
+    def unvisited_history(self) -> list[str]:
+        """The steps earlier passes recorded that this pass has not replayed yet (the replay
+        frontier): empty once the pass went past everything the run did before. Answered from the
+        pass's step view, without a statement."""
+        return [
+            name
+            for name in self.steps.history()
+            if name not in self.claimed_steps and step_names.revisited_by_replay(name)
+        ]
 
 
 class BlockedPass(Pass):

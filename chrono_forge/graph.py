@@ -27,6 +27,8 @@ PRIMITIVES = {
     "branch": "branch",
     "merge_branches": "merge",
     "merge_branch": "merge",
+    "patched": "patch",
+    "deprecate_patch": "patch",
 }
 
 
@@ -75,6 +77,9 @@ def _step_name(primitive: str, call: ast.Call) -> tuple[str | None, list[str]]:
         return _literal(_argument(call, 0, "name")), ["fan-out"]
     if primitive == "wait":
         return _literal(_argument(call, 1, "name")), []
+    if primitive in ("patched", "deprecate_patch"):
+        note = "patch point" if primitive == "patched" else "deprecated patch (stores nothing)"
+        return _literal(_argument(call, 0, "change_id")), [note]
     explicit = next((kw.value for kw in call.keywords if kw.arg == "name"), None)  # keyword-only
     if explicit is not None:
         return _literal(explicit), []

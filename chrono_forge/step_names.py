@@ -3,7 +3,8 @@
 Every step log's ``step_name`` is one of:
 
 * ``<kind>$<name>`` — a primitive's step (``durably_execute$charge``, ``branch$fan``,
-  ``merge$a,b`` whose name is the sorted, comma-joined branch names);
+  ``merge$a,b`` whose name is the sorted, comma-joined branch names, ``patch$add-audit`` the
+  marker that remembers a ``patched("add-audit")`` decision);
 * ``durably_repeat$<name>$<unix seconds>`` — one tick (a *repetition log*) of the coordination
   log ``durably_repeat$<name>``;
 * ``$workflow_<marker>$<ref>`` — a lifecycle marker written by the executor:
@@ -30,6 +31,9 @@ __all__ = [
     "REPETITION_LOG_PATTERN",
     "StepName",
     "MalformedStepName",
+    "PATCH",
+    "patch_marker",
+    "revisited_by_replay",
     "completion_marker",
     "failure_marker",
     "retry_marker",
@@ -53,7 +57,12 @@ KINDS = (
     "continue_if",
     "branch",
     "merge",
+    "patch",
 )
+
+#: The kind of a versioning marker: ``patch$<change id>`` records what ``patched(change id)``
+#: answered for a run. A marker, not a step a replay must revisit (see :func:`revisited_by_replay`).
+PATCH = "patch"
 
 #: Lifecycle markers (an empty kind). The completion marker is the whole name; the others carry a
 #: trailing reference.
@@ -167,6 +176,20 @@ def failure_marker(error_log_id: object) -> str:
 
 def retry_marker(unix_seconds: int) -> str:
     return f"{RETRY_MARKER_PREFIX}{unix_seconds}"
+
+
+def patch_marker(change_id: str) -> str:
+    """``patch$<change id>`` (the id is validated by the caller)."""
+    return f"{PATCH}{SEPARATOR}{change_id}"
+
+
+def revisited_by_replay(raw: str) -> bool:
+    """Whether a replay of ``perform()`` that still follows the run's history visits this step
+    again: a primitive's step, and neither a lifecycle marker, a patch marker (code may drop its
+    ``patched`` call once every old run drained) nor a repetition log (a repeat's coordination log
+    stands for its ticks). Never raises."""
+    kind, sep, rest = raw.partition(SEPARATOR)
+    return bool(sep) and kind not in ("", PATCH) and not (kind == _REPEAT and SEPARATOR in rest)
 
 
 def repetition_prefix(coordination: str) -> str:

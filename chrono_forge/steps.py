@@ -67,6 +67,8 @@ class StepLogs:
         self._deferred: list[tuple[Any, dict[str, Any]]] = []
         #: steps whose attempt this pass recorded (theirs is not a lost attempt)
         self.attempted: set[str] = set()
+        #: steps this pass INSERTed (a view loaded after them includes them; they are not history)
+        self.created: set[str] = set()
 
     def _rows(self) -> dict[str, ExecutionLog]:
         if self._by_name is None:
@@ -84,6 +86,10 @@ class StepLogs:
     def names(self) -> list[str]:
         return list(self._rows())
 
+    def history(self) -> list[str]:
+        """The step names earlier passes recorded (the view minus what this pass INSERTed)."""
+        return [name for name in self._rows() if name not in self.created]
+
     def create(self, step_name: str, **fields: Any) -> ExecutionLog:
         """INSERT a step log (the first attempt is recorded in the INSERT itself)."""
         now = clock.now()
@@ -96,6 +102,7 @@ class StepLogs:
                 modified=now,
                 **fields,
             )
+        self.created.add(step_name)
         if self._by_name is not None:  # not loaded yet: a later read will include this row anyway
             self._by_name[step_name] = log
         return log

@@ -228,9 +228,10 @@ def validate_name(name: Any, *, what: str = "step name", forbidden: str = "$") -
     return name
 
 
-def step_name(kind: str, name: str, *, forbidden: str = "$") -> str:
-    """``<kind>$<name>``, validated."""
-    full = f"{kind}${validate_name(name, what=f'{kind} name', forbidden=forbidden)}"
+def step_name(kind: str, name: str, *, forbidden: str = "$", what: str | None = None) -> str:
+    """``<kind>$<name>``, validated (``what`` names the segment in errors; default
+    ``"<kind> name"``)."""
+    full = f"{kind}${validate_name(name, what=what or f'{kind} name', forbidden=forbidden)}"
     if len(full) > STEP_NAME_MAX_LENGTH:
         raise InvalidStepName(
             f"step name {full!r} is longer than {STEP_NAME_MAX_LENGTH} characters"

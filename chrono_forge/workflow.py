@@ -554,3 +554,61 @@ class DurableWorkflow:
         return merge_branches(self, *names, min_interval=min_interval, max_interval=max_interval)
 
     merge_branch = merge_branches
+
+    # -- versioning ----------------------------------------------------------------------------
+    def patched(self, change_id: str) -> bool:
+        """Whether this run takes the changed code path: ``True`` for a run reaching this point
+        for the first time under code that has the change, ``False`` for a run that went past
+        this point under the old code (it keeps the old path).
+
+        The first answer is decided from the replay frontier: when this pass has not yet replayed
+        every step the run recorded before, the run is in old history and gets ``False``;
+        otherwise ``True``. Either answer is stored in the marker ``patch$<change_id>`` (one
+        INSERT), and every later pass returns it again without a statement.
+
+        Args:
+            change_id: names the change, unique within ``perform()``: a non-empty string without
+                ``$``. Keep it for as long as the call stays in the code.
+
+        Returns:
+            ``True`` to take the new path, ``False`` to keep the old one.
+
+        Raises:
+            InvalidStepName: an empty or non-string id, or one containing ``$``.
+            DuplicateStepName: the same id used twice in one pass.
+
+        Example::
+
+            self.durably_execute(self.charge)
+            if self.patched("add-fraud-check"):   # deployed while orders were in flight
+                self.durably_execute(self.fraud_check)
+            self.durably_execute(self.ship)
+        """
+        from .primitives.patched import patched
+
+        return patched(self, change_id)
+
+    def deprecate_patch(self, change_id: str) -> None:
+        """Mark the place of a ``patched(change_id)`` whose old path was removed.
+
+        Once no run that answered ``False`` is unfinished, replace ``if self.patched(id): new()``
+        by ``self.deprecate_patch(id); new()``, and drop the call in a later deploy. It stores
+        nothing and costs no statement; it keeps the id reserved (a ``patched`` of the same id in
+        the same pass is a ``DuplicateStepName``).
+
+        Args:
+            change_id: the id the ``patched`` call used.
+
+        Raises:
+            InvalidStepName: an empty or non-string id, or one containing ``$``.
+
+        Example::
+
+            self.durably_execute(self.charge)
+            self.deprecate_patch("add-fraud-check")
+            self.durably_execute(self.fraud_check)
+            self.durably_execute(self.ship)
+        """
+        from .primitives.patched import deprecate_patch
+
+        return deprecate_patch(self, change_id)

@@ -163,6 +163,7 @@ CHRONO_FORGE = {
         "tests.workflows_ops",
         "tests.workflows_poison",
         "tests.workflows_signals",
+        "tests.workflows_versioning",
         "tests.workflows_waits",
         "example_project.demo.workflows",
     ],

@@ -61,6 +61,7 @@ KIND_LABELS = {
     "durably_repeat": "repeat",
     "branch": "branch",
     "merge": "merge",
+    "patch": "patched",
 }
 #: Kinds whose ``attempts`` counts condition checks rather than tries.
 POLLING_KINDS = frozenset({"wait_until", "continue_if", "merge", "durably_repeat", "branch"})
