@@ -1,10 +1,12 @@
-"""Fan-out benchmark: N trivial children under a real qcluster on PostgreSQL, beside bare django-q2.
+"""Fan-out benchmark: N trivial children under a real qcluster, beside bare django-q2.
 
     .venv/bin/python bench/fanout.py                      # 20,000 children (and 2,000), 2 workers
     .venv/bin/python bench/fanout.py --children 5000 --small 1000
+    .venv/bin/python bench/fanout.py --db sqlite          # a SQLite file (WAL) instead
 
-It starts a throwaway PostgreSQL 15 cluster with scripts/pg (or uses the one described by the
-CHRONO_FORGE_PG_* variables), creates a fresh database, starts one qcluster with 2 workers
+On PostgreSQL it starts a throwaway PostgreSQL 15 cluster with scripts/pg (or uses the one
+described by the CHRONO_FORGE_PG_* variables) and creates a fresh database; on SQLite it uses a
+fresh file in a temporary directory. It starts one qcluster with 2 workers
 (bench/settings.py: persistent connections, no Task rows) and measures, in the same run:
 
 * bare django-q2: N trivial tasks bulk-enqueued in one transaction -> tasks/s until the queue
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,7 +71,7 @@ def fresh_database():
 
 def setup_django():
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
-    os.environ["CHRONO_FORGE_TEST_DB"] = "postgres"
+    os.environ.setdefault("CHRONO_FORGE_TEST_DB", "postgres")
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -262,6 +265,7 @@ def main() -> None:
     parser.add_argument(
         "--small", type=int, default=2_000, help="the small fan-out (RSS comparison)"
     )
+    parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--parent-pass", nargs=2, metavar=("KEY", "PREFIX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.parent_pass:
@@ -269,8 +273,16 @@ def main() -> None:
 
     cleanup: list = []
     try:
-        start_postgres(cleanup)
-        fresh_database()
+        os.environ["CHRONO_FORGE_TEST_DB"] = args.db
+        if args.db == "postgres":
+            start_postgres(cleanup)
+            fresh_database()
+            where = f"PostgreSQL {DB_NAME}"
+        else:
+            workdir = tempfile.mkdtemp(prefix="chrono_forge-bench-fanout.", dir="/tmp")
+            where = os.path.join(workdir, "fanout.sqlite3")
+            os.environ["CHRONO_FORGE_TEST_DB_NAME"] = where
+            cleanup.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
         setup_django()
         from django.core.management import call_command
 
@@ -280,7 +292,7 @@ def main() -> None:
         cluster.wait_ready()
         workers = os.environ.get("BENCH_WORKERS", "2")
         print(
-            f"qcluster: {workers} workers, PostgreSQL {DB_NAME}; log {cluster.log_path}", flush=True
+            f"qcluster: {workers} workers, {where}; log {cluster.log_path}", flush=True
         )
 
         bare = bare_django_q(args.children)

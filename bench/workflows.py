@@ -81,6 +81,49 @@ def raw_child(workflow_id):
         )
 
 
+# -- throughput bench (bench/throughput.py) -------------------------------------------------------
+#: Every application write of the throughput bench is a row of this side table (bench/throughput.py
+#: creates it): the item, the step, when it was written (time.time()) and by which process.
+THROUGHPUT_TABLE = "chrono_forge_bench_write"
+
+
+def application_write(item: str, step: int) -> None:
+    """One small application write, committed on its own: what each step does, in both runs."""
+    import os
+
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {THROUGHPUT_TABLE} (item, step, at, pid) VALUES (%s, %s, %s, %s)",
+            [item, step, time.time(), os.getpid()],
+        )
+
+
+class ThreeSteps(DurableWorkflow):
+    """Three durable steps, each one application write."""
+
+    def perform(self, *, item):
+        self.durably_execute(self.first)
+        self.durably_execute(self.second)
+        self.durably_execute(self.third)
+
+    def first(self):
+        application_write(self.key, 0)
+
+    def second(self):
+        application_write(self.key, 1)
+
+    def third(self):
+        application_write(self.key, 2)
+
+
+def bare_three_writes(item):
+    """The bare django-q2 baseline of ThreeSteps: the same three application writes in one task."""
+    for step in range(3):
+        application_write(item, step)
+
+
 # -- chaos bench (bench/chaos.py) ------------------------------------------------------------------
 #: Every execution of a chaos step body is a row of this side table (bench/chaos.py creates it).
 CHAOS_TABLE = "chrono_forge_chaos_execution"

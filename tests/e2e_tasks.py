@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from chrono_forge.dispatch.django_q import DjangoQDispatcher
+
 
 def touch(path, content="done"):
     """Write ``content`` to ``path`` atomically, so a poller never reads a half-written file."""
@@ -10,3 +12,10 @@ def touch(path, content="done"):
     tmp.write_text(content)
     tmp.replace(target)
     return str(target)
+
+
+class SavingDjangoQDispatcher(DjangoQDispatcher):
+    """The django-q2 dispatcher keeping django-q2's result row for every pass (passes are sent with
+    ``save=False`` by default), so an end-to-end test can count the deliveries of each workflow."""
+
+    save_results = True

@@ -1,6 +1,8 @@
 """End to end: a parent fans out 2,000 children over a QuerySet under a real qcluster."""
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
 from django_q.models import Task
 
 from chrono_forge.models import ExecutionLog, Workflow
@@ -8,6 +10,7 @@ from tests import workflows_branches as wb
 from tests.helpers import wait_for
 
 N = 2000
+SAVING_DISPATCHER = "tests.e2e_tasks.SavingDjangoQDispatcher"
 
 
 def parent_done():
@@ -22,7 +25,10 @@ def parent_done():
 def test_a_parent_fans_out_2000_children_over_a_queryset_and_completes(qcluster):
     pks = wb.seed_groups(N, prefix="e2e")
     qcluster(extra_env={"DJANGO_SETTINGS_MODULE": "tests.settings_qcluster_fanout"})
-    wb.FanOut.perform_later("e2e", source="groups", prefix="e2e", of=500)
+    # passes keep their django-q2 result rows (they are sent with save=False by default), so the
+    # deliveries can be counted below; the cluster's settings do the same for its own enqueues
+    with override_settings(CHRONO_FORGE={**settings.CHRONO_FORGE, "DISPATCHER": SAVING_DISPATCHER}):
+        wb.FanOut.perform_later("e2e", source="groups", prefix="e2e", of=500)
 
     wait_for(parent_done, timeout=100, interval=0.5, message="the fan-out parent to complete")
 

@@ -36,6 +36,17 @@ def test_a_pass_due_now_is_one_queue_row_with_no_user_kwargs():
     assert task["kwargs"] == {"attempt": 2, "token": "t"}
     assert task["ack_failure"] is True and task["name"] == "chrono_forge Counter(k)"
     assert OrmQ.objects.get().lock <= timezone.now()
+    # chrono_forge's own logs hold the pass: django-q2 saves no result row for a successful one
+    assert task["save"] is False
+
+
+def test_a_dispatcher_subclass_may_keep_django_q_result_rows():
+    class Saving(DjangoQDispatcher):
+        save_results = True
+
+    Saving().enqueue(JOB, "k")
+    Saving().enqueue_many([(JOB, "bulk")])
+    assert [task["save"] for task in payloads()] == [True, True]
 
 
 def test_a_pass_due_later_is_invisible_until_its_due_time():

@@ -506,3 +506,11 @@ class FailsForeverUnbounded(DurableWorkflow):
 
     def perform(self):
         raise RuntimeError("perform() always fails")
+
+
+class MissingStepMethod(DurableWorkflow):
+    """A programming error: a step names a method the class does not have, so the pass stalls the
+    workflow and raises InvalidStepArgument (django-q2 records a failed task)."""
+
+    def perform(self):
+        self.durably_execute("no_such_method")

@@ -10,7 +10,7 @@
 With the ORM broker on chrono_forge's own database the enqueue is part of the caller's transaction
 (a rollback drops it); otherwise it is deferred to ``transaction.on_commit``. Every task is sent
 with ``ack_failure=True``: chrono_forge retries durably itself, so django-q2 must not redeliver a
-failing task.
+failing task. A pass is sent with ``save=False`` (see :attr:`DjangoQDispatcher.save_results`).
 """
 
 from __future__ import annotations
@@ -78,11 +78,22 @@ def _schedule_name(job_class: str, key: str) -> str:
 
 
 class DjangoQDispatcher:
+    #: Whether django-q2 keeps a result row (``Success``) for every successful pass. chrono_forge
+    #: records each step, result and error in its own tables, so passes are sent with
+    #: ``save=False``: the cluster's monitor then skips the Task row, and with ``save_limit > 0``
+    #: the locking and pruning of the Success rows, for every pass. A failed pass is still saved
+    #: (django-q2's Failure list). A subclass named in ``CHRONO_FORGE["DISPATCHER"]`` may set it.
+    save_results = False
+
     def cluster(self) -> str | None:
         return conf.get("CLUSTER")
 
     def q_options(self, job_class: str, key: str) -> dict[str, Any]:
-        options: dict[str, Any] = {"ack_failure": True, "task_name": _task_name(job_class, key)}
+        options: dict[str, Any] = {
+            "ack_failure": True,
+            "save": self.save_results,
+            "task_name": _task_name(job_class, key),
+        }
         if self.cluster():
             options["cluster"] = self.cluster()
         if conf.get("TASK_TIMEOUT"):
