@@ -467,9 +467,6 @@ class Pass:
         stores it as the row's due time, which the overdue sweep honours, and enqueues nothing."""
         self.expected_at = due
 
-    def halt(self) -> HaltExecution:
-        return HaltExecution()
-
     def park(self, step_name: str) -> HaltExecution:
         """Park on an event with nothing scheduled; the release records ``step_name`` and since
         when, so the row says what it waits for."""

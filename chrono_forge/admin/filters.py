@@ -104,10 +104,6 @@ class IsBranchChildFilter(admin.SimpleListFilter):
             }
 
 
-def top_level_only(request) -> bool:
-    return request.GET.get(IsBranchChildFilter.parameter_name, IsBranchChildFilter.DEFAULT) == "top"
-
-
 class StrandedFilter(admin.SimpleListFilter):
     title = "stranded"
     parameter_name = "stranded"

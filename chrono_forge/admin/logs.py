@@ -13,8 +13,6 @@ from . import presenters as p
 from .filters import ErrorClassFilter, StepKindFilter
 from .workflow import PrefixSearchMixin, ReadOnlyAdmin
 
-WORKFLOW_COLUMNS = ("workflow__id", "workflow__job_class", "workflow__key")
-
 
 def pretty_json(value) -> str:
     return format_html(
