@@ -264,7 +264,8 @@ def check_django_tasks(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         from django.tasks import task_backends
     except ImportError:
         try:
-            from django_tasks import task_backends
+            # The backport's handler is the same class as Django 6's, under another module.
+            from django_tasks import task_backends  # type: ignore[assignment]
         except ImportError:
             return [
                 _error(

@@ -60,7 +60,8 @@ def run(
 ) -> dict[str, int]:
     """Delete terminal workflows (with their logs) and prune repetition logs; returns exact counts
     of what was deleted (with ``dry_run``: of what would be)."""
-    older_than = _window(older_than, "older_than")
+    # None only for None, which the signature does not accept.
+    older_than = _window(older_than, "older_than")  # type: ignore[assignment]
     completed_older_than = _window(completed_older_than, "completed_older_than") or older_than
     failed_older_than = _window(failed_older_than, "failed_older_than") or older_than
     prune_window = _window(prune_repetitions_older_than, "prune_repetitions_older_than")

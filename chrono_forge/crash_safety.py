@@ -218,7 +218,9 @@ class CrashTest:
             due = self.sweep_due(stale_after, grace)
             if pending and (due is None or pending[0].run_at <= max(due, env.now)):
                 env.travel_to(max(env.now, pending[0].run_at))
-                env._run(env.dispatcher.pop_due(env.now))
+                run = env.dispatcher.pop_due(env.now)
+                assert run is not None  # the head was due at env.now
+                env._run(run)
             elif due is not None:
                 env.travel_to(max(env.now, due) + timedelta(seconds=1))
                 Workflow.objects.reap_stalled()
@@ -239,7 +241,8 @@ class CrashTest:
         """State, context, result and steps of every workflow of the family."""
         result = {}
         for row in self.family().order_by("pk"):
-            steps, ticks = {}, {}
+            steps: dict[str, dict[str, Any]] = {}
+            ticks: dict[str, int] = {}
             for log in ExecutionLog.objects.filter(workflow=row).order_by("step_name"):
                 name = _MARKER.sub(r"\1", log.step_name)
                 if repetition := _REPETITION.match(name):

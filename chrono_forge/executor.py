@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -149,8 +150,10 @@ class Pass:
                 f"stale_after must be a positive number of seconds (a reaper's lock age), "
                 f"got {stale_after!r}"
             )
-        self.workflow_class = workflow_class
-        self.job_class = job_class or workflow_class.job_class()
+        # None only in a BlockedPass (its class is not registered here), which never binds the
+        # class, runs user code or asks it for a retry policy.
+        self.workflow_class: type[DurableWorkflow] = workflow_class  # type: ignore[assignment]
+        self.job_class = job_class or self.workflow_class.job_class()
         self.key = key
         self.attempt = attempt
         self.retry_counts = dict(retry_counts or {})
@@ -164,9 +167,11 @@ class Pass:
         self.internal = internal
         self.run_id = uuid.uuid4().hex
         self.db = conf.database()
-        self.row: Workflow | None = None
-        self.context: Context | None = None
-        self.steps: StepLogs | None = None
+        # Set by acquire(), and read only after it returned a row, so typed as set; telemetry's
+        # ``run.row is None`` is the one reader that asks whether the pass found nothing to run.
+        self.row: Workflow = None  # type: ignore[assignment]
+        self.context: Context = None  # type: ignore[assignment]
+        self.steps: StepLogs = None  # type: ignore[assignment]
         self.final_state = STATE.idle
         self.released = False
         self.continuation: tuple[datetime, dict[str, Any]] | None = None
@@ -639,7 +644,11 @@ class Pass:
         if not self.replaying or not step_names.revisited_by_replay(step):
             return None
         settled = (COMPLETED, FAILED)
-        behind = [n for n in self.unvisited_history() if self.steps.get(n).state in settled]
+        behind = [
+            name
+            for name in self.unvisited_history()
+            if (log := self.steps.get(name)) is not None and log.state in settled
+        ]
         if not behind:
             return None
         shown = ", ".join(behind[:3]) + (f" and {len(behind) - 3} more" if len(behind) > 3 else "")
@@ -706,7 +715,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 def user_call_site() -> str:
     """``file:line`` of the innermost frame outside chrono_forge (the primitive's caller)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back
     if frame is None:  # called from chrono_forge itself only

@@ -15,7 +15,7 @@ import ast
 import inspect
 import textwrap
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 #: primitive method -> the kind its step name starts with
 PRIMITIVES = {
@@ -71,8 +71,13 @@ def _argument(call: ast.Call, position: int, keyword: str) -> ast.AST | None:
 def _step_name(primitive: str, call: ast.Call) -> tuple[str | None, list[str]]:
     """The literal name of the step a primitive call creates (None when dynamic), plus notes."""
     if primitive in ("merge_branches", "merge_branch"):
-        names = [_literal(arg) for arg in call.args]
-        if not names or None in names or any(isinstance(a, ast.Starred) for a in call.args):
+        literals = [_literal(arg) for arg in call.args]
+        names = [name for name in literals if name is not None]
+        if (
+            not names
+            or len(names) < len(literals)
+            or any(isinstance(a, ast.Starred) for a in call.args)
+        ):
             return None, ["merge of branches named at run time"]
         return ",".join(sorted(names)), [f"joins {', '.join(sorted(names))}"]
     if primitive == "branch":
@@ -127,12 +132,12 @@ class _Collector(ast.NodeVisitor):
             self.visit(value)
         self.conditions -= 1
 
-    def visit_Try(self, node: ast.Try) -> None:
+    def visit_Try(self, node: ast.Try | ast.TryStar) -> None:
         for child in node.body:
             self.visit(child)
         self.conditions += 1  # handlers and else run only on one outcome
-        for child in [*node.handlers, *node.orelse]:
-            self.visit(child)
+        for branch in [*node.handlers, *node.orelse]:
+            self.visit(branch)
         self.conditions -= 1
         for child in node.finalbody:
             self.visit(child)
@@ -144,7 +149,7 @@ class _Collector(ast.NodeVisitor):
 
     visit_AsyncFor = visit_While = visit_comprehension = visit_For
 
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.Lambda) -> None:
         # A nested function or lambda may run any number of times: treat it like a loop body.
         self._nested(node, "loops")
 
@@ -201,7 +206,7 @@ def _collect(cls: type, method: str, seen: set[str], warnings: list[str]) -> lis
         return []
     tree = ast.parse(source)
     ast.increment_lineno(tree, first_line - 1)
-    definition = tree.body[0]
+    definition = cast(ast.FunctionDef, tree.body[0])  # the source of one method
     steps: list[Step] = []
     collector = _Collector(cls, method, seen, steps, warnings)
     for statement in definition.body:  # the body only: not the def (which counts as a loop)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import models
 from django.db.models import Case, F, Q, Value, When
@@ -159,7 +159,7 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         re-enqueued."""
         from .dispatch import enqueue_many
 
-        internal = {}
+        internal: dict[str, Any] = {}
         if stale_after is not None:
             internal["stale_after"] = conf.as_timedelta(stale_after).total_seconds()
 
@@ -610,7 +610,7 @@ class ErrorLog(TimeStampedModel):
 
 # ``__prefix`` (see chrono_forge.lookups) on the columns searched by prefix.
 for _model, _column in ((Workflow, "key"), (ExecutionLog, "step_name"), (ErrorLog, "step_name")):
-    _model._meta.get_field(_column).register_lookup(Prefix)
+    cast(models.Field, _model._meta.get_field(_column)).register_lookup(Prefix)  # not a relation
 
 
 class MessageQuerySet(ChronoForgeQuerySet):

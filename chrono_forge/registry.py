@@ -18,16 +18,19 @@ import logging
 import os
 import socket
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import UnregisteredWorkflowClass
+
+if TYPE_CHECKING:  # for annotations only: at run time the registry imports no engine module
+    from .workflow import DurableWorkflow
 
 logger = logging.getLogger("chrono_forge")
 
 #: The name of the module autodiscovered in every installed app.
 MODULE_NAME = "workflows"
 
-_classes: dict[str, type] = {}
+_classes: dict[str, type[DurableWorkflow]] = {}
 
 
 def job_class_of(cls: type) -> str | None:
@@ -37,7 +40,7 @@ def job_class_of(cls: type) -> str | None:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def register(cls: type) -> None:
+def register(cls: type[DurableWorkflow]) -> None:
     """Register ``cls`` under its dotted path (a later class of the same path replaces it, as a
     reloaded module's does); a class defined inside a function is left out."""
     job_class = job_class_of(cls)
@@ -45,22 +48,22 @@ def register(cls: type) -> None:
         _classes[job_class] = cls
 
 
-def unregister(job_class: str) -> type | None:
+def unregister(job_class: str) -> type[DurableWorkflow] | None:
     """Forget one class (tests use it to play a worker that runs older code); returns it."""
     return _classes.pop(job_class, None)
 
 
-def get(job_class: Any) -> type | None:
+def get(job_class: Any) -> type[DurableWorkflow] | None:
     """The class registered under ``job_class``, or None. Never imports anything."""
     return _classes.get(job_class) if isinstance(job_class, str) else None
 
 
-def registered() -> dict[str, type]:
+def registered() -> dict[str, type[DurableWorkflow]]:
     """A copy of the registry."""
     return dict(_classes)
 
 
-def resolve(job_class: Any) -> type:
+def resolve(job_class: Any) -> type[DurableWorkflow]:
     """The class registered under ``job_class``, or :class:`UnregisteredWorkflowClass` saying why a
     class can be missing and what to do."""
     cls = get(job_class)

@@ -240,7 +240,7 @@ def begin_attempt(run, step: str, log: ExecutionLog | None, policy, **fields: An
     (halting for a retry, or raising the step's failure), then record this attempt."""
     if log is not None and log.state == FAILED:  # perform() caught the failure and went on
         replay_failure(log)
-    if attempt_lost(run, log):
+    if log is not None and attempt_lost(run, log):
         lost = lost_attempt(log)
         raise halt_or_fail(run, lost, record_failure(run, log, lost, policy))
     return run.steps.record_attempt(step, log, **fields)

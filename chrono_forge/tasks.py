@@ -46,8 +46,8 @@ def run_workflow(*args: Any, **kwargs: Any) -> None:
         if workflow_class is None:
             from .executor import BlockedPass
 
-            error = registry.UnregisteredWorkflowClass(registry.not_registered_message(job_class))
-            BlockedPass(job_class, key, error, **payload).execute()
+            missing = registry.UnregisteredWorkflowClass(registry.not_registered_message(job_class))
+            BlockedPass(job_class, key, missing, **payload).execute()
             return
         workflow_class._execute(key, **payload)
     except LongRunningConcurrentExecutionError:

@@ -51,7 +51,7 @@ try:
     from opentelemetry import metrics, propagate, trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError:  # the otel extra is not installed: every hook is a no-op
-    trace = None
+    trace = None  # type: ignore[assignment]  # the hooks test it before any use
 
 if TYPE_CHECKING:  # pragma: no cover
     from .executor import Pass

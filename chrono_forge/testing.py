@@ -85,6 +85,7 @@ class WorkflowEnv:
             if pending[0].run_at > self._now:
                 self._now = pending[0].run_at
             run = self.dispatcher.pop_due(self._now)
+            assert run is not None  # the clock is at the head's due time
             count += 1
             self._guard(count)
             self._run(run)

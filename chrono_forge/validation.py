@@ -7,10 +7,13 @@ import inspect
 import json
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import conf
 from .exceptions import InvalidStepName
+
+if TYPE_CHECKING:  # for annotations only: validation is a leaf, it imports no engine module
+    from .workflow import DurableWorkflow
 
 RESERVED_KWARGS = frozenset({"attempt", "retry_counts", "retry_workflow"})
 KEY_MAX_LENGTH = 255
@@ -287,7 +290,7 @@ def validate_name(name: Any, *, what: str = "step name", forbidden: str = "$") -
     return name
 
 
-def step_name(kind: str, name: str, *, forbidden: str = "$", what: str | None = None) -> str:
+def step_name(kind: str, name: Any, *, forbidden: str = "$", what: str | None = None) -> str:
     """``<kind>$<name>``, validated (``what`` names the segment in errors; default
     ``"<kind> name"``)."""
     full = f"{kind}${validate_name(name, what=what or f'{kind} name', forbidden=forbidden)}"
@@ -350,7 +353,7 @@ def check_perform(name: str, perform: Any) -> None:
             )
 
 
-def check_perform_arguments(cls: type, kwargs: dict[str, Any]) -> None:
+def check_perform_arguments(cls: type[DurableWorkflow], kwargs: dict[str, Any]) -> None:
     """The TypeError ``cls().perform(**kwargs)`` would raise (missing or unexpected arguments),
     raised at the enqueue instead of on the first pass."""
     signature = perform_signature(cls.perform)

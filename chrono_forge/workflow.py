@@ -82,7 +82,7 @@ class DurableWorkflow:
         check_workflow_class(cls)  # a class that fails its checks is never registered
         registry.register(cls)
 
-    def perform(self, **kwargs: Any) -> None:  # pragma: no cover - abstract
+    def perform(self, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must define perform(self, *, ...)")
 
     # -- identity ------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class DurableWorkflow:
             OrderWorkflow.retry_now("order-1")
         """
         row = cls._retryable_row(key, args, kwargs, resume_cancelled=resume_cancelled)
-        internal = {"resume_cancelled": True} if resume_cancelled else {}
+        internal: dict[str, Any] = {"resume_cancelled": True} if resume_cancelled else {}
         cls._execute(row.key, retry_workflow=True, **internal)
         return Workflow.objects.get(pk=row.pk)
 
@@ -190,7 +190,7 @@ class DurableWorkflow:
         row = cls._retryable_row(key, args, kwargs, resume_cancelled=resume_cancelled)
         now = clock.now()
         states = _retry_states(resume_cancelled)
-        internal = {"resume_cancelled": True} if resume_cancelled else {}
+        internal: dict[str, Any] = {"resume_cancelled": True} if resume_cancelled else {}
         with dispatch.with_enqueue():
             requested = Workflow.objects.filter(pk=row.pk, state__in=states).update(next_run_at=now)
             if not requested:

@@ -14,6 +14,7 @@ The database comes from the environment:
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -69,6 +70,7 @@ STATIC_URL = "/static/"
 TEST_DB = os.environ.get("CHRONO_FORGE_TEST_DB", "sqlite")
 JOIN_DB_NAME = os.environ.get("CHRONO_FORGE_TEST_DB_NAME")
 
+_default: dict[str, Any]
 if TEST_DB == "postgres":
     _default = {
         "ENGINE": "django.db.backends.postgresql",

@@ -30,7 +30,7 @@ def filter_state(queryset, value: str | None):
         return queryset.filter(state__in=BLOCKED_STATES)
     if value == "in_flight":
         return queryset.filter(state__in=Workflow.EXECUTABLE_STATES)
-    if value in Workflow.STATE:
+    if value is not None and value in Workflow.STATE:
         return queryset.filter(state=value)
     return queryset
 

@@ -49,4 +49,5 @@ class CappedPaginator(Paginator):
         bottom = (number - 1) * self.per_page
         rows = list(self.object_list[bottom : bottom + self.per_page + 1])
         self.has_more = len(rows) > self.per_page
-        return self._get_page(rows[: self.per_page], number, self)
+        # Paginator._get_page: Django's hook for building a Page (absent from the stubs).
+        return self._get_page(rows[: self.per_page], number, self)  # type: ignore[attr-defined]

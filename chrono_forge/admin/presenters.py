@@ -557,7 +557,7 @@ def periodic_task(workflow_id, log: ExecutionLog) -> PeriodicTask:
     )
     task.capped = len(rows) > REPETITION_SCAN
     rows = rows[:REPETITION_SCAN]
-    latencies = []
+    latencies: list[float] = []
     for row in rows:
         row_meta = row.metadata if isinstance(row.metadata, dict) else {}
         skipped = row_meta.get("fast_forwarded")
@@ -601,7 +601,9 @@ def _merge_states(merges: list[ExecutionLog]) -> dict[str, str]:
 def branch_panel(log: ExecutionLog, merge_states: dict[str, str], now: datetime) -> BranchPanel:
     name = parse_step_name(log.step_name).name
     metadata = log.metadata if isinstance(log.metadata, dict) else {}
-    poll = metadata.get("poll") if isinstance(metadata.get("poll"), dict) else {}
+    poll = metadata.get("poll")
+    if not isinstance(poll, dict):
+        poll = {}
     children = Workflow.objects.filter(parent_execution_log_id=log.pk)
     blocked = capped_count(children.filter(state__in=BLOCKED_STATES))
     if poll:
@@ -813,19 +815,19 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
             else:
                 row.errors.append(ErrorCard(error))
                 claimed.add(error.pk)
-    orphans = []
+    orphans: list[ErrorCard] = []
     for error in sorted(errors_by_id.values(), key=error_order):
         if error.pk in claimed:
             continue
-        row = by_step.get(error.step_name or "")
-        if row is None and error.step_name:
+        owner = by_step.get(error.step_name or "")
+        if owner is None and error.step_name:
             parsed = parse_step_name(error.step_name)
             if parsed.is_repetition:  # a repetition's error shows on its periodic task
-                row = repeats.get(parsed.name)
-        if row is None:
+                owner = repeats.get(parsed.name)
+        if owner is None:
             orphans.append(ErrorCard(error))
         else:
-            row.errors.append(ErrorCard(error))
+            owner.errors.append(ErrorCard(error))
 
     longest = max((row.duration or 0 for row in rows), default=0)
     for row in rows:

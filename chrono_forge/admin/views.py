@@ -9,7 +9,7 @@ class gone, nothing to do) is a message, never a 500.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote as urlquote
 
 from django.contrib import messages
@@ -17,7 +17,7 @@ from django.contrib.admin.utils import unquote
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F
-from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -60,7 +60,15 @@ def json_pk(value):
     return value if value is None or isinstance(value, int) else str(value)
 
 
-class WorkflowViews:
+if TYPE_CHECKING:  # a mixin: typed as the ModelAdmin it is mixed into (WorkflowAdmin)
+    from django.contrib.admin import ModelAdmin
+
+    _AdminBase = ModelAdmin[Workflow]
+else:
+    _AdminBase = object
+
+
+class WorkflowViews(_AdminBase):
     """Custom URLs of WorkflowAdmin: pages (overview, stranded, waiting, repetitions, branch
     children) and actions (retry, resume, reap, force unlock, bulk retry, reap all)."""
 
@@ -165,7 +173,7 @@ class WorkflowViews:
             raise Http404("No such workflow")
         return workflow
 
-    def _act(self, request, object_id, perm: str, act) -> HttpResponseSeeOther:
+    def _act(self, request, object_id, perm: str, act) -> HttpResponse:
         """POST-only, permission-checked, one workflow; ``act(workflow)`` returns the success
         message or raises ChronoForgeError (shown as an error message)."""
         if request.method != "POST":
@@ -682,7 +690,7 @@ def overview_data() -> dict:
         )
         class_totals[row["state"]] = class_totals.get(row["state"], 0) + row["n"]
     processed_total = class_totals["completed"]
-    classes = []
+    classes: list[dict[str, Any]] = []
     for job_class, counts in per_class.items():
         processed = counts["completed"]
         share = 100 * processed / processed_total if processed_total else 0

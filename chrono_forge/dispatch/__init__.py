@@ -141,4 +141,6 @@ def in_user_transaction(using: str | None = None) -> bool:
     """True inside an ``atomic()`` block opened by application code (a test case's own wrapping
     transaction does not count), i.e. when an enqueue has to wait for the commit."""
     connection = connections[using or conf.database()]
-    return any(not block._from_testcase for block in connection.atomic_blocks)
+    # ``_from_testcase`` is Django's mark on the blocks a TestCase opens (absent from the stubs).
+    blocks = connection.atomic_blocks
+    return any(not block._from_testcase for block in blocks)  # type: ignore[attr-defined]

@@ -38,7 +38,12 @@ try:  # Django >= 6.0
     from django.tasks import DEFAULT_TASK_QUEUE_NAME, task, task_backends
 except ImportError:  # Django 5.2: the django-tasks backport
     try:
-        from django_tasks import DEFAULT_TASK_QUEUE_NAME, task, task_backends
+        # The backport's API is Django 6's, under another module.
+        from django_tasks import (  # type: ignore[assignment, no-redef]
+            DEFAULT_TASK_QUEUE_NAME,
+            task,
+            task_backends,
+        )
     except ImportError as exc:
         raise ImportError(
             "DjangoTasksDispatcher needs Django >= 6.0 (django.tasks) or the django-tasks "

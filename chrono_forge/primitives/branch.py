@@ -19,7 +19,7 @@ batch re-offered (insert-ignore deduplicates it). Memory is one batch, whatever 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -154,6 +154,7 @@ def spawn_each(
     cursor = (scope.log.metadata or {}).get("cursors", {}).get(name)
     if isinstance(source, Manager):
         source = source.all()
+    batches: Iterator[tuple[list, Sequence, dict]]
     if isinstance(source, QuerySet):
         batches = _queryset_batches(source, size, cursor, what)
     else:
@@ -177,7 +178,8 @@ def ensure_merged(workflow: DurableWorkflow) -> None:
     merged: set[str] = set()
     for name in run.steps.names():
         branches = merge_branches(name)
-        if branches is not None and run.steps.get(name).state == COMPLETED:
+        log = run.steps.get(name)  # present: names() lists the view's own logs
+        if branches is not None and log is not None and log.state == COMPLETED:
             merged.update(branches)
     for name in run.branches:
         if name not in merged:

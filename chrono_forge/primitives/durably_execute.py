@@ -80,7 +80,8 @@ def storable_result(step: str, result: Any, run, log: ExecutionLog) -> Any:
             error_message=str(error),
             metadata={**(log.metadata or {}), FAILURE: str(error)},
         )
-        error.recorded = True
+        # NotExecutableError carries no ``recorded`` flag; the executor reads it with getattr().
+        error.recorded = True  # type: ignore[attr-defined]
         run.step_failed(step, error, log.attempts)
         raise error from None
     return stored

@@ -145,6 +145,12 @@ class Repeat:
     till: Callable[[], Any]
     start_at: datetime | None
 
+    @property
+    def coordination_log(self) -> ExecutionLog:
+        """The coordination log: :meth:`pass_` finds or creates it before anything reads it."""
+        assert self.coordination is not None
+        return self.coordination
+
     def pass_(self) -> None:
         now = clock.now()
         if self.till():
@@ -205,7 +211,7 @@ class Repeat:
                 metadata=self.rep_metadata(due),
             )
             steps.attempted.add(rep.step_name)
-        elif attempt_lost(self.run, rep):  # its worker died in the tick: one failure, as any
+        elif rep is not None and attempt_lost(self.run, rep):  # its worker died in the tick
             self.failed(rep, lost_attempt(rep))
             return  # given up, on_error="continue": the schedule moves on
         elif rep is None:
@@ -239,7 +245,7 @@ class Repeat:
                 state=FAILED,
                 error_class=rep.error_class,
                 error_message=rep.error_message,
-                metadata={**self.coordination.metadata, FAILURE: str(failure)},
+                metadata={**self.coordination_log.metadata, FAILURE: str(failure)},
             )
         if failure is None or fail_workflow or not isinstance(error, Exception):
             raise halt_or_fail(self.run, error, failure, stalls=fail_workflow)
@@ -273,7 +279,7 @@ class Repeat:
                     f"{skip_from.isoformat()} to {last.isoformat()}",
                     metadata={
                         "scheduled_for": skip_from.isoformat(),
-                        "parent_id": self.coordination.pk,
+                        "parent_id": self.coordination_log.pk,
                         "fast_forwarded": skipped,
                         "skipped_from": skip_from.isoformat(),
                         "skipped_to": last.isoformat(),
@@ -286,7 +292,7 @@ class Repeat:
     def advance(self, handled: datetime, now: datetime, *, finished: bool = False) -> None:
         """The tick ``handled`` is done with: the schedule moves to the next one (or completes)."""
         metadata = {
-            **self.coordination.metadata,
+            **self.coordination_log.metadata,
             **self.settings,
             "last_execution_at": handled.isoformat(),
             "next_execution_at": None if finished else (handled + self.every).isoformat(),
@@ -330,7 +336,7 @@ class Repeat:
         return {
             "scheduled_for": due.isoformat(),
             "timeout_at": (due + self.timeout).isoformat(),
-            "parent_id": self.coordination.pk,
+            "parent_id": self.coordination_log.pk,
         }
 
 

@@ -68,7 +68,7 @@ def receive(
     if delay is not None and "timeout_at" not in metadata:
         metadata["timeout_at"] = (now + delay).isoformat()
     timeout_at = (
-        datetime.fromisoformat(metadata["timeout_at"]) if "timeout_at" in metadata else None
+        datetime.fromisoformat(str(metadata["timeout_at"])) if "timeout_at" in metadata else None
     )
 
     # Read outside a transaction (a SELECT-only transaction would take SQLite's write lock): the

@@ -107,7 +107,7 @@ def wait_until(
         )
         return True
     if now >= timeout_at:
-        error = WaitConditionNotMet(
+        timed_out = WaitConditionNotMet(
             f"{step}: {condition_name} was still false at the timeout ({timeout_at.isoformat()})",
             step_name=step,
             recorded=True,
@@ -115,14 +115,14 @@ def wait_until(
         log = run.steps.record_attempt(
             step,
             log,
-            metadata={**metadata, "result": TIMED_OUT, FAILURE: str(error)},
+            metadata={**metadata, "result": TIMED_OUT, FAILURE: str(timed_out)},
             state=FAILED,
-            error_class=error_class_name(error),
-            error_message=str(error),
+            error_class=error_class_name(timed_out),
+            error_message=str(timed_out),
         )
-        run.record_error(error, step_name=step, attempt=log.attempts)
-        run.step_failed(step, error, log.attempts)
-        raise error
+        run.record_error(timed_out, step_name=step, attempt=log.attempts)
+        run.step_failed(step, timed_out, log.attempts)
+        raise timed_out
     run.steps.record_attempt(step, log, metadata=metadata, state=PENDING)
     run.continue_at(min(now + interval, timeout_at), wait_condition=condition_name)
     raise HaltExecution()

@@ -21,7 +21,7 @@ import math
 import os
 import sys
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
@@ -33,10 +33,13 @@ from chrono_forge.liveness import is_stranded, liveness, pending_merges
 from chrono_forge.models import ErrorLog, ExecutionLog, Message, Workflow
 from chrono_forge.steps import REPETITION_LOG_PATTERN
 
+if TYPE_CHECKING:
+    from chrono_forge.workflow import DurableWorkflow
+
 FAILURE_PREFIX = step_names.FAILURE_MARKER_PREFIX
 
 
-def _duration(unit: str, seconds: int):
+def _duration_type(unit: str, seconds: int):
     """An argparse type: a finite number of ``unit`` (each ``seconds`` long) from 0 up to
     LONGEST_DURATION, so ``now - it`` is always a valid datetime."""
     longest = conf.LONGEST_DURATION.total_seconds() / seconds
@@ -74,14 +77,14 @@ def _bounded_int(low: int, high: int):
     return parse
 
 
-def _text(max_length: int):
+def _text(max_length: int | None):
     """An argparse type: a string of at most ``max_length`` characters without NUL (no database
     column holds one: PostgreSQL refuses it)."""
 
     def parse(text: str) -> str:
         if "\0" in text:
             raise argparse.ArgumentTypeError("must not contain a NUL character")
-        if len(text) > max_length:
+        if max_length is not None and len(text) > max_length:
             raise argparse.ArgumentTypeError(
                 f"expected at most {max_length} characters, got {len(text)}"
             )
@@ -91,8 +94,8 @@ def _text(max_length: int):
     return parse
 
 
-MINUTES = _duration("minutes", 60)
-DAYS = _duration("days", 24 * 60 * 60)
+MINUTES = _duration_type("minutes", 60)
+DAYS = _duration_type("days", 24 * 60 * 60)
 KEY = _text(Workflow._meta.get_field("key").max_length)
 REASON = _text(Workflow._meta.get_field("cancel_reason").max_length)
 CLASS = _text(Workflow._meta.get_field("job_class").max_length)
@@ -100,9 +103,9 @@ CLASS = _text(Workflow._meta.get_field("job_class").max_length)
 ROWS = _bounded_int(1, 100_000)
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def _short(value: Any, limit: float = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if len(text) <= limit else text[: int(limit) - 3] + "..."
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -382,7 +385,9 @@ class Command(BaseCommand):
                 raise  # a stream the caller passed in: theirs to handle
             # The reader went away (`show KEY | head`): stop quietly, as Unix tools do. Point stdout
             # at /dev/null so the interpreter's final flush does not fail again.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            # mypy narrows sys.stdout to the type of ``_out`` after the ``is not`` test above.
+            fileno = sys.stdout.fileno()  # type: ignore[attr-defined]
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fileno)
             sys.exit(1)
         return output
 
@@ -414,7 +419,7 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"Started {row} (id={row.pk})."))
 
     @staticmethod
-    def resolve_class(name: str) -> type:
+    def resolve_class(name: str) -> type[DurableWorkflow]:
         classes = registry.registered()
         if name in classes:
             return classes[name]
@@ -600,7 +605,7 @@ class Command(BaseCommand):
     def short(self, value: Any, limit: int = 60) -> str:
         """``_short`` unless --full; remembers that something was cut, for the closing hint."""
         if self.full:
-            return _short(value, math.inf)  # type: ignore[arg-type]
+            return _short(value, math.inf)
         text = _short(value, limit)
         self.cut = self.cut or text.endswith("...") and text != _short(value, math.inf)
         return text
@@ -862,7 +867,7 @@ class Command(BaseCommand):
         if report.oldest_due is None:
             out("Oldest due delivery: none")
         else:
-            late = _seconds(health.age(report.oldest_due, now).total_seconds())
+            late = _seconds((health.age(report.oldest_due, now) or timedelta(0)).total_seconds())
             out(f"Oldest due delivery: {_time(report.oldest_due)} (due {late} ago, not started)")
         out(
             "Workflows: "
@@ -902,7 +907,7 @@ class ProgressBar:
         self.stream = stream
         self.batch_size = batch_size
         self.drawn = False
-        self.stage = None
+        self.stage: str | None = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if total <= self.batch_size and not self.drawn:
