@@ -55,7 +55,10 @@ RUN_PAYLOADS = [
     pytest.param((JOB,), {}, "missing argument(s) ['key']", id="no-key"),
     pytest.param((), {}, "missing argument(s) ['job_class', 'key']", id="no-args"),
     pytest.param(
-        (JOB, "k", 0, None, False, None, None, 1.0, None, "x"), {}, "at most 9", id="extra-arg"
+        (JOB, "k", 0, None, False, None, None, 1.0, None, False, "x"),
+        {},
+        "at most 10",
+        id="extra-arg",
     ),
     pytest.param((JOB, "k"), {"job_class": JOB}, "given twice", id="twice"),
     pytest.param((JOB, "k"), {"evil": 1}, "unknown argument(s): ['evil']", id="unknown-kwarg"),
