@@ -546,14 +546,7 @@ class Pass:
         now = clock.now()
         try:
             with self.final_transaction():
-                self.steps.create(
-                    COMPLETION_MARKER,
-                    state=COMPLETED,
-                    attempts=1,
-                    started_at=now,
-                    last_executed_at=now,
-                    completed_at=now,
-                )
+                self.steps.create_completed(COMPLETION_MARKER, now)
                 self.release(STATE.completed, completed_at=now, result=result)
         except RunCancelled:
             return
@@ -594,13 +587,9 @@ class Pass:
         now = clock.now()
         try:
             with self.final_transaction():
-                self.steps.create(
+                self.steps.create_completed(
                     step_names.failure_marker(error_log.pk),
-                    state=COMPLETED,
-                    attempts=1,
-                    started_at=now,
-                    last_executed_at=now,
-                    completed_at=now,
+                    now,
                     metadata={"error_log_id": error_log.pk},
                 )
                 self.release(STATE.failed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.db import transaction
@@ -124,6 +124,19 @@ class StepLogs:
         if self._by_name is not None:  # not loaded yet: a later read will include this row anyway
             self._by_name[step_name] = log
         return log
+
+    def create_completed(self, step_name: str, now: datetime, **fields: Any) -> ExecutionLog:
+        """INSERT a step born completed at ``now`` (a marker, or a step resolved on first sight):
+        one attempt that started, ran and completed in the same statement."""
+        return self.create(
+            step_name,
+            state=COMPLETED,
+            attempts=1,
+            started_at=now,
+            last_executed_at=now,
+            completed_at=now,
+            **fields,
+        )
 
     def update(self, log: ExecutionLog, **fields: Any) -> None:
         """UPDATE only the given columns (plus ``modified``) and mirror them on ``log``."""

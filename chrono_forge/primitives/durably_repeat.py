@@ -302,13 +302,9 @@ class Repeat:
 
     def finish(self, now: datetime) -> None:
         if self.coordination is None:
-            self.run.steps.create(
+            self.run.steps.create_completed(
                 self.step,
-                state=COMPLETED,
-                attempts=1,
-                started_at=now,
-                last_executed_at=now,
-                completed_at=now,
+                now,
                 metadata={**self.settings, "last_execution_at": None, "next_execution_at": None},
             )
         else:

@@ -85,13 +85,9 @@ def merge_branches(
     now = clock.now()
     if all_children_completed(branch_logs):
         if log is None:  # resolved on first sight: born completed, one INSERT
-            run.steps.create(
+            run.steps.create_completed(
                 step,
-                state=COMPLETED,
-                attempts=1,
-                started_at=now,
-                last_executed_at=now,
-                completed_at=now,
+                now,
                 metadata=_metadata(unique, low, high, None),
             )
         else:

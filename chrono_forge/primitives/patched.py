@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import clock, step_names
-from ..steps import COMPLETED
 from ..validation import step_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,15 +45,7 @@ def patched(workflow: DurableWorkflow, change_id: str) -> bool:
         return log.result is True
     new_code = not run.unvisited_history()
     now = clock.now()
-    run.steps.create(
-        step,
-        state=COMPLETED,
-        attempts=1,
-        started_at=now,
-        last_executed_at=now,
-        completed_at=now,
-        result=new_code,
-    )
+    run.steps.create_completed(step, now, result=new_code)
     return new_code
 
 
