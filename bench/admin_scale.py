@@ -32,7 +32,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.pg import durability, start_durable  # noqa: E402
+
 DB_NAME = "chrono_forge_scale"
 SLOW_MS = 200
 CLASSES = [f"bench.scale.{name}" for name in ("Order", "Invoice", "Refund", "Signup", "Report")]
@@ -57,24 +60,8 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 # -- environment -----------------------------------------------------------------------------------
 def start_postgres(stack: list) -> None:
     if os.environ.get("CHRONO_FORGE_PG_HOST"):
-        return
-    directory = tempfile.mkdtemp(prefix="chrono_forge-scale-pg.", dir="/tmp")
-    started = subprocess.run(
-        [str(ROOT / "scripts/pg"), "start", directory], capture_output=True, text=True
-    )
-    if started.returncode:
-        raise SystemExit(f"scripts/pg could not start PostgreSQL:\n{started.stderr}")
-    stack.append(lambda: subprocess.run([str(ROOT / "scripts/pg"), "stop", directory], check=False))
-    for line in started.stdout.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        os.environ[name] = value.strip("'\"")
-    import psycopg
-
-    with psycopg.connect(os.environ["CHRONO_FORGE_PG_DSN"], autocommit=True) as connection:
-        # scripts/pg switches durability off for throwaway test clusters; measure with it on.
-        for name in ("fsync", "synchronous_commit", "full_page_writes"):
-            connection.execute(f"ALTER SYSTEM SET {name} = on")
-        connection.execute("SELECT pg_reload_conf()")
+        return  # a cluster the caller started: measured as it is
+    start_durable(stack, prefix="chrono_forge-scale-pg.")
 
 
 def fresh_database(db: str) -> None:
@@ -102,22 +89,6 @@ def setup_django(db: str) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-
-
-def durability() -> str:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            values = []
-            for name in ("fsync", "synchronous_commit", "full_page_writes"):
-                cursor.execute(f"SHOW {name}")
-                values.append(f"{name}={cursor.fetchone()[0]}")
-            return ", ".join(values)
-        cursor.execute("PRAGMA journal_mode")
-        journal = cursor.fetchone()[0]
-        cursor.execute("PRAGMA synchronous")
-        return f"journal_mode={journal}, synchronous={cursor.fetchone()[0]} (1 = NORMAL)"
 
 
 # -- populating ------------------------------------------------------------------------------------

@@ -46,6 +46,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.pg import durability, start_durable  # noqa: E402
+
 SETTINGS = "bench.chaos_settings"
 
 #: Every fault the bench can inject; the queue-row kinds are deleted while the cluster is down.
@@ -460,42 +464,15 @@ class Cluster:
             time.sleep(0.1)
 
 
-def _start_postgres(directory: str) -> None:
-    """A scripts/pg cluster made durable: scripts/pg switches fsync, synchronous_commit and
-    full_page_writes off for throwaway test clusters; a crash test needs them on."""
-    started = subprocess.run(
-        [str(ROOT / "scripts/pg"), "start", directory], capture_output=True, text=True
-    )
-    if started.returncode:
-        raise SystemExit(f"scripts/pg could not start PostgreSQL:\n{started.stderr}")
-    output = started.stdout
-    for line in output.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        os.environ[name] = value.strip("'\"")
+def _start_postgres(stack: list) -> None:
+    """A durable scripts/pg cluster (a crash test needs fsync on) with an empty bench database."""
     import psycopg
 
-    with psycopg.connect(os.environ["CHRONO_FORGE_PG_DSN"], autocommit=True) as connection:
-        for name in ("fsync", "synchronous_commit", "full_page_writes"):
-            connection.execute(f"ALTER SYSTEM SET {name} = on")
-        connection.execute("SELECT pg_reload_conf()")
+    with psycopg.connect(
+        start_durable(stack, prefix="chrono_forge-chaos-pg."), autocommit=True
+    ) as connection:
         connection.execute("DROP DATABASE IF EXISTS chrono_forge_chaos WITH (FORCE)")
         connection.execute("CREATE DATABASE chrono_forge_chaos")
-
-
-def _durability() -> str:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            values = []
-            for name in ("fsync", "synchronous_commit", "full_page_writes"):
-                cursor.execute(f"SHOW {name}")
-                values.append(f"{name}={cursor.fetchone()[0]}")
-            return ", ".join(values)
-        cursor.execute("PRAGMA journal_mode")
-        journal = cursor.fetchone()[0]
-        cursor.execute("PRAGMA synchronous")
-        return f"journal_mode={journal}, synchronous={cursor.fetchone()[0]} (1 = NORMAL)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -540,12 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
     try:
         if args.db == "postgres":
-            # Its own directory in /tmp: the server runs as the postgres user, which must reach it.
-            pg_dir = tempfile.mkdtemp(prefix="chrono_forge-chaos-pg.", dir="/tmp")
-            cleanup.append(
-                lambda: subprocess.run([str(ROOT / "scripts/pg"), "stop", pg_dir], check=False)
-            )
-            _start_postgres(pg_dir)
+            _start_postgres(cleanup)
             os.environ["CHRONO_FORGE_TEST_DB_NAME"] = "chrono_forge_chaos"
         else:
             os.environ["CHRONO_FORGE_TEST_DB_NAME"] = os.path.join(workdir, "chaos.sqlite3")
@@ -556,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
-        print(f"database: {args.db} ({_durability()}); logs in {workdir}", flush=True)
+        print(f"database: {args.db} ({durability()}); logs in {workdir}", flush=True)
         log_path = Path(workdir) / "qcluster.log"
         report = run(
             plan,

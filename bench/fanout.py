@@ -36,21 +36,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.pg import start_durable  # noqa: E402
+
 DB_NAME = "chrono_forge_bench"
 
 
 # -- environment -----------------------------------------------------------------------------------
 def start_postgres(stack):
     if os.environ.get("CHRONO_FORGE_PG_HOST"):
-        return
-    directory = tempfile.mkdtemp(prefix="chrono_forge-bench-pg.", dir="/tmp")
-    output = subprocess.run(
-        [str(ROOT / "scripts/pg"), "start", directory], check=True, capture_output=True, text=True
-    ).stdout
-    for line in output.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        os.environ[name] = value.strip("'\"")
-    stack.append(lambda: subprocess.run([str(ROOT / "scripts/pg"), "stop", directory], check=False))
+        return  # a cluster the caller started: measured as it is
+    start_durable(stack, prefix="chrono_forge-bench-pg.")
 
 
 def fresh_database():
@@ -105,9 +102,7 @@ class Cluster:
 
     def stop(self):
         if self.process.poll() is None:
-            os.kill(
-                self.process.pid, signal.SIGTERM
-            )  # the main process only
+            os.kill(self.process.pid, signal.SIGTERM)  # the main process only
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
@@ -291,9 +286,7 @@ def main() -> None:
         cleanup.append(cluster.stop)
         cluster.wait_ready()
         workers = os.environ.get("BENCH_WORKERS", "2")
-        print(
-            f"qcluster: {workers} workers, {where}; log {cluster.log_path}", flush=True
-        )
+        print(f"qcluster: {workers} workers, {where}; log {cluster.log_path}", flush=True)
 
         bare = bare_django_q(args.children)
         print(

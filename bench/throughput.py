@@ -46,42 +46,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import fanout  # noqa: E402
+from bench.pg import durability, start_durable  # noqa: E402
 
 #: django-q2 as the README recommends running it (bench/settings.py reads these).
 PRODUCTION_QUEUE = {"BENCH_QUEUE_LIMIT": "2", "BENCH_SAVE_LIMIT": "250", "BENCH_BULK": "1"}
 
 
 # -- environment -----------------------------------------------------------------------------------
-def durable_postgres(stack: list) -> None:
-    """A throwaway scripts/pg cluster of our own, with durability switched back on."""
-    for name in [name for name in os.environ if name.startswith("CHRONO_FORGE_PG_")]:
-        del os.environ[name]  # never alter a cluster someone else started
-    fanout.start_postgres(stack)
-    import psycopg
-
-    with psycopg.connect(os.environ["CHRONO_FORGE_PG_DSN"], autocommit=True) as connection:
-        for name in ("fsync", "synchronous_commit", "full_page_writes"):
-            connection.execute(f"ALTER SYSTEM SET {name} = on")
-        connection.execute("SELECT pg_reload_conf()")
-
-
-def durability() -> str:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            values = []
-            for name in ("fsync", "synchronous_commit", "full_page_writes"):
-                cursor.execute(f"SHOW {name}")
-                values.append(f"{name}={cursor.fetchone()[0]}")
-            return "PostgreSQL, " + ", ".join(values)
-        cursor.execute("PRAGMA journal_mode")
-        journal = cursor.fetchone()[0]
-        cursor.execute("PRAGMA synchronous")
-        synchronous = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[cursor.fetchone()[0]]
-        return f"SQLite, journal_mode={journal}, synchronous={synchronous}"
-
-
 def create_table() -> None:
     from django.db import connection
 
@@ -431,7 +402,7 @@ def main() -> None:
         cleanup: list = []
         try:
             if args.db == "postgres":
-                durable_postgres(cleanup)
+                start_durable(cleanup, prefix="chrono_forge-throughput-pg.")
             profile(args.db, args)
         finally:
             for step in reversed(cleanup):
@@ -446,7 +417,7 @@ def main() -> None:
     runs = []
     try:
         if "postgres" in databases:
-            durable_postgres(cleanup)
+            start_durable(cleanup, prefix="chrono_forge-throughput-pg.")
         for db in databases:
             command = [sys.executable, str(Path(__file__).resolve()), "--run-database", db]
             for name in ("workflows", "rounds", "count", "sqlite_synchronous"):
