@@ -61,7 +61,7 @@ def send(
                 Workflow.objects.select_for_update()
                 .only("id", "job_class", "key", "state")
                 .filter(job_class=job_class, key=key)
-                .first()
+                .one()
             )
             if row is None:
                 raise UnknownWorkflowError(
@@ -71,7 +71,7 @@ def send(
             if idempotency_key is not None:  # a repeat is answered even once the run finished
                 first = Message.objects.filter(
                     workflow_id=row.pk, idempotency_key=idempotency_key
-                ).first()
+                ).one()
                 if first is not None:
                     return first
             if row.state not in ACCEPTING_STATES:

@@ -16,8 +16,10 @@ from model_utils import Choices
 from model_utils.fields import StatusField
 from model_utils.models import TimeStampedModel
 
-from . import clock, conf
+from . import clock, conf, registry, signals
+from .exceptions import NotExecutableError, WorkflowNotCancellableError
 from .lookups import Prefix
+from .validation import validate_reason
 
 logger = logging.getLogger("chrono_forge")
 
@@ -74,8 +76,6 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
                 "shop closed"
             )
         """
-        from .validation import validate_reason
-
         reason = validate_reason(reason)
         return cancel_rows(self.cancellable(), reason, clock.now())[1]
 
@@ -235,8 +235,6 @@ def cancel_rows(
     """Cancel the rows of ``queryset`` (at most ``limit``), then their descendants, batch by
     batch; descendants get ``child_reason`` (default: ``parent cancelled: <reason>``). Returns
     ``(rows of queryset cancelled, rows cancelled in all)``; the caller validated ``reason``."""
-    from . import signals
-
     fields = {
         "state": Workflow.STATE.cancelled,
         "cancelled_at": now,
@@ -279,9 +277,6 @@ def cancel_one(workflow: Workflow, reason: str = "") -> int:
     """Cancel ``workflow`` and its descendants, and read the row again; returns how many runs
     were cancelled (the run and its descendants). WorkflowNotCancellableError for a finished run
     (also one that finished between the read and the UPDATE)."""
-    from .exceptions import WorkflowNotCancellableError
-    from .validation import validate_reason
-
     reason = validate_reason(reason)
 
     def refuse() -> WorkflowNotCancellableError:
@@ -303,8 +298,6 @@ def cancel_one(workflow: Workflow, reason: str = "") -> int:
 
 def announce_cancelled(rows) -> None:
     """``workflow_cancelled`` for each of ``rows`` (sent only when someone listens)."""
-    from . import registry, signals
-
     for row in rows.defer("kwargs", "context").iterator(chunk_size=CANCEL_BATCH_SIZE):
         signals.send(
             signals.workflow_cancelled,
@@ -442,8 +435,6 @@ class Workflow(TimeStampedModel):
     def workflow_class(self) -> type[DurableWorkflow]:
         """The registered class of this row (never imported on demand); raises
         :class:`~chrono_forge.exceptions.UnregisteredWorkflowClass` saying why it may be missing."""
-        from . import registry
-
         return registry.resolve(self.job_class)
 
     def retry_now(self, *, resume_cancelled: bool = False) -> Workflow:
@@ -458,8 +449,6 @@ class Workflow(TimeStampedModel):
 
     def resume(self) -> Workflow:
         """Re-enqueue an idle workflow (e.g. a ``continue_if`` whose event arrived)."""
-        from .exceptions import NotExecutableError
-
         if self.state != self.STATE.idle:
             raise NotExecutableError(
                 f"{self}: only idle workflows can be resumed (state is {self.state})"

@@ -19,8 +19,10 @@ from .exceptions import (
     ResultNotReadyError,
     ResultTimeout,
     WaitForResultInWorkflowError,
+    WorkflowNotCancellableError,
     WorkflowNotRetryableError,
 )
+from .messages import send
 from .models import Message, Workflow
 from .primitives import durably_execute as _durably_execute
 from .retry import AnyRetryPolicy, RetryPolicy, coerce
@@ -30,6 +32,7 @@ from .validation import (
     validate_key,
     validate_kwargs,
     validate_options,
+    validate_reason,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -235,8 +238,6 @@ class DurableWorkflow:
             OrderWorkflow.send(f"order-{order_id}", "payment", {"amount": 5},
                                idempotency_key=event["id"])
         """
-        from .messages import send
-
         return send(cls, key, topic, payload, idempotency_key=idempotency_key)
 
     @classmethod
@@ -262,12 +263,9 @@ class DurableWorkflow:
 
             OrderWorkflow.cancel("order-123", reason="refunded by hand")
         """
-        from .exceptions import WorkflowNotCancellableError
-        from .validation import validate_reason
-
         validate_key(key, child=True)
         reason = validate_reason(reason)
-        row = Workflow.objects.filter(job_class=cls.job_class(), key=key).first()
+        row = Workflow.objects.filter(job_class=cls.job_class(), key=key).one()
         if row is None:
             raise WorkflowNotCancellableError(
                 f"{cls.job_class()}({key}) does not exist", state=None
