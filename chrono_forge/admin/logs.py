@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from ..models import ErrorLog, ExecutionLog
+from ..tries import tries_of
 from . import presenters as p
 from .filters import ErrorClassFilter, StepKindFilter
 from .workflow import PrefixSearchMixin, ReadOnlyAdmin
@@ -32,7 +33,7 @@ class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
         "kind",
         "step_name",
         "state",
-        "attempts",
+        "attempts_column",
         "started_at",
         "completed_at",
     )
@@ -45,12 +46,12 @@ class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
         "workflow_column",
         "step_name",
         "state",
-        "attempts",
+        "attempts_column",
         "started_at",
         "last_executed_at",
         "completed_at",
-        "error_class",
-        "error_message",
+        "current_error_class",
+        "current_error_message",
         "result_json",
         "metadata_json",
     )
@@ -64,9 +65,46 @@ class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
             .defer("workflow__kwargs", "workflow__options", "workflow__context", "workflow__result")
         )
 
+    def get_changelist_instance(self, request):
+        # The page's rows, read once (the template iterates the same cached queryset): their
+        # attempts over operator tries cost one query for the retry markers, one more only when
+        # some rows belong to retried workflows.
+        changelist = super().get_changelist_instance(request)
+        logs = list(changelist.result_list)
+        tries = tries_of(logs)
+        for log in logs:
+            log.cf_tries = tries.get(log.pk)
+        return changelist
+
     @admin.display(description="workflow")
     def workflow_column(self, obj):
         return workflow_link(obj.workflow)
+
+    @admin.display(description="attempts")
+    def attempts_column(self, obj):
+        """The row's attempts; over all its tries once operator retries reset it."""
+        if not hasattr(obj, "cf_tries"):  # the detail page: one row
+            obj.cf_tries = tries_of([obj]).get(obj.pk)
+        tries = obj.cf_tries
+        if tries is None:
+            return obj.attempts
+        return f"{tries.attempts} over {tries.tries} tries (this try: {tries.current_attempts})"
+
+    @admin.display(description="error class")
+    def current_error_class(self, obj):
+        return self._current_error(obj, obj.error_class)
+
+    @admin.display(description="error message")
+    def current_error_message(self, obj):
+        return self._current_error(obj, obj.error_message)
+
+    @staticmethod
+    def _current_error(obj, value: str) -> str:
+        # A completed step keeps the error of an earlier failed try on its row (an operator
+        # retry does not clear it): history, listed under Errors, not its current error.
+        if obj.state == ExecutionLog.STATE.completed and value:
+            return "— (completed; its earlier failures are listed under Errors)"
+        return value
 
     @admin.display(description="kind")
     def kind(self, obj):

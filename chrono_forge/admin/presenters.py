@@ -30,6 +30,7 @@ from ..liveness import (  # noqa: F401  (re-exported: the admin views use them t
 from ..models import ErrorLog, ExecutionLog, Message, Workflow
 from ..step_names import kind_prefix
 from ..steps import REPETITION_LOG_PATTERN
+from ..tries import POLLING_KINDS, StepTries, retry_times, step_tries
 
 #: The Waiting page's "oldest per class" shows at most this many classes.
 DISTINCT_CLASSES = 200
@@ -70,10 +71,6 @@ KIND_LABELS = {
     "send_to": "send to",
     "patch": "patched",
 }
-#: Kinds whose ``attempts`` counts condition checks rather than tries.
-POLLING_KINDS = frozenset(
-    {"wait_until", "continue_if", "merge", "durably_repeat", "branch", "receive"}
-)
 WAIT_KINDS = frozenset(
     {"wait", "wait_until", "continue_if", "merge", "durably_repeat", "branch", "receive"}
 )
@@ -241,8 +238,13 @@ def error_order(error: ErrorLog) -> tuple:
     return (error.created, str(error.pk))
 
 
-def attempts_in_words(kind: str, attempts: int, failed: bool) -> tuple[str, str]:
-    """(text, tone): "checked 4×" for polling kinds; "3 attempts" for the rest; hidden when 1."""
+def attempts_in_words(
+    kind: str, attempts: int, failed: bool, tries: StepTries | None = None
+) -> tuple[str, str]:
+    """(text, tone): "checked 4×" for polling kinds; "3 attempts" for the rest; hidden when 1;
+    "5 attempts over 3 tries" for a step operator retries reset (``tries``)."""
+    if tries is not None and tries.retried:
+        return tries.summary(), "rose" if failed else "amber"
     if attempts <= 1 and not (failed and attempts):
         return "", ""
     if kind == "wait" and not failed:
@@ -442,6 +444,8 @@ def latest_pending_waits(workflow_ids) -> dict[Any, WaitInfo]:
 @dataclass
 class ErrorCard:
     error: ErrorLog
+    #: the operator try the attempt belongs to; None for a step never retried (no "try 1" noise)
+    try_number: int | None = None
 
     @property
     def short_class(self) -> str:
@@ -468,6 +472,17 @@ class TimelineRow:
     current: bool = False
     meter: int = 0
     slow: bool = False
+    #: attempts over operator tries, for a step a retry reset (None: one try, read as before)
+    tries: StepTries | None = None
+
+    @property
+    def failed_text(self) -> str:
+        """ "failed after 2 attempts", and which try of how many for a step retries reset."""
+        attempts = self.log.attempts
+        text = f"failed after {attempts} attempt{'' if attempts == 1 else 's'}"
+        if self.tries is not None and self.tries.retried:
+            text += f" in try {self.tries.tries} ({self.tries.summary()})"
+        return text
 
 
 @dataclass
@@ -692,7 +707,13 @@ def workflow_messages(workflow_id: Any) -> tuple[list[Message], bool]:
     return rows[:MESSAGE_CAP], len(rows) > MESSAGE_CAP
 
 
-def _row_for(log: ExecutionLog, step: StepName, workflow: Workflow, now: datetime) -> TimelineRow:
+def _row_for(
+    log: ExecutionLog,
+    step: StepName,
+    workflow: Workflow,
+    now: datetime,
+    tries: StepTries | None = None,
+) -> TimelineRow:
     failed = log.state == ExecutionLog.STATE.failed
     pending = log.state == ExecutionLog.STATE.pending
     if failed:
@@ -706,7 +727,7 @@ def _row_for(log: ExecutionLog, step: StepName, workflow: Workflow, now: datetim
         )
     else:
         status, tone = "done", "green"
-    attempts_text, attempts_tone = attempts_in_words(step.kind, log.attempts, failed)
+    attempts_text, attempts_tone = attempts_in_words(step.kind, log.attempts, failed, tries)
     if pending:
         duration = seconds_between(log.started_at, now)
         verb = "waiting" if status == "waiting" else "running"
@@ -734,6 +755,7 @@ def _row_for(log: ExecutionLog, step: StepName, workflow: Workflow, now: datetim
         result=result,
         metadata=humanize_metadata(log.metadata),
         slow=bool(duration and duration >= SLOW),
+        tries=tries,
     )
 
 
@@ -762,7 +784,8 @@ def value_entries(data: Any, limit: int | None = None, text_limit: int = 200) ->
 
 def workflow_page(workflow: Workflow) -> WorkflowPage:
     """Everything the change page shows, from a number of queries independent of the step count
-    (1 timeline read, 1 error read, +1 per periodic task and per branch, +1 for a parent)."""
+    (1 timeline read, 1 error read, +1 per periodic task and per branch, +1 for a parent, +1 for
+    the attempts per try of the steps an operator retry may have reset)."""
     now = clock.now()
     logs = list(
         ExecutionLog.objects.filter(workflow_id=workflow.pk)
@@ -793,8 +816,10 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
     repeats: dict[str, TimelineRow] = {}
     periodic: list[PeriodicTask] = []
     branch_logs, merge_logs = [], []
+    # Read after the timeline: only a workflow with retry markers among its steps pays for it.
+    tries_by_log = step_tries(logs, retry_times(logs))
     for log, step in zip(logs, steps, strict=True):
-        row = _row_for(log, step, workflow, now)
+        row = _row_for(log, step, workflow, now, tries_by_log.get(log.pk))
         rows.append(row)
         by_step[log.step_name] = row
         if step.kind == "durably_repeat":
@@ -828,6 +853,11 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
             orphans.append(ErrorCard(error))
         else:
             owner.errors.append(ErrorCard(error))
+    for row in rows:
+        if row.tries is not None and row.errors:
+            numbers = row.tries.number_errors([card.error for card in row.errors])
+            for card in row.errors:
+                card.try_number = numbers.get(card.error.pk)
 
     longest = max((row.duration or 0 for row in rows), default=0)
     for row in rows:

@@ -32,6 +32,7 @@ from chrono_forge.exceptions import ChronoForgeError
 from chrono_forge.liveness import is_stranded, liveness, pending_merges
 from chrono_forge.models import ErrorLog, ExecutionLog, Message, Workflow
 from chrono_forge.steps import REPETITION_LOG_PATTERN
+from chrono_forge.tries import StepTries, retry_times, step_tries
 
 if TYPE_CHECKING:
     from chrono_forge.workflow import DurableWorkflow
@@ -586,8 +587,12 @@ class Command(BaseCommand):
         out(self.style.MIGRATE_HEADING("Timeline"))
         if not logs:
             out("  (no steps yet)")
+        # attempts over operator tries: the admin's computation (one query, retried workflows only)
+        tries = step_tries(logs, retry_times(logs))
         for number, log in enumerate(logs, 1):
-            self.show_step(number, log, errors.pop(log.step_name, []), errors_by_id)
+            self.show_step(
+                number, log, errors.pop(log.step_name, []), errors_by_id, tries.get(log.pk)
+            )
             if log.step_name.startswith(REPEAT_PREFIX):
                 self.show_repetitions(wf, log, errors)
         orphans = [e for group in errors.values() for e in group]
@@ -616,19 +621,27 @@ class Command(BaseCommand):
         log: ExecutionLog,
         errors: list[ErrorLog],
         errors_by_id: dict[str, ErrorLog],
+        tries: StepTries | None = None,
     ) -> None:
         style = {"completed": self.style.SUCCESS, "failed": self.style.ERROR}.get(
             log.state, self.style.WARNING
         )
+        attempts = (
+            f"{tries.attempts} over {tries.tries} tries (this try: {tries.current_attempts})"
+            if tries is not None
+            else str(log.attempts)
+        )
         self.stdout.write(
-            f"  {number:>3}. {log.step_name}  {style(log.state)}  attempts={log.attempts}  "
+            f"  {number:>3}. {log.step_name}  {style(log.state)}  attempts={attempts}  "
             f"started={_time(log.started_at)}  last={_time(log.last_executed_at)}  "
             f"completed={_time(log.completed_at)}  "
             f"took={_duration(log.started_at, log.completed_at)}"
         )
         if log.result is not None:
             self.stdout.write(f"       result: {self.short(log.result)}")
-        if log.error_class:
+        # A completed step keeps the error of an earlier failed try on its row: history (listed
+        # below with the other errors), not its current error.
+        if log.error_class and log.state != ExecutionLog.STATE.completed:
             self.stdout.write(
                 f"       error: {log.error_class}: {self.short(log.error_message, 120)}"
             )
@@ -648,8 +661,11 @@ class Command(BaseCommand):
                     else f"       workflow failed: ErrorLog #{error_id} (deleted)"
                 )
             )
+        numbers = tries.number_errors(errors) if tries is not None else {}
         for error in errors:
-            self.show_error(error, indent="       ", with_step=False)
+            self.show_error(
+                error, indent="       ", with_step=False, try_number=numbers.get(error.pk)
+            )
 
     def show_repetitions(
         self, wf: Workflow, coordination: ExecutionLog, errors: dict, shown: int = 5
@@ -673,9 +689,13 @@ class Command(BaseCommand):
             for error in errors.pop(name):
                 self.show_error(error, indent="         ")
 
-    def show_error(self, error: ErrorLog, indent: str, with_step: bool = True) -> None:
+    def show_error(
+        self, error: ErrorLog, indent: str, with_step: bool = True, try_number: int | None = None
+    ) -> None:
         where = f"{error.step_name} " if error.step_name and with_step else ""
         attempt = f"attempt {error.attempt} " if error.attempt is not None else ""
+        if attempt and try_number is not None:
+            attempt = f"try {try_number}, {attempt}"
         self.stdout.write(
             self.style.ERROR(
                 f"{indent}x {where}{attempt}{error.error_class}: "
