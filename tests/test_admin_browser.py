@@ -117,6 +117,14 @@ def test_operator_retries_a_stalled_workflow_in_chromium(
     page.reload()
     assert page.locator(".cf-head .cf-pill").first.inner_text() == "completed"
     assert page.locator("text=retried by an operator").count() == 1
+    # the charge step: attempts over both tries, its error cards numbered by try, none current
+    charge = page.locator(".cf-step", has=page.locator("code:text-is('durably_execute$charge')"))
+    assert charge.locator(".cf-attempts").inner_text() == "3 attempts over 2 tries"
+    assert charge.locator(".cf-error-attempt").all_inner_texts() == [
+        "try 1, attempt 1",
+        "try 1, attempt 2",
+    ]
+    assert page.locator(".cf-banner-rose").count() == 0
 
     # the operator pages
     page.goto(f"{base}/admin/chrono_forge/workflow/overview/")

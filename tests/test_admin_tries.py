@@ -174,3 +174,24 @@ def test_the_page_reads_tries_in_one_query_whatever_their_number(
         retry("retried")
     assert charge_row(p.workflow_page(Workflow.objects.get(key="retried"))).tries.tries == 5
     assert queries("retried") == once == queries("never") + 1
+
+
+def test_a_forced_retry_that_did_not_reset_the_step_is_still_one_try(
+    client, operator, chrono_forge_env
+):
+    """Cancelled while its step waited for a retry, then resumed on purpose: the step was pending,
+    not failed, so the retry did not reset it and its attempts went on counting (1, then 2)."""
+    wa.FlakyCharge.perform_later("forced")
+    chrono_forge_env.run_due()  # attempt 1 fails; attempt 2 is scheduled
+    workflow = Workflow.objects.get(key="forced")
+    workflow.cancel("by mistake")
+    chrono_forge_env.advance(timedelta(minutes=1))
+    wa.FlakyCharge.retry_now("forced", resume_cancelled=True)
+    chrono_forge_env.run_all()
+    workflow.refresh_from_db()
+    assert workflow.state == "stalled"
+    assert ExecutionLog.objects.filter(workflow=workflow, step_name__startswith="$workflow_retry$")
+    assert ExecutionLog.objects.get(workflow=workflow, step_name=CHARGE).attempts == 2
+    row = charge_row(p.workflow_page(workflow))
+    assert row.tries is None and row.attempts_text == "2 attempts"
+    assert [(card.try_number, card.error.attempt) for card in row.errors] == [(None, 1), (None, 2)]
