@@ -195,3 +195,35 @@ def test_a_forced_retry_that_did_not_reset_the_step_is_still_one_try(
     row = charge_row(p.workflow_page(workflow))
     assert row.tries is None and row.attempts_text == "2 attempts"
     assert [(card.try_number, card.error.attempt) for card in row.errors] == [(None, 1), (None, 2)]
+
+
+def test_the_steps_list_reads_tries_in_a_fixed_number_of_queries(
+    client, operator, chrono_forge_env
+):
+    def queries() -> tuple[int, str]:
+        client.get(STEPS)
+        with CaptureQueriesContext(connections[conf.database()]) as captured:
+            response = client.get(STEPS)
+        assert response.status_code == 200
+        return len(captured.captured_queries), response.content.decode()
+
+    wa.FlakyCharge.perform_later("first")
+    chrono_forge_env.run_all()
+    chrono_forge_env.advance(timedelta(minutes=1))
+    wa.FlakyCharge.retry_now("first")
+    chrono_forge_env.run_all()
+    few, body = queries()
+    assert body.count("4 over 2 tries") == 1
+    for i in range(5):
+        wa.FlakyCharge.perform_later(f"more-{i}")
+    chrono_forge_env.run_all()
+    for i in range(5):
+        chrono_forge_env.advance(timedelta(minutes=1))
+        wa.FlakyCharge.retry_now(f"more-{i}")
+        chrono_forge_env.run_all()
+        chrono_forge_env.advance(timedelta(minutes=1))
+        wa.FlakyCharge.retry_now(f"more-{i}")
+        chrono_forge_env.run_all()
+    many, body = queries()
+    assert body.count("6 over 3 tries") == 5 and body.count("4 over 2 tries") == 1
+    assert many == few

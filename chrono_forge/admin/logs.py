@@ -46,7 +46,7 @@ class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
         "workflow_column",
         "step_name",
         "state",
-        "attempts_column",
+        "attempts_detail",
         "started_at",
         "last_executed_at",
         "completed_at",
@@ -82,10 +82,14 @@ class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
 
     @admin.display(description="attempts")
     def attempts_column(self, obj):
-        """The row's attempts; over all its tries once operator retries reset it."""
-        if not hasattr(obj, "cf_tries"):  # the detail page: one row
-            obj.cf_tries = tries_of([obj]).get(obj.pk)
-        tries = obj.cf_tries
+        """The row's attempts; over all its tries once operator retries reset it (read for the
+        whole page in get_changelist_instance)."""
+        tries = getattr(obj, "cf_tries", None)
+        return obj.attempts if tries is None else f"{tries.attempts} over {tries.tries} tries"
+
+    @admin.display(description="attempts")
+    def attempts_detail(self, obj):
+        tries = tries_of([obj]).get(obj.pk)
         if tries is None:
             return obj.attempts
         return f"{tries.attempts} over {tries.tries} tries (this try: {tries.current_attempts})"
