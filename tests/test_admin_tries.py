@@ -227,3 +227,30 @@ def test_the_steps_list_reads_tries_in_a_fixed_number_of_queries(
     many, body = queries()
     assert body.count("6 over 3 tries") == 5 and body.count("4 over 2 tries") == 1
     assert many == few
+
+
+def test_the_tries_query_counts_one_steps_errors_never_a_table(client, operator, chrono_forge_env):
+    """The admin counts no whole table: each COUNT of the tries query is correlated to one step
+    log's workflow and name (the rest of the page keeps its capped counts)."""
+    wa.FlakyCharge.perform_later("counted")
+    chrono_forge_env.run_all()
+    chrono_forge_env.advance(timedelta(minutes=1))
+    wa.FlakyCharge.retry_now("counted")
+    chrono_forge_env.run_all()
+    target = change_url(Workflow.objects.get(key="counted"))
+    client.get(target)
+    with CaptureQueriesContext(connections[conf.database()]) as captured:
+        client.get(target)
+    counting = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]
+    correlated = re.compile(
+        r'\(SELECT COUNT\([^()]*\) AS "n" FROM "chrono_forge_errorlog" U0 WHERE \([^()]*'
+        r'U0\."step_name" = \("chrono_forge_executionlog"\."step_name"\) AND '
+        r'U0\."workflow_id" = \("chrono_forge_executionlog"\."workflow_id"\)'
+    )
+    tries_sql = [sql for sql in counting if "chrono_forge_errorlog" in sql and "U0" in sql]
+    assert len(tries_sql) == 1
+    assert len(correlated.findall(tries_sql[0])) == tries_sql[0].upper().count("COUNT(") == 2
+    for sql in counting:
+        if sql not in tries_sql:
+            head, _, inner = sql.partition("FROM (")
+            assert "LIMIT" in inner.upper(), sql
