@@ -254,3 +254,33 @@ def test_the_tries_query_counts_one_steps_errors_never_a_table(client, operator,
         if sql not in tries_sql:
             head, _, inner = sql.partition("FROM (")
             assert "LIMIT" in inner.upper(), sql
+
+
+def test_a_blocked_run_is_never_shown_stuck_at_a_step_that_completed(
+    client, operator, chrono_forge_env
+):
+    """Stalled by a workflow-level error after a step that failed once and then completed: the
+    banner names neither that step nor its old error, which stays in its error card."""
+    from tests.admin_fixtures import FLAKY, make_error, make_log, make_workflow
+
+    workflow = make_workflow("stalled", job_class=FLAKY)
+    make_error(workflow, None, attempt=None, message="the registry is down")
+    chrono_forge_env.advance(timedelta(seconds=5))
+    make_log(
+        workflow,
+        CHARGE,
+        "completed",
+        attempts=1,
+        error_class="tests.workflows_admin.ChargeDeclined",
+        error_message="card declined",
+    )
+    make_error(workflow, CHARGE, message="card declined")
+    page = p.workflow_page(workflow)
+    assert page.blocked_row is None
+    assert page.banner_error is not None
+    assert page.banner_error.error_message == "the registry is down"
+    body = client.get(change_url(workflow)).content.decode()
+    banner = body.split('class="cf-banner cf-banner-rose"', 1)[1].split("</div>\n</div>", 1)[0]
+    assert "the registry is down" in banner
+    assert "charge" not in banner and "card declined" not in banner
+    assert len(charge_row(page).errors) == 1  # the history stays on the step

@@ -759,6 +759,11 @@ def _row_for(
     )
 
 
+def _finished_step(row: TimelineRow) -> bool:
+    """A step (not a lifecycle marker) that completed: its errors are history."""
+    return row.step.kind != "workflow" and row.log.state == ExecutionLog.STATE.completed
+
+
 def value_entries(data: Any, limit: int | None = None, text_limit: int = 200) -> list[dict]:
     """Top-level keys of a JSON dict: key, type, size, a truncated value, and a near-limit flag."""
     if not isinstance(data, dict):
@@ -864,13 +869,23 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
         row.meter = meter_width(row.duration, longest)
     blocked_row = next((row for row in reversed(rows) if row.status == "failed"), None)
     if blocked_row is None and workflow.state in BLOCKED_STATES:
-        blocked_row = next((row for row in reversed(rows) if row.errors), None)
+        # A completed step's error cards are history (an earlier try failed, a later one
+        # succeeded): never the position a blocked run is stuck at.
+        blocked_row = next(
+            (row for row in reversed(rows) if row.errors and not _finished_step(row)), None
+        )
     current = blocked_row or next((row for row in reversed(rows) if row.status == "waiting"), None)
     current = current or (rows[-1] if rows else None)
     if current is not None:
         current.current = True
 
     last_error = max(errors_by_id.values(), key=error_order, default=None)
+    completed_steps = {row.log.step_name for row in rows if _finished_step(row)}
+    current_error = max(
+        (e for e in errors_by_id.values() if e.step_name not in completed_steps),
+        key=error_order,
+        default=None,
+    )
     wait = None
     if workflow.state == Workflow.STATE.idle:
         pending_wait = next(
@@ -931,7 +946,7 @@ def workflow_page(workflow: Workflow) -> WorkflowPage:
         last_error=last_error,
         banner_error=blocked_row.errors[-1].error
         if blocked_row and blocked_row.errors
-        else last_error,
+        else current_error,
         divergences=[e for e in errors if e.error_class == DIVERGENCE_CLASS],
         wait=wait,
         liveness=liveness(
