@@ -477,7 +477,8 @@ class TimelineRow:
 
     @property
     def failed_text(self) -> str:
-        """ "failed after 2 attempts", and which try of how many for a step retries reset."""
+        """The banner's words: "failed after 2 attempts", and in which try of how many for a step
+        operator retries reset ("in try 3 (6 attempts over 3 tries)")."""
         attempts = self.log.attempts
         text = f"failed after {attempts} attempt{'' if attempts == 1 else 's'}"
         if self.tries is not None and self.tries.retried:
