@@ -538,6 +538,9 @@ class ExecutionLog(TimeStampedModel):
     objects = ChronoForgeManager.from_queryset(ChronoForgeQuerySet)()
 
     class Meta:
+        # The admin's name for these rows everywhere (tabs, titles, breadcrumbs, the index).
+        verbose_name = "step"
+        verbose_name_plural = "steps"
         constraints = [
             models.UniqueConstraint(
                 fields=["workflow", "step_name"], name="chrono_forge_log_wf_step"
@@ -584,6 +587,8 @@ class ErrorLog(TimeStampedModel):
     objects = ChronoForgeManager.from_queryset(ChronoForgeQuerySet)()
 
     class Meta:
+        verbose_name = "error"
+        verbose_name_plural = "errors"
         indexes = [
             models.Index(fields=["error_class"], name="chrono_forge_err_class"),
             models.Index(
