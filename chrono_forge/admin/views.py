@@ -580,7 +580,6 @@ class WorkflowViews(_AdminBase):
             raise Http404("No such branch")
         panel = p.branch_panel(log, {}, clock.now())
         children = Workflow.objects.filter(parent_execution_log_id=log.pk)
-        state = request.GET.get("state") or "blocked"
         chips = []
         for value, label in (("blocked", "blocked"), *((s, s) for s in p.STATES), ("all", "all")):
             count = p.capped_count(filter_state(children, value)) if value != "all" else None
@@ -588,10 +587,14 @@ class WorkflowViews(_AdminBase):
                 {
                     "value": value,
                     "label": label,
-                    "selected": value == state,
                     "count": p.show_count(count) if count is not None else "",
                 }
             )
+        # Blocked children first when there are some (what an operator comes for); otherwise all
+        # of them, not an empty "blocked" list.
+        state = request.GET.get("state") or ("blocked" if chips[0]["count"] != "0" else "all")
+        for chip in chips:
+            chip["selected"] = chip["value"] == state
         queryset = filter_state(children, state).defer("kwargs", "options", "context", "result")
         before = p.parse_pk(request.GET.get("before"), Workflow)
         if before is not None:
