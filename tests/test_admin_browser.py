@@ -47,7 +47,7 @@ def browser_page(monkeypatch):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
             context = browser.new_context(
-                viewport={"width": 1600, "height": 1000}, color_scheme="light"
+                viewport={"width": 1440, "height": 900}, color_scheme="light"
             )
             yield context.new_page()
         finally:
