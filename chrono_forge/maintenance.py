@@ -30,7 +30,8 @@ SCHEDULES: dict[str, tuple[str, str, int | None, str]] = {
         "chrono_forge.maintenance.resume_overdue",
         "I",
         5,
-        "re-send deliveries the broker lost (first passes, continuations, merge polls, retries)",
+        "cancel runs past their deadline; re-send deliveries the broker lost (first passes, "
+        "continuations, merge polls, retries)",
     ),
     "cleanup": ("chrono_forge.maintenance.cleanup", "D", None, "delete old terminal workflows"),
 }
@@ -53,7 +54,10 @@ def reap(stale_after_minutes: float | None = None) -> int:
 
 
 def resume_overdue(grace_minutes: float | None = None) -> int:
-    """``Workflow.objects.resume_overdue``; default grace ``RESUME_OVERDUE_GRACE``."""
+    """``Workflow.objects.resume_overdue``; default grace ``RESUME_OVERDUE_GRACE``. First
+    ``cancel_past_deadline``: a run past its deadline is cancelled, not re-delivered (so the
+    schedule bounds how long a run parked on an event or a merge outlives its deadline)."""
+    Workflow.objects.cancel_past_deadline()
     count = Workflow.objects.resume_overdue(_minutes(grace_minutes))
     logger.info("chrono_forge: resumed %d overdue workflow(s)", count)
     return count

@@ -79,6 +79,26 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         reason = validate_reason(reason)
         return cancel_rows(self.cancellable(), reason, clock.now())[1]
 
+    def past_deadline(self, now: datetime | None = None):
+        """Unfinished rows (every state ``cancel`` stops) whose ``deadline_at`` is at or before
+        ``now`` (default: the clock's now): what :meth:`cancel_past_deadline` cancels."""
+        return self.cancellable().filter(deadline_at__lte=now or clock.now())
+
+    def cancel_past_deadline(self) -> int:
+        """Cancel every :meth:`past_deadline` row of this queryset with the reason ``deadline
+        exceeded`` and a ``DeadlineExceeded`` in ErrorLog (its branch children, recursively, as
+        ``cancel`` does); returns how many rows of this queryset were cancelled. The overdue sweep
+        (``resume-overdue``) runs it, so a run parked on an event or waiting on a merge is
+        cancelled within one sweep of its deadline.
+
+        Example::
+
+            Workflow.objects.cancel_past_deadline()
+        """
+        from .deadlines import cancel_past_deadline
+
+        return cancel_past_deadline(self, clock.now())
+
     def blocked(self):
         return self.filter(state__in=(Workflow.STATE.failed, Workflow.STATE.stalled))
 
@@ -365,6 +385,12 @@ class Workflow(TimeStampedModel):
         default="",
         help_text="Why the run was cancelled, as given to ``cancel(reason=...)``.",
     )
+    deadline_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the run is cancelled if it is still unfinished (its deadline, counted "
+        "from the first pass, or its parent's; None: no deadline).",
+    )
     wake_requested = models.BooleanField(
         default=False,
         help_text="An external wake-up (perform_later, resume) arrived while a pass held the lock; "
@@ -414,6 +440,13 @@ class Workflow(TimeStampedModel):
             models.Index(fields=["state", "next_run_at"], name="chrono_forge_wf_state_next"),
             # The list sorted by next run (the admin's "next run" column).
             models.Index(fields=["next_run_at", "id"], name="chrono_forge_wf_next_run"),
+            # The deadline sweep: unfinished rows past their deadline_at, a range per state. Rows
+            # without a deadline (most) are not in it, so it costs their writes nothing.
+            models.Index(
+                fields=["state", "deadline_at"],
+                name="chrono_forge_wf_deadline",
+                condition=Q(deadline_at__isnull=False),
+            ),
         ]
         permissions = [
             ("retry_workflow", "Can retry failed or stalled workflows"),

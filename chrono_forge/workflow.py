@@ -75,6 +75,13 @@ class DurableWorkflow:
     #: Class default retry policy for steps and uncaught workflow-level errors (a list: composite).
     retry_policy: ClassVar[RetryPolicyLike] = None
 
+    #: How long a run may take, counted from its first pass: one still unfinished then is
+    #: cancelled with the reason ``deadline exceeded`` (a ``DeadlineExceeded`` in ErrorLog), its
+    #: branch children too, wherever it waits. A positive ``timedelta``; None (the default): no
+    #: deadline of its own (a branch child keeps its parent's). ``options={"deadline": seconds}``
+    #: overrides it per run. Example: ``deadline = timedelta(days=7)``.
+    deadline: ClassVar[timedelta | None] = None
+
     workflow: Workflow
     key: str
     context: Context

@@ -334,6 +334,8 @@ def _dispatch_batch(
             context={},
             state=IDLE,
             next_run_at=now,  # born scheduled: the overdue sweep re-sends a lost first delivery
+            # the parent's due time, unless the child's class sets its own (at its first pass)
+            deadline_at=run.row.deadline_at,
             parent_execution_log_id=scope.log.pk,
             created=now,
             modified=now,

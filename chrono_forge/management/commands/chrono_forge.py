@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
-from chrono_forge import conf, maintenance, operations, registry, step_names
+from chrono_forge import conf, deadlines, maintenance, operations, registry, step_names
 from chrono_forge.cleanup import REPEAT_PREFIX
 from chrono_forge.exceptions import ChronoForgeError
 from chrono_forge.liveness import is_stranded, liveness, pending_merges
@@ -318,8 +318,9 @@ class Command(BaseCommand):
         )
         p = sub(
             "resume-overdue",
-            "Re-send deliveries that are overdue (lost by the broker): first passes, "
-            "continuations, wake-ups, merge polls and operator retries.",
+            "Cancel runs past their deadline, then re-send deliveries that are overdue (lost by "
+            "the broker): first passes, continuations, wake-ups, merge polls and operator "
+            "retries.",
         )
         p.add_argument(
             "--grace",
@@ -552,6 +553,8 @@ class Command(BaseCommand):
             f"  next run: {_time(wf.next_run_at)}    locked by: {wf.locked_by or '-'} "
             f"(since {_time(wf.locked_at)})"
         )
+        if wf.deadline_at is not None:
+            out(f"  deadline: {_time(wf.deadline_at)}")
         if wf.state == Workflow.STATE.cancelled:
             reason = wf.cancel_reason or "(no reason given)"
             out(f"  cancelled: {_time(wf.cancelled_at)}    reason: {_short(reason, 255)}")
@@ -774,6 +777,12 @@ class Command(BaseCommand):
             if grace is not None
             else conf.as_timedelta(conf.get("RESUME_OVERDUE_GRACE"))
         )
+        cancelled = Workflow.objects.cancel_past_deadline()
+        if cancelled:
+            self.stdout.write(
+                f"Cancelled {cancelled} workflow(s) past their deadline (reason: "
+                f"{deadlines.DEADLINE_REASON})."
+            )
         count = Workflow.objects.resume_overdue(grace_td)
         self.stdout.write(
             f"Re-enqueued {count} overdue workflow(s) whose delivery was late by more than "
