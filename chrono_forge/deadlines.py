@@ -92,7 +92,10 @@ def cancel_past_deadline(queryset, now: datetime) -> int:
         last = batch[-1]
         with transaction.atomic(using=conf.database()):
             own, _ = cancel_rows(
-                Workflow.objects.filter(pk__in=batch).past_deadline(now), DEADLINE_REASON, now
+                Workflow.objects.filter(pk__in=batch).past_deadline(now),
+                DEADLINE_REASON,
+                now,
+                limit=len(batch),  # no SELECT to find the batch ended
             )
             if own:
                 _record(batch, now)
