@@ -57,15 +57,25 @@ def error(row: Workflow) -> DeadlineExceeded:
     return DeadlineExceeded(f"{row} was unfinished at its deadline ({due}); it was cancelled")
 
 
-def cancel_run(row: Workflow, now: datetime, *, context: Mapping[str, Any] | None = None) -> bool:
+def cancel_run(
+    row: Workflow,
+    now: datetime,
+    *,
+    context: Mapping[str, Any] | None = None,
+    unlock: bool = False,
+) -> bool:
     """Cancel one run past its deadline (and its descendants) and record the DeadlineExceeded,
-    together; False when it was no longer unfinished (cancelled or completed meanwhile)."""
+    together; False when it was no longer unfinished (cancelled or completed meanwhile). With
+    ``unlock`` (a pass that found a stale lock of a dead worker on the row) the lock is cleared
+    too, as the pass would have taken it."""
     with transaction.atomic(using=conf.database()):
         own, _ = cancel_rows(
             Workflow.objects.filter(pk=row.pk).cancellable(), DEADLINE_REASON, now, limit=1
         )
         if own:
             record_error(row.pk, error(row), context=context)
+            if unlock:
+                Workflow.objects.filter(pk=row.pk).update(locked_by=None, locked_at=None)
     if own:
         logger.info("chrono_forge: %s passed its deadline %s; cancelled", row, row.deadline_at)
     return bool(own)

@@ -337,7 +337,8 @@ class Pass:
                         fields["deadline_at"] = None
                 due = fields.get("deadline_at", row.deadline_at)
                 if due is not None and due <= now:  # a late delivery: cancel instead of running
-                    deadlines.cancel_run(row, now, context=row.context)
+                    stale = row.locked_by is not None
+                    deadlines.cancel_run(row, now, context=row.context, unlock=stale)
                     return None
                 Workflow.objects.filter(pk=row.pk).update(**fields)
                 for name, value in fields.items():

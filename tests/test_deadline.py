@@ -294,3 +294,65 @@ def test_a_forced_retry_of_a_run_cancelled_by_its_deadline_restarts_the_clock(ch
     assert wf.state == "completed"
     assert wf.deadline_at == chrono_forge_env.now + wd.HOUR  # counted from the retry's pass
     assert (wd.calls("first"), wd.calls("second")) == (1, 1)
+
+
+# -- faults ----------------------------------------------------------------------------------------
+def test_a_lost_continuation_past_the_deadline_is_cancelled_not_re_sent(chrono_forge_env):
+    wd.Slow.perform_later("lost", wait=2 * 3600)
+    chrono_forge_env.run_due()
+    assert chrono_forge_env.drop_pending() == 1  # the broker loses the wait's continuation
+    chrono_forge_env.advance(timedelta(hours=3))
+    assert Workflow.objects.overdue().filter(key="lost").exists()
+    assert maintenance.resume_overdue() == 0  # cancelled first, so nothing is overdue any more
+    assert_cancelled_by_deadline("lost")
+    assert chrono_forge_env.pending == []
+    assert wd.calls("second") == 0
+
+
+def test_a_run_whose_worker_died_past_its_deadline_is_cancelled_by_the_sweep(chrono_forge_env):
+    wd.Slow.perform_later("dead", wait=600)
+    chrono_forge_env.run_due()
+    chrono_forge_env.drop_pending()
+    # the worker of its next pass died holding the lock (as a SIGKILL leaves it)
+    Workflow.objects.filter(key="dead").update(
+        state="running", locked_by="dead-worker", locked_at=chrono_forge_env.now
+    )
+    chrono_forge_env.advance(wd.HOUR)
+    assert Workflow.objects.cancel_past_deadline() == 1
+    wf = row("dead")
+    assert (wf.state, wf.cancel_reason) == ("cancelled", deadlines.DEADLINE_REASON)
+    assert len(deadline_errors("dead")) == 1
+    chrono_forge_env.advance(wd.HOUR)
+    assert not Workflow.objects.stranded().exists()  # nothing left for the reaper
+    assert Workflow.objects.reap_stalled() == 0
+
+
+def test_a_reaped_pass_past_the_deadline_cancels_instead_of_running(chrono_forge_env):
+    wd.Slow.perform_later("reaped", wait=600)
+    chrono_forge_env.run_due()
+    chrono_forge_env.drop_pending()
+    Workflow.objects.filter(key="reaped").update(
+        state="running", locked_by="dead-worker", locked_at=chrono_forge_env.now
+    )
+    chrono_forge_env.advance(wd.HOUR)
+    assert Workflow.objects.reap_stalled() == 1  # the reaper's delivery comes before any sweep
+    chrono_forge_env.run_all()
+    assert_cancelled_by_deadline("reaped")
+    assert wd.calls("second") == 0
+
+
+def test_crashes_at_every_boundary_leave_a_bounded_run_as_a_clean_one():
+    from chrono_forge.testing import assert_crash_safe
+
+    report = assert_crash_safe(wd.LongBounded, "crash", wait=600)
+    assert report.clean[(wd.LongBounded.job_class(), "crash")]["state"] == "completed"
+
+
+def test_the_workflow_page_shows_the_deadline(client, operator, chrono_forge_env):
+    from django.urls import reverse
+
+    wd.Parked.perform_later("page")
+    chrono_forge_env.run_due()
+    wf = row("page")
+    html = client.get(reverse("admin:chrono_forge_workflow_change", args=[wf.pk])).content
+    assert "<dt>Deadline</dt>" in html.decode()

@@ -152,3 +152,9 @@ class UnboundedParent(Parent):
     """Parent without a deadline: its children have none but their own."""
 
     deadline = None
+
+
+class LongBounded(Slow):
+    """Slow with a deadline that crash recovery never reaches."""
+
+    deadline = timedelta(days=30)
