@@ -284,6 +284,17 @@ def test_a_pass_delivered_after_the_deadline_cancels_instead_of_running(chrono_f
     ).exists()
 
 
+def test_a_pass_delivered_after_the_deadline_runs_no_code_even_with_nothing_left_but_returning(
+    chrono_forge_env,
+):
+    wd.WaitThenReturn.perform_later("ret", wait=2 * 3600)
+    chrono_forge_env.run_all()
+    assert wd.calls("perform") == 1  # the late pass cancelled before replaying perform()
+    assert_cancelled_by_deadline("ret")
+    assert row("ret").result is None
+    assert not ExecutionLog.objects.filter(workflow__key="ret", step_name__contains="completion")
+
+
 def test_a_forced_retry_of_a_run_cancelled_by_its_deadline_restarts_the_clock(chrono_forge_env):
     wd.Slow.perform_later("again", wait=2 * 3600)
     chrono_forge_env.run_all()

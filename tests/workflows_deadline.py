@@ -158,3 +158,14 @@ class LongBounded(Slow):
     """Slow with a deadline that crash recovery never reaches."""
 
     deadline = timedelta(days=30)
+
+
+class WaitThenReturn(DurableWorkflow):
+    """A wait, then perform() returns: after the wait no step body (no boundary) is left."""
+
+    deadline = HOUR
+
+    def perform(self, *, wait: float) -> str:
+        called("perform")
+        self.wait(wait, "pause")
+        return "done"
