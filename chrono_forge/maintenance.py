@@ -12,6 +12,8 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from django_q.models import Schedule
+
 from . import cleanup as _cleanup
 from . import clock, conf, dispatch, operations
 
@@ -89,8 +91,6 @@ def install_schedules() -> list[tuple[str, bool]]:
     """Create the django-q2 Schedules, or bring existing ones up to date (idempotent); returns
     ``[(name, created)]``. An existing schedule keeps the timing and arguments an operator gave it;
     only its function and cluster are reset."""
-    from django_q.models import Schedule
-
     cluster = conf.get("MAINTENANCE_CLUSTER")
     done = []
     for name, (func, schedule_type, minutes, _) in SCHEDULES.items():
@@ -112,7 +112,5 @@ def install_schedules() -> list[tuple[str, bool]]:
 
 def uninstall_schedules() -> int:
     """Delete the Schedules :func:`install_schedules` created; returns how many there were."""
-    from django_q.models import Schedule
-
     deleted, _ = Schedule.objects.filter(name__in=[SCHEDULE_PREFIX + n for n in SCHEDULES]).delete()
     return deleted

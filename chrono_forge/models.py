@@ -16,7 +16,7 @@ from model_utils import Choices
 from model_utils.fields import StatusField
 from model_utils.models import TimeStampedModel
 
-from . import clock, conf, registry, signals
+from . import clock, conf, dispatch, registry, signals
 from .exceptions import NotExecutableError, WorkflowNotCancellableError
 from .lookups import Prefix
 from .validation import validate_reason
@@ -157,8 +157,6 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         ``stale_after`` is shorter (the delivery carries the threshold). A row whose class is not
         registered is re-enqueued too: the worker stalls it with the reason. Returns how many were
         re-enqueued."""
-        from .dispatch import enqueue_many
-
         internal: dict[str, Any] = {}
         if stale_after is not None:
             internal["stale_after"] = conf.as_timedelta(stale_after).total_seconds()
@@ -167,7 +165,7 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
             # One bulk enqueue per page (django-q2's ORM broker: one INSERT of every OrmQ row).
             # A crash mid-batch leaves the rest running under a stale lock: the next sweep
             # reaps them.
-            enqueue_many([(row.job_class, row.key) for row in page], **internal)
+            dispatch.enqueue_many([(row.job_class, row.key) for row in page], **internal)
             return len(page)
 
         return self._requeue_pages(self.stranded(stale_after), enqueue_page)
@@ -180,11 +178,9 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
 
         One bulk enqueue per page of rows (django-q2's ORM broker: one INSERT of every OrmQ row).
         A page the broker refuses keeps its due times: the next sweep re-delivers it."""
-        from .dispatch import enqueue_many
-        from .executor import token_for
 
         def redelivery(row: Workflow, due_at: datetime) -> tuple[str, str, dict[str, Any]]:
-            internal: dict[str, Any] = {"token": token_for(due_at)}
+            internal: dict[str, Any] = {"token": dispatch.token_for(due_at)}
             if row.state in Workflow.RETRYABLE_STATES:
                 internal["retry_workflow"] = True
             elif row.state == Workflow.STATE.cancelled:
@@ -193,7 +189,7 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
 
         def enqueue_page(page: list[Workflow]) -> int:
             due = [redelivery(row, row.next_run_at) for row in page if row.next_run_at is not None]
-            enqueue_many(due)  # overdue: due in the past, so delivered now
+            dispatch.enqueue_many(due)  # overdue: due in the past, so delivered now
             count = len(due)
             for row in page:
                 if row.next_run_at is None:  # unaccounted (rare): a due time, then a delivery
@@ -465,7 +461,7 @@ class Workflow(TimeStampedModel):
 
             Workflow.objects.get(job_class=..., key="order-123").send("payment", {"amount": 5})
         """
-        from .messages import send
+        from .messages import send  # here: messages imports the models
 
         return send(
             self.workflow_class(), self.key, topic, payload, idempotency_key=idempotency_key
@@ -497,8 +493,6 @@ class Workflow(TimeStampedModel):
         ``wake_requested``, which its holder turns into a continuation when it releases. Both in
         one UPDATE, in the transaction of the enqueue (committed before it, with a broker outside
         the database). Terminal rows are left alone (the delivery finds nothing to run)."""
-        from . import dispatch
-
         with dispatch.with_enqueue():
             if self.state in Workflow.EXECUTABLE_STATES:
                 Workflow.objects.filter(pk=self.pk).record_wake(clock.now())

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import conf
 from .exceptions import InvalidStepName
+from .retry import coerce
 
 if TYPE_CHECKING:  # for annotations only: validation is a leaf, it imports no engine module
     from .workflow import DurableWorkflow
@@ -313,8 +314,6 @@ def check_workflow_class(cls: type) -> None:
     """Checks a DurableWorkflow subclass when it is defined, so a bad definition fails at import
     time instead of leaving its first workflow stuck: the class ``retry_policy``, ``perform``'s
     signature (keyword-only, no reserved names) and the length of the class path."""
-    from .retry import coerce
-
     name = cls.__qualname__
     if "retry_policy" in cls.__dict__:
         try:

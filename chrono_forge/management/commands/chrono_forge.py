@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING, Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
-from chrono_forge import conf, maintenance, operations, registry, step_names
+from chrono_forge import conf, health, maintenance, operations, registry, step_names
 from chrono_forge.cleanup import REPEAT_PREFIX
 from chrono_forge.exceptions import ChronoForgeError
+from chrono_forge.graph import as_dict
 from chrono_forge.liveness import is_stranded, liveness, pending_merges
 from chrono_forge.models import ErrorLog, ExecutionLog, Message, Workflow
 from chrono_forge.steps import REPETITION_LOG_PATTERN
+from chrono_forge.workflow import resolve_workflow_class
 
 if TYPE_CHECKING:
     from chrono_forge.workflow import DurableWorkflow
@@ -792,8 +794,6 @@ class Command(BaseCommand):
         )
 
     def handle_graph(self, workflow_class: str, as_json: bool, **_: Any) -> None:
-        from chrono_forge.graph import as_dict
-        from chrono_forge.workflow import resolve_workflow_class
 
         path = workflow_class
         if "." not in path:
@@ -825,7 +825,6 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING(f"  warning: {warning}"))
 
     def handle_status(self, **_: Any) -> None:
-        from chrono_forge import health
 
         report = health.snapshot()
         out = self.stdout.write
