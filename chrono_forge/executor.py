@@ -32,6 +32,7 @@ from django.db import transaction
 
 from . import clock, conf, deadlines, dispatch, signals, step_names, telemetry
 from .context import Context
+from .dispatch import token_for
 from .errors import record_error
 from .exceptions import (
     ConcurrentExecutionError,
@@ -90,10 +91,6 @@ STATE = Workflow.STATE
 
 class RunCancelled(Exception):
     """Internal: the final release found the run cancelled; the final transaction rolls back."""
-
-
-def token_for(run_at: datetime) -> str:
-    return run_at.isoformat()
 
 
 #: The pass running in this thread (or task), if any: calls that must never happen inside a

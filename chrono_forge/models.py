@@ -16,7 +16,7 @@ from model_utils import Choices
 from model_utils.fields import StatusField
 from model_utils.models import TimeStampedModel
 
-from . import clock, conf, registry, signals
+from . import clock, conf, dispatch, registry, signals
 from .exceptions import NotExecutableError, WorkflowNotCancellableError
 from .lookups import Prefix
 from .validation import validate_reason
@@ -95,7 +95,7 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
 
             Workflow.objects.cancel_past_deadline()
         """
-        from .deadlines import cancel_past_deadline
+        from .deadlines import cancel_past_deadline  # here: deadlines imports the models
 
         return cancel_past_deadline(self, clock.now())
 
@@ -177,8 +177,6 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         ``stale_after`` is shorter (the delivery carries the threshold). A row whose class is not
         registered is re-enqueued too: the worker stalls it with the reason. Returns how many were
         re-enqueued."""
-        from .dispatch import enqueue_many
-
         internal: dict[str, Any] = {}
         if stale_after is not None:
             internal["stale_after"] = conf.as_timedelta(stale_after).total_seconds()
@@ -187,7 +185,7 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
             # One bulk enqueue per page (django-q2's ORM broker: one INSERT of every OrmQ row).
             # A crash mid-batch leaves the rest running under a stale lock: the next sweep
             # reaps them.
-            enqueue_many([(row.job_class, row.key) for row in page], **internal)
+            dispatch.enqueue_many([(row.job_class, row.key) for row in page], **internal)
             return len(page)
 
         return self._requeue_pages(self.stranded(stale_after), enqueue_page)
@@ -196,38 +194,36 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         """Re-deliver every :meth:`overdue` row: a late delivery carries the row's token, so if
         the original one does arrive, only one of them runs; a late operator retry is re-sent as a
         retry; an unaccounted row gets a wake-up (a due time, then a delivery). A row whose class
-        is not registered is re-delivered too: the worker stalls it with the reason."""
-        from .dispatch import enqueue
-        from .executor import token_for
+        is not registered is re-delivered too: the worker stalls it with the reason.
 
-        def redeliver(row: Workflow) -> None:
-            if row.next_run_at is None:
-                row.wake()
-                return
-            internal: dict[str, Any] = {"token": token_for(row.next_run_at)}
+        One bulk enqueue per page of rows (django-q2's ORM broker: one INSERT of every OrmQ row).
+        A page the broker refuses keeps its due times: the next sweep re-delivers it."""
+
+        def redelivery(row: Workflow, due_at: datetime) -> tuple[str, str, dict[str, Any]]:
+            internal: dict[str, Any] = {"token": dispatch.token_for(due_at)}
             if row.state in Workflow.RETRYABLE_STATES:
                 internal["retry_workflow"] = True
             elif row.state == Workflow.STATE.cancelled:
                 internal.update(retry_workflow=True, resume_cancelled=True)
-            enqueue(row.job_class, row.key, run_at=row.next_run_at, **internal)
+            return row.job_class, row.key, internal
 
-        return self._requeue(self.overdue(grace), redeliver)
-
-    def _requeue(self, queryset, enqueue_one) -> int:
         def enqueue_page(page: list[Workflow]) -> int:
-            count = 0
+            due = [redelivery(row, row.next_run_at) for row in page if row.next_run_at is not None]
+            dispatch.enqueue_many(due)  # overdue: due in the past, so delivered now
+            count = len(due)
             for row in page:
-                try:  # no class check here: the worker that gets the delivery decides
-                    enqueue_one(row)
-                except Exception:
-                    logger.exception(
-                        "chrono_forge: could not re-enqueue %s(%s); skipped", row.job_class, row.key
-                    )
-                    continue
-                count += 1
+                if row.next_run_at is None:  # unaccounted (rare): a due time, then a delivery
+                    try:
+                        row.wake()
+                    except Exception:
+                        logger.exception(
+                            "chrono_forge: could not wake %s(%s); skipped", row.job_class, row.key
+                        )
+                        continue
+                    count += 1
             return count
 
-        return self._requeue_pages(queryset, enqueue_page)
+        return self._requeue_pages(self.overdue(grace), enqueue_page)
 
     def _requeue_pages(self, queryset, enqueue_page) -> int:
         # Pages by primary key, not one open cursor: an enqueue may close the connection
@@ -498,7 +494,7 @@ class Workflow(TimeStampedModel):
 
             Workflow.objects.get(job_class=..., key="order-123").send("payment", {"amount": 5})
         """
-        from .messages import send
+        from .messages import send  # here: messages imports the models
 
         return send(
             self.workflow_class(), self.key, topic, payload, idempotency_key=idempotency_key
@@ -530,8 +526,6 @@ class Workflow(TimeStampedModel):
         ``wake_requested``, which its holder turns into a continuation when it releases. Both in
         one UPDATE, in the transaction of the enqueue (committed before it, with a broker outside
         the database). Terminal rows are left alone (the delivery finds nothing to run)."""
-        from . import dispatch
-
         with dispatch.with_enqueue():
             if self.state in Workflow.EXECUTABLE_STATES:
                 Workflow.objects.filter(pk=self.pk).record_wake(clock.now())

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import conf
 from .exceptions import InvalidStepName
+from .retry import coerce
 
 if TYPE_CHECKING:  # for annotations only: validation is a leaf, it imports no engine module
     from .workflow import DurableWorkflow
@@ -338,8 +339,6 @@ def check_workflow_class(cls: type) -> None:
     time instead of leaving its first workflow stuck: the class ``retry_policy``, ``perform``'s
     signature (keyword-only, no reserved names), the class ``deadline`` and the length of the
     class path."""
-    from .retry import coerce
-
     name = cls.__qualname__
     if "deadline" in cls.__dict__:
         validate_deadline(cls.__dict__["deadline"], f"{name}.deadline", seconds=False)
