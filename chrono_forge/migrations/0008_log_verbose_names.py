@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chrono_forge", "0006_workflow_cancelled"),
+        ("chrono_forge", "0007_workflow_deadline"),
     ]
 
     operations = [
