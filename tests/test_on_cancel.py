@@ -365,3 +365,23 @@ def test_a_hook_with_a_wrong_signature_or_a_bad_policy_is_refused_at_class_defin
 
         def on_cancel(self, reason, *extra):
             pass
+
+
+# -- what the operator sees ------------------------------------------------------------------------
+def test_the_waiting_reason_and_the_state_badge_say_the_hook_is_due(chrono_forge_env):
+    from chrono_forge.admin.presenters import row_status
+    from chrono_forge.liveness import liveness
+
+    scheduled_run(chrono_forge_env, oc.Reserve, "shown")
+    wf = oc.Reserve.cancel("shown", reason="refunded")
+    reason = liveness(wf)
+    assert reason is not None and (reason.kind, reason.overdue) == ("on_cancel", False)
+    assert "on_cancel hook due" in row_status(wf)[2]
+    chrono_forge_env.advance(3600)
+    assert liveness(wf).overdue  # type: ignore[union-attr]
+    chrono_forge_env.run_all()
+    done = row("shown")
+    assert liveness(done) is None and row_status(done)[2] == "refunded"
+    oc.Reserve.retry_later("shown", resume_cancelled=True)
+    forced = liveness(row("shown"))
+    assert forced is not None and forced.kind == "retry"
