@@ -261,6 +261,7 @@ def cancel_rows(
     # Rows of classes with an on_cancel hook are scheduled for it in the same UPDATE, and their
     # hook deliveries go in one bulk enqueue per batch; without such classes nothing changes.
     hooked = on_cancel.hook_classes()
+    hooked_set = set(hooked)
     if hooked:
         fields.update(on_cancel.schedule_fields(hooked, now))
         ids = queryset.order_by("pk").values_list("pk", "job_class", "key")
@@ -281,7 +282,7 @@ def cancel_rows(
         own += done
         total += done
         if done and hooked:
-            runs = [(job_class, key) for _pk, job_class, key in rows if job_class in hooked]
+            runs = [(job_class, key) for _pk, job_class, key in rows if job_class in hooked_set]
             on_cancel.enqueue_batch(runs, now)
         if done and signals.workflow_cancelled.has_listeners():
             announce_cancelled(Workflow.objects.filter(pk__in=batch, cancelled_at=now))

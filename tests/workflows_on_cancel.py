@@ -171,3 +171,34 @@ class CancelsInPerform(DurableWorkflow):
     def on_cancel(self, reason):
         called("crash_hook")
         return reason
+
+
+class SlowStep(DurableWorkflow):
+    """A step that signals it started (a file) and runs until a "go" file appears, then a second
+    step; its hook writes a Group row. For the e2e test cancelling a pass mid-step."""
+
+    def perform(self, *, started: str, go: str) -> None:
+        self.durably_execute(self.work)
+        self.durably_execute(self.after)
+
+    def work(self):
+        import time
+        from pathlib import Path
+
+        kwargs = self.workflow.kwargs
+        Path(kwargs["started"]).write_text("started")
+        deadline = time.monotonic() + 60
+        while not Path(kwargs["go"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return "worked"
+
+    def after(self):
+        from django.contrib.auth.models import Group
+
+        Group.objects.get_or_create(name=f"after:{self.key}")
+
+    def on_cancel(self, reason):
+        from django.contrib.auth.models import Group
+
+        Group.objects.get_or_create(name=f"on_cancel:{self.key}:{reason}"[:150])
+        return "released"
