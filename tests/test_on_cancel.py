@@ -385,3 +385,22 @@ def test_the_waiting_reason_and_the_state_badge_say_the_hook_is_due(chrono_forge
     oc.Reserve.retry_later("shown", resume_cancelled=True)
     forced = liveness(row("shown"))
     assert forced is not None and forced.kind == "retry"
+
+
+def test_a_hook_taking_its_worker_down_is_charged_and_let_through_with_the_retry_scheduled(
+    chrono_forge_env,
+):
+    scheduled_run(chrono_forge_env, oc.ExitingHook, "exits")
+    oc.ExitingHook.cancel("exits")
+    with pytest.raises(SystemExit):
+        chrono_forge_env.run_due()
+    wf = row("exits")
+    (log,) = hook_logs("exits")
+    assert (log.state, log.attempts) == ("pending", 1)
+    assert wf.parked_on == log.step_name and wf.next_run_at is not None  # still scheduled
+    lost = ErrorLog.objects.get(workflow__key="exits", step_name=log.step_name)
+    assert lost.error_class == "SystemExit"
+    chrono_forge_env.run_all()  # the retry the failure scheduled
+    (log,) = hook_logs("exits")
+    assert (log.state, log.attempts, log.result) == ("completed", 2, "second time")
+    assert_hook_done("exits")

@@ -202,3 +202,19 @@ class SlowStep(DurableWorkflow):
 
         Group.objects.get_or_create(name=f"on_cancel:{self.key}:{reason}"[:150])
         return "released"
+
+
+class ExitingHook(DurableWorkflow):
+    """Its hook calls ``sys.exit()`` on its first attempt (the worker going down)."""
+
+    on_cancel_retry_policy = RetryPolicy(max_attempts=3, base=1, cap=1, jitter=False)
+
+    def perform(self) -> None:
+        self.wait(60, "hold")
+
+    def on_cancel(self, reason):
+        import sys
+
+        if called("exiting_hook") == 1:
+            sys.exit(3)
+        return "second time"
