@@ -41,6 +41,26 @@ class StepAttemptLost(ChronoForgeError):
         self.attempt = attempt
 
 
+class StepTimeout(ChronoForgeError, TimeoutError):
+    """A step's attempt ran past its ``timeout``: interrupted in process where a signal can do it
+    (the main thread of a worker), found finished too late, or found unfinished by a later pass.
+    Charged to the step's retry policy like any error (a ``TimeoutError``, so ``retry_on`` and
+    ``discard_on`` lists naming ``TimeoutError`` cover it)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step_name: str | None = None,
+        attempt: int | None = None,
+        timeout: float | None = None,
+    ):
+        super().__init__(message)
+        self.step_name = step_name
+        self.attempt = attempt
+        self.timeout = timeout  # seconds
+
+
 class NotExecutableError(ChronoForgeError):
     """A programming error that retrying cannot fix; it stalls the workflow and propagates."""
 
@@ -164,6 +184,7 @@ __all__ = [
     "ExecutionFailedError",
     "WaitConditionNotMet",
     "StepAttemptLost",
+    "StepTimeout",
     "NotExecutableError",
     "InvalidStepName",
     "InvalidStepResult",

@@ -13,8 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from . import cleanup as _cleanup
-from . import clock, conf, dispatch
-from .models import Workflow
+from . import clock, conf, dispatch, operations
 
 logger = logging.getLogger("chrono_forge")
 
@@ -46,17 +45,14 @@ def _days(value: float | None) -> timedelta | None:
 
 
 def reap(stale_after_minutes: float | None = None) -> int:
-    """``Workflow.objects.reap_stalled``; default threshold ``REAP_STALE_AFTER``."""
-    count = Workflow.objects.reap_stalled(_minutes(stale_after_minutes))
-    logger.info("chrono_forge: reaped %d stranded workflow(s)", count)
-    return count
+    """:func:`chrono_forge.operations.reap_all`; default threshold ``REAP_STALE_AFTER``."""
+    return operations.reap_all(_minutes(stale_after_minutes))
 
 
 def resume_overdue(grace_minutes: float | None = None) -> int:
-    """``Workflow.objects.resume_overdue``; default grace ``RESUME_OVERDUE_GRACE``."""
-    count = Workflow.objects.resume_overdue(_minutes(grace_minutes))
-    logger.info("chrono_forge: resumed %d overdue workflow(s)", count)
-    return count
+    """:func:`chrono_forge.operations.resume_overdue_all`; default grace
+    ``RESUME_OVERDUE_GRACE``."""
+    return operations.resume_overdue_all(_minutes(grace_minutes))
 
 
 def cleanup(

@@ -180,41 +180,41 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         """Re-deliver every :meth:`overdue` row: a late delivery carries the row's token, so if
         the original one does arrive, only one of them runs; a late operator retry is re-sent as a
         retry; an unaccounted row gets a wake-up (a due time, then a delivery). A row whose class
-        is not registered is re-delivered too: the worker stalls it with the reason."""
+        is not registered is re-delivered too: the worker stalls it with the reason.
+
+        One bulk enqueue per page of rows (django-q2's ORM broker: one INSERT of every OrmQ row).
+        A page the broker refuses keeps its due times: the next sweep re-delivers it."""
         from . import on_cancel
-        from .dispatch import enqueue
+        from .dispatch import enqueue_many
         from .executor import token_for
 
-        def redeliver(row: Workflow) -> None:
-            if row.next_run_at is None:
-                row.wake()
-                return
-            internal: dict[str, Any] = {"token": token_for(row.next_run_at)}
+        def redelivery(row: Workflow, due_at: datetime) -> tuple[str, str, dict[str, Any]]:
+            internal: dict[str, Any] = {"token": token_for(due_at)}
             if row.state in Workflow.RETRYABLE_STATES:
                 internal["retry_workflow"] = True
             elif row.state == Workflow.STATE.cancelled and not on_cancel.pending(row):
                 # A cancelled row's due time is its on_cancel hook's (a plain delivery runs it)
                 # or, with no hook pending, a forced retry's.
                 internal.update(retry_workflow=True, resume_cancelled=True)
-            enqueue(row.job_class, row.key, run_at=row.next_run_at, **internal)
+            return row.job_class, row.key, internal
 
-        return self._requeue(self.overdue(grace), redeliver)
-
-    def _requeue(self, queryset, enqueue_one) -> int:
         def enqueue_page(page: list[Workflow]) -> int:
-            count = 0
+            due = [redelivery(row, row.next_run_at) for row in page if row.next_run_at is not None]
+            enqueue_many(due)  # overdue: due in the past, so delivered now
+            count = len(due)
             for row in page:
-                try:  # no class check here: the worker that gets the delivery decides
-                    enqueue_one(row)
-                except Exception:
-                    logger.exception(
-                        "chrono_forge: could not re-enqueue %s(%s); skipped", row.job_class, row.key
-                    )
-                    continue
-                count += 1
+                if row.next_run_at is None:  # unaccounted (rare): a due time, then a delivery
+                    try:
+                        row.wake()
+                    except Exception:
+                        logger.exception(
+                            "chrono_forge: could not wake %s(%s); skipped", row.job_class, row.key
+                        )
+                        continue
+                    count += 1
             return count
 
-        return self._requeue_pages(queryset, enqueue_page)
+        return self._requeue_pages(self.overdue(grace), enqueue_page)
 
     def _requeue_pages(self, queryset, enqueue_page) -> int:
         # Pages by primary key, not one open cursor: an enqueue may close the connection

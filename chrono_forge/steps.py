@@ -16,6 +16,7 @@ from .exceptions import (
     HaltExecution,
     InvalidStepArgument,
     StepAttemptLost,
+    StepTimeout,
     WaitConditionNotMet,
 )
 from .models import ExecutionLog
@@ -36,6 +37,7 @@ STEP_COLUMNS = (
     "state",
     "attempts",
     "started_at",
+    "last_executed_at",  # when the latest attempt started (a step timeout's durable check)
     "result",
     "metadata",
 )
@@ -247,14 +249,23 @@ def duration_arg(
     return delta
 
 
-def begin_attempt(run, step: str, log: ExecutionLog | None, policy, **fields: Any) -> ExecutionLog:
+def begin_attempt(
+    run,
+    step: str,
+    log: ExecutionLog | None,
+    policy,
+    *,
+    timeout: timedelta | None = None,
+    **fields: Any,
+) -> ExecutionLog:
     """Everything a step does before its body runs, given its log (not completed) from this pass's
     view: replay a recorded failure, charge an attempt a dead worker never finished to ``policy``
-    (halting for a retry, or raising the step's failure), then record this attempt."""
+    (``StepTimeout`` when it started longer than ``timeout`` ago; halting for a retry, or raising
+    the step's failure), then record this attempt."""
     if log is not None and log.state == FAILED:  # perform() caught the failure and went on
         replay_failure(log)
     if log is not None and attempt_lost(run, log):
-        lost = lost_attempt(log)
+        lost = overdue_attempt(log, timeout) or lost_attempt(log)
         raise halt_or_fail(run, lost, record_failure(run, log, lost, policy))
     return run.steps.record_attempt(step, log, **fields)
 
@@ -284,6 +295,22 @@ def lost_attempt(log: ExecutionLog, exit_error: BaseException | None = None) -> 
         f"worker died during attempt {log.attempts} ({cause})",
         step_name=log.step_name,
         attempt=log.attempts,
+    )
+
+
+def overdue_attempt(log: ExecutionLog, timeout: timedelta | None) -> StepTimeout | None:
+    """The unfinished attempt of ``log`` as a StepTimeout when it started longer than ``timeout``
+    ago (its worker died or hung in it, and the reaper handed this pass the lock), else None."""
+    started = log.last_executed_at
+    if timeout is None or started is None or clock.now() - started <= timeout:
+        return None
+    seconds = timeout.total_seconds()
+    return StepTimeout(
+        f"{log.step_name}: attempt {log.attempts} ran past its timeout of {seconds:g} s "
+        f"(found unfinished by a later pass; it started at {started.isoformat()})",
+        step_name=log.step_name,
+        attempt=log.attempts,
+        timeout=seconds,
     )
 
 

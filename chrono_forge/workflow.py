@@ -555,7 +555,12 @@ class DurableWorkflow:
 
     # -- primitives ----------------------------------------------------------------------------
     def durably_execute(
-        self, method: Method, *, retry_policy: RetryPolicyLike = None, name: str | None = None
+        self,
+        method: Method,
+        *,
+        retry_policy: RetryPolicyLike = None,
+        name: str | None = None,
+        timeout: timedelta | float | None = None,
     ) -> Any:
         """Run ``method`` once, durably, and return its result.
 
@@ -571,6 +576,11 @@ class DurableWorkflow:
                 ``retry_policy``, else ``RetryPolicy.step_default()`` (3 attempts).
             name: the step name (``durably_execute$<name>``); default: the method's name. A replay
                 finds the step by this name, so keep it stable across deploys.
+            timeout: a ``timedelta`` or seconds (> 0): an attempt still running past it counts
+                as a failed attempt (``StepTimeout``, charged to ``retry_policy``). In a worker's
+                main thread the body is interrupted by ``SIGALRM``; elsewhere a late return counts
+                as timed out, and an attempt whose worker died or hung in it is recorded as timed
+                out by the pass the reaper starts.
 
         Returns:
             The method's return value (JSON, at most ``RESULT_MAX_BYTES``), stored on first success.
@@ -580,8 +590,11 @@ class DurableWorkflow:
             charge = self.durably_execute(self.charge)
             self.durably_execute(self.notify, name="notify_customer",
                                  retry_policy=RetryPolicy(max_attempts=5, retry_on=[TimeoutError]))
+            self.durably_execute(self.call_gateway, timeout=timedelta(seconds=30))
         """
-        return _durably_execute.durably_execute(self, method, retry_policy=retry_policy, name=name)
+        return _durably_execute.durably_execute(
+            self, method, retry_policy=retry_policy, name=name, timeout=timeout
+        )
 
     # The primitives below live in their own modules (imported on use to keep start-up light).
     def wait(self, duration: timedelta | float, name: str) -> None:

@@ -169,6 +169,7 @@ CHRONO_FORGE = {
         "tests.workflows_poison",
         "tests.workflows_results",
         "tests.workflows_signals",
+        "tests.workflows_timeout",
         "tests.workflows_versioning",
         "tests.workflows_waits",
         "example_project.demo.workflows",

@@ -217,6 +217,24 @@ def test_a_merge_waiting_on_a_child_an_operator_cancelled_is_held_and_resumes_af
     assert row("m").state == "completed" and wc.calls("after_merge") == 1
 
 
+def test_a_parent_waiting_on_a_merge_of_1000_children_is_cancelled_with_all_of_them(
+    chrono_forge_env,
+):
+    wc.Parent.perform_now("wide", children=1000)  # spawned, none run yet; the merge polls
+    parent = row("wide")
+    assert parent.state == "idle" and parent.next_run_at is not None
+    assert Workflow.objects.filter(key="wide").cancel("campaign ended") == 1001
+    children = Workflow.objects.filter(parent_execution_log__workflow=parent)
+    assert children.count() == 1000
+    assert set(children.values_list("state", "cancel_reason").distinct()) == {
+        ("cancelled", "parent cancelled: campaign ended")
+    }
+    assert chrono_forge_env.run_all() > 0  # the children's first deliveries and the merge poll
+    assert (wc.calls("leaf"), wc.calls("after_merge")) == (0, 0)  # ... ran nothing
+    assert not children.exclude(state="cancelled").exists()
+    assert row("wide").state == "cancelled" and row("wide").next_run_at is None
+
+
 # -- retry -----------------------------------------------------------------------------------------
 def test_a_cancelled_run_is_retried_only_with_resume_cancelled(chrono_forge_env):
     wc.Broken.perform_later("again")

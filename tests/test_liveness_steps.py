@@ -3,23 +3,18 @@ to a stalled workflow (never a silent idle, never a loop)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django_q.exceptions import TimeoutException
 
-from chrono_forge import conf
 from chrono_forge.errors import error_class_name
 from chrono_forge.exceptions import WaitConditionNotMet
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.tasks import run_workflow
 from tests import workflows_poison as p
-from tests.conftest import REPO_ROOT
 from tests.core_sql import ERROR_LOG, EXECUTION_LOG, SqlLog
+from tests.helpers import DYING, pass_in_a_process_that_dies, reap_and_run
 from tests.workflows_poison import reset_poison  # noqa: F401  (autouse)
 
 
@@ -135,7 +130,6 @@ def test_a_caught_timeout_replays_as_the_same_wait_condition_not_met(chrono_forg
 
 
 # -- a step that takes its worker down -------------------------------------------------------------
-DYING = "tests.workflows_poison.DyingStep"
 POISON = "durably_execute$poison"
 
 
@@ -292,35 +286,6 @@ def test_a_tick_exiting_its_worker_stalls_a_fail_workflow_schedule(chrono_forge_
 
 
 # -- a hard kill: the process is gone, nothing of chrono_forge runs after the body ----------------
-def pass_in_a_process_that_dies(key: str) -> int:
-    """Run one pass of ``DyingStep(key)`` through the worker entry point in a child process joined
-    to the test database; its body calls ``os._exit(1)``. Returns the child's exit code."""
-    env = dict(os.environ)
-    env.update(
-        CHRONO_FORGE_TEST_DB=connection.vendor.replace("postgresql", "postgres"),
-        CHRONO_FORGE_TEST_DB_NAME=str(connection.settings_dict["NAME"]),
-        DJANGO_SETTINGS_MODULE=os.environ.get("DJANGO_SETTINGS_MODULE", "tests.settings"),
-        PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
-    )
-    script = (
-        "import django; django.setup(); import tests.workflows_poison; "
-        "from chrono_forge.tasks import run_workflow; "
-        f"run_workflow({DYING!r}, {key!r})"
-    )
-    child = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, timeout=60
-    )
-    return child.returncode
-
-
-def reap_and_run(env) -> int:
-    """What the next pass after a dead worker sees: the reaper re-enqueues the stranded run once
-    its lock is stale, and the pass takes the lock over."""
-    env.advance(conf.reap_stale_after() + timedelta(minutes=1))
-    assert Workflow.objects.reap_stalled() == 1
-    return env.run_due()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_hard_kill_mid_body_counts_the_attempt_and_the_retry_completes(
     chrono_forge_env, tmp_path

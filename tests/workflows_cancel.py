@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +150,32 @@ class Parent(DurableWorkflow):
 
     def after_merge(self):
         called("after_merge")
+
+
+# -- end to end (a real qcluster): files instead of in-process counters ----------------------------
+class SlowThenSecond(DurableWorkflow):
+    """``first`` notes that it started (the file ``started``) and, when ``release`` names a file,
+    runs until that file exists; an optional durable ``wait``; ``second`` appends a line to
+    ``counter``. A cancel that lands while ``first`` runs, or during the wait, must keep ``second``
+    from ever running."""
+
+    def perform(self, *, started: str, counter: str, release: str = "", wait: float = 0) -> None:
+        self.started, self.counter, self.release = started, counter, release
+        self.durably_execute(self.first)
+        if wait:
+            self.wait(wait, "pause")
+        self.durably_execute(self.second)
+
+    def first(self):
+        Path(self.started).touch()
+        deadline = time.monotonic() + 60
+        while self.release and not Path(self.release).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.release} never appeared")
+            time.sleep(0.05)
+        return 1
+
+    def second(self):
+        with open(self.counter, "a") as handle:
+            handle.write("second\n")
+        return 2

@@ -188,14 +188,21 @@ class DyingStep(DurableWorkflow):
     ``how``: "system_exit" (``sys.exit(3)``), "keyboard_interrupt", "django_q_timeout" (django-q2's
     TimeoutException, a SystemExit), "sleep" (30 s, to outlive a task timeout) or "os_exit"
     (``os._exit(1)``: no exception, no cleanup: the process is simply gone, as after SIGKILL or an
-    OOM kill).
+    OOM kill). ``timeout``: the step's timeout in seconds (None: none).
     """
 
     retry_policy = THREE_ATTEMPTS
 
-    def perform(self, *, how: str = "system_exit", deaths: int = 1000, counter: str = ""):
+    def perform(
+        self,
+        *,
+        how: str = "system_exit",
+        deaths: int = 1000,
+        counter: str = "",
+        timeout: float | None = None,
+    ):
         self.how, self.deaths, self.counter = how, deaths, counter
-        self.context["result"] = self.durably_execute(self.poison)
+        self.context["result"] = self.durably_execute(self.poison, timeout=timeout)
         self.durably_execute(self.after)
 
     def poison(self):

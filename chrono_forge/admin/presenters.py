@@ -19,6 +19,7 @@ from django.db.models import Exists, F, Min, OuterRef, Q
 
 from .. import clock, conf
 from ..exceptions import ReplayDivergence
+from ..formatting import human_duration  # noqa: F401  (re-exported: views, tags use p.)
 from ..liveness import (  # noqa: F401  (re-exported: the admin views use them through p.)
     Liveness,
     is_stranded,
@@ -90,25 +91,6 @@ def capped_count(queryset, cap: int = COUNT_CAP) -> int:
 
 def show_count(count: int, cap: int = COUNT_CAP) -> str:
     return f"{cap}+" if count > cap else str(count)
-
-
-def human_duration(seconds: float | None) -> str:
-    """The two most significant units: "45s", "1m 04s", "3h 12m", "2d 21h"; "" for None/negative."""
-    if seconds is None or seconds < 0:
-        return ""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms" if seconds >= 0.001 else "0s"
-    total = int(seconds)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
 
 
 def seconds_between(start: datetime | None, end: datetime | None) -> float | None:

@@ -23,7 +23,7 @@ from .filters import (
     WaitKindFilter,
 )
 from .paginator import CappedPaginator
-from .views import HttpResponseSeeOther, WorkflowViews, force_unlock_one, reap_one
+from .views import HttpResponseSeeOther, WorkflowViews
 
 DASH = mark_safe('<span class="cf-muted">—</span>')
 #: Admin actions on selected rows handle at most this many (bulk work belongs to background tasks).
@@ -274,7 +274,7 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
         done = skipped = 0
         for workflow in self._selected(queryset):
             try:
-                reap_one(workflow)
+                operations.reap(workflow)
                 done += 1
             except ChronoForgeError:
                 skipped += 1
@@ -326,7 +326,7 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
             done = skipped = 0
             for workflow in selected:
                 try:
-                    force_unlock_one(workflow)
+                    operations.force_unlock(workflow)
                     done += 1
                 except ChronoForgeError:
                     skipped += 1

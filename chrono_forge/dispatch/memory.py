@@ -13,7 +13,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from .. import clock, conf
-from . import TASK, in_user_transaction
+from . import TASK, Run, in_user_transaction, run_arguments
 
 
 class _CommitMarker:
@@ -97,8 +97,9 @@ class InMemoryDispatcher:
         the transaction around it."""
         return True
 
-    def enqueue_many(self, runs: Iterable[tuple[str, str]], **internal: Any) -> None:
-        for job_class, key in runs:
+    def enqueue_many(self, runs: Iterable[Run], **shared: Any) -> None:
+        for run in runs:
+            job_class, key, internal = run_arguments(run, shared)
             self.enqueue(job_class, key, **internal)
 
     # -------------------------------------------------------------------------------------------

@@ -9,22 +9,30 @@ An attempt whose worker died in it (found pending and unfinished by a later pass
 ``StepAttemptLost`` and charged to the policy; a body raising ``SystemExit`` or
 ``KeyboardInterrupt`` is recorded and charged alike, then let through so the worker exits. A failed
 step replays its failure.
+
+``timeout``: an attempt still running past it counts as a failed attempt (``StepTimeout``, charged
+to the policy). It is interrupted in process where a signal can do it (chrono_forge.alarm), counted
+when it returns late elsewhere, and found by a later pass when its worker died or hung in it (the
+reaper hands that pass the lock).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from .. import clock, conf, telemetry
+from .. import alarm, clock, conf, telemetry
 from ..errors import error_class_name
-from ..exceptions import HaltExecution, InvalidStepResult
+from ..exceptions import HaltExecution, InvalidStepResult, StepTimeout
 from ..steps import (
     COMPLETED,
     FAILED,
     FAILURE,
     PENDING,
     begin_attempt,
+    duration_arg,
     resolve_method,
     retry_or_stall,
 )
@@ -38,22 +46,33 @@ logger = logging.getLogger("chrono_forge")
 
 
 def durably_execute(
-    workflow: DurableWorkflow, method: Any, *, retry_policy: Any = None, name: str | None = None
+    workflow: DurableWorkflow,
+    method: Any,
+    *,
+    retry_policy: Any = None,
+    name: str | None = None,
+    timeout: Any = None,
 ) -> Any:
     run = workflow._pass
     func, method_name = resolve_method(workflow, method, kind="durably_execute")
     step = step_name("durably_execute", name if name is not None else method_name)
+    limit = None
+    if timeout is not None:
+        limit = duration_arg(timeout, where=step, what="timeout", positive=True)
     run.claim_step(step)
     policy = run.step_policy(retry_policy, where=step)
 
     log = run.steps.get(step)
     if log is not None and log.state == COMPLETED:
         return log.result
-    log = begin_attempt(run, step, log, policy, state=PENDING)
+    log = begin_attempt(run, step, log, policy, timeout=limit, state=PENDING)
 
     try:
         with telemetry.step_span(run, step, log.attempts):
-            result = func()
+            if limit is None:
+                result = func()
+            else:
+                result = run_within(func, limit, log)
     except HaltExecution:
         raise
     except BaseException as error:  # SystemExit & co. too: recorded, then let through
@@ -61,6 +80,29 @@ def durably_execute(
     stored = storable_result(step, result, run, log)
     run.steps.complete_later(log, state=COMPLETED, completed_at=clock.now(), result=stored)
     return stored
+
+
+def run_within(func: Any, limit: timedelta, log: ExecutionLog) -> Any:
+    """``func()``, interrupted at ``limit`` where a signal can do it; a call that returns after
+    ``limit`` (nothing could interrupt it) counts as timed out all the same."""
+    seconds = limit.total_seconds()
+    attempt = log.attempts
+
+    def timed_out(how: str) -> StepTimeout:
+        return StepTimeout(
+            f"{log.step_name}: attempt {attempt} ran past its timeout of {seconds:g} s ({how})",
+            step_name=log.step_name,
+            attempt=attempt,
+            timeout=seconds,
+        )
+
+    started = time.monotonic()
+    with alarm.interrupt_after(limit, lambda: timed_out("interrupted")):
+        result = func()
+    took = time.monotonic() - started
+    if took > seconds:
+        raise timed_out(f"returned after {took:.3g} s")
+    return result
 
 
 def storable_result(step: str, result: Any, run, log: ExecutionLog) -> Any:

@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from .. import clock
-from ..admin.presenters import human_duration
+from ..formatting import human_duration
 
 register = template.Library()
 DASH = mark_safe('<span class="cf-muted">—</span>')

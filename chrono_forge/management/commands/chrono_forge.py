@@ -690,18 +690,7 @@ class Command(BaseCommand):
 
     # -- operations --------------------------------------------------------------------------------
     def handle_resume(self, key: str, job_class: str | None, **_: Any) -> None:
-        wf = self.get_workflow(key, job_class)
-        if wf.state != Workflow.STATE.idle:
-            hint = {
-                "failed": "use `chrono_forge retry` instead",
-                "stalled": "use `chrono_forge retry` instead",
-                "running": "it is running; if its worker died, use `chrono_forge reap`",
-                "completed": "it has nothing left to do",
-                "cancelled": "it was cancelled; `chrono_forge retry --force` resumes it",
-            }[wf.state]
-            raise CommandError(f"{wf} is {wf.state}; only idle workflows can be resumed ({hint}).")
-        wf.resume()
-        self.stdout.write(self.style.SUCCESS(f"Resumed {wf}: a pass is enqueued."))
+        self.operate(operations.resume, self.get_workflow(key, job_class))
 
     def handle_send(
         self,
@@ -732,23 +721,15 @@ class Command(BaseCommand):
     def handle_retry(
         self, key: str, job_class: str | None, now: bool, force: bool = False, **_: Any
     ) -> None:
-        wf = self.get_workflow(key, job_class)
-        forced = force and wf.state == Workflow.STATE.cancelled
-        if not wf.retryable and not forced:
-            hint = {
-                "idle": "use `chrono_forge resume` instead",
-                "cancelled": "retry it on purpose with --force",
-            }.get(wf.state, "nothing to retry")
-            raise CommandError(
-                f"{wf} is {wf.state}; only failed or stalled workflows can be retried ({hint})."
-            )
-        if now:
-            wf.retry_now(resume_cancelled=forced)
-            wf.refresh_from_db(fields=["state"])
-            self.stdout.write(self.style.SUCCESS(f"Retried {wf} here: it is now {wf.state}."))
-        else:
-            wf.retry_later(resume_cancelled=forced)
-            self.stdout.write(self.style.SUCCESS(f"Retry of {wf} enqueued."))
+        self.operate(operations.retry, self.get_workflow(key, job_class), now=now, force=force)
+
+    def operate(self, action: Any, workflow: Workflow, **options: Any) -> None:
+        """Run one operator action; its refusal (why, and what to do instead) is the error."""
+        try:
+            message = action(workflow, **options)
+        except ChronoForgeError as error:
+            raise CommandError(str(error)) from error
+        self.stdout.write(self.style.SUCCESS(message))
 
     def handle_cancel(self, key: str, job_class: str | None, reason: str = "", **_: Any) -> None:
         wf = self.get_workflow(key, job_class)
@@ -764,7 +745,7 @@ class Command(BaseCommand):
         stale = (
             timedelta(minutes=stale_after) if stale_after is not None else conf.reap_stale_after()
         )
-        count = Workflow.objects.reap_stalled(stale)
+        count = operations.reap_all(stale)
         self.stdout.write(
             f"Re-enqueued {count} stranded workflow(s) (running with a lock older than {stale})."
         )
@@ -775,7 +756,7 @@ class Command(BaseCommand):
             if grace is not None
             else conf.as_timedelta(conf.get("RESUME_OVERDUE_GRACE"))
         )
-        count = Workflow.objects.resume_overdue(grace_td)
+        count = operations.resume_overdue_all(grace_td)
         self.stdout.write(
             f"Re-enqueued {count} overdue workflow(s) whose delivery was late by more than "
             f"{grace_td}."
