@@ -35,6 +35,7 @@ from . import conf
 from .executor import Pass
 from .models import ExecutionLog, Workflow
 from .steps import StepLogs
+from .testing import workflow_env
 
 if TYPE_CHECKING:  # pragma: no cover
     from .testing import WorkflowEnv
@@ -192,8 +193,6 @@ class CrashTest:
 
     def run(self, kill_at: int | None) -> tuple[_Killer, str | None]:
         """One run from scratch; returns the killer and, if it died, the HardKill message."""
-        from .testing import workflow_env
-
         self.family().delete()
         if self.before_each is not None:
             self.before_each()

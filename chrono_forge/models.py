@@ -16,7 +16,7 @@ from model_utils import Choices
 from model_utils.fields import StatusField
 from model_utils.models import TimeStampedModel
 
-from . import clock, conf, registry, signals
+from . import clock, conf, dispatch, registry, signals
 from .exceptions import NotExecutableError, WorkflowNotCancellableError
 from .lookups import Prefix
 from .validation import validate_reason
@@ -80,6 +80,26 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         """
         reason = validate_reason(reason)
         return cancel_rows(self.cancellable(), reason, clock.now())[1]
+
+    def past_deadline(self, now: datetime | None = None):
+        """Unfinished rows (every state ``cancel`` stops) whose ``deadline_at`` is at or before
+        ``now`` (default: the clock's now): what :meth:`cancel_past_deadline` cancels."""
+        return self.cancellable().filter(deadline_at__lte=now or clock.now())
+
+    def cancel_past_deadline(self) -> int:
+        """Cancel every :meth:`past_deadline` row of this queryset with the reason ``deadline
+        exceeded`` and a ``DeadlineExceeded`` in ErrorLog (its branch children, recursively, as
+        ``cancel`` does); returns how many rows of this queryset were cancelled. The overdue sweep
+        (``resume-overdue``) runs it, so a run parked on an event or waiting on a merge is
+        cancelled within one sweep of its deadline.
+
+        Example::
+
+            Workflow.objects.cancel_past_deadline()
+        """
+        from .deadlines import cancel_past_deadline  # here: deadlines imports the models
+
+        return cancel_past_deadline(self, clock.now())
 
     def blocked(self):
         return self.filter(state__in=(Workflow.STATE.failed, Workflow.STATE.stalled))
@@ -161,8 +181,6 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         ``stale_after`` is shorter (the delivery carries the threshold). A row whose class is not
         registered is re-enqueued too: the worker stalls it with the reason. Returns how many were
         re-enqueued."""
-        from .dispatch import enqueue_many
-
         internal: dict[str, Any] = {}
         if stale_after is not None:
             internal["stale_after"] = conf.as_timedelta(stale_after).total_seconds()
@@ -171,7 +189,7 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
             # One bulk enqueue per page (django-q2's ORM broker: one INSERT of every OrmQ row).
             # A crash mid-batch leaves the rest running under a stale lock: the next sweep
             # reaps them.
-            enqueue_many([(row.job_class, row.key) for row in page], **internal)
+            dispatch.enqueue_many([(row.job_class, row.key) for row in page], **internal)
             return len(page)
 
         return self._requeue_pages(self.stranded(stale_after), enqueue_page)
@@ -184,12 +202,10 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
 
         One bulk enqueue per page of rows (django-q2's ORM broker: one INSERT of every OrmQ row).
         A page the broker refuses keeps its due times: the next sweep re-delivers it."""
-        from . import on_cancel
-        from .dispatch import enqueue_many
-        from .executor import token_for
+        from . import on_cancel  # here: on_cancel imports the models
 
         def redelivery(row: Workflow, due_at: datetime) -> tuple[str, str, dict[str, Any]]:
-            internal: dict[str, Any] = {"token": token_for(due_at)}
+            internal: dict[str, Any] = {"token": dispatch.token_for(due_at)}
             if row.state in Workflow.RETRYABLE_STATES:
                 internal["retry_workflow"] = True
             elif row.state == Workflow.STATE.cancelled and not on_cancel.pending(row):
@@ -200,7 +216,7 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
 
         def enqueue_page(page: list[Workflow]) -> int:
             due = [redelivery(row, row.next_run_at) for row in page if row.next_run_at is not None]
-            enqueue_many(due)  # overdue: due in the past, so delivered now
+            dispatch.enqueue_many(due)  # overdue: due in the past, so delivered now
             count = len(due)
             for row in page:
                 if row.next_run_at is None:  # unaccounted (rare): a due time, then a delivery
@@ -387,6 +403,12 @@ class Workflow(TimeStampedModel):
         default="",
         help_text="Why the run was cancelled, as given to ``cancel(reason=...)``.",
     )
+    deadline_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the run is cancelled if it is still unfinished (its deadline, counted "
+        "from the first pass, or its parent's; None: no deadline).",
+    )
     wake_requested = models.BooleanField(
         default=False,
         help_text="An external wake-up (perform_later, resume) arrived while a pass held the lock; "
@@ -436,6 +458,13 @@ class Workflow(TimeStampedModel):
             models.Index(fields=["state", "next_run_at"], name="chrono_forge_wf_state_next"),
             # The list sorted by next run (the admin's "next run" column).
             models.Index(fields=["next_run_at", "id"], name="chrono_forge_wf_next_run"),
+            # The deadline sweep: unfinished rows past their deadline_at, a range per state. Rows
+            # without a deadline (most) are not in it, so it costs their writes nothing.
+            models.Index(
+                fields=["state", "deadline_at"],
+                name="chrono_forge_wf_deadline",
+                condition=Q(deadline_at__isnull=False),
+            ),
         ]
         permissions = [
             ("retry_workflow", "Can retry failed or stalled workflows"),
@@ -487,7 +516,7 @@ class Workflow(TimeStampedModel):
 
             Workflow.objects.get(job_class=..., key="order-123").send("payment", {"amount": 5})
         """
-        from .messages import send
+        from .messages import send  # here: messages imports the models
 
         return send(
             self.workflow_class(), self.key, topic, payload, idempotency_key=idempotency_key
@@ -519,8 +548,6 @@ class Workflow(TimeStampedModel):
         ``wake_requested``, which its holder turns into a continuation when it releases. Both in
         one UPDATE, in the transaction of the enqueue (committed before it, with a broker outside
         the database). Terminal rows are left alone (the delivery finds nothing to run)."""
-        from . import dispatch
-
         with dispatch.with_enqueue():
             if self.state in Workflow.EXECUTABLE_STATES:
                 Workflow.objects.filter(pk=self.pk).record_wake(clock.now())

@@ -145,6 +145,12 @@ def reap_all(stale_after: timedelta | None = None) -> int:
     return reaped
 
 
+def cancel_past_deadline() -> int:
+    """Cancel every unfinished run past its deadline (reason ``deadline exceeded``, recorded in
+    ErrorLog), in keyset batches; the overdue sweep runs it first. Returns how many."""
+    return Workflow.objects.cancel_past_deadline()
+
+
 def resume_overdue_all(grace: timedelta | None = None) -> int:
     """Re-send every overdue delivery (``Workflow.objects.resume_overdue``; default grace
     RESUME_OVERDUE_GRACE), one bulk enqueue per page."""

@@ -22,9 +22,20 @@ from .exceptions import (
     WorkflowNotCancellableError,
     WorkflowNotRetryableError,
 )
+from .executor import Pass, current_pass
 from .messages import send
 from .models import Message, Workflow
+from .primitives import branch as _branch
+from .primitives import continue_if as _continue_if
 from .primitives import durably_execute as _durably_execute
+from .primitives import durably_repeat as _durably_repeat
+from .primitives import merge as _merge
+from .primitives import patched as _patched
+from .primitives import receive as _receive
+from .primitives import results as _results
+from .primitives import send_to as _send_to
+from .primitives import wait as _wait
+from .primitives import wait_until as _wait_until
 from .retry import AnyRetryPolicy, RetryPolicy, coerce
 from .validation import (
     check_perform_arguments,
@@ -37,7 +48,6 @@ from .validation import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
-    from .executor import Pass
 
 Method = str | Callable[..., Any]
 RetryPolicyLike = AnyRetryPolicy | Sequence[RetryPolicy] | None
@@ -88,6 +98,13 @@ class DurableWorkflow:
     retry_policy: ClassVar[RetryPolicyLike] = None
     #: Retry policy of the ``on_cancel`` hook; default: ``retry_policy``, else the step default.
     on_cancel_retry_policy: ClassVar[RetryPolicyLike] = None
+
+    #: How long a run may take, counted from its first pass: one still unfinished then is
+    #: cancelled with the reason ``deadline exceeded`` (a ``DeadlineExceeded`` in ErrorLog), its
+    #: branch children too, wherever it waits. A positive ``timedelta``; None (the default): no
+    #: deadline of its own (a branch child keeps its parent's). ``options={"deadline": seconds}``
+    #: overrides it per run. Example: ``deadline = timedelta(days=7)``.
+    deadline: ClassVar[timedelta | None] = None
 
     workflow: Workflow
     key: str
@@ -212,8 +229,6 @@ class DurableWorkflow:
             OrderWorkflow.retry_later("order-1")
             OrderWorkflow.retry_later("order-2", resume_cancelled=True)   # cancelled by mistake
         """
-        from .executor import token_for
-
         row = cls._retryable_row(key, args, kwargs, resume_cancelled=resume_cancelled)
         now = clock.now()
         states = _retry_states(resume_cancelled)
@@ -227,7 +242,11 @@ class DurableWorkflow:
             if not requested:
                 raise WorkflowNotRetryableError(f"{row} is no longer {' or '.join(states)}")
             dispatch.enqueue(
-                row.job_class, row.key, retry_workflow=True, token=token_for(now), **internal
+                row.job_class,
+                row.key,
+                retry_workflow=True,
+                token=dispatch.token_for(now),
+                **internal,
             )
         row.next_run_at = now
         return row
@@ -362,8 +381,6 @@ class DurableWorkflow:
             OrderWorkflow.perform_later("order-1", order_id=1)
             total = OrderWorkflow.wait_for_result("order-1", timeout=30)["total"]
         """
-        from .executor import current_pass
-
         if current_pass() is not None:
             raise WaitForResultInWorkflowError(
                 f"{cls.__qualname__}.wait_for_result({key!r}) was called inside a workflow: a "
@@ -427,9 +444,7 @@ class DurableWorkflow:
             total = sum(result["amount"] for _key, result in self.branch_results("items"))
             return {"total": total}
         """
-        from .primitives.results import branch_results
-
-        return branch_results(self, name, of=of)
+        return _results.branch_results(self, name, of=of)
 
     # -- internals -------------------------------------------------------------------------------
     @classmethod
@@ -438,8 +453,6 @@ class DurableWorkflow:
     ) -> Workflow:
         """The workflow row, created if missing and born scheduled (``next_run_at`` in the INSERT);
         with ``enqueue``, a new row gets its first delivery and an existing one a wake-up."""
-        from .executor import token_for
-
         job_class = cls.job_class()
         validate_key(key)
         kwargs = validate_kwargs(args, kwargs)
@@ -472,14 +485,14 @@ class DurableWorkflow:
                 )
                 if together:  # a refused enqueue rolls the row back: nothing is stored
                     return cls._enqueue_first(
-                        row, stored="nothing was stored", token=token_for(now)
+                        row, stored="nothing was stored", token=dispatch.token_for(now)
                     )
         except IntegrityError:  # created concurrently: the first one wins
             row = Workflow.objects.get(job_class=job_class, key=key)
             return cls._wake(row, on=enqueue)
         if enqueue:
             stored = "the workflow is stored, due now: `chrono_forge resume-overdue` starts it"
-            return cls._enqueue_first(row, stored=stored, token=token_for(now))
+            return cls._enqueue_first(row, stored=stored, token=dispatch.token_for(now))
         return row
 
     @staticmethod
@@ -533,8 +546,6 @@ class DurableWorkflow:
 
     @classmethod
     def _execute(cls, key: str, **internal: Any) -> Workflow | None:
-        from .executor import Pass
-
         return Pass(cls, key, **internal).execute()
 
     @classmethod
@@ -549,9 +560,7 @@ class DurableWorkflow:
     def _before_completion(self) -> None:
         """The completion gate: hooks that must pass before the workflow may complete."""
         if self._pass.branches:  # every branch opened in this pass must be merged
-            from .primitives.branch import ensure_merged
-
-            ensure_merged(self)
+            _branch.ensure_merged(self)
 
     # -- primitives ----------------------------------------------------------------------------
     def durably_execute(
@@ -596,7 +605,7 @@ class DurableWorkflow:
             self, method, retry_policy=retry_policy, name=name, timeout=timeout
         )
 
-    # The primitives below live in their own modules (imported on use to keep start-up light).
+    # The primitives below live in their own modules; these methods are their typed entry points.
     def wait(self, duration: timedelta | float, name: str) -> None:
         """Sleep durably: end the pass and continue at a deadline, without holding a worker.
 
@@ -611,9 +620,7 @@ class DurableWorkflow:
 
             self.wait(timedelta(days=1), "survey_delay")
         """
-        from .primitives.wait import wait
-
-        return wait(self, duration, name)
+        return _wait.wait(self, duration, name)
 
     def wait_until(
         self,
@@ -654,9 +661,7 @@ class DurableWorkflow:
             except WaitConditionNotMet:
                 self.durably_execute(self.escalate_to_support)
         """
-        from .primitives.wait_until import wait_until
-
-        return wait_until(
+        return _wait_until.wait_until(
             self,
             condition,
             timeout=timeout,
@@ -687,9 +692,7 @@ class DurableWorkflow:
             # elsewhere, in the webhook view:
             OrderWorkflow.perform_later(f"order-{order_id}")
         """
-        from .primitives.continue_if import continue_if
-
-        return continue_if(self, condition, name=name)
+        return _continue_if.continue_if(self, condition, name=name)
 
     def receive(
         self,
@@ -722,9 +725,7 @@ class DurableWorkflow:
                 answer = self.receive("answer", name=f"answer-{i}",
                                       timeout=timedelta(days=1))
         """
-        from .primitives.receive import receive
-
-        return receive(self, topic, timeout=timeout, name=name)
+        return _receive.receive(self, topic, timeout=timeout, name=name)
 
     def send_to(
         self,
@@ -760,9 +761,7 @@ class DurableWorkflow:
 
             self.send_to(ShippingWorkflow, f"ship-{order_id}", "paid", {"order_id": order_id})
         """
-        from .primitives.send_to import send_to
-
-        return send_to(
+        return _send_to.send_to(
             self, workflow_class, key, topic, payload, name=name, retry_policy=retry_policy
         )
 
@@ -806,9 +805,7 @@ class DurableWorkflow:
             def send_reminder(self, scheduled_time):
                 ...   # use scheduled_time as the idempotency key of the tick
         """
-        from .primitives.durably_repeat import durably_repeat
-
-        return durably_repeat(
+        return _durably_repeat.durably_repeat(
             self,
             method,
             every=every,
@@ -840,9 +837,7 @@ class DurableWorkflow:
             def dispatch_items(self):
                 self.spawn("invoice", InvoiceWorkflow, order_id=self.order_id)
         """
-        from .primitives.branch import branch
-
-        return branch(self, name, dispatch, automerge=automerge)
+        return _branch.branch(self, name, dispatch, automerge=automerge)
 
     def spawn(self, name: str, workflow_class: type[DurableWorkflow], /, **kwargs: Any) -> None:
         """Inside a branch's dispatch: create one child workflow and enqueue it.
@@ -859,9 +854,7 @@ class DurableWorkflow:
 
             self.spawn("invoice", InvoiceWorkflow, order_id=self.order_id)
         """
-        from .primitives.branch import spawn
-
-        return spawn(self, name, workflow_class, **kwargs)
+        return _branch.spawn(self, name, workflow_class, **kwargs)
 
     def spawn_each(
         self, name: str, source: Any, build: Callable[[Any], Any], *, of: int = 1000
@@ -884,9 +877,7 @@ class DurableWorkflow:
             self.spawn_each("items", Item.objects.filter(order_id=self.order_id),
                             lambda item: (ItemWorkflow, {"item_id": item.pk}))
         """
-        from .primitives.branch import spawn_each
-
-        return spawn_each(self, name, source, build, of=of)
+        return _branch.spawn_each(self, name, source, build, of=of)
 
     def merge_branches(
         self,
@@ -916,9 +907,9 @@ class DurableWorkflow:
             self.branch("b", self.dispatch_b)
             self.merge_branches("a", "b", max_interval=timedelta(minutes=1))
         """
-        from .primitives.merge import merge_branches
-
-        return merge_branches(self, *names, min_interval=min_interval, max_interval=max_interval)
+        return _merge.merge_branches(
+            self, *names, min_interval=min_interval, max_interval=max_interval
+        )
 
     merge_branch = merge_branches
 
@@ -951,9 +942,7 @@ class DurableWorkflow:
                 self.durably_execute(self.fraud_check)
             self.durably_execute(self.ship)
         """
-        from .primitives.patched import patched
-
-        return patched(self, change_id)
+        return _patched.patched(self, change_id)
 
     def deprecate_patch(self, change_id: str) -> None:
         """Mark the place of a ``patched(change_id)`` whose old path was removed.
@@ -976,6 +965,4 @@ class DurableWorkflow:
             self.durably_execute(self.fraud_check)
             self.durably_execute(self.ship)
         """
-        from .primitives.patched import deprecate_patch
-
-        return deprecate_patch(self, change_id)
+        return _patched.deprecate_patch(self, change_id)

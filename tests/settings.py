@@ -159,6 +159,7 @@ CHRONO_FORGE = {
         "tests.workflows_api",
         "tests.workflows_branches",
         "tests.workflows_core",
+        "tests.workflows_deadline",
         "tests.workflows_crash",
         "tests.workflows_cancel",
         "tests.workflows_engines",

@@ -218,3 +218,9 @@ class ExitingHook(DurableWorkflow):
         if called("exiting_hook") == 1:
             sys.exit(3)
         return "second time"
+
+
+class BoundedReserve(Reserve):
+    """Reserve with an hour's deadline: a cancel by the deadline runs the hook too."""
+
+    deadline = timedelta(hours=1)

@@ -18,9 +18,19 @@ from django.db import connections, transaction
 from django.utils.module_loading import import_string
 
 from .. import conf
+from ..telemetry import carrier
 
 #: The django-q2 task every continuation calls.
 TASK = "chrono_forge.tasks.run_workflow"
+#: The task a merge poller's poll calls.
+POLL_TASK = "chrono_forge.tasks.poll_merge"
+
+
+def token_for(run_at: datetime) -> str:
+    """The token a delivery due at ``run_at`` carries: the pass runs only while the row's due
+    time is still that one (a superseded continuation exits)."""
+    return run_at.isoformat()
+
 
 #: One run of a bulk enqueue: ``(job_class, key)``, or ``(job_class, key, internal)`` with
 #: arguments of that run alone (a redelivery's token), added to the ones every run carries.
@@ -113,8 +123,6 @@ def enqueue(job_class: str, key: str, *, run_at: datetime | None = None, **inter
             f"continuation argument(s) {clash} clash with django-q2 task options; rename them"
         )
     if "trace_context" not in internal:
-        from ..telemetry import carrier
-
         context = carrier()  # the enqueuer's trace, when there is one (never a pass's own)
         if context:
             internal["trace_context"] = context

@@ -32,6 +32,7 @@ from django.db import router, transaction
 from django.utils.module_loading import import_string
 
 from .. import clock, conf
+from ..tasks import run_workflow
 from . import Run, in_user_transaction, run_arguments
 
 try:  # Django >= 6.0
@@ -59,8 +60,6 @@ def backend_alias() -> str:
 @task(backend=backend_alias())
 def run_pass(job_class: str, key: str, **internal: Any) -> None:
     """One pass of a workflow (Django Tasks calls it; it calls ``tasks.run_workflow``)."""
-    from ..tasks import run_workflow
-
     run_workflow(job_class, key, **internal)
 
 
@@ -98,7 +97,7 @@ class DjangoTasksDispatcher:
         backend = self.backend()
         if not type(backend).__module__.startswith("django_tasks_db"):
             return False
-        from django_tasks_db.models import DBTaskResult
+        from django_tasks_db.models import DBTaskResult  # optional: only with that backend
 
         return router.db_for_write(DBTaskResult) == conf.database()
 

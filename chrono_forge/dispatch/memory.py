@@ -13,7 +13,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from .. import clock, conf
-from . import TASK, Run, in_user_transaction, run_arguments
+from . import POLL_TASK, TASK, Run, in_user_transaction, run_arguments
 
 
 class _CommitMarker:
@@ -53,8 +53,6 @@ class PendingRun:
     @property
     def is_merge_poll(self) -> bool:
         """A merge poller's poll (``chrono_forge.tasks.poll_merge``)."""
-        from ..primitives.merge import POLL_TASK
-
         return self.func == POLL_TASK
 
     @property

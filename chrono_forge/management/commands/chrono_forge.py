@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING, Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
-from chrono_forge import conf, maintenance, operations, registry, step_names
+from chrono_forge import conf, deadlines, health, maintenance, operations, registry, step_names
 from chrono_forge.cleanup import REPEAT_PREFIX
 from chrono_forge.exceptions import ChronoForgeError
+from chrono_forge.graph import as_dict
 from chrono_forge.liveness import is_stranded, liveness, pending_merges
 from chrono_forge.models import ErrorLog, ExecutionLog, Message, Workflow
 from chrono_forge.steps import REPETITION_LOG_PATTERN
+from chrono_forge.workflow import resolve_workflow_class
 
 if TYPE_CHECKING:
     from chrono_forge.workflow import DurableWorkflow
@@ -319,8 +321,9 @@ class Command(BaseCommand):
         )
         p = sub(
             "resume-overdue",
-            "Re-send deliveries that are overdue (lost by the broker): first passes, "
-            "continuations, wake-ups, merge polls and operator retries.",
+            "Cancel runs past their deadline, then re-send deliveries that are overdue (lost by "
+            "the broker): first passes, continuations, wake-ups, merge polls and operator "
+            "retries.",
         )
         p.add_argument(
             "--grace",
@@ -553,6 +556,8 @@ class Command(BaseCommand):
             f"  next run: {_time(wf.next_run_at)}    locked by: {wf.locked_by or '-'} "
             f"(since {_time(wf.locked_at)})"
         )
+        if wf.deadline_at is not None:
+            out(f"  deadline: {_time(wf.deadline_at)}")
         if wf.state == Workflow.STATE.cancelled:
             reason = wf.cancel_reason or "(no reason given)"
             out(f"  cancelled: {_time(wf.cancelled_at)}    reason: {_short(reason, 255)}")
@@ -756,6 +761,12 @@ class Command(BaseCommand):
             if grace is not None
             else conf.as_timedelta(conf.get("RESUME_OVERDUE_GRACE"))
         )
+        cancelled = operations.cancel_past_deadline()
+        if cancelled:
+            self.stdout.write(
+                f"Cancelled {cancelled} workflow(s) past their deadline (reason: "
+                f"{deadlines.DEADLINE_REASON})."
+            )
         count = operations.resume_overdue_all(grace_td)
         self.stdout.write(
             f"Re-enqueued {count} overdue workflow(s) whose delivery was late by more than "
@@ -793,8 +804,6 @@ class Command(BaseCommand):
         )
 
     def handle_graph(self, workflow_class: str, as_json: bool, **_: Any) -> None:
-        from chrono_forge.graph import as_dict
-        from chrono_forge.workflow import resolve_workflow_class
 
         path = workflow_class
         if "." not in path:
@@ -826,7 +835,6 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING(f"  warning: {warning}"))
 
     def handle_status(self, **_: Any) -> None:
-        from chrono_forge import health
 
         report = health.snapshot()
         out = self.stdout.write
