@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from . import clock, conf, deadlines, dispatch, signals, step_names, telemetry
+from . import clock, conf, deadlines, dispatch, on_cancel, signals, step_names, telemetry
 from .context import Context
 from .dispatch import token_for
 from .errors import record_error
@@ -192,6 +192,8 @@ class Pass:
         self.cancelled = False
         self.finalizing = False  # inside final_transaction()
         self.checked_after = 0  # bodies attempted when the pass last checked for a cancel
+        # the on_cancel hook's step this delivery runs instead of perform() (chrono_forge.on_cancel)
+        self.on_cancel_step: str | None = None
         self.past_deadline = False  # stopped at a boundary past deadline_at: finish() cancels
 
     # -- the pass ----------------------------------------------------------------------------------
@@ -202,6 +204,12 @@ class Pass:
             if row is None:
                 return None
             current = _current.set(self)
+            if self.on_cancel_step is not None:
+                try:
+                    on_cancel.run_hook(self)
+                finally:
+                    _current.reset(current)
+                return row
             try:
                 self.run(self.workflow_class._bind(row, self))
             except BaseException as error:
@@ -306,6 +314,8 @@ class Pass:
                 or (row.state == STATE.cancelled and self.internal.get("resume_cancelled"))
             ):
                 self.prepare_retry(row, now)
+            if self.token is not None and self.workflow_class and on_cancel.pending(row):
+                return on_cancel.claim(self, row, now)  # the delivery of its on_cancel hook
             if row.state not in Workflow.EXECUTABLE_STATES:
                 logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
                 return None
@@ -380,8 +390,11 @@ class Pass:
             },
         )
         # Repetition logs are history (durably_repeat retries its own failed tick): left as is.
-        failed = ExecutionLog.objects.filter(workflow_id=row.pk, state=FAILED).exclude(
-            step_name__regex=REPETITION_LOG_PATTERN
+        # A failed on_cancel hook is the history of an earlier cancellation: it stays failed.
+        failed = (
+            ExecutionLog.objects.filter(workflow_id=row.pk, state=FAILED)
+            .exclude(step_name__regex=REPETITION_LOG_PATTERN)
+            .exclude(step_name__prefix=step_names.ON_CANCEL_MARKER_PREFIX)
         )
         for log in failed.only("id", "metadata"):
             metadata = {k: v for k, v in (log.metadata or {}).items() if k not in RESET_ON_RETRY}
@@ -389,7 +402,10 @@ class Pass:
                 state=PENDING, attempts=0, metadata=metadata, modified=now
             )
         if row.state == STATE.cancelled:  # a forced retry: the run is no longer cancelled
-            Workflow.objects.filter(pk=row.pk).update(cancelled_at=None, cancel_reason="")
+            Workflow.objects.filter(pk=row.pk).update(
+                cancelled_at=None, cancel_reason="", parked_on=None, parked_since=None
+            )
+            row.parked_on, row.parked_since = None, None  # nor is its on_cancel hook due
         row.state, row.locked_by, row.locked_at = STATE.idle, None, None
 
     def release(self, state: str, **fields: Any) -> None:
@@ -506,6 +522,8 @@ class Pass:
         return HaltExecution()
 
     def publish(self) -> None:
+        if self.cancelled:  # released under a cancel: the on_cancel hook's turn, if any
+            on_cancel.publish_after_cancelled_pass(self)
         if self.continuation is None or not self.released or self.row.state != STATE.idle:
             return
         run_at, internal = self.continuation

@@ -65,7 +65,9 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         statements per batch do not grow with the branch. An idle, scheduled, parked, failed or
         stalled row is cancelled at once (its pending delivery finds nothing to run); a running
         row keeps its lock, and its pass stops before its next step body and releases the lock
-        without touching the state. Children get the reason ``parent cancelled: <reason>``.
+        without touching the state. Children get the reason ``parent cancelled: <reason>``. A row
+        whose class defines ``on_cancel`` is scheduled for that hook in the same UPDATE, and the
+        hooks of a batch are enqueued in one bulk enqueue (see :mod:`chrono_forge.on_cancel`).
 
         Args:
             reason: why (a str of at most 255 characters), stored in ``cancel_reason``.
@@ -157,9 +159,11 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
     def overdue(self, grace: timedelta | None = None):
         """Rows whose delivery is late by more than ``grace`` (default RESUME_OVERDUE_GRACE): an
         idle row's first pass, continuation, wake-up or merge poll; a failed/stalled row's pending
-        operator retry; and :meth:`unaccounted` rows. ``resume_overdue`` re-delivers just these."""
+        operator retry; a cancelled row's pending on_cancel hook or forced retry; and
+        :meth:`unaccounted` rows. ``resume_overdue`` re-delivers just these."""
         cutoff = clock.now() - _grace(grace)
-        # A cancelled row has a due time only while a forced retry (resume_cancelled) is pending.
+        # A cancelled row has a due time only while its on_cancel hook or a forced retry
+        # (resume_cancelled) is pending.
         due = Q(next_run_at__lt=cutoff) & Q(
             state__in=(Workflow.STATE.idle, *Workflow.RETRYABLE_STATES, Workflow.STATE.cancelled)
         )
@@ -198,12 +202,15 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
 
         One bulk enqueue per page of rows (django-q2's ORM broker: one INSERT of every OrmQ row).
         A page the broker refuses keeps its due times: the next sweep re-delivers it."""
+        from . import on_cancel  # here: on_cancel imports the models
 
         def redelivery(row: Workflow, due_at: datetime) -> tuple[str, str, dict[str, Any]]:
             internal: dict[str, Any] = {"token": dispatch.token_for(due_at)}
             if row.state in Workflow.RETRYABLE_STATES:
                 internal["retry_workflow"] = True
-            elif row.state == Workflow.STATE.cancelled:
+            elif row.state == Workflow.STATE.cancelled and not on_cancel.pending(row):
+                # A cancelled row's due time is its on_cancel hook's (a plain delivery runs it)
+                # or, with no hook pending, a forced retry's.
                 internal.update(retry_workflow=True, resume_cancelled=True)
             return row.job_class, row.key, internal
 
@@ -229,7 +236,8 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         # Pages by primary key, not one open cursor: an enqueue may close the connection
         # (django-q2's ORM broker does with CONN_MAX_AGE=0), which kills a cursor held across it.
         count, last = 0, None
-        rows = queryset.only("id", "job_class", "key", "state", "next_run_at").order_by("pk")
+        rows = queryset.only("id", "job_class", "key", "state", "next_run_at", "parked_on")
+        rows = rows.order_by("pk")
         while page := list((rows if last is None else rows.filter(pk__gt=last))[:500]):
             last = page[-1].pk
             try:  # one page failing (a broker error) must not stop the sweep
@@ -264,27 +272,41 @@ def cancel_rows(
     if not child_reason:
         child_reason = f"parent cancelled: {reason}" if reason else "parent cancelled"
         child_reason = child_reason[: Workflow._meta.get_field("cancel_reason").max_length]
-    ids = queryset.order_by("pk").values_list("pk", flat=True)
+    from . import on_cancel
+
+    # Rows of classes with an on_cancel hook are scheduled for it in the same UPDATE, and their
+    # hook deliveries go in one bulk enqueue per batch; without such classes nothing changes.
+    hooked = on_cancel.hook_classes()
+    hooked_set = set(hooked)
+    if hooked:
+        fields.update(on_cancel.schedule_fields(hooked, now))
+        ids = queryset.order_by("pk").values_list("pk", "job_class", "key")
+    else:
+        ids = queryset.order_by("pk").values_list("pk", flat=True)
     own = total = 0
     last = None
     while True:
         size = CANCEL_BATCH_SIZE if limit is None else min(CANCEL_BATCH_SIZE, limit - own)
         if size <= 0:
             break
-        batch = list((ids if last is None else ids.filter(pk__gt=last))[:size])
-        if not batch:
+        rows = list((ids if last is None else ids.filter(pk__gt=last))[:size])
+        if not rows:
             break
+        batch = [row[0] for row in rows] if hooked else rows
         last = batch[-1]
         done = Workflow.objects.filter(pk__in=batch).cancellable().update(**fields)
         own += done
         total += done
+        if done and hooked:
+            runs = [(job_class, key) for _pk, job_class, key in rows if job_class in hooked_set]
+            on_cancel.enqueue_batch(runs, now)
         if done and signals.workflow_cancelled.has_listeners():
             announce_cancelled(Workflow.objects.filter(pk__in=batch, cancelled_at=now))
         children = Workflow.objects.filter(parent_execution_log__workflow_id__in=batch)
         total += cancel_rows(children.cancellable(), child_reason, now, child_reason=child_reason)[
             1
         ]
-        if len(batch) < size:
+        if len(rows) < size:
             break
     return own, total
 

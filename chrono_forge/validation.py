@@ -336,9 +336,9 @@ ENQUEUE_KEYWORDS = frozenset({"options"})
 
 def check_workflow_class(cls: type) -> None:
     """Checks a DurableWorkflow subclass when it is defined, so a bad definition fails at import
-    time instead of leaving its first workflow stuck: the class ``retry_policy``, ``perform``'s
-    signature (keyword-only, no reserved names), the class ``deadline`` and the length of the
-    class path."""
+    time instead of leaving its first workflow stuck: the class ``retry_policy`` and
+    ``on_cancel_retry_policy``, ``perform``'s signature (keyword-only, no reserved names), an
+    ``on_cancel(self, reason)`` hook's, the class ``deadline`` and the length of the class path."""
     name = cls.__qualname__
     if "deadline" in cls.__dict__:
         validate_deadline(cls.__dict__["deadline"], f"{name}.deadline", seconds=False)
@@ -347,14 +347,32 @@ def check_workflow_class(cls: type) -> None:
             coerce(cls.__dict__["retry_policy"])
         except (TypeError, ValueError) as error:
             raise TypeError(f"{name}.retry_policy: {error}") from None
+    if "on_cancel_retry_policy" in cls.__dict__:
+        try:
+            coerce(cls.__dict__["on_cancel_retry_policy"])
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name}.on_cancel_retry_policy: {error}") from None
     if "perform" in cls.__dict__:
         check_perform(name, cls.__dict__["perform"])
+    if "on_cancel" in cls.__dict__:
+        check_on_cancel(name, cls.__dict__["on_cancel"])
     path = f"{cls.__module__}.{name}"
     if "<locals>" not in name and len(path) > JOB_CLASS_MAX_LENGTH:
         raise TypeError(
             f"the class path {path!r} is {len(path)} characters; workflow rows store at most "
             f"{JOB_CLASS_MAX_LENGTH} (shorten the module or class name)"
         )
+
+
+def check_on_cancel(name: str, hook: Any) -> None:
+    """``on_cancel`` is a plain method called as ``hook(self, reason)``."""
+    usage = "def on_cancel(self, reason)"
+    if isinstance(hook, (staticmethod, classmethod)) or not inspect.isfunction(hook):
+        raise TypeError(f"{name}.on_cancel must be a plain method: {usage}")
+    try:
+        inspect.signature(hook).bind(None, "reason")
+    except TypeError:
+        raise TypeError(f"{name}.on_cancel must take (self, reason): {usage}") from None
 
 
 def check_perform(name: str, perform: Any) -> None:

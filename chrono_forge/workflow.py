@@ -80,10 +80,24 @@ class DurableWorkflow:
 
     A run is identified by ``(job_class, key)``; every pass replays ``perform`` from the top and
     each primitive answers from its checkpoint when it already completed.
+
+    Optionally define ``on_cancel(self, reason)``: the compensation of a cancelled run (release a
+    reservation, notify), run once as a durable step after the cancellation is recorded, with the
+    cancel's reason, retried per ``on_cancel_retry_policy`` (see :mod:`chrono_forge.on_cancel`).
+    It runs in its own delivery, never beside a step body of its run; it must not call the durable
+    primitives, and changes to ``self.context`` are not saved. Example::
+
+        class OrderWorkflow(DurableWorkflow):
+            on_cancel_retry_policy = RetryPolicy(max_attempts=5)
+
+            def on_cancel(self, reason):
+                release_stock(self.workflow.kwargs["order_id"], why=reason)
     """
 
     #: Class default retry policy for steps and uncaught workflow-level errors (a list: composite).
     retry_policy: ClassVar[RetryPolicyLike] = None
+    #: Retry policy of the ``on_cancel`` hook; default: ``retry_policy``, else the step default.
+    on_cancel_retry_policy: ClassVar[RetryPolicyLike] = None
 
     #: How long a run may take, counted from its first pass: one still unfinished then is
     #: cancelled with the reason ``deadline exceeded`` (a ``DeadlineExceeded`` in ErrorLog), its
@@ -119,6 +133,16 @@ class DurableWorkflow:
     @classmethod
     def workflow_retry_policy(cls) -> AnyRetryPolicy:
         return coerce(cls.retry_policy) or RetryPolicy.workflow_default()
+
+    @classmethod
+    def on_cancel_policy(cls) -> AnyRetryPolicy:
+        """The ``on_cancel`` hook's policy: ``on_cancel_retry_policy``, else the class's step
+        policy (``retry_policy``, else ``RetryPolicy.step_default()``)."""
+        return (
+            coerce(cls.on_cancel_retry_policy)
+            or coerce(cls.retry_policy)
+            or RetryPolicy.step_default()
+        )
 
     # -- enqueue API ---------------------------------------------------------------------------
     @classmethod
@@ -210,7 +234,11 @@ class DurableWorkflow:
         states = _retry_states(resume_cancelled)
         internal: dict[str, Any] = {"resume_cancelled": True} if resume_cancelled else {}
         with dispatch.with_enqueue():
-            requested = Workflow.objects.filter(pk=row.pk, state__in=states).update(next_run_at=now)
+            # A forced retry supersedes a pending on_cancel hook (parked_on named its step): the
+            # run resumes, so there is nothing to compensate, and the sweep re-sends a retry.
+            requested = Workflow.objects.filter(pk=row.pk, state__in=states).update(
+                next_run_at=now, parked_on=None
+            )
             if not requested:
                 raise WorkflowNotRetryableError(f"{row} is no longer {' or '.join(states)}")
             dispatch.enqueue(
@@ -265,7 +293,9 @@ class DurableWorkflow:
 
         An idle, scheduled, parked, failed or stalled run is ``cancelled`` at once (a delivery
         still queued for it finds nothing to run); a running pass stops before its next step body
-        and its release keeps ``cancelled``. Children go in keyset batches (flat memory).
+        and its release keeps ``cancelled``. Children go in keyset batches (flat memory). A run
+        whose class defines ``on_cancel`` (and each such child) is scheduled for that hook, which
+        runs once in its own delivery.
 
         Args:
             key: the workflow's key.

@@ -165,6 +165,7 @@ CHRONO_FORGE = {
         "tests.workflows_engines",
         "tests.workflows_liveness",
         "tests.workflows_messages",
+        "tests.workflows_on_cancel",
         "tests.workflows_ops",
         "tests.workflows_poison",
         "tests.workflows_results",

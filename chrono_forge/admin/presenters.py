@@ -29,7 +29,7 @@ from ..liveness import (  # noqa: F401  (re-exported: the admin views use them t
     pending_merges,
 )
 from ..models import ErrorLog, ExecutionLog, Message, Workflow
-from ..step_names import kind_prefix
+from ..step_names import is_on_cancel_marker, kind_prefix
 from ..steps import REPETITION_LOG_PATTERN
 
 #: The Waiting page's "oldest per class" shows at most this many classes.
@@ -197,6 +197,7 @@ def parse_step_name(step_name: str) -> StepName:
             "workflow_completion": "completed",
             "workflow_failure": "failed",
             "workflow_retry": "retried by an operator",
+            "workflow_on_cancel": "on_cancel hook",
         }
         label = names.get(marker, marker)
         return StepName(step_name, "workflow", label, "workflow", number, ref=tail)
@@ -274,7 +275,10 @@ def row_status(workflow: Workflow, now: datetime | None = None) -> tuple[str, st
         "cancelled": "slate",
     }
     if state == Workflow.STATE.cancelled:
-        return state, "slate", workflow.cancel_reason or "cancelled (no reason given)"
+        reason = workflow.cancel_reason or "cancelled (no reason given)"
+        if is_on_cancel_marker(workflow.parked_on) and workflow.next_run_at is not None:
+            reason += f"; on_cancel hook due {workflow.next_run_at:%Y-%m-%d %H:%M:%S}"
+        return state, "slate", reason
     return state, tones.get(state, "slate"), ""
 
 

@@ -156,6 +156,7 @@ WAITING_LABELS = {
     "first_pass": "first-pass",
     "merge_poll": "merge-poll",
     "retry": "retry-requested",
+    "on_cancel": "on-cancel-hook",
     "unaccounted": "NOTHING-SCHEDULED",
 }
 
