@@ -18,6 +18,9 @@ Run (from the repository root; the database is chosen like the tests' settings):
     CHRONO_FORGE_TEST_DB=postgres .venv/bin/python bench/steps_per_second.py
     scripts/pg stop /tmp/cf-bench-pg
 
+``--index-cost`` measures only what the indexes the admin's scale work added (migration 0003) cost
+each step write: steps/s with them, after dropping them, and with them again.
+
 A throwaway database is created (Django's test-database machinery) and destroyed at the end.
 """
 
@@ -98,6 +101,45 @@ def complete(log: ExecutionLog) -> None:
     )
 
 
+#: The indexes the admin's scale work added (migration 0003) that every step write maintains.
+SCALE_INDEXES = (
+    (ExecutionLog, "chrono_forge_log_step_prefix"),
+    (ExecutionLog, "chrono_forge_log_state_step"),
+    (Workflow, "chrono_forge_wf_next_run"),
+)
+
+
+def index_cost(rounds: int) -> None:
+    """(``--index-cost``) steps/s with the scale indexes, without them, and with them again: the
+    per-step write cost of maintaining them."""
+    from django.db import connection
+
+    def timed(label: str) -> float:
+        offset = 1000 * (1 + len(medians))  # new workflow keys for every measurement
+        median = interleaved({label: lambda i: engine_run(offset + i)}, rounds)[label]
+        medians.append(median)
+        print(f"  {label:28s} {STEPS / median:8.0f} steps/s ({median * 1000:.1f} ms per pass)")
+        return median
+
+    medians: list[float] = []
+    indexes = [
+        (model, next(i for i in model._meta.indexes if i.name == name))
+        for model, name in SCALE_INDEXES
+    ]
+    print(f"per-step cost of {', '.join(name for _m, name in SCALE_INDEXES)}:")
+    first = timed("with the indexes")
+    with connection.schema_editor() as editor:
+        for model, index in indexes:
+            editor.remove_index(model, index)
+    without = timed("without them")
+    with connection.schema_editor() as editor:
+        for model, index in indexes:
+            editor.add_index(model, index)
+    again = timed("with them again")
+    cost = (first + again) / 2 / without - 1
+    print(f"  time per step with the indexes / without: {1 + cost:.3f} ({cost:+.1%})")
+
+
 def parked(n: int) -> Workflow:
     FLAGS.pop("gate_open", None)
     row = Steps.perform_now(f"replay-{n}", n=n, gate=True)
@@ -109,6 +151,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--rounds", type=int, default=15, help="rounds per measurement (median reported)"
+    )
+    parser.add_argument(
+        "--index-cost",
+        action="store_true",
+        help="only measure the per-step cost of the indexes migration 0003 added",
     )
     args = parser.parse_args()
 
@@ -125,6 +172,9 @@ def main() -> None:
 
         engine_run(-1)  # warm-up (imports, statement caches)
         raw_run(-1)
+        if args.index_cost:
+            index_cost(args.rounds)
+            return
         timed = interleaved({"engine": engine_run, "raw": raw_run}, args.rounds)
         engine, raw = timed["engine"], timed["raw"]
         print(

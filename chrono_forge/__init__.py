@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .retry import CompositeRetryPolicy, RetryPolicy  # a leaf: no Django import
+
 __version__ = "0.1.0"
 
 __all__ = ["DurableWorkflow", "RetryPolicy", "CompositeRetryPolicy", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .retry import CompositeRetryPolicy, RetryPolicy
     from .workflow import DurableWorkflow
 
 
@@ -19,8 +20,4 @@ def __getattr__(name: str) -> Any:
         from .workflow import DurableWorkflow
 
         return DurableWorkflow
-    if name in ("RetryPolicy", "CompositeRetryPolicy"):
-        from . import retry
-
-        return getattr(retry, name)
     raise AttributeError(f"module 'chrono_forge' has no attribute {name!r}")

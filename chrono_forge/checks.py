@@ -15,6 +15,7 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
+from django.db import models
 from django.utils.module_loading import import_string
 
 from . import conf
@@ -104,8 +105,6 @@ def _primary_key_problem(value: Any) -> str | None:
     problem = _dotted_path_problem(value, "a model field class")
     if problem:
         return problem
-    from django.db import models
-
     field = import_string(value)
     if not (
         isinstance(field, type)
@@ -260,7 +259,7 @@ def check_django_tasks(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     alias = conf.get("TASKS_BACKEND")
     if not _uses_django_tasks() or _tasks_backend_problem(alias):
         return []  # another dispatcher, or a bad alias that E040 already reports
-    try:
+    try:  # optional: Django >= 6.0, or the django-tasks backport below
         from django.tasks import task_backends
     except ImportError:
         try:

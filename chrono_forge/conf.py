@@ -7,10 +7,13 @@ checks in :mod:`chrono_forge.checks` validate them at start-up.
 from __future__ import annotations
 
 import math
+import uuid
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import models
+from django.utils.module_loading import import_string
 
 DEFAULTS: dict[str, Any] = {
     "MAX_DURATION": timedelta(minutes=10),
@@ -128,11 +131,6 @@ def primary_key_field_path() -> str:
 
 def primary_key_field():
     """The primary-key field of chrono_forge's models (migrations and models share it)."""
-    import uuid
-
-    from django.db import models
-    from django.utils.module_loading import import_string
-
     field_class = import_string(primary_key_field_path())
     if issubclass(field_class, models.UUIDField):
         return field_class(

@@ -35,6 +35,7 @@ from . import conf
 from .executor import Pass
 from .models import ExecutionLog, Workflow
 from .steps import StepLogs
+from .testing import workflow_env
 
 if TYPE_CHECKING:  # pragma: no cover
     from .testing import WorkflowEnv
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["HardKill", "CrashReport", "CrashTest", "assert_crash_safe"]
 
 #: Lifecycle markers carry ids or timestamps (``$workflow_failure$<error id>``): compared by kind.
-_MARKER = re.compile(r"^(\$workflow_[a-z]+\$).*$")
+_MARKER = re.compile(r"^(\$workflow_[a-z_]+\$).*$")
 #: A repetition log is named after its tick's time, which an outage shifts: compared by position.
 _REPETITION = re.compile(r"^(durably_repeat\$[^$]*\$)\d+$")
 
@@ -192,8 +193,6 @@ class CrashTest:
 
     def run(self, kill_at: int | None) -> tuple[_Killer, str | None]:
         """One run from scratch; returns the killer and, if it died, the HardKill message."""
-        from .testing import workflow_env
-
         self.family().delete()
         if self.before_each is not None:
             self.before_each()
@@ -235,6 +234,12 @@ class CrashTest:
         idle = self.family().filter(state=Workflow.STATE.idle, next_run_at__isnull=False)
         due = [locked_at + stale_after for locked_at in running.values_list("locked_at", flat=True)]
         due += [run_at + grace for run_at in idle.values_list("next_run_at", flat=True)]
+        # A cancelled row with a due time waits for its on_cancel hook (or a forced retry); a
+        # dead pass's lock on it holds the hook until the lock is older than MAX_DURATION.
+        cancelled = self.family().filter(state=Workflow.STATE.cancelled, next_run_at__isnull=False)
+        for run_at, locked_at in cancelled.values_list("next_run_at", "locked_at"):
+            held = locked_at + conf.max_duration() if locked_at is not None else run_at
+            due.append(max(run_at + grace, held))
         return min(due, default=None)
 
     def outcome(self) -> dict[tuple[str, str], dict[str, Any]]:

@@ -159,6 +159,12 @@ class WorkflowNotCancellableError(ChronoForgeError):
         self.state = state
 
 
+class DeadlineExceeded(ChronoForgeError):
+    """A run was still unfinished at its deadline (``DurableWorkflow.deadline`` or
+    ``options={"deadline": ...}``, counted from its first pass): it was cancelled with the reason
+    ``deadline exceeded`` and this error recorded in ErrorLog (never raised to user code)."""
+
+
 class EnqueueError(ChronoForgeError):
     """The broker refused a workflow's pass; the message says whether anything was stored."""
 
@@ -203,6 +209,7 @@ __all__ = [
     "UnknownWorkflowError",
     "WorkflowFinishedError",
     "WorkflowNotCancellableError",
+    "DeadlineExceeded",
     "ConcurrentExecutionError",
     "LongRunningConcurrentExecutionError",
     "ContextValidationError",

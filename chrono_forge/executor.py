@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from . import clock, conf, dispatch, signals, step_names, telemetry
+from . import clock, conf, deadlines, dispatch, on_cancel, signals, step_names, telemetry
 from .context import Context
+from .dispatch import token_for
 from .errors import record_error
 from .exceptions import (
     ConcurrentExecutionError,
@@ -70,6 +71,7 @@ LOCK_COLUMNS = (
     "next_run_at",
     "parked_on",
     "parked_since",
+    "deadline_at",
     "wake_requested",
     "parent_execution_log_id",
 )
@@ -89,10 +91,6 @@ STATE = Workflow.STATE
 
 class RunCancelled(Exception):
     """Internal: the final release found the run cancelled; the final transaction rolls back."""
-
-
-def token_for(run_at: datetime) -> str:
-    return run_at.isoformat()
 
 
 #: The pass running in this thread (or task), if any: calls that must never happen inside a
@@ -194,6 +192,9 @@ class Pass:
         self.cancelled = False
         self.finalizing = False  # inside final_transaction()
         self.checked_after = 0  # bodies attempted when the pass last checked for a cancel
+        # the on_cancel hook's step this delivery runs instead of perform() (chrono_forge.on_cancel)
+        self.on_cancel_step: str | None = None
+        self.past_deadline = False  # stopped at a boundary past deadline_at: finish() cancels
 
     # -- the pass ----------------------------------------------------------------------------------
     def execute(self) -> Workflow | None:
@@ -203,6 +204,12 @@ class Pass:
             if row is None:
                 return None
             current = _current.set(self)
+            if self.on_cancel_step is not None:
+                try:
+                    on_cancel.run_hook(self)
+                finally:
+                    _current.reset(current)
+                return row
             try:
                 self.run(self.workflow_class._bind(row, self))
             except BaseException as error:
@@ -249,7 +256,14 @@ class Pass:
         """A primitive boundary: before a step body (or condition) starts, a run cancelled since
         this pass took the lock halts (no further body starts; the release keeps ``cancelled``).
         One indexed SELECT, and only when some body ran since the last check: the pass's first
-        body is not checked (the lock read the state just before it)."""
+        body is not checked (the lock read the state just before it). A run past its
+        ``deadline_at`` halts too, without a statement here (a boundary may be inside a step's
+        transaction, which the halt rolls back): ``finish()`` cancels it."""
+        deadline = self.row.deadline_at
+        if deadline is not None and clock.now() >= deadline:
+            logger.info("chrono_forge: %s passed its deadline; the pass stops here", self.row)
+            self.past_deadline = True
+            raise HaltExecution()
         ran = len(self.steps.attempted)
         if ran == self.checked_after:
             return
@@ -260,7 +274,11 @@ class Pass:
 
     def finish(self) -> None:
         try:
-            self.release(self.final_state)
+            try:
+                if self.past_deadline:  # cancelled before the release, which then keeps it
+                    deadlines.cancel_run(self.row, clock.now(), context=self.context)
+            finally:
+                self.release(self.final_state)
         finally:
             self.publish()
             self.announce_outcome()
@@ -285,11 +303,19 @@ class Pass:
             ):
                 logger.info("chrono_forge: %s: superseded continuation (%s) exits", row, self.token)
                 return None
+            # A forced retry of a cancelled run restarts its deadline (else it is cancelled again).
+            restarted = bool(
+                self.retry_workflow
+                and row.state == STATE.cancelled
+                and self.internal.get("resume_cancelled")
+            )
             if self.retry_workflow and (
                 row.state in Workflow.RETRYABLE_STATES
                 or (row.state == STATE.cancelled and self.internal.get("resume_cancelled"))
             ):
                 self.prepare_retry(row, now)
+            if self.token is not None and self.workflow_class and on_cancel.pending(row):
+                return on_cancel.claim(self, row, now)  # the delivery of its on_cancel hook
             if row.state not in Workflow.EXECUTABLE_STATES:
                 logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
                 return None
@@ -310,6 +336,17 @@ class Pass:
                 }
                 if first_pass:
                     fields["started_at"] = now
+                if first_pass or restarted:  # the deadline counts from here, in the same UPDATE
+                    deadline = deadlines.own_deadline(self.workflow_class, row.options or {})
+                    if deadline is not None:
+                        fields["deadline_at"] = now + deadline
+                    elif restarted:
+                        fields["deadline_at"] = None
+                due = fields.get("deadline_at", row.deadline_at)
+                if due is not None and due <= now:  # a late delivery: cancel instead of running
+                    stale = row.locked_by is not None
+                    deadlines.cancel_run(row, now, context=row.context, unlock=stale)
+                    return None
                 Workflow.objects.filter(pk=row.pk).update(**fields)
                 for name, value in fields.items():
                     setattr(row, name, value)
@@ -353,8 +390,11 @@ class Pass:
             },
         )
         # Repetition logs are history (durably_repeat retries its own failed tick): left as is.
-        failed = ExecutionLog.objects.filter(workflow_id=row.pk, state=FAILED).exclude(
-            step_name__regex=REPETITION_LOG_PATTERN
+        # A failed on_cancel hook is the history of an earlier cancellation: it stays failed.
+        failed = (
+            ExecutionLog.objects.filter(workflow_id=row.pk, state=FAILED)
+            .exclude(step_name__regex=REPETITION_LOG_PATTERN)
+            .exclude(step_name__prefix=step_names.ON_CANCEL_MARKER_PREFIX)
         )
         for log in failed.only("id", "metadata"):
             metadata = {k: v for k, v in (log.metadata or {}).items() if k not in RESET_ON_RETRY}
@@ -362,7 +402,10 @@ class Pass:
                 state=PENDING, attempts=0, metadata=metadata, modified=now
             )
         if row.state == STATE.cancelled:  # a forced retry: the run is no longer cancelled
-            Workflow.objects.filter(pk=row.pk).update(cancelled_at=None, cancel_reason="")
+            Workflow.objects.filter(pk=row.pk).update(
+                cancelled_at=None, cancel_reason="", parked_on=None, parked_since=None
+            )
+            row.parked_on, row.parked_since = None, None  # nor is its on_cancel hook due
         row.state, row.locked_by, row.locked_at = STATE.idle, None, None
 
     def release(self, state: str, **fields: Any) -> None:
@@ -479,6 +522,8 @@ class Pass:
         return HaltExecution()
 
     def publish(self) -> None:
+        if self.cancelled:  # released under a cancel: the on_cancel hook's turn, if any
+            on_cancel.publish_after_cancelled_pass(self)
         if self.continuation is None or not self.released or self.row.state != STATE.idle:
             return
         run_at, internal = self.continuation

@@ -15,8 +15,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Min
+from django_q.brokers import Broker, get_broker
+from django_q.conf import Conf
+from django_q.models import OrmQ
+from django_q.status import Stat
 
 from . import clock, conf
+from .dispatch.django_q import uses_orm_broker
 from .models import Workflow
 
 #: Counts are exact up to this many rows (``COUNT`` over a ``LIMIT`` subquery), "5000+" beyond.
@@ -81,8 +86,6 @@ def _capped(queryset) -> int:
 
 def _stats_cache_problem() -> str:
     """Why the ORM broker's cluster stats cannot be read from this process ("" when they can)."""
-    from django_q.conf import Conf
-
     alias = Conf.CACHE
     backend = (getattr(settings, "CACHES", {}).get(alias) or {}).get("BACKEND", "")
     if not backend:
@@ -98,11 +101,6 @@ def _stats_cache_problem() -> str:
 
 def clusters() -> tuple[list[Cluster] | None, str]:
     """The clusters of this site (``Q_CLUSTER["name"]``), or None and why they are unknown."""
-    from django_q.brokers import Broker, get_broker
-    from django_q.status import Stat
-
-    from .dispatch.django_q import uses_orm_broker
-
     try:
         if uses_orm_broker():
             problem = _stats_cache_problem()
@@ -131,20 +129,12 @@ def clusters() -> tuple[list[Cluster] | None, str]:
 
 def queue_depth() -> tuple[int | None, str]:
     """Tasks ready to run in the queue of workflow passes (``CHRONO_FORGE["CLUSTER"]``)."""
-    from django_q.conf import Conf
-
-    from .dispatch.django_q import uses_orm_broker
-
     queue = conf.get("CLUSTER") or Conf.CLUSTER_NAME
     try:
         if uses_orm_broker():
-            from django_q.models import OrmQ
-
             # The broker's own queue_size(), without building a broker (it closes connections).
             ready = OrmQ.objects.using(Conf.ORM).filter(key=queue, lock__lte=clock.now())
             return _capped(ready), ""
-        from django_q.brokers import get_broker
-
         return int(get_broker(queue).queue_size()), ""
     except Exception as error:
         return None, f"queue unreadable: {type(error).__name__}: {error}"

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from . import clock, conf
 from .models import ExecutionLog, Workflow
-from .step_names import MalformedStepName, StepName
+from .step_names import MalformedStepName, StepName, is_on_cancel_marker
 
 BLOCKED_STATES = (Workflow.STATE.failed, Workflow.STATE.stalled)
 
@@ -22,7 +22,8 @@ class Liveness:
     """Why an unfinished workflow is waiting, in the terms of the four states: ``text`` is followed
     by the moment ``at`` on the page ("first pass not started since <at>")."""
 
-    kind: str  # "scheduled", "first_pass", "merge_poll", "parked", "retry", "unaccounted"
+    # "scheduled", "first_pass", "merge_poll", "parked", "retry", "on_cancel", "unaccounted"
+    kind: str
     text: str
     at: datetime | None
     overdue: bool
@@ -35,9 +36,10 @@ class Liveness:
 def liveness(
     workflow: Workflow, *, merge_pending: bool = False, now: datetime | None = None
 ) -> Liveness | None:
-    """The waiting reason of an idle workflow, or of a blocked one with a pending operator retry
-    (None otherwise). ``merge_pending``: the workflow has a pending merge (its due time is the
-    merge poll's). ``overdue`` matches ``Workflow.objects.overdue()`` with the default grace."""
+    """The waiting reason of an idle workflow, of a blocked one with a pending operator retry, or
+    of a cancelled one with its on_cancel hook or a forced retry due (None otherwise).
+    ``merge_pending``: the workflow has a pending merge (its due time is the merge poll's).
+    ``overdue`` matches ``Workflow.objects.overdue()`` with the default grace."""
     now = now or clock.now()
     cutoff = now - overdue_grace()
     due = workflow.next_run_at
@@ -45,6 +47,12 @@ def liveness(
         if due is None:
             return None
         return Liveness("retry", "operator retry requested, not started since", due, due < cutoff)
+    if workflow.state == Workflow.STATE.cancelled:
+        if due is None:
+            return None
+        if is_on_cancel_marker(workflow.parked_on):
+            return Liveness("on_cancel", "on_cancel hook due", due, due < cutoff)
+        return Liveness("retry", "forced retry requested, not started since", due, due < cutoff)
     if workflow.state != Workflow.STATE.idle:
         return None
     if due is None:

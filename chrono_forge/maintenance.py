@@ -12,9 +12,10 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from django_q.models import Schedule
+
 from . import cleanup as _cleanup
-from . import clock, conf, dispatch
-from .models import Workflow
+from . import clock, conf, dispatch, operations
 
 logger = logging.getLogger("chrono_forge")
 
@@ -30,7 +31,8 @@ SCHEDULES: dict[str, tuple[str, str, int | None, str]] = {
         "chrono_forge.maintenance.resume_overdue",
         "I",
         5,
-        "re-send deliveries the broker lost (first passes, continuations, merge polls, retries)",
+        "cancel runs past their deadline; re-send deliveries the broker lost (first passes, "
+        "continuations, merge polls, retries)",
     ),
     "cleanup": ("chrono_forge.maintenance.cleanup", "D", None, "delete old terminal workflows"),
 }
@@ -46,17 +48,17 @@ def _days(value: float | None) -> timedelta | None:
 
 
 def reap(stale_after_minutes: float | None = None) -> int:
-    """``Workflow.objects.reap_stalled``; default threshold ``REAP_STALE_AFTER``."""
-    count = Workflow.objects.reap_stalled(_minutes(stale_after_minutes))
-    logger.info("chrono_forge: reaped %d stranded workflow(s)", count)
-    return count
+    """:func:`chrono_forge.operations.reap_all`; default threshold ``REAP_STALE_AFTER``."""
+    return operations.reap_all(_minutes(stale_after_minutes))
 
 
 def resume_overdue(grace_minutes: float | None = None) -> int:
-    """``Workflow.objects.resume_overdue``; default grace ``RESUME_OVERDUE_GRACE``."""
-    count = Workflow.objects.resume_overdue(_minutes(grace_minutes))
-    logger.info("chrono_forge: resumed %d overdue workflow(s)", count)
-    return count
+    """:func:`chrono_forge.operations.cancel_past_deadline`, then
+    :func:`chrono_forge.operations.resume_overdue_all` (default grace ``RESUME_OVERDUE_GRACE``):
+    a run past its deadline is cancelled, not re-delivered, so the schedule bounds how long a run
+    parked on an event or a merge outlives its deadline."""
+    operations.cancel_past_deadline()
+    return operations.resume_overdue_all(_minutes(grace_minutes))
 
 
 def cleanup(
@@ -93,8 +95,6 @@ def install_schedules() -> list[tuple[str, bool]]:
     """Create the django-q2 Schedules, or bring existing ones up to date (idempotent); returns
     ``[(name, created)]``. An existing schedule keeps the timing and arguments an operator gave it;
     only its function and cluster are reset."""
-    from django_q.models import Schedule
-
     cluster = conf.get("MAINTENANCE_CLUSTER")
     done = []
     for name, (func, schedule_type, minutes, _) in SCHEDULES.items():
@@ -116,7 +116,5 @@ def install_schedules() -> list[tuple[str, bool]]:
 
 def uninstall_schedules() -> int:
     """Delete the Schedules :func:`install_schedules` created; returns how many there were."""
-    from django_q.models import Schedule
-
     deleted, _ = Schedule.objects.filter(name__in=[SCHEDULE_PREFIX + n for n in SCHEDULES]).delete()
     return deleted

@@ -16,7 +16,7 @@ from model_utils import Choices
 from model_utils.fields import StatusField
 from model_utils.models import TimeStampedModel
 
-from . import clock, conf, registry, signals
+from . import clock, conf, dispatch, registry, signals
 from .exceptions import NotExecutableError, WorkflowNotCancellableError
 from .lookups import Prefix
 from .validation import validate_reason
@@ -65,7 +65,9 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         statements per batch do not grow with the branch. An idle, scheduled, parked, failed or
         stalled row is cancelled at once (its pending delivery finds nothing to run); a running
         row keeps its lock, and its pass stops before its next step body and releases the lock
-        without touching the state. Children get the reason ``parent cancelled: <reason>``.
+        without touching the state. Children get the reason ``parent cancelled: <reason>``. A row
+        whose class defines ``on_cancel`` is scheduled for that hook in the same UPDATE, and the
+        hooks of a batch are enqueued in one bulk enqueue (see :mod:`chrono_forge.on_cancel`).
 
         Args:
             reason: why (a str of at most 255 characters), stored in ``cancel_reason``.
@@ -78,6 +80,26 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         """
         reason = validate_reason(reason)
         return cancel_rows(self.cancellable(), reason, clock.now())[1]
+
+    def past_deadline(self, now: datetime | None = None):
+        """Unfinished rows (every state ``cancel`` stops) whose ``deadline_at`` is at or before
+        ``now`` (default: the clock's now): what :meth:`cancel_past_deadline` cancels."""
+        return self.cancellable().filter(deadline_at__lte=now or clock.now())
+
+    def cancel_past_deadline(self) -> int:
+        """Cancel every :meth:`past_deadline` row of this queryset with the reason ``deadline
+        exceeded`` and a ``DeadlineExceeded`` in ErrorLog (its branch children, recursively, as
+        ``cancel`` does); returns how many rows of this queryset were cancelled. The overdue sweep
+        (``resume-overdue``) runs it, so a run parked on an event or waiting on a merge is
+        cancelled within one sweep of its deadline.
+
+        Example::
+
+            Workflow.objects.cancel_past_deadline()
+        """
+        from .deadlines import cancel_past_deadline  # here: deadlines imports the models
+
+        return cancel_past_deadline(self, clock.now())
 
     def blocked(self):
         return self.filter(state__in=(Workflow.STATE.failed, Workflow.STATE.stalled))
@@ -137,9 +159,11 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
     def overdue(self, grace: timedelta | None = None):
         """Rows whose delivery is late by more than ``grace`` (default RESUME_OVERDUE_GRACE): an
         idle row's first pass, continuation, wake-up or merge poll; a failed/stalled row's pending
-        operator retry; and :meth:`unaccounted` rows. ``resume_overdue`` re-delivers just these."""
+        operator retry; a cancelled row's pending on_cancel hook or forced retry; and
+        :meth:`unaccounted` rows. ``resume_overdue`` re-delivers just these."""
         cutoff = clock.now() - _grace(grace)
-        # A cancelled row has a due time only while a forced retry (resume_cancelled) is pending.
+        # A cancelled row has a due time only while its on_cancel hook or a forced retry
+        # (resume_cancelled) is pending.
         due = Q(next_run_at__lt=cutoff) & Q(
             state__in=(Workflow.STATE.idle, *Workflow.RETRYABLE_STATES, Workflow.STATE.cancelled)
         )
@@ -157,8 +181,6 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         ``stale_after`` is shorter (the delivery carries the threshold). A row whose class is not
         registered is re-enqueued too: the worker stalls it with the reason. Returns how many were
         re-enqueued."""
-        from .dispatch import enqueue_many
-
         internal: dict[str, Any] = {}
         if stale_after is not None:
             internal["stale_after"] = conf.as_timedelta(stale_after).total_seconds()
@@ -167,7 +189,7 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
             # One bulk enqueue per page (django-q2's ORM broker: one INSERT of every OrmQ row).
             # A crash mid-batch leaves the rest running under a stale lock: the next sweep
             # reaps them.
-            enqueue_many([(row.job_class, row.key) for row in page], **internal)
+            dispatch.enqueue_many([(row.job_class, row.key) for row in page], **internal)
             return len(page)
 
         return self._requeue_pages(self.stranded(stale_after), enqueue_page)
@@ -176,44 +198,46 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         """Re-deliver every :meth:`overdue` row: a late delivery carries the row's token, so if
         the original one does arrive, only one of them runs; a late operator retry is re-sent as a
         retry; an unaccounted row gets a wake-up (a due time, then a delivery). A row whose class
-        is not registered is re-delivered too: the worker stalls it with the reason."""
-        from .dispatch import enqueue
-        from .executor import token_for
+        is not registered is re-delivered too: the worker stalls it with the reason.
 
-        def redeliver(row: Workflow) -> None:
-            if row.next_run_at is None:
-                row.wake()
-                return
-            internal: dict[str, Any] = {"token": token_for(row.next_run_at)}
+        One bulk enqueue per page of rows (django-q2's ORM broker: one INSERT of every OrmQ row).
+        A page the broker refuses keeps its due times: the next sweep re-delivers it."""
+        from . import on_cancel  # here: on_cancel imports the models
+
+        def redelivery(row: Workflow, due_at: datetime) -> tuple[str, str, dict[str, Any]]:
+            internal: dict[str, Any] = {"token": dispatch.token_for(due_at)}
             if row.state in Workflow.RETRYABLE_STATES:
                 internal["retry_workflow"] = True
-            elif row.state == Workflow.STATE.cancelled:
+            elif row.state == Workflow.STATE.cancelled and not on_cancel.pending(row):
+                # A cancelled row's due time is its on_cancel hook's (a plain delivery runs it)
+                # or, with no hook pending, a forced retry's.
                 internal.update(retry_workflow=True, resume_cancelled=True)
-            enqueue(row.job_class, row.key, run_at=row.next_run_at, **internal)
+            return row.job_class, row.key, internal
 
-        return self._requeue(self.overdue(grace), redeliver)
-
-    def _requeue(self, queryset, enqueue_one) -> int:
         def enqueue_page(page: list[Workflow]) -> int:
-            count = 0
+            due = [redelivery(row, row.next_run_at) for row in page if row.next_run_at is not None]
+            dispatch.enqueue_many(due)  # overdue: due in the past, so delivered now
+            count = len(due)
             for row in page:
-                try:  # no class check here: the worker that gets the delivery decides
-                    enqueue_one(row)
-                except Exception:
-                    logger.exception(
-                        "chrono_forge: could not re-enqueue %s(%s); skipped", row.job_class, row.key
-                    )
-                    continue
-                count += 1
+                if row.next_run_at is None:  # unaccounted (rare): a due time, then a delivery
+                    try:
+                        row.wake()
+                    except Exception:
+                        logger.exception(
+                            "chrono_forge: could not wake %s(%s); skipped", row.job_class, row.key
+                        )
+                        continue
+                    count += 1
             return count
 
-        return self._requeue_pages(queryset, enqueue_page)
+        return self._requeue_pages(self.overdue(grace), enqueue_page)
 
     def _requeue_pages(self, queryset, enqueue_page) -> int:
         # Pages by primary key, not one open cursor: an enqueue may close the connection
         # (django-q2's ORM broker does with CONN_MAX_AGE=0), which kills a cursor held across it.
         count, last = 0, None
-        rows = queryset.only("id", "job_class", "key", "state", "next_run_at").order_by("pk")
+        rows = queryset.only("id", "job_class", "key", "state", "next_run_at", "parked_on")
+        rows = rows.order_by("pk")
         while page := list((rows if last is None else rows.filter(pk__gt=last))[:500]):
             last = page[-1].pk
             try:  # one page failing (a broker error) must not stop the sweep
@@ -248,27 +272,41 @@ def cancel_rows(
     if not child_reason:
         child_reason = f"parent cancelled: {reason}" if reason else "parent cancelled"
         child_reason = child_reason[: Workflow._meta.get_field("cancel_reason").max_length]
-    ids = queryset.order_by("pk").values_list("pk", flat=True)
+    from . import on_cancel
+
+    # Rows of classes with an on_cancel hook are scheduled for it in the same UPDATE, and their
+    # hook deliveries go in one bulk enqueue per batch; without such classes nothing changes.
+    hooked = on_cancel.hook_classes()
+    hooked_set = set(hooked)
+    if hooked:
+        fields.update(on_cancel.schedule_fields(hooked, now))
+        ids = queryset.order_by("pk").values_list("pk", "job_class", "key")
+    else:
+        ids = queryset.order_by("pk").values_list("pk", flat=True)
     own = total = 0
     last = None
     while True:
         size = CANCEL_BATCH_SIZE if limit is None else min(CANCEL_BATCH_SIZE, limit - own)
         if size <= 0:
             break
-        batch = list((ids if last is None else ids.filter(pk__gt=last))[:size])
-        if not batch:
+        rows = list((ids if last is None else ids.filter(pk__gt=last))[:size])
+        if not rows:
             break
+        batch = [row[0] for row in rows] if hooked else rows
         last = batch[-1]
         done = Workflow.objects.filter(pk__in=batch).cancellable().update(**fields)
         own += done
         total += done
+        if done and hooked:
+            runs = [(job_class, key) for _pk, job_class, key in rows if job_class in hooked_set]
+            on_cancel.enqueue_batch(runs, now)
         if done and signals.workflow_cancelled.has_listeners():
             announce_cancelled(Workflow.objects.filter(pk__in=batch, cancelled_at=now))
         children = Workflow.objects.filter(parent_execution_log__workflow_id__in=batch)
         total += cancel_rows(children.cancellable(), child_reason, now, child_reason=child_reason)[
             1
         ]
-        if len(batch) < size:
+        if len(rows) < size:
             break
     return own, total
 
@@ -365,6 +403,12 @@ class Workflow(TimeStampedModel):
         default="",
         help_text="Why the run was cancelled, as given to ``cancel(reason=...)``.",
     )
+    deadline_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the run is cancelled if it is still unfinished (its deadline, counted "
+        "from the first pass, or its parent's; None: no deadline).",
+    )
     wake_requested = models.BooleanField(
         default=False,
         help_text="An external wake-up (perform_later, resume) arrived while a pass held the lock; "
@@ -414,6 +458,13 @@ class Workflow(TimeStampedModel):
             models.Index(fields=["state", "next_run_at"], name="chrono_forge_wf_state_next"),
             # The list sorted by next run (the admin's "next run" column).
             models.Index(fields=["next_run_at", "id"], name="chrono_forge_wf_next_run"),
+            # The deadline sweep: unfinished rows past their deadline_at, a range per state. Rows
+            # without a deadline (most) are not in it, so it costs their writes nothing.
+            models.Index(
+                fields=["state", "deadline_at"],
+                name="chrono_forge_wf_deadline",
+                condition=Q(deadline_at__isnull=False),
+            ),
         ]
         permissions = [
             ("retry_workflow", "Can retry failed or stalled workflows"),
@@ -465,7 +516,7 @@ class Workflow(TimeStampedModel):
 
             Workflow.objects.get(job_class=..., key="order-123").send("payment", {"amount": 5})
         """
-        from .messages import send
+        from .messages import send  # here: messages imports the models
 
         return send(
             self.workflow_class(), self.key, topic, payload, idempotency_key=idempotency_key
@@ -497,8 +548,6 @@ class Workflow(TimeStampedModel):
         ``wake_requested``, which its holder turns into a continuation when it releases. Both in
         one UPDATE, in the transaction of the enqueue (committed before it, with a broker outside
         the database). Terminal rows are left alone (the delivery finds nothing to run)."""
-        from . import dispatch
-
         with dispatch.with_enqueue():
             if self.state in Workflow.EXECUTABLE_STATES:
                 Workflow.objects.filter(pk=self.pk).record_wake(clock.now())
@@ -538,6 +587,9 @@ class ExecutionLog(TimeStampedModel):
     objects = ChronoForgeManager.from_queryset(ChronoForgeQuerySet)()
 
     class Meta:
+        # The admin's name for these rows everywhere (tabs, titles, breadcrumbs, the index).
+        verbose_name = "step"
+        verbose_name_plural = "steps"
         constraints = [
             models.UniqueConstraint(
                 fields=["workflow", "step_name"], name="chrono_forge_log_wf_step"
@@ -584,6 +636,8 @@ class ErrorLog(TimeStampedModel):
     objects = ChronoForgeManager.from_queryset(ChronoForgeQuerySet)()
 
     class Meta:
+        verbose_name = "error"
+        verbose_name_plural = "errors"
         indexes = [
             models.Index(fields=["error_class"], name="chrono_forge_err_class"),
             models.Index(

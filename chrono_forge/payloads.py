@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
+from .telemetry import CARRIER_MAX_ENTRIES, CARRIER_MAX_LENGTH
 from .validation import KEY_MAX_LENGTH
 
 #: ``Workflow.job_class`` holds at most this many characters.
@@ -158,8 +159,6 @@ def pk_list(value: Any) -> list[Any]:
 
 def trace_context(value: Any) -> dict[str, str] | None:
     """None, or an OpenTelemetry carrier: a small short str -> str dict (``traceparent``, ...)."""
-    from .telemetry import CARRIER_MAX_ENTRIES, CARRIER_MAX_LENGTH
-
     if value is None:
         return None
     if (

@@ -1,5 +1,8 @@
 """pytest plugin (registered through the ``pytest11`` entry point): the ``chrono_forge_env`` and
-``chrono_forge_crash_safe`` fixtures."""
+``chrono_forge_crash_safe`` fixtures.
+
+pytest loads this module before Django is set up, so the fixtures import chrono_forge's testing
+helpers (which import the models) only when a test uses them."""
 
 from __future__ import annotations
 

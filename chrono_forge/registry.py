@@ -20,6 +20,9 @@ import socket
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from django.utils.module_loading import autodiscover_modules
+
+from . import conf
 from .exceptions import UnregisteredWorkflowClass
 
 if TYPE_CHECKING:  # for annotations only: at run time the registry imports no engine module
@@ -87,8 +90,6 @@ def not_registered_message(job_class: Any) -> str:
 def configured_modules() -> list[str]:
     """``CHRONO_FORGE["WORKFLOW_MODULES"]`` when it is a list or tuple of strings (else empty: the
     system check ``chrono_forge.E020`` reports it)."""
-    from . import conf
-
     value = conf.get("WORKFLOW_MODULES")
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         return []
@@ -102,8 +103,6 @@ def autodiscover() -> None:
     ``WORKFLOW_MODULES`` entry that fails is logged and left to the system check, which reports it
     with its error (``manage.py check`` must be able to run to say so).
     """
-    from django.utils.module_loading import autodiscover_modules
-
     autodiscover_modules(MODULE_NAME)
     for path in configured_modules():
         try:

@@ -51,6 +51,8 @@ from typing import Any
 from django.db import transaction
 from django.dispatch import Signal
 
+from .dispatch import in_user_transaction
+
 logger = logging.getLogger("chrono_forge")
 
 #: The first pass of a workflow took the lock (``started_at`` was set). Arguments: ``workflow``.
@@ -88,8 +90,6 @@ def send(signal: Signal, sender: Any, *, using: str, **kwargs: Any) -> None:
     """
     if not signal.has_listeners(sender):
         return
-    from .dispatch import in_user_transaction
-
     deliver = partial(_deliver, signal, sender, kwargs)
     if in_user_transaction(using):
         transaction.on_commit(deliver, using=using)

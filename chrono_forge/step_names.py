@@ -10,7 +10,9 @@ Every step log's ``step_name`` is one of:
   log ``durably_repeat$<name>``;
 * ``$workflow_<marker>$<ref>`` — a lifecycle marker written by the executor:
   ``$workflow_completion$``, ``$workflow_failure$<error log id>``,
-  ``$workflow_retry$<unix seconds>``.
+  ``$workflow_retry$<unix seconds>``, and ``$workflow_on_cancel$<unix seconds>``, the step of the
+  class's ``on_cancel`` hook for the cancellation recorded at that second (a step the hook pass
+  runs, not one born completed).
 
 The engine writes these names, cleanup deletes by them, the admin and the command read them: all of
 them build, parse and filter through this module, so the conventions cannot drift apart. The format
@@ -29,6 +31,7 @@ __all__ = [
     "COMPLETION_MARKER",
     "FAILURE_MARKER_PREFIX",
     "RETRY_MARKER_PREFIX",
+    "ON_CANCEL_MARKER_PREFIX",
     "REPETITION_LOG_PATTERN",
     "StepName",
     "MalformedStepName",
@@ -38,6 +41,8 @@ __all__ = [
     "completion_marker",
     "failure_marker",
     "retry_marker",
+    "on_cancel_marker",
+    "is_on_cancel_marker",
     "repetition_prefix",
     "repetition_name",
     "tick_seconds",
@@ -72,7 +77,8 @@ PATCH = "patch"
 COMPLETION_MARKER = "$workflow_completion$"
 FAILURE_MARKER_PREFIX = "$workflow_failure$"
 RETRY_MARKER_PREFIX = "$workflow_retry$"
-MARKERS = ("workflow_completion", "workflow_failure", "workflow_retry")
+ON_CANCEL_MARKER_PREFIX = "$workflow_on_cancel$"
+MARKERS = ("workflow_completion", "workflow_failure", "workflow_retry", "workflow_on_cancel")
 
 #: A repetition log: ``durably_repeat$<name>$...`` (a second ``$``). The coordination log itself has
 #: only one ``$`` and does not match.
@@ -126,6 +132,8 @@ class StepName:
                 raise MalformedStepName(f"the completion marker carries nothing, got {raw!r}")
             if marker == "workflow_retry" and not (ref.isascii() and ref.isdigit()):
                 raise MalformedStepName(f"a retry marker ends in unix seconds, got {raw!r}")
+            if marker == "workflow_on_cancel" and not (ref.isascii() and ref.isdigit()):
+                raise MalformedStepName(f"an on_cancel step ends in unix seconds, got {raw!r}")
             if marker == "workflow_failure" and not ref:
                 raise MalformedStepName(f"a failure marker ends in an error log id, got {raw!r}")
             return cls("", marker=marker, ref=ref)
@@ -179,6 +187,19 @@ def failure_marker(error_log_id: object) -> str:
 
 def retry_marker(unix_seconds: int) -> str:
     return f"{RETRY_MARKER_PREFIX}{unix_seconds}"
+
+
+def on_cancel_marker(unix_seconds: int) -> str:
+    """The step of the ``on_cancel`` hook of the cancellation recorded at ``unix_seconds``."""
+    return f"{ON_CANCEL_MARKER_PREFIX}{unix_seconds}"
+
+
+def is_on_cancel_marker(raw: object) -> bool:
+    """Whether ``raw`` names an ``on_cancel`` hook's step (``$workflow_on_cancel$<seconds>``)."""
+    if not isinstance(raw, str) or not raw.startswith(ON_CANCEL_MARKER_PREFIX):
+        return False
+    ref = raw[len(ON_CANCEL_MARKER_PREFIX) :]
+    return ref.isascii() and ref.isdigit()
 
 
 def patch_marker(change_id: str) -> str:

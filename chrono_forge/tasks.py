@@ -13,6 +13,8 @@ from typing import Any
 
 from . import payloads, registry
 from .exceptions import ConcurrentExecutionError, LongRunningConcurrentExecutionError
+from .executor import BlockedPass
+from .merge_poller import poll, poll_legacy_payload
 
 logger = logging.getLogger("chrono_forge")
 
@@ -44,8 +46,6 @@ def run_workflow(*args: Any, **kwargs: Any) -> None:
     try:
         workflow_class = registry.get(job_class)
         if workflow_class is None:
-            from .executor import BlockedPass
-
             missing = registry.UnregisteredWorkflowClass(registry.not_registered_message(job_class))
             BlockedPass(job_class, key, missing, **payload).execute()
             return
@@ -66,8 +66,6 @@ def poll_merge(*args: Any, **kwargs: Any) -> str:
     except payloads.PayloadError as error:
         _refuse("poll_merge", args, kwargs, error)
         return "refused"
-    from .merge_poller import poll, poll_legacy_payload
-
     if payload.pop("legacy", False):
         return poll_legacy_payload(**payload)
     return poll(**payload)

@@ -46,6 +46,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import clock
+from .exceptions import HaltExecution
 
 try:
     from opentelemetry import metrics, propagate, trace
@@ -177,8 +178,6 @@ def step_span(run: Pass, step: str, attempt: int):
 
 @contextlib.contextmanager
 def _step_span(run: Pass, step: str, attempt: int) -> Iterator[None]:
-    from .exceptions import HaltExecution
-
     attributes = {
         "chrono_forge.job_class": run.job_class,
         "chrono_forge.key": run.key,

@@ -7,10 +7,12 @@ import inspect
 import json
 import math
 import re
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import conf
 from .exceptions import InvalidStepName
+from .retry import coerce
 
 if TYPE_CHECKING:  # for annotations only: validation is a leaf, it imports no engine module
     from .workflow import DurableWorkflow
@@ -219,12 +221,35 @@ def validate_kwargs(args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     return to_json(kwargs, "workflow kwargs", max_bytes=limit, setting="KWARGS_MAX_BYTES")
 
 
+def validate_deadline(value: Any, what: str, *, seconds: bool = True) -> timedelta | None:
+    """A workflow deadline: None (no deadline of its own) or a positive, finite duration of at
+    most LONGEST_DURATION, as a ``timedelta`` (or, with ``seconds``, a number of seconds).
+    TypeError/ValueError naming ``what`` otherwise."""
+    if value is None:
+        return None
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not isinstance(value, timedelta) and not (seconds and numeric):
+        expected = "a timedelta, a number of seconds or None" if seconds else "a timedelta or None"
+        raise TypeError(f"{what} must be {expected}, got {type(value).__name__} {_short(value)}")
+    try:
+        delta = conf.as_duration(value)
+    except ValueError as error:
+        raise ValueError(f"{what} {error}") from None
+    if delta <= timedelta(0):
+        raise ValueError(f"{what} must be a positive duration, got {_short(value)}")
+    return delta
+
+
 def validate_options(options: Any, *, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``options`` as stored; with ``kwargs``, the two together fit in KWARGS_MAX_BYTES."""
+    """``options`` as stored; with ``kwargs``, the two together fit in KWARGS_MAX_BYTES. A
+    ``"deadline"`` (see :func:`validate_deadline`) is stored as a number of seconds."""
     if options is None:
         return {}
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}")
+    if "deadline" in options:
+        deadline = validate_deadline(options["deadline"], 'options["deadline"]')
+        options = {**options, "deadline": None if deadline is None else deadline.total_seconds()}
     limit = conf.get("KWARGS_MAX_BYTES")
     if kwargs:
         limit = max(limit - len(json_dumps(kwargs).encode()), 0)
@@ -311,24 +336,43 @@ ENQUEUE_KEYWORDS = frozenset({"options"})
 
 def check_workflow_class(cls: type) -> None:
     """Checks a DurableWorkflow subclass when it is defined, so a bad definition fails at import
-    time instead of leaving its first workflow stuck: the class ``retry_policy``, ``perform``'s
-    signature (keyword-only, no reserved names) and the length of the class path."""
-    from .retry import coerce
-
+    time instead of leaving its first workflow stuck: the class ``retry_policy`` and
+    ``on_cancel_retry_policy``, ``perform``'s signature (keyword-only, no reserved names), an
+    ``on_cancel(self, reason)`` hook's, the class ``deadline`` and the length of the class path."""
     name = cls.__qualname__
+    if "deadline" in cls.__dict__:
+        validate_deadline(cls.__dict__["deadline"], f"{name}.deadline", seconds=False)
     if "retry_policy" in cls.__dict__:
         try:
             coerce(cls.__dict__["retry_policy"])
         except (TypeError, ValueError) as error:
             raise TypeError(f"{name}.retry_policy: {error}") from None
+    if "on_cancel_retry_policy" in cls.__dict__:
+        try:
+            coerce(cls.__dict__["on_cancel_retry_policy"])
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name}.on_cancel_retry_policy: {error}") from None
     if "perform" in cls.__dict__:
         check_perform(name, cls.__dict__["perform"])
+    if "on_cancel" in cls.__dict__:
+        check_on_cancel(name, cls.__dict__["on_cancel"])
     path = f"{cls.__module__}.{name}"
     if "<locals>" not in name and len(path) > JOB_CLASS_MAX_LENGTH:
         raise TypeError(
             f"the class path {path!r} is {len(path)} characters; workflow rows store at most "
             f"{JOB_CLASS_MAX_LENGTH} (shorten the module or class name)"
         )
+
+
+def check_on_cancel(name: str, hook: Any) -> None:
+    """``on_cancel`` is a plain method called as ``hook(self, reason)``."""
+    usage = "def on_cancel(self, reason)"
+    if isinstance(hook, (staticmethod, classmethod)) or not inspect.isfunction(hook):
+        raise TypeError(f"{name}.on_cancel must be a plain method: {usage}")
+    try:
+        inspect.signature(hook).bind(None, "reason")
+    except TypeError:
+        raise TypeError(f"{name}.on_cancel must take (self, reason): {usage}") from None
 
 
 def check_perform(name: str, perform: Any) -> None:

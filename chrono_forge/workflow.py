@@ -22,9 +22,20 @@ from .exceptions import (
     WorkflowNotCancellableError,
     WorkflowNotRetryableError,
 )
+from .executor import Pass, current_pass
 from .messages import send
 from .models import Message, Workflow
+from .primitives import branch as _branch
+from .primitives import continue_if as _continue_if
 from .primitives import durably_execute as _durably_execute
+from .primitives import durably_repeat as _durably_repeat
+from .primitives import merge as _merge
+from .primitives import patched as _patched
+from .primitives import receive as _receive
+from .primitives import results as _results
+from .primitives import send_to as _send_to
+from .primitives import wait as _wait
+from .primitives import wait_until as _wait_until
 from .retry import AnyRetryPolicy, RetryPolicy, coerce
 from .validation import (
     check_perform_arguments,
@@ -37,7 +48,6 @@ from .validation import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from .context import Context
-    from .executor import Pass
 
 Method = str | Callable[..., Any]
 RetryPolicyLike = AnyRetryPolicy | Sequence[RetryPolicy] | None
@@ -70,10 +80,31 @@ class DurableWorkflow:
 
     A run is identified by ``(job_class, key)``; every pass replays ``perform`` from the top and
     each primitive answers from its checkpoint when it already completed.
+
+    Optionally define ``on_cancel(self, reason)``: the compensation of a cancelled run (release a
+    reservation, notify), run once as a durable step after the cancellation is recorded, with the
+    cancel's reason, retried per ``on_cancel_retry_policy`` (see :mod:`chrono_forge.on_cancel`).
+    It runs in its own delivery, never beside a step body of its run; it must not call the durable
+    primitives, and changes to ``self.context`` are not saved. Example::
+
+        class OrderWorkflow(DurableWorkflow):
+            on_cancel_retry_policy = RetryPolicy(max_attempts=5)
+
+            def on_cancel(self, reason):
+                release_stock(self.workflow.kwargs["order_id"], why=reason)
     """
 
     #: Class default retry policy for steps and uncaught workflow-level errors (a list: composite).
     retry_policy: ClassVar[RetryPolicyLike] = None
+    #: Retry policy of the ``on_cancel`` hook; default: ``retry_policy``, else the step default.
+    on_cancel_retry_policy: ClassVar[RetryPolicyLike] = None
+
+    #: How long a run may take, counted from its first pass: one still unfinished then is
+    #: cancelled with the reason ``deadline exceeded`` (a ``DeadlineExceeded`` in ErrorLog), its
+    #: branch children too, wherever it waits. A positive ``timedelta``; None (the default): no
+    #: deadline of its own (a branch child keeps its parent's). ``options={"deadline": seconds}``
+    #: overrides it per run. Example: ``deadline = timedelta(days=7)``.
+    deadline: ClassVar[timedelta | None] = None
 
     workflow: Workflow
     key: str
@@ -102,6 +133,16 @@ class DurableWorkflow:
     @classmethod
     def workflow_retry_policy(cls) -> AnyRetryPolicy:
         return coerce(cls.retry_policy) or RetryPolicy.workflow_default()
+
+    @classmethod
+    def on_cancel_policy(cls) -> AnyRetryPolicy:
+        """The ``on_cancel`` hook's policy: ``on_cancel_retry_policy``, else the class's step
+        policy (``retry_policy``, else ``RetryPolicy.step_default()``)."""
+        return (
+            coerce(cls.on_cancel_retry_policy)
+            or coerce(cls.retry_policy)
+            or RetryPolicy.step_default()
+        )
 
     # -- enqueue API ---------------------------------------------------------------------------
     @classmethod
@@ -188,18 +229,24 @@ class DurableWorkflow:
             OrderWorkflow.retry_later("order-1")
             OrderWorkflow.retry_later("order-2", resume_cancelled=True)   # cancelled by mistake
         """
-        from .executor import token_for
-
         row = cls._retryable_row(key, args, kwargs, resume_cancelled=resume_cancelled)
         now = clock.now()
         states = _retry_states(resume_cancelled)
         internal: dict[str, Any] = {"resume_cancelled": True} if resume_cancelled else {}
         with dispatch.with_enqueue():
-            requested = Workflow.objects.filter(pk=row.pk, state__in=states).update(next_run_at=now)
+            # A forced retry supersedes a pending on_cancel hook (parked_on named its step): the
+            # run resumes, so there is nothing to compensate, and the sweep re-sends a retry.
+            requested = Workflow.objects.filter(pk=row.pk, state__in=states).update(
+                next_run_at=now, parked_on=None
+            )
             if not requested:
                 raise WorkflowNotRetryableError(f"{row} is no longer {' or '.join(states)}")
             dispatch.enqueue(
-                row.job_class, row.key, retry_workflow=True, token=token_for(now), **internal
+                row.job_class,
+                row.key,
+                retry_workflow=True,
+                token=dispatch.token_for(now),
+                **internal,
             )
         row.next_run_at = now
         return row
@@ -246,7 +293,9 @@ class DurableWorkflow:
 
         An idle, scheduled, parked, failed or stalled run is ``cancelled`` at once (a delivery
         still queued for it finds nothing to run); a running pass stops before its next step body
-        and its release keeps ``cancelled``. Children go in keyset batches (flat memory).
+        and its release keeps ``cancelled``. Children go in keyset batches (flat memory). A run
+        whose class defines ``on_cancel`` (and each such child) is scheduled for that hook, which
+        runs once in its own delivery.
 
         Args:
             key: the workflow's key.
@@ -332,8 +381,6 @@ class DurableWorkflow:
             OrderWorkflow.perform_later("order-1", order_id=1)
             total = OrderWorkflow.wait_for_result("order-1", timeout=30)["total"]
         """
-        from .executor import current_pass
-
         if current_pass() is not None:
             raise WaitForResultInWorkflowError(
                 f"{cls.__qualname__}.wait_for_result({key!r}) was called inside a workflow: a "
@@ -397,9 +444,7 @@ class DurableWorkflow:
             total = sum(result["amount"] for _key, result in self.branch_results("items"))
             return {"total": total}
         """
-        from .primitives.results import branch_results
-
-        return branch_results(self, name, of=of)
+        return _results.branch_results(self, name, of=of)
 
     # -- internals -------------------------------------------------------------------------------
     @classmethod
@@ -408,8 +453,6 @@ class DurableWorkflow:
     ) -> Workflow:
         """The workflow row, created if missing and born scheduled (``next_run_at`` in the INSERT);
         with ``enqueue``, a new row gets its first delivery and an existing one a wake-up."""
-        from .executor import token_for
-
         job_class = cls.job_class()
         validate_key(key)
         kwargs = validate_kwargs(args, kwargs)
@@ -442,14 +485,14 @@ class DurableWorkflow:
                 )
                 if together:  # a refused enqueue rolls the row back: nothing is stored
                     return cls._enqueue_first(
-                        row, stored="nothing was stored", token=token_for(now)
+                        row, stored="nothing was stored", token=dispatch.token_for(now)
                     )
         except IntegrityError:  # created concurrently: the first one wins
             row = Workflow.objects.get(job_class=job_class, key=key)
             return cls._wake(row, on=enqueue)
         if enqueue:
             stored = "the workflow is stored, due now: `chrono_forge resume-overdue` starts it"
-            return cls._enqueue_first(row, stored=stored, token=token_for(now))
+            return cls._enqueue_first(row, stored=stored, token=dispatch.token_for(now))
         return row
 
     @staticmethod
@@ -503,8 +546,6 @@ class DurableWorkflow:
 
     @classmethod
     def _execute(cls, key: str, **internal: Any) -> Workflow | None:
-        from .executor import Pass
-
         return Pass(cls, key, **internal).execute()
 
     @classmethod
@@ -519,9 +560,7 @@ class DurableWorkflow:
     def _before_completion(self) -> None:
         """The completion gate: hooks that must pass before the workflow may complete."""
         if self._pass.branches:  # every branch opened in this pass must be merged
-            from .primitives.branch import ensure_merged
-
-            ensure_merged(self)
+            _branch.ensure_merged(self)
 
     # -- primitives ----------------------------------------------------------------------------
     def durably_execute(
@@ -566,7 +605,7 @@ class DurableWorkflow:
             self, method, retry_policy=retry_policy, name=name, timeout=timeout
         )
 
-    # The primitives below live in their own modules (imported on use to keep start-up light).
+    # The primitives below live in their own modules; these methods are their typed entry points.
     def wait(self, duration: timedelta | float, name: str) -> None:
         """Sleep durably: end the pass and continue at a deadline, without holding a worker.
 
@@ -581,9 +620,7 @@ class DurableWorkflow:
 
             self.wait(timedelta(days=1), "survey_delay")
         """
-        from .primitives.wait import wait
-
-        return wait(self, duration, name)
+        return _wait.wait(self, duration, name)
 
     def wait_until(
         self,
@@ -624,9 +661,7 @@ class DurableWorkflow:
             except WaitConditionNotMet:
                 self.durably_execute(self.escalate_to_support)
         """
-        from .primitives.wait_until import wait_until
-
-        return wait_until(
+        return _wait_until.wait_until(
             self,
             condition,
             timeout=timeout,
@@ -657,9 +692,7 @@ class DurableWorkflow:
             # elsewhere, in the webhook view:
             OrderWorkflow.perform_later(f"order-{order_id}")
         """
-        from .primitives.continue_if import continue_if
-
-        return continue_if(self, condition, name=name)
+        return _continue_if.continue_if(self, condition, name=name)
 
     def receive(
         self,
@@ -692,9 +725,7 @@ class DurableWorkflow:
                 answer = self.receive("answer", name=f"answer-{i}",
                                       timeout=timedelta(days=1))
         """
-        from .primitives.receive import receive
-
-        return receive(self, topic, timeout=timeout, name=name)
+        return _receive.receive(self, topic, timeout=timeout, name=name)
 
     def send_to(
         self,
@@ -730,9 +761,7 @@ class DurableWorkflow:
 
             self.send_to(ShippingWorkflow, f"ship-{order_id}", "paid", {"order_id": order_id})
         """
-        from .primitives.send_to import send_to
-
-        return send_to(
+        return _send_to.send_to(
             self, workflow_class, key, topic, payload, name=name, retry_policy=retry_policy
         )
 
@@ -776,9 +805,7 @@ class DurableWorkflow:
             def send_reminder(self, scheduled_time):
                 ...   # use scheduled_time as the idempotency key of the tick
         """
-        from .primitives.durably_repeat import durably_repeat
-
-        return durably_repeat(
+        return _durably_repeat.durably_repeat(
             self,
             method,
             every=every,
@@ -810,9 +837,7 @@ class DurableWorkflow:
             def dispatch_items(self):
                 self.spawn("invoice", InvoiceWorkflow, order_id=self.order_id)
         """
-        from .primitives.branch import branch
-
-        return branch(self, name, dispatch, automerge=automerge)
+        return _branch.branch(self, name, dispatch, automerge=automerge)
 
     def spawn(self, name: str, workflow_class: type[DurableWorkflow], /, **kwargs: Any) -> None:
         """Inside a branch's dispatch: create one child workflow and enqueue it.
@@ -829,9 +854,7 @@ class DurableWorkflow:
 
             self.spawn("invoice", InvoiceWorkflow, order_id=self.order_id)
         """
-        from .primitives.branch import spawn
-
-        return spawn(self, name, workflow_class, **kwargs)
+        return _branch.spawn(self, name, workflow_class, **kwargs)
 
     def spawn_each(
         self, name: str, source: Any, build: Callable[[Any], Any], *, of: int = 1000
@@ -854,9 +877,7 @@ class DurableWorkflow:
             self.spawn_each("items", Item.objects.filter(order_id=self.order_id),
                             lambda item: (ItemWorkflow, {"item_id": item.pk}))
         """
-        from .primitives.branch import spawn_each
-
-        return spawn_each(self, name, source, build, of=of)
+        return _branch.spawn_each(self, name, source, build, of=of)
 
     def merge_branches(
         self,
@@ -886,9 +907,9 @@ class DurableWorkflow:
             self.branch("b", self.dispatch_b)
             self.merge_branches("a", "b", max_interval=timedelta(minutes=1))
         """
-        from .primitives.merge import merge_branches
-
-        return merge_branches(self, *names, min_interval=min_interval, max_interval=max_interval)
+        return _merge.merge_branches(
+            self, *names, min_interval=min_interval, max_interval=max_interval
+        )
 
     merge_branch = merge_branches
 
@@ -921,9 +942,7 @@ class DurableWorkflow:
                 self.durably_execute(self.fraud_check)
             self.durably_execute(self.ship)
         """
-        from .primitives.patched import patched
-
-        return patched(self, change_id)
+        return _patched.patched(self, change_id)
 
     def deprecate_patch(self, change_id: str) -> None:
         """Mark the place of a ``patched(change_id)`` whose old path was removed.
@@ -946,6 +965,4 @@ class DurableWorkflow:
             self.durably_execute(self.fraud_check)
             self.durably_execute(self.ship)
         """
-        from .primitives.patched import deprecate_patch
-
-        return deprecate_patch(self, change_id)
+        return _patched.deprecate_patch(self, change_id)

@@ -45,7 +45,14 @@ def build_demo() -> dict:
         )
 
     # an idle workflow waiting on an event for a long time, and one polling
-    event = make_workflow("idle", job_class=ONBOARD, key="cust-4211", ago=timedelta(hours=5))
+    event = make_workflow(
+        "idle",
+        job_class=ONBOARD,
+        key="cust-4211",
+        ago=timedelta(hours=5),
+        parked_on="continue_if$email_verified",
+        parked_since=ago(hours=4, minutes=58),
+    )
     make_log(
         event, "durably_execute$create_account", started=ago(hours=5), result={"account_id": 4211}
     )
@@ -60,7 +67,14 @@ def build_demo() -> dict:
         attempts=3,
         metadata={"condition": "email_verified", "name": "email_verified"},
     )
-    event2 = make_workflow("idle", job_class=ONBOARD, key="cust-4302", ago=timedelta(minutes=20))
+    event2 = make_workflow(
+        "idle",
+        job_class=ONBOARD,
+        key="cust-4302",
+        ago=timedelta(minutes=20),
+        parked_on="continue_if$email_verified",
+        parked_since=ago(minutes=18),
+    )
     make_log(
         event2,
         "continue_if$email_verified",
@@ -103,6 +117,16 @@ def build_demo() -> dict:
         started=ago(minutes=3),
         metadata={"wait_until": (now + timedelta(minutes=27)).isoformat()},
     )
+
+    # one whose continuation was lost: overdue, resume-overdue sends it again
+    lost = make_workflow(
+        "idle",
+        job_class=SHOP,
+        key="order-1046",
+        ago=timedelta(minutes=35),
+        next_run_at=ago(minutes=25),
+    )
+    make_log(lost, "durably_execute$reserve_stock", started=ago(minutes=35), result={"reserved": 1})
 
     # a running one and two stranded ones
     make_workflow(
@@ -206,7 +230,13 @@ def build_demo() -> dict:
         )
 
     # a fan-out with children, one blocked
-    fan = make_workflow("idle", job_class=REPORT, key="2026-11-28", ago=timedelta(minutes=30))
+    fan = make_workflow(
+        "idle",
+        job_class=REPORT,
+        key="2026-11-28",
+        ago=timedelta(minutes=30),
+        next_run_at=now + timedelta(seconds=10),  # its merge poll
+    )
     make_log(fan, "durably_execute$list_stores", started=ago(minutes=30), result={"stores": 480})
     branch = make_log(
         fan,

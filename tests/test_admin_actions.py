@@ -3,10 +3,12 @@ bulk actions enqueue exactly one background task."""
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from chrono_forge import clock, operations
@@ -97,12 +99,32 @@ def test_resume_only_idle(client, chrono_forge_env, login_as):
     login_as("resume_workflow")
     idle = make_workflow("idle", job_class=QUICK)
     response = client.post(url("resume", idle.pk))
-    assert response.status_code == 303 and flash(response) == [f"{idle} was re-enqueued."]
+    assert response.status_code == 303 and flash(response) == [
+        f"Resumed {idle}: a pass is enqueued."
+    ]
     assert [(r.job_class, r.key) for r in chrono_forge_env.pending] == [(QUICK, idle.key)]
     chrono_forge_env.drop_pending()
     done = make_workflow("completed", job_class=QUICK)
     response = client.post(url("resume", done.pk))
     assert "only idle workflows can be resumed" in flash(response)[0]
+    assert chrono_forge_env.pending == []
+
+
+@pytest.mark.parametrize(
+    ("action", "perm", "state"),
+    [("resume", "resume_workflow", "stalled"), ("retry", "retry_workflow", "idle")],
+)
+def test_the_admin_and_the_command_give_the_same_refusal(
+    client, chrono_forge_env, login_as, action, perm, state
+):
+    """One operations layer owns each action's precondition and message: both surfaces say it."""
+    login_as(perm)
+    workflow = make_workflow(state, job_class=QUICK)
+    [shown] = flash(client.post(url(action, workflow.pk)))
+    with pytest.raises(CommandError) as refused:
+        call_command("chrono_forge", action, workflow.key, stdout=io.StringIO())
+    assert str(refused.value) == shown
+    assert f"{workflow} is {state}; only " in shown and "`chrono_forge " in shown
     assert chrono_forge_env.pending == []
 
 

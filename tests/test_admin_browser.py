@@ -47,7 +47,7 @@ def browser_page(monkeypatch):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
             context = browser.new_context(
-                viewport={"width": 1600, "height": 1000}, color_scheme="light"
+                viewport={"width": 1440, "height": 900}, color_scheme="light"
             )
             yield context.new_page()
         finally:
@@ -149,3 +149,11 @@ def test_operator_retries_a_stalled_workflow_in_chromium(
     page.goto(f"{base}/admin/chrono_forge/workflow/{demo['fan'].pk}/branches/{demo['branch'].pk}/")
     assert page.locator("table.cf-table tbody tr").count() == 1  # blocked children only, by default
     shot(page, "branch-children")
+
+    # the Steps and Errors lists, every column on a 1440 px screen
+    page.goto(f"{base}/admin/chrono_forge/executionlog/?workflow__id__exact={stalled.pk}")
+    assert page.locator("#content h1").inner_text() == "Steps"
+    shot(page, "steps")
+    page.goto(f"{base}/admin/chrono_forge/errorlog/")
+    assert page.locator("#content h1").inner_text() == "Errors"
+    shot(page, "errors")

@@ -400,6 +400,20 @@ def test_branch_children_page_defaults_to_blocked(client, staff):
     assert response.context["branch"].spawned == "2"  # not polled yet: live capped count
 
 
+def test_branch_children_page_defaults_to_all_when_none_is_blocked(client, staff):
+    parent = make_workflow("idle", key="fan")
+    branch = make_log(parent, "branch$items", "pending", metadata={"sealed": False})
+    make_workflow("running", key="kid-running", parent_execution_log=branch)
+    make_workflow("completed", key="kid-done", parent_execution_log=branch)
+    response = client.get(url("branch", parent.pk, branch.pk))
+    body = text(response)
+    assert ">kid-running<" in body and ">kid-done<" in body
+    assert response.context["state"] == "all"
+    assert [chip["value"] for chip in response.context["chips"] if chip["selected"]] == ["all"]
+    body = text(client.get(url("branch", parent.pk, branch.pk) + "?state=blocked"))
+    assert "No blocked children." in body  # asked for explicitly: an empty list that says so
+
+
 def test_log_changelists_filters_and_search(client, staff):
     workflow = make_workflow("stalled")
     make_log(workflow, "durably_execute$charge", "failed")

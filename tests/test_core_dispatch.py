@@ -167,6 +167,77 @@ def test_a_broker_error_on_a_reap_page_is_logged_and_the_sweep_goes_on(monkeypat
     assert Workflow.objects.stranded().count() == 3
 
 
+def overdue(count: int, *, state: str = "idle", prefix: str = "o") -> None:
+    """``count`` rows whose delivery was due an hour ago (each a second apart: distinct tokens)."""
+    from chrono_forge.models import Workflow
+
+    due = timezone.now() - timedelta(hours=1)
+    Workflow.objects.bulk_create(
+        Workflow(
+            job_class=JOB, key=f"{prefix}{i}", state=state, next_run_at=due - timedelta(seconds=i)
+        )
+        for i in range(count)
+    )
+
+
+@pytest.mark.parametrize("count,pages", [(1, [1]), (1200, [500, 500, 200])])
+def test_resuming_overdue_runs_is_one_bulk_queue_insert_per_page_of_500(count, pages):
+    from chrono_forge.models import Workflow
+
+    overdue(count)
+    due = dict(Workflow.objects.values_list("key", "next_run_at"))
+    with SqlLog() as sql:
+        assert Workflow.objects.resume_overdue() == count
+    inserts = sum(bulk_inserts(rows) for rows in pages)
+    assert sql.count("INSERT", "django_q_ormq") == inserts
+    # one read per page, and the last one reads no row
+    assert sql.count("SELECT", "chrono_forge_workflow") == len(pages) + 1
+    assert len(sql.data_statements) == inserts + len(pages) + 1
+    # each delivery carries its own row's token: the original, if it arrives, finds it superseded
+    tokens = {task["args"][1]: task["kwargs"]["token"] for task in payloads()}
+    assert tokens == {key: at.isoformat() for key, at in due.items()}
+
+
+def test_bulk_redeliveries_of_operator_retries_are_sent_as_retries():
+    from chrono_forge.models import Workflow
+
+    overdue(1, prefix="idle")
+    overdue(1, state="stalled", prefix="stalled")
+    overdue(1, state="cancelled", prefix="cancelled")  # a pending forced retry
+    assert Workflow.objects.resume_overdue() == 3
+    flags = {
+        task["args"][1]: {name: v for name, v in task["kwargs"].items() if name != "token"}
+        for task in payloads()
+    }
+    assert flags == {
+        "idle0": {},
+        "stalled0": {"retry_workflow": True},
+        "cancelled0": {"retry_workflow": True, "resume_cancelled": True},
+    }
+
+
+def test_a_broker_error_on_an_overdue_page_keeps_the_rows_due_for_the_next_sweep(
+    monkeypatch, caplog
+):
+    from chrono_forge.models import Workflow
+
+    overdue(3)
+    monkeypatch.setattr(
+        DjangoQDispatcher, "_push_many", lambda *a: (_ for _ in ()).throw(OSError("down"))
+    )
+    assert Workflow.objects.resume_overdue() == 0
+    assert "could not re-enqueue 3 workflow(s)" in caplog.text
+    assert Workflow.objects.overdue().count() == 3  # scheduled still: the next sweep resends
+    monkeypatch.undo()
+    assert Workflow.objects.resume_overdue() == 3
+
+
+def test_bulk_enqueue_refuses_per_run_arguments_that_shadow_django_q_options():
+    with pytest.raises(ValueError, match="timeout"):
+        dispatch.enqueue_many([(JOB, "k", {"timeout": 5})])
+    assert OrmQ.objects.count() == 0
+
+
 def test_bulk_enqueue_refuses_arguments_that_shadow_django_q_options():
     with pytest.raises(ValueError, match="timeout"):
         dispatch.enqueue_many([(JOB, "k")], timeout=5)

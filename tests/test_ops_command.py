@@ -212,7 +212,7 @@ def test_retry_enqueues_a_failed_workflow(chrono_forge_env):
     chrono_forge_env.run_all()
     Workflow.objects.filter(key="bad").update(context={"fixed": True})
     out, _ = run("retry", "bad")
-    assert "Retry of NeedsFix(bad) enqueued" in out
+    assert "NeedsFix(bad) will be retried shortly." in out
     chrono_forge_env.run_all()
     assert Workflow.objects.get(key="bad").state == "completed"
 

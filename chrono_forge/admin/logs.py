@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from ..models import ErrorLog, ExecutionLog
+from ..templatetags.chrono_forge_admin import cf_ago
 from ..tries import tries_of
 from . import presenters as p
 from .filters import ErrorClassFilter, StepKindFilter
@@ -34,8 +35,8 @@ class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
         "step_name",
         "state",
         "attempts_column",
-        "started_at",
-        "completed_at",
+        "started",
+        "completed",
     )
     list_filter = (StepKindFilter, "state")
     search_fields = ("^step_name",)
@@ -114,6 +115,14 @@ class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
     def kind(self, obj):
         return p.parse_step_name(obj.step_name).label
 
+    @admin.display(description="started", ordering="started_at")
+    def started(self, obj):
+        return cf_ago(obj.started_at, "short")
+
+    @admin.display(description="completed", ordering="completed_at")
+    def completed(self, obj):
+        return cf_ago(obj.completed_at, "short")
+
     @admin.display(description="result")
     def result_json(self, obj):
         return pretty_json(obj.result)
@@ -126,9 +135,9 @@ class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
 @admin.register(ErrorLog)
 class ErrorLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
     list_display = (
-        "created",
+        "created_column",
         "workflow_column",
-        "error_class",
+        "short_class",
         "step_name",
         "attempt",
         "short_message",
@@ -166,9 +175,22 @@ class ErrorLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
     def workflow_column(self, obj):
         return workflow_link(obj.workflow)
 
+    @admin.display(description="created", ordering="created")
+    def created_column(self, obj):
+        return cf_ago(obj.created, "short")
+
+    @admin.display(description="error class", ordering="error_class")
+    def short_class(self, obj):
+        return format_html(
+            '<span title="{}">{}</span>', obj.error_class, p.short_class(obj.error_class)
+        )
+
     @admin.display(description="message")
     def short_message(self, obj):
-        return p.truncate(obj.error_message, 120)
+        # Cut to keep the row on a 1366 px screen; the whole message is the tooltip.
+        return format_html(
+            '<span title="{}">{}</span>', obj.error_message, p.truncate(obj.error_message, 80)
+        )
 
     @admin.display(description="backtrace")
     def backtrace_block(self, obj):

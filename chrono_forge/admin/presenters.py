@@ -19,6 +19,7 @@ from django.db.models import Exists, F, Min, OuterRef, Q
 
 from .. import clock, conf
 from ..exceptions import ReplayDivergence
+from ..formatting import human_duration  # noqa: F401  (re-exported: views, tags use p.)
 from ..liveness import (  # noqa: F401  (re-exported: the admin views use them through p.)
     Liveness,
     is_stranded,
@@ -28,7 +29,7 @@ from ..liveness import (  # noqa: F401  (re-exported: the admin views use them t
     pending_merges,
 )
 from ..models import ErrorLog, ExecutionLog, Message, Workflow
-from ..step_names import kind_prefix
+from ..step_names import is_on_cancel_marker, kind_prefix
 from ..steps import REPETITION_LOG_PATTERN
 from ..tries import POLLING_KINDS, StepTries, retry_times, step_tries
 
@@ -87,25 +88,6 @@ def capped_count(queryset, cap: int = COUNT_CAP) -> int:
 
 def show_count(count: int, cap: int = COUNT_CAP) -> str:
     return f"{cap}+" if count > cap else str(count)
-
-
-def human_duration(seconds: float | None) -> str:
-    """The two most significant units: "45s", "1m 04s", "3h 12m", "2d 21h"; "" for None/negative."""
-    if seconds is None or seconds < 0:
-        return ""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms" if seconds >= 0.001 else "0s"
-    total = int(seconds)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
 
 
 def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
@@ -212,6 +194,7 @@ def parse_step_name(step_name: str) -> StepName:
             "workflow_completion": "completed",
             "workflow_failure": "failed",
             "workflow_retry": "retried by an operator",
+            "workflow_on_cancel": "on_cancel hook",
         }
         label = names.get(marker, marker)
         return StepName(step_name, "workflow", label, "workflow", number, ref=tail)
@@ -294,7 +277,10 @@ def row_status(workflow: Workflow, now: datetime | None = None) -> tuple[str, st
         "cancelled": "slate",
     }
     if state == Workflow.STATE.cancelled:
-        return state, "slate", workflow.cancel_reason or "cancelled (no reason given)"
+        reason = workflow.cancel_reason or "cancelled (no reason given)"
+        if is_on_cancel_marker(workflow.parked_on) and workflow.next_run_at is not None:
+            reason += f"; on_cancel hook due {workflow.next_run_at:%Y-%m-%d %H:%M:%S}"
+        return state, "slate", reason
     return state, tones.get(state, "slate"), ""
 
 

@@ -196,28 +196,22 @@ class WorkflowViews(_AdminBase):
         # A cancelled run is retried only when the form says so on purpose.
         forced = request.POST.get("resume_cancelled") == "yes"
 
-        def act(workflow):
-            workflow.retry_later(resume_cancelled=forced)
-            return f"{workflow} will be retried shortly."
-
-        return self._act(request, object_id, "retry", act)
+        return self._act(
+            request, object_id, "retry", lambda workflow: operations.retry(workflow, force=forced)
+        )
 
     def resume_view(self, request, object_id):
-        def act(workflow):
-            workflow.resume()
-            return f"{workflow} was re-enqueued."
-
-        return self._act(request, object_id, "resume", act)
+        return self._act(request, object_id, "resume", operations.resume)
 
     def reap_view(self, request, object_id):
-        return self._act(request, object_id, "reap", reap_one)
+        return self._act(request, object_id, "reap", operations.reap)
 
     def redeliver_view(self, request, object_id):
-        return self._act(request, object_id, "resume", redeliver_one)
+        return self._act(request, object_id, "resume", operations.redeliver)
 
     def force_unlock_view(self, request, object_id):
         if request.method == "POST":
-            return self._act(request, object_id, "force_unlock", force_unlock_one)
+            return self._act(request, object_id, "force_unlock", operations.force_unlock)
         if not self.has_force_unlock_permission(request):
             raise PermissionDenied
         workflow = self._workflow_or_404(request, object_id)
@@ -586,7 +580,6 @@ class WorkflowViews(_AdminBase):
             raise Http404("No such branch")
         panel = p.branch_panel(log, {}, clock.now())
         children = Workflow.objects.filter(parent_execution_log_id=log.pk)
-        state = request.GET.get("state") or "blocked"
         chips = []
         for value, label in (("blocked", "blocked"), *((s, s) for s in p.STATES), ("all", "all")):
             count = p.capped_count(filter_state(children, value)) if value != "all" else None
@@ -594,10 +587,14 @@ class WorkflowViews(_AdminBase):
                 {
                     "value": value,
                     "label": label,
-                    "selected": value == state,
                     "count": p.show_count(count) if count is not None else "",
                 }
             )
+        # Blocked children first when there are some (what an operator comes for); otherwise all
+        # of them, not an empty "blocked" list.
+        state = request.GET.get("state") or ("blocked" if chips[0]["count"] != "0" else "all")
+        for chip in chips:
+            chip["selected"] = chip["value"] == state
         queryset = filter_state(children, state).defer("kwargs", "options", "context", "result")
         before = p.parse_pk(request.GET.get("before"), Workflow)
         if before is not None:
@@ -629,41 +626,6 @@ def workflow_row(row: Workflow) -> dict:
         "duration": p.human_duration(p.row_duration(row)),
         "class": p.short_class(row.job_class),
     }
-
-
-def reap_one(workflow: Workflow) -> str:
-    """Re-enqueue one stranded workflow; the executor steals its stale lock."""
-    if not Workflow.objects.stranded().filter(pk=workflow.pk).exists():
-        raise ChronoForgeError(
-            f"{workflow} is not stranded: only running workflows whose lock is older than "
-            f"{p.human_duration(conf.reap_stale_after().total_seconds())} can be reaped."
-        )
-    workflow.workflow_class()  # refuse a class that is not registered before enqueuing
-    dispatch.enqueue(workflow.job_class, workflow.key)
-    return f"{workflow} was re-enqueued; the next pass takes over its stale lock."
-
-
-def redeliver_one(workflow: Workflow) -> str:
-    """Re-send one overdue delivery through ``resume_overdue``, the command's own code path."""
-    if not Workflow.objects.filter(pk=workflow.pk).resume_overdue():
-        raise ChronoForgeError(
-            f"{workflow} is not overdue: only deliveries late by more than "
-            f"{p.human_duration(p.overdue_grace().total_seconds())} (RESUME_OVERDUE_GRACE) are "
-            "re-sent."
-        )
-    return f"{workflow}: its overdue delivery was sent again."
-
-
-def force_unlock_one(workflow: Workflow) -> str:
-    if workflow.state != Workflow.STATE.running:
-        raise ChronoForgeError(
-            f"{workflow} is {workflow.state}; only running workflows can be force-unlocked."
-        )
-    workflow.force_unlock()
-    return (
-        f"{workflow} was unlocked and is idle with nothing scheduled: resume it to run it again "
-        "(if its worker is still alive, steps may run twice)."
-    )
 
 
 def overview_data() -> dict:

@@ -23,7 +23,7 @@ from .filters import (
     WaitKindFilter,
 )
 from .paginator import CappedPaginator
-from .views import HttpResponseSeeOther, WorkflowViews, force_unlock_one, reap_one
+from .views import HttpResponseSeeOther, WorkflowViews
 
 DASH = mark_safe('<span class="cf-muted">—</span>')
 #: Admin actions on selected rows handle at most this many (bulk work belongs to background tasks).
@@ -53,7 +53,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
     def changelist_view(self, request, extra_context=None):
-        response = super().changelist_view(request, extra_context)
+        # The page is titled by what it lists ("Steps"), as its tab and breadcrumb say, not
+        # Django's "Select step to view" (nothing here is selected for editing).
+        title = {"title": self.opts.verbose_name_plural.capitalize()}
+        response = super().changelist_view(request, {**title, **(extra_context or {})})
         context = getattr(response, "context_data", None)
         if context and "cl" in context:  # "0 of 5001 selected" -> "0 of 5000+ selected"
             text = context["cl"].paginator.count_text
@@ -160,15 +163,15 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
 
     @admin.display(description="started", ordering="started_at")
     def started(self, obj):
-        return cf_ago(obj.started_at)
+        return cf_ago(obj.started_at, "short")
 
     @admin.display(description="next run", ordering="next_run_at")
     def next_run(self, obj):
-        return cf_ago(obj.next_run_at)
+        return cf_ago(obj.next_run_at, "short")
 
     @admin.display(description="updated", ordering="modified")
     def updated(self, obj):
-        return cf_ago(obj.modified)
+        return cf_ago(obj.modified, "short")
 
     def changelist_view(self, request, extra_context=None):
         chips = self.state_chips(request)
@@ -274,7 +277,7 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
         done = skipped = 0
         for workflow in self._selected(queryset):
             try:
-                reap_one(workflow)
+                operations.reap(workflow)
                 done += 1
             except ChronoForgeError:
                 skipped += 1
@@ -326,7 +329,7 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
             done = skipped = 0
             for workflow in selected:
                 try:
-                    force_unlock_one(workflow)
+                    operations.force_unlock(workflow)
                     done += 1
                 except ChronoForgeError:
                     skipped += 1

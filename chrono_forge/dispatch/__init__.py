@@ -18,9 +18,31 @@ from django.db import connections, transaction
 from django.utils.module_loading import import_string
 
 from .. import conf
+from ..telemetry import carrier
 
 #: The django-q2 task every continuation calls.
 TASK = "chrono_forge.tasks.run_workflow"
+#: The task a merge poller's poll calls.
+POLL_TASK = "chrono_forge.tasks.poll_merge"
+
+
+def token_for(run_at: datetime) -> str:
+    """The token a delivery due at ``run_at`` carries: the pass runs only while the row's due
+    time is still that one (a superseded continuation exits)."""
+    return run_at.isoformat()
+
+
+#: One run of a bulk enqueue: ``(job_class, key)``, or ``(job_class, key, internal)`` with
+#: arguments of that run alone (a redelivery's token), added to the ones every run carries.
+Run = tuple[str, str] | tuple[str, str, dict[str, Any]]
+
+
+def run_arguments(run: Run, shared: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """``(job_class, key, internal)`` of one bulk-enqueue ``run``: ``shared`` plus its own."""
+    if len(run) == 2:
+        return run[0], run[1], shared
+    own: dict[str, Any] = run[2]
+    return run[0], run[1], {**shared, **own}
 
 
 class Dispatcher(Protocol):
@@ -33,9 +55,10 @@ class Dispatcher(Protocol):
         retry_workflow, token, ...); user kwargs never travel in a payload.
         """
 
-    def enqueue_many(self, runs: Iterable[tuple[str, str]], **internal: Any) -> None:
+    def enqueue_many(self, runs: Iterable[Run], **internal: Any) -> None:
         """Run one pass of each ``(job_class, key)`` now, in bulk, each carrying the same
-        ``internal`` arguments."""
+        ``internal`` arguments plus its own (a run given as ``(job_class, key, internal)``; see
+        :func:`run_arguments`)."""
 
     def enqueue_call(
         self,
@@ -100,16 +123,16 @@ def enqueue(job_class: str, key: str, *, run_at: datetime | None = None, **inter
             f"continuation argument(s) {clash} clash with django-q2 task options; rename them"
         )
     if "trace_context" not in internal:
-        from ..telemetry import carrier
-
         context = carrier()  # the enqueuer's trace, when there is one (never a pass's own)
         if context:
             internal["trace_context"] = context
     get_dispatcher().enqueue(job_class, key, run_at=run_at, **internal)
 
 
-def enqueue_many(runs: Iterable[tuple[str, str]], **internal: Any) -> None:
-    clash = sorted(Q_OPTION_NAMES.intersection(internal))
+def enqueue_many(runs: Iterable[Run], **internal: Any) -> None:
+    runs = list(runs)
+    names = set(internal).union(*(run[2] for run in runs if len(run) == 3))
+    clash = sorted(Q_OPTION_NAMES.intersection(names))
     if clash:
         raise ValueError(
             f"continuation argument(s) {clash} clash with django-q2 task options; rename them"

@@ -29,7 +29,7 @@ from django_q.models import OrmQ, Schedule
 from django_q.tasks import async_task
 
 from .. import clock, conf
-from . import TASK, in_user_transaction
+from . import TASK, Run, in_user_transaction, run_arguments
 
 
 class DelayedORM(ORM):
@@ -121,7 +121,7 @@ class DjangoQDispatcher:
     ) -> None:
         self._on_commit(lambda: self._push(job_class, key, run_at, internal))
 
-    def enqueue_many(self, runs: Iterable[tuple[str, str]], **internal: Any) -> None:
+    def enqueue_many(self, runs: Iterable[Run], **internal: Any) -> None:
         runs = list(runs)
         if runs:
             self._on_commit(lambda: self._push_many(runs, internal))
@@ -196,15 +196,17 @@ class DjangoQDispatcher:
                 },
             )
 
-    def _push_many(self, runs: list[tuple[str, str]], internal: dict[str, Any]) -> None:
+    def _push_many(self, runs: list[Run], shared: dict[str, Any]) -> None:
         if not self.uses_orm_broker():
-            for job_class, key in runs:
+            for run in runs:
+                job_class, key, internal = run_arguments(run, shared)
                 async_task(
                     TASK, job_class, key, q_options=self.q_options(job_class, key), **internal
                 )
             return
         broker = CollectingORM(list_key=self.cluster())
-        for job_class, key in runs:
+        for run in runs:
+            job_class, key, internal = run_arguments(run, shared)
             options = {**self.q_options(job_class, key), "broker": broker}
             async_task(TASK, job_class, key, q_options=options, **internal)
         broker.flush()

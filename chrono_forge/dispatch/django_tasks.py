@@ -32,7 +32,8 @@ from django.db import router, transaction
 from django.utils.module_loading import import_string
 
 from .. import clock, conf
-from . import in_user_transaction
+from ..tasks import run_workflow
+from . import Run, in_user_transaction, run_arguments
 
 try:  # Django >= 6.0
     from django.tasks import DEFAULT_TASK_QUEUE_NAME, task, task_backends
@@ -59,8 +60,6 @@ def backend_alias() -> str:
 @task(backend=backend_alias())
 def run_pass(job_class: str, key: str, **internal: Any) -> None:
     """One pass of a workflow (Django Tasks calls it; it calls ``tasks.run_workflow``)."""
-    from ..tasks import run_workflow
-
     run_workflow(job_class, key, **internal)
 
 
@@ -98,7 +97,7 @@ class DjangoTasksDispatcher:
         backend = self.backend()
         if not type(backend).__module__.startswith("django_tasks_db"):
             return False
-        from django_tasks_db.models import DBTaskResult
+        from django_tasks_db.models import DBTaskResult  # optional: only with that backend
 
         return router.db_for_write(DBTaskResult) == conf.database()
 
@@ -134,7 +133,7 @@ class DjangoTasksDispatcher:
         pass_task = self._task(run_pass, run_at, queue)
         self._on_commit(lambda: pass_task.enqueue(job_class, key, **internal))
 
-    def enqueue_many(self, runs: Iterable[tuple[str, str]], **internal: Any) -> None:
+    def enqueue_many(self, runs: Iterable[Run], **shared: Any) -> None:
         """One pass of each ``(job_class, key)``, now, in one transaction when transactional."""
         runs = list(runs)
         if not runs:
@@ -143,7 +142,8 @@ class DjangoTasksDispatcher:
 
         def push() -> None:
             pass_task = self._task(run_pass, None, queue)
-            for job_class, key in runs:
+            for run in runs:
+                job_class, key, internal = run_arguments(run, shared)
                 pass_task.enqueue(job_class, key, **internal)
 
         self._on_commit(push)

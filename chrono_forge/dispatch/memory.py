@@ -13,7 +13,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from .. import clock, conf
-from . import TASK, in_user_transaction
+from . import POLL_TASK, TASK, Run, in_user_transaction, run_arguments
 
 
 class _CommitMarker:
@@ -53,8 +53,6 @@ class PendingRun:
     @property
     def is_merge_poll(self) -> bool:
         """A merge poller's poll (``chrono_forge.tasks.poll_merge``)."""
-        from ..primitives.merge import POLL_TASK
-
         return self.func == POLL_TASK
 
     @property
@@ -97,8 +95,9 @@ class InMemoryDispatcher:
         the transaction around it."""
         return True
 
-    def enqueue_many(self, runs: Iterable[tuple[str, str]], **internal: Any) -> None:
-        for job_class, key in runs:
+    def enqueue_many(self, runs: Iterable[Run], **shared: Any) -> None:
+        for run in runs:
+            job_class, key, internal = run_arguments(run, shared)
             self.enqueue(job_class, key, **internal)
 
     # -------------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def branch(
         )
     run.branches[name] = log
     if automerge:
-        from .merge import merge_branches
+        from .merge import merge_branches  # here: merge imports this module
 
         merge_branches(workflow, name)
 
@@ -228,7 +228,7 @@ def _child(
 ) -> tuple[str, str, dict[str, Any]]:
     """(job_class, key, kwargs) of one child, validated here because the bulk path bypasses
     ``perform_later``'s guard (key type/length, keyword-only, reserved and JSON kwargs)."""
-    from ..workflow import DurableWorkflow
+    from ..workflow import DurableWorkflow  # here: workflow imports the primitives
 
     where = f"{what} in branch {scope.name!r}"
     if not (
@@ -334,6 +334,8 @@ def _dispatch_batch(
             context={},
             state=IDLE,
             next_run_at=now,  # born scheduled: the overdue sweep re-sends a lost first delivery
+            # the parent's due time, unless the child's class sets its own (at its first pass)
+            deadline_at=run.row.deadline_at,
             parent_execution_log_id=scope.log.pk,
             created=now,
             modified=now,

@@ -33,7 +33,6 @@ from .branch import json_pk
 if TYPE_CHECKING:  # pragma: no cover
     from ..workflow import DurableWorkflow
 
-POLL_TASK = "chrono_forge.tasks.poll_merge"
 
 #: Child states that are not done (``completed`` is the only done state). A cancelled child holds
 #: the merge like a failed one (it is shown blocked; ``retry --force`` resumes it): a merge never
@@ -133,7 +132,7 @@ def schedule_poll(merge_log_id: Any, token: str, *, run_at: datetime, attempt: i
     intervals, so the payload carries only what tells this poller from a superseded one."""
     extra = {"attempt": attempt} if attempt else {}
     dispatch.enqueue_call(
-        POLL_TASK,
+        dispatch.POLL_TASK,
         merge_log_id,
         token,
         run_at=run_at,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import clock
 from ..exceptions import HaltExecution, InvalidStepArgument
+from ..messages import send
 from ..steps import COMPLETED, PENDING, begin_attempt, retry_or_stall
 from ..validation import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
@@ -50,8 +51,7 @@ def send_to(
     name: str | None = None,
     retry_policy: Any = None,
 ) -> Any:
-    from ..messages import send
-    from ..workflow import DurableWorkflow
+    from ..workflow import DurableWorkflow  # here: workflow imports the primitives
 
     run = workflow._pass
     label = name if name is not None else topic

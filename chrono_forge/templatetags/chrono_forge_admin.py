@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from .. import clock
-from ..admin.presenters import human_duration
+from ..formatting import human_duration
 
 register = template.Library()
 DASH = mark_safe('<span class="cf-muted">—</span>')
@@ -24,16 +24,17 @@ def cf_duration(seconds):
 
 
 @register.filter
-def cf_ago(moment):
-    """A relative time ("5m 02s ago", "in 3h 10m") whose tooltip is the absolute UTC time."""
+def cf_ago(moment, style: str = ""):
+    """A relative time ("5m 02s ago", "in 3h 10m") whose tooltip is the absolute UTC time.
+    ``cf_ago:"short"`` keeps the largest unit only ("5m ago"), for list columns that must fit a
+    1366 px wide screen."""
     if not isinstance(moment, datetime):
         return DASH
     delta = (clock.now() - moment).total_seconds()
-    text = (
-        "just now"
-        if abs(delta) < 1
-        else (f"{human_duration(delta)} ago" if delta > 0 else f"in {human_duration(-delta)}")
-    )
+    span = human_duration(abs(delta))
+    if style == "short":
+        span = span.split(" ", 1)[0]
+    text = "just now" if abs(delta) < 1 else (f"{span} ago" if delta > 0 else f"in {span}")
     return format_html(
         '<time datetime="{}" title="{}">{}</time>',
         moment.isoformat(),

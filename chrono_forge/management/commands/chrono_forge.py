@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING, Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
-from chrono_forge import conf, maintenance, operations, registry, step_names
+from chrono_forge import conf, deadlines, health, maintenance, operations, registry, step_names
 from chrono_forge.cleanup import REPEAT_PREFIX
 from chrono_forge.exceptions import ChronoForgeError
+from chrono_forge.graph import as_dict
 from chrono_forge.liveness import is_stranded, liveness, pending_merges
 from chrono_forge.models import ErrorLog, ExecutionLog, Message, Workflow
 from chrono_forge.steps import REPETITION_LOG_PATTERN
 from chrono_forge.tries import StepTries, retry_times, step_tries
+from chrono_forge.workflow import resolve_workflow_class
 
 if TYPE_CHECKING:
     from chrono_forge.workflow import DurableWorkflow
@@ -155,6 +157,7 @@ WAITING_LABELS = {
     "first_pass": "first-pass",
     "merge_poll": "merge-poll",
     "retry": "retry-requested",
+    "on_cancel": "on-cancel-hook",
     "unaccounted": "NOTHING-SCHEDULED",
 }
 
@@ -319,8 +322,9 @@ class Command(BaseCommand):
         )
         p = sub(
             "resume-overdue",
-            "Re-send deliveries that are overdue (lost by the broker): first passes, "
-            "continuations, wake-ups, merge polls and operator retries.",
+            "Cancel runs past their deadline, then re-send deliveries that are overdue (lost by "
+            "the broker): first passes, continuations, wake-ups, merge polls and operator "
+            "retries.",
         )
         p.add_argument(
             "--grace",
@@ -553,6 +557,8 @@ class Command(BaseCommand):
             f"  next run: {_time(wf.next_run_at)}    locked by: {wf.locked_by or '-'} "
             f"(since {_time(wf.locked_at)})"
         )
+        if wf.deadline_at is not None:
+            out(f"  deadline: {_time(wf.deadline_at)}")
         if wf.state == Workflow.STATE.cancelled:
             reason = wf.cancel_reason or "(no reason given)"
             out(f"  cancelled: {_time(wf.cancelled_at)}    reason: {_short(reason, 255)}")
@@ -709,18 +715,7 @@ class Command(BaseCommand):
 
     # -- operations --------------------------------------------------------------------------------
     def handle_resume(self, key: str, job_class: str | None, **_: Any) -> None:
-        wf = self.get_workflow(key, job_class)
-        if wf.state != Workflow.STATE.idle:
-            hint = {
-                "failed": "use `chrono_forge retry` instead",
-                "stalled": "use `chrono_forge retry` instead",
-                "running": "it is running; if its worker died, use `chrono_forge reap`",
-                "completed": "it has nothing left to do",
-                "cancelled": "it was cancelled; `chrono_forge retry --force` resumes it",
-            }[wf.state]
-            raise CommandError(f"{wf} is {wf.state}; only idle workflows can be resumed ({hint}).")
-        wf.resume()
-        self.stdout.write(self.style.SUCCESS(f"Resumed {wf}: a pass is enqueued."))
+        self.operate(operations.resume, self.get_workflow(key, job_class))
 
     def handle_send(
         self,
@@ -751,23 +746,15 @@ class Command(BaseCommand):
     def handle_retry(
         self, key: str, job_class: str | None, now: bool, force: bool = False, **_: Any
     ) -> None:
-        wf = self.get_workflow(key, job_class)
-        forced = force and wf.state == Workflow.STATE.cancelled
-        if not wf.retryable and not forced:
-            hint = {
-                "idle": "use `chrono_forge resume` instead",
-                "cancelled": "retry it on purpose with --force",
-            }.get(wf.state, "nothing to retry")
-            raise CommandError(
-                f"{wf} is {wf.state}; only failed or stalled workflows can be retried ({hint})."
-            )
-        if now:
-            wf.retry_now(resume_cancelled=forced)
-            wf.refresh_from_db(fields=["state"])
-            self.stdout.write(self.style.SUCCESS(f"Retried {wf} here: it is now {wf.state}."))
-        else:
-            wf.retry_later(resume_cancelled=forced)
-            self.stdout.write(self.style.SUCCESS(f"Retry of {wf} enqueued."))
+        self.operate(operations.retry, self.get_workflow(key, job_class), now=now, force=force)
+
+    def operate(self, action: Any, workflow: Workflow, **options: Any) -> None:
+        """Run one operator action; its refusal (why, and what to do instead) is the error."""
+        try:
+            message = action(workflow, **options)
+        except ChronoForgeError as error:
+            raise CommandError(str(error)) from error
+        self.stdout.write(self.style.SUCCESS(message))
 
     def handle_cancel(self, key: str, job_class: str | None, reason: str = "", **_: Any) -> None:
         wf = self.get_workflow(key, job_class)
@@ -783,7 +770,7 @@ class Command(BaseCommand):
         stale = (
             timedelta(minutes=stale_after) if stale_after is not None else conf.reap_stale_after()
         )
-        count = Workflow.objects.reap_stalled(stale)
+        count = operations.reap_all(stale)
         self.stdout.write(
             f"Re-enqueued {count} stranded workflow(s) (running with a lock older than {stale})."
         )
@@ -794,7 +781,13 @@ class Command(BaseCommand):
             if grace is not None
             else conf.as_timedelta(conf.get("RESUME_OVERDUE_GRACE"))
         )
-        count = Workflow.objects.resume_overdue(grace_td)
+        cancelled = operations.cancel_past_deadline()
+        if cancelled:
+            self.stdout.write(
+                f"Cancelled {cancelled} workflow(s) past their deadline (reason: "
+                f"{deadlines.DEADLINE_REASON})."
+            )
+        count = operations.resume_overdue_all(grace_td)
         self.stdout.write(
             f"Re-enqueued {count} overdue workflow(s) whose delivery was late by more than "
             f"{grace_td}."
@@ -831,8 +824,6 @@ class Command(BaseCommand):
         )
 
     def handle_graph(self, workflow_class: str, as_json: bool, **_: Any) -> None:
-        from chrono_forge.graph import as_dict
-        from chrono_forge.workflow import resolve_workflow_class
 
         path = workflow_class
         if "." not in path:
@@ -864,7 +855,6 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING(f"  warning: {warning}"))
 
     def handle_status(self, **_: Any) -> None:
-        from chrono_forge import health
 
         report = health.snapshot()
         out = self.stdout.write
