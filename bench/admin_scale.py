@@ -146,7 +146,7 @@ class Inserter:
 WF_COLUMNS = [
     "id", "created", "modified", "job_class", "key", "kwargs", "options", "context", "state",
     "locked_by", "locked_at", "started_at", "completed_at", "next_run_at", "parked_on",
-    "parked_since", "wake_requested", "parent_execution_log_id",
+    "parked_since", "wake_requested", "parent_execution_log_id", "cancel_reason",
 ]  # fmt: skip
 LOG_COLUMNS = [
     "id", "created", "modified", "workflow_id", "step_name", "state", "attempts", "started_at",
@@ -226,7 +226,7 @@ def populate(n: int, seed: int = 7) -> Population:
             id=wf, created=created, modified=created + timedelta(minutes=5), job_class=job_class,
             key=key, kwargs={"order_id": wf, "note": "x" * 40}, options={}, context={"step": 3},
             state=state, started_at=started, wake_requested=False,
-            parent_execution_log_id=parent_log,
+            parent_execution_log_id=parent_log, cancel_reason="",
         )  # fmt: skip
         kind = rng.random()
         steps = len(STEPS)
