@@ -272,7 +272,7 @@ def cancel_rows(
     if not child_reason:
         child_reason = f"parent cancelled: {reason}" if reason else "parent cancelled"
         child_reason = child_reason[: Workflow._meta.get_field("cancel_reason").max_length]
-    from . import on_cancel
+    from . import on_cancel  # here: on_cancel imports the models
 
     # Rows of classes with an on_cancel hook are scheduled for it in the same UPDATE, and their
     # hook deliveries go in one bulk enqueue per batch; without such classes nothing changes.

@@ -40,6 +40,7 @@ from . import clock, dispatch, registry, step_names, telemetry
 from .context import Context
 from .exceptions import InvalidStepResult
 from .models import ExecutionLog, Workflow
+from .primitives.durably_execute import storable_result
 from .steps import (
     COMPLETED,
     FAILED,
@@ -102,12 +103,10 @@ def enqueue_batch(runs: list[tuple[str, str]], now: datetime) -> None:
     """The hook deliveries of one batch of rows just cancelled at ``now`` (one bulk enqueue). A
     refused enqueue is logged, not raised: the rows are due, the overdue sweep sends them, and the
     rest of the cancel (the other batches, the children) goes on."""
-    from .executor import token_for
-
     if not runs:
         return
     try:
-        dispatch.enqueue_many(runs, token=token_for(now))
+        dispatch.enqueue_many(runs, token=dispatch.token_for(now))
     except Exception:
         logger.exception(
             "chrono_forge: could not enqueue the on_cancel hook of %d cancelled run(s); the "
@@ -169,8 +168,6 @@ def run_hook(run: Pass) -> None:
         if not isinstance(error, Exception):
             raise
         return
-    from .primitives.durably_execute import storable_result
-
     try:
         stored = storable_result(step, returned, run, log)
     except InvalidStepResult:
@@ -184,8 +181,6 @@ def _release(run: Pass, step: str) -> None:
     """End the hook pass: the row keeps a due time (and ``parked_on``) only for a retry the
     failure scheduled, else it has neither; the hook step's completion commits with this UPDATE.
     An UPDATE that matches nothing means a forced retry superseded the hook meanwhile."""
-    from .executor import token_for
-
     due = run.continuation[0] if run.continuation else None
     now = clock.now()
     mine = Workflow.objects.filter(
@@ -199,15 +194,13 @@ def _release(run: Pass, step: str) -> None:
         return
     run.row.next_run_at = due
     if due is not None:
-        dispatch.enqueue(run.job_class, run.key, run_at=due, token=token_for(due))
+        dispatch.enqueue(run.job_class, run.key, run_at=due, token=dispatch.token_for(due))
 
 
 def publish_after_cancelled_pass(run: Pass) -> None:
     """A pass that was cancelled under its lock released it: send the hook's delivery now (the
     one the cancel enqueued found the lock held). Costs one SELECT, for classes with a hook only;
     a refused enqueue is logged (the row is due: the overdue sweep sends it)."""
-    from .executor import token_for
-
     if not defines_hook(run.workflow_class):
         return
     found = (
@@ -217,7 +210,7 @@ def publish_after_cancelled_pass(run: Pass) -> None:
         return
     assert found.next_run_at is not None  # pending() checked it
     try:
-        dispatch.enqueue(run.job_class, run.key, token=token_for(found.next_run_at))
+        dispatch.enqueue(run.job_class, run.key, token=dispatch.token_for(found.next_run_at))
     except Exception:
         logger.exception(
             "chrono_forge: could not enqueue the on_cancel hook of %s; the overdue sweep sends it",
