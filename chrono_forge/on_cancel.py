@@ -20,8 +20,9 @@ publishes it); a holder that died leaves a lock the hook takes once it is older 
 The hook pass takes the row (``SELECT ... FOR UPDATE``) and moves its due time forward by
 MAX_DURATION, a lease: a duplicate delivery no longer matches the token, and a worker killed in the
 hook leaves the row scheduled at the lease's end, when the overdue sweep re-sends it. The attempt
-is recorded like a ``durably_execute`` step's (its first one in the INSERT); the hook's return
-value is stored as the step's result and committed with the row's release (no due time, no
+goes through the step lifecycle of :mod:`chrono_forge.steps` that ``durably_execute`` uses
+(``begin_attempt``: its first one in the INSERT; ``retry_or_stall``); the hook's return value
+is stored as the step's result and committed with the row's release (no due time, no
 ``parked_on``) in one transaction. A failure is recorded in ErrorLog and retried per
 ``on_cancel_retry_policy`` by a tokened continuation; when the budget is used up the step is
 ``failed`` and the run stays ``cancelled``. At-least-once: a kill after the hook body but before
@@ -38,7 +39,7 @@ from django.db.models import Case, CharField, DateTimeField, Q, Value, When
 
 from . import clock, dispatch, registry, step_names, telemetry
 from .context import Context
-from .exceptions import InvalidStepResult
+from .exceptions import ExecutionFailedError, HaltExecution, InvalidStepResult
 from .models import ExecutionLog, Workflow
 from .primitives.durably_execute import storable_result
 from .steps import (
@@ -47,9 +48,8 @@ from .steps import (
     PENDING,
     STEP_COLUMNS,
     StepLogs,
-    attempt_lost,
-    lost_attempt,
-    record_failure,
+    begin_attempt,
+    retry_or_stall,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -152,29 +152,40 @@ def run_hook(run: Pass) -> None:
         logger.info("chrono_forge: %s: the on_cancel hook already finished (%s)", row, log.state)
         _release(run, step)
         return
-    if log is not None and attempt_lost(run, log):
-        record_failure(run, log, lost_attempt(log), policy)
+    try:
+        _attempt(run, step, log, policy)
+    except BaseException as error:
+        if error is run.exit_error:  # the worker is going down: recorded, then let through
+            _release(run, step)
+            raise
+        if not isinstance(error, RECORDED):
+            raise  # not recorded (a database error): the lease's end re-sends the hook
         _release(run, step)
         return
-    reason = Workflow.objects.filter(pk=row.pk).values_list("cancel_reason", flat=True).one()
-    log = run.steps.record_attempt(step, log, state=PENDING)
-    instance = run.workflow_class._bind(row, run)
+    _release(run, step)
+
+
+#: What :func:`_attempt` raises once the step lifecycle recorded the attempt's outcome: a retry is
+#: due, the hook failed for good, or its return value cannot be stored (a programming error, the
+#: step is failed and not retried).
+RECORDED = (HaltExecution, ExecutionFailedError, InvalidStepResult)
+
+
+def _attempt(run: Pass, step: str, log: ExecutionLog | None, policy: Any) -> None:
+    """One attempt of the hook, through the lifecycle every durable step uses: an attempt a dead
+    worker never finished is charged to ``policy`` first (a retry halts, a used-up budget fails
+    the step), then this attempt is recorded and the body runs; a failure is recorded and retried
+    or fails the step, and the result completes with the release."""
+    log = begin_attempt(run, step, log, policy, state=PENDING)
+    reason = Workflow.objects.filter(pk=run.row.pk).values_list("cancel_reason", flat=True).one()
+    instance = run.workflow_class._bind(run.row, run)
     try:
         with telemetry.step_span(run, step, log.attempts):
             returned = instance.on_cancel(reason or "")  # type: ignore[attr-defined]
     except BaseException as error:  # SystemExit & co. too: recorded, then let through
-        record_failure(run, log, error, policy)
-        _release(run, step)
-        if not isinstance(error, Exception):
-            raise
-        return
-    try:
-        stored = storable_result(step, returned, run, log)
-    except InvalidStepResult:
-        _release(run, step)  # recorded and marked failed: a programming error, not retried
-        return
+        retry_or_stall(run, log, error, policy)
+    stored = storable_result(step, returned, run, log)
     run.steps.complete_later(log, state=COMPLETED, completed_at=clock.now(), result=stored)
-    _release(run, step)
 
 
 def _release(run: Pass, step: str) -> None:

@@ -404,3 +404,46 @@ def test_a_hook_taking_its_worker_down_is_charged_and_let_through_with_the_retry
     (log,) = hook_logs("exits")
     assert (log.state, log.attempts, log.result) == ("completed", 2, "second time")
     assert_hook_done("exits")
+
+
+def test_a_hook_returning_what_json_cannot_hold_fails_its_step_once_and_is_not_retried(
+    chrono_forge_env,
+):
+    scheduled_run(chrono_forge_env, oc.UnstorableHook, "unstorable")
+    oc.UnstorableHook.cancel("unstorable")
+    chrono_forge_env.run_all()
+    assert oc.calls("unstorable_hook") == 1
+    (log,) = hook_logs("unstorable")
+    assert (log.state, log.attempts, log.error_class) == (
+        "failed",
+        1,
+        "chrono_forge.exceptions.InvalidStepResult",
+    )
+    (error,) = ErrorLog.objects.filter(workflow__key="unstorable", step_name=log.step_name)
+    assert error.error_class == "chrono_forge.exceptions.InvalidStepResult"
+    assert_hook_done("unstorable")
+
+
+def test_a_lost_attempt_that_uses_up_the_hook_budget_fails_the_step_without_running_it_again(
+    chrono_forge_env,
+):
+    scheduled_run(chrono_forge_env, oc.OneShotHook, "one-shot")
+    wf = oc.OneShotHook.cancel("one-shot")
+    chrono_forge_env.drop_pending()
+    # a delivery that died inside the hook body: the attempt recorded, the lease taken
+    from chrono_forge.executor import Pass
+
+    run = Pass(oc.OneShotHook, "one-shot", token=token_for(wf.next_run_at))
+    assert run.acquire() is not None and run.on_cancel_step is not None
+    run.steps.record_attempt(run.on_cancel_step, None, state="pending")
+    chrono_forge_env.advance(3600)
+    assert Workflow.objects.resume_overdue() == 1
+    chrono_forge_env.run_all()
+    assert oc.calls("one_shot_hook") == 0
+    (log,) = hook_logs("one-shot")
+    assert (log.state, log.attempts, log.error_class) == (
+        "failed",
+        1,
+        "chrono_forge.exceptions.StepAttemptLost",
+    )
+    assert_hook_done("one-shot")

@@ -224,3 +224,29 @@ class BoundedReserve(Reserve):
     """Reserve with an hour's deadline: a cancel by the deadline runs the hook too."""
 
     deadline = timedelta(hours=1)
+
+
+class UnstorableHook(DurableWorkflow):
+    """Its hook returns a value JSON cannot hold (a programming error: never retried)."""
+
+    on_cancel_retry_policy = RetryPolicy(max_attempts=3, base=1, cap=1, jitter=False)
+
+    def perform(self) -> None:
+        self.wait(60, "hold")
+
+    def on_cancel(self, reason):
+        called("unstorable_hook")
+        return {"not json"}
+
+
+class OneShotHook(DurableWorkflow):
+    """One attempt only: an attempt its worker never finished uses up the budget."""
+
+    on_cancel_retry_policy = RetryPolicy(max_attempts=1)
+
+    def perform(self) -> None:
+        self.wait(60, "hold")
+
+    def on_cancel(self, reason):
+        called("one_shot_hook")
+        return "ran"
