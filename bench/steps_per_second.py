@@ -6,6 +6,9 @@ Not a test: it prints numbers beside a raw baseline measured in the same run, as
   admit, lock, 100 x (INSERT + UPDATE), completion), against a raw baseline doing the same writes
   with plain ORM calls and the same commit pattern (the workflow row INSERT, then per step one
   transaction holding the step's ``ExecutionLog`` INSERT and the previous step's UPDATE to completed).
+* the same workflow as DBOS Transact would record it (``dbos_run``: per step a check transaction
+  of two SELECTs before the body, the output INSERTed in its own transaction after it), with the
+  same ORM calls on the same tables: the DBOS-equivalent baseline.
 * **replay**: a pass over a workflow whose N steps are completed and which parks again on a gate
   step (N = 0, 10, 100). The marginal replay cost ``pass(N) - pass(0)`` is printed beside the
   N rows' share of one bulk SELECT of the workflow's step logs (``select(N) - select(0)``): the
@@ -95,6 +98,42 @@ def raw_run(index: int) -> None:
     complete(previous)
 
 
+def dbos_run(index: int) -> None:
+    """A DBOS-equivalent baseline of the same workflow, with plain ORM calls on the same tables:
+    what DBOS Transact writes for a workflow of sequential steps. The workflow's status row is
+    INSERTed at its start and UPDATEd at its end; before each step one transaction checks the run
+    is not cancelled and the step has no recorded output yet (two SELECTs), and after the step its
+    output is INSERTed in a transaction of its own: per step 2 SELECTs, 1 INSERT and 1 commit,
+    nothing recorded before the body runs."""
+    now = clock.now()
+    row = Workflow.objects.create(
+        job_class="bench.Dbos", key=f"dbos-{index}", state="running", created=now, modified=now
+    )
+    for step in range(STEPS):
+        name = f"durably_execute$step_{step}"
+        with transaction.atomic():
+            Workflow.objects.filter(pk=row.pk).values_list("state", flat=True).first()
+            ExecutionLog.objects.filter(workflow=row, step_name=name).values_list(
+                "result", flat=True
+            ).first()
+        now = clock.now()
+        ExecutionLog.objects.create(
+            workflow=row,
+            step_name=name,
+            state="completed",
+            attempts=1,
+            started_at=now,
+            last_executed_at=now,
+            completed_at=now,
+            result=None,
+            created=now,
+            modified=now,
+        )
+    Workflow.objects.filter(pk=row.pk).update(
+        state="completed", completed_at=clock.now(), modified=clock.now()
+    )
+
+
 def complete(log: ExecutionLog) -> None:
     ExecutionLog.objects.filter(pk=log.pk).update(
         state="completed", completed_at=clock.now(), result=None, modified=clock.now()
@@ -172,15 +211,18 @@ def main() -> None:
 
         engine_run(-1)  # warm-up (imports, statement caches)
         raw_run(-1)
+        dbos_run(-1)
         if args.index_cost:
             index_cost(args.rounds)
             return
-        timed = interleaved({"engine": engine_run, "raw": raw_run}, args.rounds)
-        engine, raw = timed["engine"], timed["raw"]
+        timed = interleaved({"engine": engine_run, "raw": raw_run, "dbos": dbos_run}, args.rounds)
+        engine, raw, dbos = timed["engine"], timed["raw"], timed["dbos"]
         print(
             f"{STEPS}-step workflow, one pass:  chrono_forge {STEPS / engine:8.0f} steps/s "
             f"({engine * 1000:.1f} ms)   raw ORM baseline {STEPS / raw:8.0f} steps/s "
-            f"({raw * 1000:.1f} ms)   chrono_forge/raw {raw / engine:.2f}"
+            f"({raw * 1000:.1f} ms)   chrono_forge/raw {raw / engine:.2f}   "
+            f"DBOS-equivalent {STEPS / dbos:8.0f} steps/s ({dbos * 1000:.1f} ms)   "
+            f"chrono_forge/DBOS-equivalent {dbos / engine:.2f}"
         )
 
         rows = {n: parked(n) for n in (0, 10, 100)}

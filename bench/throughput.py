@@ -333,6 +333,8 @@ def profile(db: str, args) -> None:
     elapsed = time.perf_counter() - started
     per_workflow = elapsed / args.workflows * 1000
     print(f"dequeue + pass + result, in one process: {per_workflow:.2f} ms per workflow")
+    if args.profile_file:
+        running.dump_stats(args.profile_file)
     for title, stats, order in (
         ("worker path, by own time", running, "tottime"),
         ("worker path, by cumulative time", running, "cumulative"),
@@ -394,6 +396,7 @@ def main() -> None:
         help="profile the worker path in this process instead (one database: --db)",
     )
     parser.add_argument("--profile-top", type=int, default=25, help="entries per profile table")
+    parser.add_argument("--profile-file", help="also write the worker path's pstats to this file")
     parser.add_argument("--run-database", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile:

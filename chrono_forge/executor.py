@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,18 @@ STATE = Workflow.STATE
 
 class RunCancelled(Exception):
     """Internal: the final release found the run cancelled; the final transaction rolls back."""
+
+
+class LockClaimLost(ConcurrentExecutionError):
+    """A first pass's deferred lock found the run taken by another delivery: this pass exits."""
+
+
+class Relock:
+    """``acquire_delivered()``'s answer when only the locked path (``select_for_update``) can
+    decide."""
+
+
+RELOCK = Relock()
 
 
 #: The pass running in this thread (or task), if any: calls that must never happen inside a
@@ -237,6 +250,8 @@ class Pass:
             result = storable_workflow_result(self.workflow_class.__qualname__, returned)
         except HaltExecution:
             return  # a primitive scheduled a continuation (or parked with nothing scheduled)
+        except LockClaimLost:
+            raise  # another delivery runs it: nothing of this pass was written
         except ExecutionFailedError as error:
             self.stall(error, recorded=error.recorded)
             return
@@ -276,6 +291,7 @@ class Pass:
         try:
             try:
                 if self.past_deadline:  # cancelled before the release, which then keeps it
+                    self.steps.take_claim()
                     deadlines.cancel_run(self.row, clock.now(), context=self.context)
             finally:
                 self.release(self.final_state)
@@ -286,6 +302,10 @@ class Pass:
     # -- lock --------------------------------------------------------------------------------------
     def acquire(self) -> Workflow | None:
         now = clock.now()
+        if self.token is not None and not self.retry_workflow and self.workflow_class is not None:
+            delivered = self.acquire_delivered(now)
+            if not isinstance(delivered, Relock):
+                return delivered
         with transaction.atomic(using=self.db):
             row = (
                 Workflow.objects.select_for_update()
@@ -327,21 +347,7 @@ class Pass:
                 Workflow.objects.filter(pk=row.pk).update(wake_requested=True)
             if not holder:
                 first_pass = row.started_at is None
-                fields: dict[str, Any] = {
-                    "locked_by": self.run_id,
-                    "locked_at": now,
-                    "state": STATE.running,
-                    "wake_requested": False,
-                    "modified": now,
-                }
-                if first_pass:
-                    fields["started_at"] = now
-                if first_pass or restarted:  # the deadline counts from here, in the same UPDATE
-                    deadline = deadlines.own_deadline(self.workflow_class, row.options or {})
-                    if deadline is not None:
-                        fields["deadline_at"] = now + deadline
-                    elif restarted:
-                        fields["deadline_at"] = None
+                fields = self.lock_fields(row, now, restarted=restarted)
                 due = fields.get("deadline_at", row.deadline_at)
                 if due is not None and due <= now:  # a late delivery: cancel instead of running
                     stale = row.locked_by is not None
@@ -351,11 +357,110 @@ class Pass:
                 for name, value in fields.items():
                     setattr(row, name, value)
         if holder:
-            raise ConcurrentExecutionError(
-                f"{self.job_class}({self.key}) is locked by run {holder} since "
-                f"{row.locked_at.isoformat()}; run {self.run_id} exits "
-                f"(lock strategy: select_for_update, stale after {conf.max_duration()})"
+            raise self.locked_by_other(row, holder)
+        self.bind_row(row, first_pass=first_pass)
+        if first_pass:
+            self.announce(signals.workflow_started)
+        return row
+
+    def acquire_delivered(self, now: datetime) -> Workflow | None | Relock:
+        """The lock of a scheduled delivery (it carries a token), without ``select_for_update``:
+        one plain read, then a conditional UPDATE that takes the lock only if none of the columns
+        the read decided on (state, lock, due time, wake-up, start) changed since, which is what
+        the row lock would have guaranteed. A first pass (its row was just written) defers that
+        UPDATE to its first write, in the same transaction (one commit less per run: the step
+        INSERT before the first body commits the lock with it). Returns ``RELOCK`` when only the
+        locked path can decide: an on_cancel hook is due, a deadline passed, or the row changed
+        between the read and the UPDATE."""
+        row = Workflow.objects.only(*LOCK_COLUMNS).filter(job_class=self.job_class, key=self.key)
+        row = row.one()
+        if row is None:
+            logger.warning(
+                "chrono_forge: %s(%s) does not exist; nothing to run", self.job_class, self.key
             )
+            return None
+        if row.next_run_at is None or row.next_run_at != datetime.fromisoformat(self.token or ""):
+            logger.info("chrono_forge: %s: superseded continuation (%s) exits", row, self.token)
+            return None
+        if on_cancel.pending(row):
+            return RELOCK
+        if row.state not in Workflow.EXECUTABLE_STATES:
+            logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
+            return None
+        holder = row.locked_by if row.locked_at and row.locked_at > now - self.lock_ttl() else None
+        if holder:
+            raise self.locked_by_other(row, holder)
+        first_pass = row.started_at is None
+        fields = self.lock_fields(row, now, restarted=False)
+        due = fields.get("deadline_at", row.deadline_at)
+        if due is not None and due <= now:
+            return RELOCK
+        unchanged = Workflow.objects.filter(
+            pk=row.pk,
+            state=row.state,
+            locked_by=row.locked_by,
+            locked_at=row.locked_at,
+            next_run_at=row.next_run_at,
+            wake_requested=row.wake_requested,
+            started_at=row.started_at,
+        )
+        deferred = first_pass and row.locked_by is None
+        if not deferred and not unchanged.update(**fields):
+            return RELOCK
+        for name, value in fields.items():
+            setattr(row, name, value)
+        self.bind_row(row, first_pass=first_pass)
+        if deferred:
+            self.steps.claim = partial(self.claim_lock, unchanged, fields)
+        elif first_pass:
+            self.announce(signals.workflow_started)
+        return row
+
+    def claim_lock(self, unchanged: Any, fields: dict[str, Any]) -> LockClaimLost | None:
+        """The deferred lock of a first pass, run by its first write (in that write's transaction,
+        before it). If another delivery took the run meanwhile, returns the ``LockClaimLost`` the
+        write raises instead: this pass exits without writing anything (and so does every later
+        write it tries)."""
+        if unchanged.update(**fields):
+            self.announce(signals.workflow_started)  # sent when the lock's transaction commits
+            return None
+        self.released = True  # nothing of this run is ours to release
+        self.continuation = None
+        error = LockClaimLost(
+            f"{self.job_class}({self.key}): another delivery started the run first; "
+            f"run {self.run_id} exits"
+        )
+        self.steps.claim = lambda: error
+        return error
+
+    def lock_fields(self, row: Workflow, now: datetime, *, restarted: bool) -> dict[str, Any]:
+        """The columns the lock UPDATE writes; a first pass also starts the run and its deadline."""
+        first_pass = row.started_at is None
+        fields: dict[str, Any] = {
+            "locked_by": self.run_id,
+            "locked_at": now,
+            "state": STATE.running,
+            "wake_requested": False,
+            "modified": now,
+        }
+        if first_pass:
+            fields["started_at"] = now
+        if first_pass or restarted:  # the deadline counts from here, in the same UPDATE
+            deadline = deadlines.own_deadline(self.workflow_class, row.options or {})
+            if deadline is not None:
+                fields["deadline_at"] = now + deadline
+            elif restarted:
+                fields["deadline_at"] = None
+        return fields
+
+    def locked_by_other(self, row: Workflow, holder: str) -> ConcurrentExecutionError:
+        return ConcurrentExecutionError(
+            f"{self.job_class}({self.key}) is locked by run {holder} since "
+            f"{row.locked_at.isoformat() if row.locked_at else '?'}; run {self.run_id} exits "
+            f"(lock strategy: select_for_update, stale after {conf.max_duration()})"
+        )
+
+    def bind_row(self, row: Workflow, *, first_pass: bool) -> None:
         self.row = row
         self.context = Context(row.context)
         self.steps = StepLogs(
@@ -364,9 +469,6 @@ class Pass:
             before_attempt=self.stop_if_cancelled,
             on_new_step=self.new_step,
         )
-        if first_pass:
-            self.announce(signals.workflow_started)
-        return row
 
     def lock_ttl(self) -> timedelta:
         """How long a lock holds: MAX_DURATION, or less when a reaper said so."""
@@ -558,6 +660,7 @@ class Pass:
         self, error: BaseException, *, step_name: str | None = None, attempt: int | None = None
     ):
         telemetry.failure(self, step_name)
+        self.steps.take_claim()  # the run's first write may be its error (perform() raised)
         return record_error(
             self.row.pk, error, step_name=step_name, attempt=attempt, context=self.context
         )
@@ -569,17 +672,22 @@ class Pass:
         A run cancelled meanwhile rolls back too (no marker on a cancelled run)."""
         self.finalizing = True
         deferred = list(self.steps._deferred)
+        claim = self.steps.claim
         try:
             with transaction.atomic(using=self.db):
                 yield
         except LongRunningConcurrentExecutionError:
             raise  # the lock is someone else's: nothing to release
+        except LockClaimLost:
+            raise  # another delivery runs it: nothing of this pass was written
         except RunCancelled:
             self.released = False
             self.steps._deferred[:0] = deferred  # rolled back: they commit with the unlock
+            self.steps.claim = claim  # and so does a lock this block wrote
             raise
         except Exception:
             self.released = False
+            self.steps.claim = claim
             raise
         finally:
             self.finalizing = False

@@ -79,6 +79,10 @@ class StepLogs:
         self.on_new_step = on_new_step
         self._by_name: dict[str, ExecutionLog] | None = {} if known_empty else None
         self._deferred: list[tuple[Any, dict[str, Any]]] = []
+        #: the pass's lock while it is still to be written (a first pass, see
+        #: Pass.acquire_delivered): the pass's first write runs it first, in its own transaction
+        #: (it returns None, or the error to raise when another delivery took the run first)
+        self.claim: Callable[[], BaseException | None] | None = None
         #: steps whose attempt this pass recorded (theirs is not a lost attempt)
         self.attempted: set[str] = set()
         #: steps this pass INSERTed (a view loaded after them includes them; they are not history)
@@ -180,13 +184,32 @@ class StepLogs:
 
     @contextmanager
     def flushing(self) -> Iterator[None]:
-        """Run a write in one transaction with the deferred step completions (if any)."""
-        if not self._deferred:
+        """Run a write in one transaction with the deferred step completions (if any), and with
+        the pass's lock when it is still to be written (it goes first)."""
+        if not self._deferred and self.claim is None:
             yield
             return
-        with transaction.atomic(using=conf.database(), savepoint=False):
-            self.flush()
-            yield
+        claim, self.claim = self.claim, None
+        lost = None
+        try:
+            with transaction.atomic(using=conf.database(), savepoint=False):
+                lost = claim() if claim is not None else None
+                if lost is None:
+                    self.flush()
+                    yield
+        except BaseException:
+            if self.claim is None:  # rolled back: the next write takes the lock again
+                self.claim = claim
+            raise
+        if lost is not None:  # raised once the (empty) transaction ended, so nothing is poisoned
+            raise lost
+
+    def take_claim(self) -> None:
+        """Write the pass's lock now if it is still to be written (before a write that does not
+        go through :meth:`flushing`)."""
+        if self.claim is not None:
+            with self.flushing():
+                pass
 
     def flush(self) -> None:
         """Write the deferred step completions (inside the caller's transaction)."""

@@ -459,7 +459,8 @@ class DurableWorkflow:
         options = validate_options(options, kwargs=kwargs)
         if kwargs:
             check_perform_arguments(cls, kwargs)
-        existing = Workflow.objects.filter(job_class=job_class, key=key).first()
+        # one(): a unique key's lookup, without first()'s ORDER BY id
+        existing = Workflow.objects.filter(job_class=job_class, key=key).one()
         if existing is not None:
             return cls._wake(
                 existing, on=enqueue

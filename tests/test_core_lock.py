@@ -356,7 +356,8 @@ def test_a_wake_up_while_a_continuation_is_pending_supersedes_it(chrono_forge_en
 
 def test_a_wake_up_that_races_a_running_pass_is_published_at_release(chrono_forge_env, monkeypatch):
     """perform_later delivered while another pass holds the lock flags the row; the holder, parking
-    with nothing scheduled, publishes one immediate continuation instead of losing the wake-up."""
+    with nothing scheduled, publishes one immediate continuation instead of losing the wake-up.
+    (The holder is a later pass: a first pass writes its lock with its first write, see below.)"""
     original = w.ParkForever.perform
 
     def perform(self):
@@ -367,11 +368,69 @@ def test_a_wake_up_that_races_a_running_pass_is_published_at_release(chrono_forg
 
     monkeypatch.setattr(w.ParkForever, "perform", perform)
     wf = w.ParkForever.perform_later("race")
+    Workflow.objects.filter(pk=wf.pk).update(started_at=chrono_forge_env.now)  # not a first pass
     assert chrono_forge_env.run_due() == 2  # the pass, then the wake-up it published at release
     assert w.calls("ParkForever.perform") == 2
     wf.refresh_from_db()
     assert (wf.state, wf.wake_requested, wf.next_run_at) == ("idle", False, None)
     assert chrono_forge_env.pending == []
+
+
+def test_a_wake_up_before_a_first_pass_writes_its_lock_runs_the_workflow_itself(
+    chrono_forge_env, monkeypatch
+):
+    """A first pass writes its lock with its first write (the step INSERT). A wake-up delivered
+    before that finds the row unlocked and runs the workflow; the first pass then finds the run
+    taken and exits without writing anything: the step runs once, nothing is lost."""
+    original = w.OneStep.perform
+    raced: list[bool] = []
+
+    def perform(self):
+        if not raced:
+            raced.append(True)
+            tasks.run_workflow(self.workflow.job_class, self.key)  # the whole run, to completion
+            assert Workflow.objects.get(pk=self.workflow.pk).state == "completed"
+        original(self)
+
+    monkeypatch.setattr(w.OneStep, "perform", perform)
+    wf = w.OneStep.perform_later("race-first")
+    assert chrono_forge_env.run_due() == 1  # the first pass; it exits at its step's INSERT
+    wf.refresh_from_db()
+    assert (wf.state, wf.locked_by, wf.next_run_at) == ("completed", None, None)
+    assert w.calls("OneStep.work") == 1
+    [log] = wf.execution_logs.filter(step_name="durably_execute$work")
+    assert (log.state, log.attempts) == ("completed", 1)
+    assert chrono_forge_env.pending == []
+
+
+@pytest.mark.parametrize("how", ["cancelled", "taken"])
+def test_a_first_pass_that_loses_its_lock_exits_before_any_write(chrono_forge_env, how):
+    """Between a first pass's read and its first write, the run was cancelled or another pass
+    took it: the write raises ``LockClaimLost`` (a ConcurrentExecutionError, which the task
+    swallows), no step is stored, no error is recorded and the row is left as the other writer
+    left it."""
+    from chrono_forge.executor import LockClaimLost
+
+    wf = w.OneStep.perform_later("lost")
+    [delivery] = chrono_forge_env.pending
+    run = Pass(w.OneStep, "lost", token=delivery.kwargs["token"])
+    assert run.acquire() is not None
+    assert Workflow.objects.get(pk=wf.pk).locked_by is None  # nothing written yet
+    if how == "cancelled":
+        Workflow.objects.filter(pk=wf.pk).cancel("stop")
+    else:
+        Workflow.objects.filter(pk=wf.pk).update(
+            locked_by="other", locked_at=chrono_forge_env.now, state="running"
+        )
+    before = Workflow.objects.values().get(pk=wf.pk)
+    with pytest.raises(LockClaimLost, match="another delivery started the run first"):
+        run.run(w.OneStep._bind(run.row, run))
+    run.finish()
+    assert w.calls("OneStep.work") == 0
+    assert not wf.execution_logs.exists() and not ErrorLog.objects.filter(workflow=wf).exists()
+    assert Workflow.objects.values().get(pk=wf.pk) == before
+    with pytest.raises(LockClaimLost):  # every later write of that pass raises the same
+        run.steps.take_claim()
 
 
 def test_a_racing_wake_up_keeps_the_workflow_retry_budget(chrono_forge_env):
@@ -380,6 +439,9 @@ def test_a_racing_wake_up_keeps_the_workflow_retry_budget(chrono_forge_env):
     budget."""
     chrono_forge_env.max_runs = 20  # a reset budget would loop forever
     wf = w.WokenFailure.perform_later("woken")
+    # Every pass holds its lock when the wake-up comes: not a first pass, whose lock is written
+    # with its first write (a wake-up before it runs the workflow itself).
+    Workflow.objects.filter(pk=wf.pk).update(started_at=chrono_forge_env.now)
     chrono_forge_env.run_all()
     wf.refresh_from_db()
     assert wf.state == "failed"

@@ -89,7 +89,11 @@ def test_the_boundaries_cover_locks_step_writes_and_lost_continuations():
     killer, died = test.run(kill_at=None)
     assert died is None
     descriptions = [boundary.description for boundary in killer.seen]
-    assert descriptions[0] == "pass 1, ParcelDeliveryWorkflow(parcel): lock taken"
+    assert descriptions[0] == (
+        "pass 1, ParcelDeliveryWorkflow(parcel): lock read, to be written with the pass's first "
+        "write"
+    )
+    assert any(d.endswith(": lock taken") for d in descriptions)  # its later passes
     assert any("wait$cooling_off inserted" in d for d in descriptions)
     assert any("released, continuation not yet published" in d for d in descriptions)
     assert any("durably_repeat$send_tracking_update$" in d for d in descriptions)
@@ -97,6 +101,47 @@ def test_the_boundaries_cover_locks_step_writes_and_lost_continuations():
     for number in range(1, 9):
         test.run(kill_at=number)
         test.compare(killer.seen[number - 1], clean, test.outcome())
+
+
+# -- a first pass's lock rides with its first write ------------------------------------------------
+@pytest.mark.parametrize(
+    "workflow_class,first_write",
+    [
+        (wc.ThreeWrites, "durably_execute$write_0 inserted"),
+        (wc.NoStepsAtAll, "$workflow_completion$ inserted"),
+        (wc.RaisesBeforeAnyStep, "lock taken"),  # the retry's pass, after the error and release
+    ],
+    ids=["steps", "no-step", "raises-first"],
+)
+def test_a_kill_before_or_after_a_first_pass_writes_its_lock_recovers(workflow_class, first_write):
+    """A first pass reads the row and writes its lock with its first write (a step INSERT, the
+    completion, or the error of a perform() that raised): killed after the read, nothing was
+    written (the row is idle and due: the overdue sweep starts it); killed after that first
+    write, the lock is held (the reaper takes it over). Both end like the clean run."""
+
+    class Watched(CrashTest):
+        """Notes what a kill left in the row, before the recovery."""
+
+        def recover(self, env):
+            self.left = Workflow.objects.values("state", "locked_by", "started_at").get()
+            super().recover(env)
+
+    test = Watched(workflow_class, "first")
+    killer, died = test.run(kill_at=None)
+    assert died is None
+    descriptions = [boundary.description.split(": ", 1)[1] for boundary in killer.seen]
+    assert descriptions[0] == "lock read, to be written with the pass's first write"
+    assert any(d.startswith(first_write) for d in descriptions[1:])
+    _, died = test.run(kill_at=1)
+    assert died is not None
+    # killed after the read: nothing of the pass was written; the row is idle and due
+    assert test.left == {"state": "idle", "locked_by": None, "started_at": None}
+    _, died = test.run(kill_at=2)
+    assert died is not None and test.left["state"] in ("running", "idle", "failed")
+    if test.left["state"] == "running":  # killed after the first write: the lock is held
+        assert test.left["locked_by"] is not None and test.left["started_at"] is not None
+    report = test.assert_safe()
+    assert len(report.boundaries) == len(descriptions)
 
 
 # -- primitives ----------------------------------------------------------------------------------
@@ -149,7 +194,8 @@ def test_a_step_that_is_not_idempotent_is_caught_naming_the_boundary():
 def test_the_idempotent_version_passes():
     report = CrashTest(wc.IdempotentCharge, "order", before_each=wc.LEDGER.clear).assert_safe()
     assert [str(boundary) for boundary in report.boundaries] == [
-        "boundary #1 (pass 1, IdempotentCharge(order): lock taken)",
+        "boundary #1 (pass 1, IdempotentCharge(order): lock read, to be written with the pass's "
+        "first write)",
         "boundary #2 (pass 1, IdempotentCharge(order): durably_execute$charge inserted (pending))",
         "boundary #3 (pass 1, IdempotentCharge(order): durably_execute$charge returned, "
         "completion not yet committed)",

@@ -82,9 +82,10 @@ def test_the_hook_pass_costs_a_fixed_number_of_statements(chrono_forge_env):
         chrono_forge_env.run_due()
     assert oc.calls("hook") == 1
     print(f"\nthe hook pass: {sql.summary()}")
-    # the row FOR UPDATE and its lease; the hook's log and the reason; the attempt's INSERT; the
-    # completion and the release, together
-    assert sql.count("SELECT", WORKFLOW) == 2 and sql.count("UPDATE", WORKFLOW) == 2
+    # the delivery's plain read of the row (a scheduled delivery's lock needs no row lock, but a
+    # due hook is decided under one), the row FOR UPDATE and its lease; the hook's log and the
+    # reason; the attempt's INSERT; the completion and the release, together
+    assert sql.count("SELECT", WORKFLOW) == 3 and sql.count("UPDATE", WORKFLOW) == 2
     assert sql.count("SELECT", EXECUTION_LOG) == 1 and sql.count("INSERT", EXECUTION_LOG) == 1
     assert sql.count("UPDATE", EXECUTION_LOG) == 1
     assert sql.commits == 3  # the lease, the attempt, the completion with the release

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chrono_forge import DurableWorkflow
+from chrono_forge import DurableWorkflow, RetryPolicy
 
 #: An external system without idempotency: every charge is a new entry.
 LEDGER: list[str] = []
@@ -51,3 +51,36 @@ class Ticker(DurableWorkflow):
 
     def summary(self):
         return {"ticks": len(NOTIFIED)}
+
+
+# -- a first pass writes its lock with its first write ---------------------------------------------
+class ThreeWrites(DurableWorkflow):
+    """Three steps, each a keyed (idempotent) external write: the throughput bench's shape."""
+
+    def perform(self):
+        for index in range(3):
+            self.index = index
+            self.durably_execute(self.write, name=f"write_{index}")
+
+    def write(self):
+        entry = f"{self.key}:{self.index}"
+        if entry not in LEDGER:
+            LEDGER.append(entry)
+        return entry
+
+
+class NoStepsAtAll(DurableWorkflow):
+    """No step: the pass's first write is its completion (lock, marker and state in one commit)."""
+
+    def perform(self):
+        return {"done": True}
+
+
+class RaisesBeforeAnyStep(DurableWorkflow):
+    """perform() raises before any step: the pass's first write is the error (then, once the
+    workflow-level retries are used up, the failure marker)."""
+
+    retry_policy = RetryPolicy(max_attempts=2, base=1, cap=1, jitter=False)
+
+    def perform(self):
+        raise RuntimeError("broken before any step")
