@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from . import conf
-from . import models as _models
+from . import cancellation, conf
+from .cancellation import cancel_rows
 from .errors import error_class_name, record_error, storable_message
 from .exceptions import DeadlineExceeded
-from .models import ErrorLog, Workflow, cancel_rows
+from .models import ErrorLog, Workflow
 
 if TYPE_CHECKING:  # pragma: no cover
     from .workflow import DurableWorkflow
@@ -91,7 +91,7 @@ def cancel_past_deadline(queryset, now: datetime) -> int:
     ErrorLog entries. A crash rolls the batch back whole (no run cancelled without its entry):
     the next sweep does it again. The entries carry no context snapshot (a sweep does not load
     up to a batch of contexts)."""
-    size = _models.CANCEL_BATCH_SIZE
+    size = cancellation.CANCEL_BATCH_SIZE
     ids = queryset.past_deadline(now).order_by("pk").values_list("pk", flat=True)
     count = 0
     last = None

@@ -16,10 +16,9 @@ from model_utils import Choices
 from model_utils.fields import StatusField
 from model_utils.models import TimeStampedModel
 
-from . import clock, conf, dispatch, registry, signals
-from .exceptions import NotExecutableError, WorkflowNotCancellableError
+from . import clock, conf, dispatch, registry
+from .exceptions import NotExecutableError
 from .lookups import Prefix
-from .validation import validate_reason
 
 logger = logging.getLogger("chrono_forge")
 
@@ -67,7 +66,8 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
         row keeps its lock, and its pass stops before its next step body and releases the lock
         without touching the state. Children get the reason ``parent cancelled: <reason>``. A row
         whose class defines ``on_cancel`` is scheduled for that hook in the same UPDATE, and the
-        hooks of a batch are enqueued in one bulk enqueue (see :mod:`chrono_forge.on_cancel`).
+        hooks of a batch are enqueued in one bulk enqueue (see :mod:`chrono_forge.on_cancel`;
+        the engine's :mod:`chrono_forge.cancellation` does the work).
 
         Args:
             reason: why (a str of at most 255 characters), stored in ``cancel_reason``.
@@ -78,8 +78,9 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
                 "shop closed"
             )
         """
-        reason = validate_reason(reason)
-        return cancel_rows(self.cancellable(), reason, clock.now())[1]
+        from .cancellation import cancel_queryset  # here: cancellation imports the models
+
+        return cancel_queryset(self, reason)
 
     def past_deadline(self, now: datetime | None = None):
         """Unfinished rows (every state ``cancel`` stops) whose ``deadline_at`` is at or before
@@ -247,103 +248,6 @@ class WorkflowQuerySet(ChronoForgeQuerySet):
                     "chrono_forge: could not re-enqueue %d workflow(s); skipped", len(page)
                 )
         return count
-
-
-#: Rows a cancellation reads and updates per statement.
-CANCEL_BATCH_SIZE = 1000
-
-
-def cancel_rows(
-    queryset, reason: str, now: datetime, *, limit: int | None = None, child_reason: str = ""
-):
-    """Cancel the rows of ``queryset`` (at most ``limit``), then their descendants, batch by
-    batch; descendants get ``child_reason`` (default: ``parent cancelled: <reason>``). Returns
-    ``(rows of queryset cancelled, rows cancelled in all)``; the caller validated ``reason``."""
-    fields = {
-        "state": Workflow.STATE.cancelled,
-        "cancelled_at": now,
-        "cancel_reason": reason,
-        "next_run_at": None,
-        "parked_on": None,
-        "parked_since": None,
-        "wake_requested": False,
-        "modified": now,
-    }
-    if not child_reason:
-        child_reason = f"parent cancelled: {reason}" if reason else "parent cancelled"
-        child_reason = child_reason[: Workflow._meta.get_field("cancel_reason").max_length]
-    from . import on_cancel  # here: on_cancel imports the models
-
-    # Rows of classes with an on_cancel hook are scheduled for it in the same UPDATE, and their
-    # hook deliveries go in one bulk enqueue per batch; without such classes nothing changes.
-    hooked = on_cancel.hook_classes()
-    hooked_set = set(hooked)
-    if hooked:
-        fields.update(on_cancel.schedule_fields(hooked, now))
-        ids = queryset.order_by("pk").values_list("pk", "job_class", "key")
-    else:
-        ids = queryset.order_by("pk").values_list("pk", flat=True)
-    own = total = 0
-    last = None
-    while True:
-        size = CANCEL_BATCH_SIZE if limit is None else min(CANCEL_BATCH_SIZE, limit - own)
-        if size <= 0:
-            break
-        rows = list((ids if last is None else ids.filter(pk__gt=last))[:size])
-        if not rows:
-            break
-        batch = [row[0] for row in rows] if hooked else rows
-        last = batch[-1]
-        done = Workflow.objects.filter(pk__in=batch).cancellable().update(**fields)
-        own += done
-        total += done
-        if done and hooked:
-            runs = [(job_class, key) for _pk, job_class, key in rows if job_class in hooked_set]
-            on_cancel.enqueue_batch(runs, now)
-        if done and signals.workflow_cancelled.has_listeners():
-            announce_cancelled(Workflow.objects.filter(pk__in=batch, cancelled_at=now))
-        children = Workflow.objects.filter(parent_execution_log__workflow_id__in=batch)
-        total += cancel_rows(children.cancellable(), child_reason, now, child_reason=child_reason)[
-            1
-        ]
-        if len(rows) < size:
-            break
-    return own, total
-
-
-def cancel_one(workflow: Workflow, reason: str = "") -> int:
-    """Cancel ``workflow`` and its descendants, and read the row again; returns how many runs
-    were cancelled (the run and its descendants). WorkflowNotCancellableError for a finished run
-    (also one that finished between the read and the UPDATE)."""
-    reason = validate_reason(reason)
-
-    def refuse() -> WorkflowNotCancellableError:
-        return WorkflowNotCancellableError(
-            f"{workflow} is {workflow.state}; only unfinished workflows can be cancelled",
-            state=workflow.state,
-        )
-
-    if workflow.state not in Workflow.CANCELLABLE_STATES:
-        raise refuse()
-    own, total = cancel_rows(
-        Workflow.objects.filter(pk=workflow.pk).cancellable(), reason, clock.now(), limit=1
-    )
-    workflow.refresh_from_db()
-    if not own:
-        raise refuse()
-    return total
-
-
-def announce_cancelled(rows) -> None:
-    """``workflow_cancelled`` for each of ``rows`` (sent only when someone listens)."""
-    for row in rows.defer("kwargs", "context").iterator(chunk_size=CANCEL_BATCH_SIZE):
-        signals.send(
-            signals.workflow_cancelled,
-            registry.get(row.job_class),
-            using=conf.database(),
-            workflow=row,
-            reason=row.cancel_reason,
-        )
 
 
 def _grace(grace: timedelta | float | None) -> timedelta:
@@ -536,6 +440,8 @@ class Workflow(TimeStampedModel):
 
             Workflow.objects.get(key="order-1").cancel("refunded by hand")
         """
+        from .cancellation import cancel_one  # here: cancellation imports the models
+
         cancel_one(self, reason)
         return self
 

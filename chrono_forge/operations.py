@@ -14,10 +14,11 @@ import logging
 from datetime import timedelta
 
 from . import conf, dispatch
+from .cancellation import cancel_one, cancel_queryset
 from .exceptions import ChronoForgeError
 from .formatting import human_duration
 from .liveness import overdue_grace
-from .models import Workflow, cancel_one
+from .models import Workflow
 from .validation import validate_reason
 
 logger = logging.getLogger("chrono_forge")
@@ -172,7 +173,7 @@ def cancel_selected(ids, reason: str = "") -> int:
     """Cancel the unfinished runs among ``ids`` and their descendants; finished ones are left
     alone. Returns how many runs were cancelled."""
     reason = validate_reason(reason)
-    total = Workflow.objects.filter(pk__in=list(ids)).cancel(reason)
+    total = cancel_queryset(Workflow.objects.filter(pk__in=list(ids)), reason)
     logger.info("chrono_forge: cancelled %d selected workflow run(s): %s", total, reason)
     return total
 
@@ -186,7 +187,7 @@ def cancel_branch(branch_log_id, reason: str = "") -> int:
     """Cancel every unfinished child of one branch (and their descendants), in keyset batches;
     run as a background task by the admin. Returns how many runs were cancelled."""
     reason = validate_reason(reason)
-    total = Workflow.objects.filter(parent_execution_log_id=branch_log_id).cancel(reason)
+    total = cancel_queryset(Workflow.objects.filter(parent_execution_log_id=branch_log_id), reason)
     logger.info(
         "chrono_forge: cancelled %d run(s) of branch log %s: %s", total, branch_log_id, reason
     )

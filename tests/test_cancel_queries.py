@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chrono_forge import models
+from chrono_forge import cancellation
 from chrono_forge.models import Workflow
 from tests import workflows_cancel as wc
 from tests.core_sql import WORKFLOW, SqlLog
@@ -28,7 +28,7 @@ def cancel_cost(env, key: str, children: int) -> SqlLog:
 
 
 def test_cancel_statements_grow_by_a_constant_per_batch_of_children(chrono_forge_env, monkeypatch):
-    monkeypatch.setattr(models, "CANCEL_BATCH_SIZE", BATCH)
+    monkeypatch.setattr(cancellation, "CANCEL_BATCH_SIZE", BATCH)
     costs = {n: len(cancel_cost(chrono_forge_env, f"p{n}", n).data_statements) for n in (15, 35)}
     batches = {n: -(-n // BATCH) for n in costs}  # 2 and 4 batches of children
     per_batch = (costs[35] - costs[15]) / (batches[35] - batches[15])

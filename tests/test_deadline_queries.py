@@ -9,7 +9,7 @@ import re
 import pytest
 from django.db import connections, transaction
 
-from chrono_forge import conf, models
+from chrono_forge import cancellation, conf
 from chrono_forge.models import ErrorLog, Workflow
 from tests import workflows_deadline as wd
 from tests.core_sql import ERROR_LOG, WORKFLOW, SqlLog
@@ -57,7 +57,7 @@ def sweep_cost(env, prefix: str, runs: int) -> SqlLog:
 
 
 def test_the_sweep_costs_a_fixed_number_of_statements_per_batch(chrono_forge_env, monkeypatch):
-    monkeypatch.setattr(models, "CANCEL_BATCH_SIZE", BATCH)
+    monkeypatch.setattr(cancellation, "CANCEL_BATCH_SIZE", BATCH)
     costs = {n: sweep_cost(chrono_forge_env, f"s{n}", n) for n in (15, 35)}
     statements = {n: len(sql.data_statements) for n, sql in costs.items()}
     batches = {n: -(-n // BATCH) for n in costs}  # 2 and 4

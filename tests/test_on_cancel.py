@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from chrono_forge import dispatch, models, step_names
+from chrono_forge import cancellation, dispatch, step_names
 from chrono_forge.executor import token_for
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.retry import RetryPolicy
@@ -277,7 +277,7 @@ def test_a_class_without_a_hook_is_cancelled_with_nothing_scheduled_and_nothing_
 def test_a_bulk_cancel_schedules_and_enqueues_the_hook_of_each_hooked_child(
     chrono_forge_env, monkeypatch
 ):
-    monkeypatch.setattr(models, "CANCEL_BATCH_SIZE", 10)
+    monkeypatch.setattr(cancellation, "CANCEL_BATCH_SIZE", 10)
     oc.Tree.perform_now("t", hooked=25, plain=5)
     chrono_forge_env.drop_pending()  # forget the children's first passes and the poller
     oc.Tree.cancel("t", reason="shop closed")

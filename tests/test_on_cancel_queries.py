@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from chrono_forge import models, registry
+from chrono_forge import cancellation, registry
 from chrono_forge.models import Workflow
 from tests import workflows_cancel as wc
 from tests import workflows_on_cancel as oc
@@ -35,7 +35,7 @@ def tree_cancel_cost(env, key: str, hooked: int) -> int:
 def test_a_bulk_cancel_of_hooked_children_costs_three_statements_per_batch(
     chrono_forge_env, monkeypatch
 ):
-    monkeypatch.setattr(models, "CANCEL_BATCH_SIZE", BATCH)
+    monkeypatch.setattr(cancellation, "CANCEL_BATCH_SIZE", BATCH)
     costs = {n: tree_cancel_cost(chrono_forge_env, f"h{n}", n) for n in (15, 35)}
     per_batch = (costs[35] - costs[15]) / (-(-35 // BATCH) - -(-15 // BATCH))
     print(f"\ncancel of hooked children: {costs} statements; {per_batch:g} per batch of {BATCH}")
@@ -53,7 +53,7 @@ def plain_cancel_cost(key: str) -> list[str]:
 def test_a_class_without_a_hook_costs_the_same_whether_or_not_some_class_has_one(
     chrono_forge_env, monkeypatch
 ):
-    monkeypatch.setattr(models, "CANCEL_BATCH_SIZE", BATCH)
+    monkeypatch.setattr(cancellation, "CANCEL_BATCH_SIZE", BATCH)
     with_hooks = plain_cancel_cost("with")
     hooked = [
         cls for cls in registry.registered().values() if callable(getattr(cls, "on_cancel", None))
