@@ -15,8 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from chrono_forge import conf
-from chrono_forge.admin import presenters as p
 from chrono_forge.models import ExecutionLog, Workflow
+from chrono_forge.pages import workflow_page as p
 from tests import workflows_admin as wa
 
 pytestmark = pytest.mark.django_db

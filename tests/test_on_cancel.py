@@ -369,8 +369,8 @@ def test_a_hook_with_a_wrong_signature_or_a_bad_policy_is_refused_at_class_defin
 
 # -- what the operator sees ------------------------------------------------------------------------
 def test_the_waiting_reason_and_the_state_badge_say_the_hook_is_due(chrono_forge_env):
-    from chrono_forge.admin.presenters import row_status
     from chrono_forge.liveness import liveness
+    from chrono_forge.pages.formatting import row_status
 
     scheduled_run(chrono_forge_env, oc.Reserve, "shown")
     wf = oc.Reserve.cancel("shown", reason="refunded")

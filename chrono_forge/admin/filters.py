@@ -7,7 +7,7 @@ from django.core.cache import cache
 from django.db.models import Exists, OuterRef
 
 from ..models import ErrorLog, ExecutionLog, Workflow
-from .presenters import BLOCKED_STATES, KIND_LABELS, short_class
+from ..pages.formatting import BLOCKED_STATES, KIND_LABELS, short_class
 
 #: Distinct job/error classes are read once a minute at most (they are a scan of an index).
 DISTINCT_CACHE_SECONDS = 60

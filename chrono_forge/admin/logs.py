@@ -9,9 +9,9 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from ..models import ErrorLog, ExecutionLog
+from ..pages import formatting as fmt
 from ..templatetags.chrono_forge_admin import cf_ago
 from ..tries import tries_of
-from . import presenters as p
 from .filters import ErrorClassFilter, StepKindFilter
 from .workflow import PrefixSearchMixin, ReadOnlyAdmin
 
@@ -113,7 +113,7 @@ class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
 
     @admin.display(description="kind")
     def kind(self, obj):
-        return p.parse_step_name(obj.step_name).label
+        return fmt.parse_step_name(obj.step_name).label
 
     @admin.display(description="started", ordering="started_at")
     def started(self, obj):
@@ -182,14 +182,14 @@ class ErrorLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
     @admin.display(description="error class", ordering="error_class")
     def short_class(self, obj):
         return format_html(
-            '<span title="{}">{}</span>', obj.error_class, p.short_class(obj.error_class)
+            '<span title="{}">{}</span>', obj.error_class, fmt.short_class(obj.error_class)
         )
 
     @admin.display(description="message")
     def short_message(self, obj):
         # Cut to keep the row on a 1366 px screen; the whole message is the tooltip.
         return format_html(
-            '<span title="{}">{}</span>', obj.error_message, p.truncate(obj.error_message, 80)
+            '<span title="{}">{}</span>', obj.error_message, fmt.truncate(obj.error_message, 80)
         )
 
     @admin.display(description="backtrace")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.utils.functional import cached_property
 
-from .presenters import COUNT_CAP, capped_count
+from ..pages.queries import COUNT_CAP, capped_count
 
 
 class CappedPaginator(Paginator):

@@ -24,10 +24,13 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from .. import clock, conf, dispatch, health, maintenance, operations
 from ..exceptions import ChronoForgeError
+from ..formatting import human_duration
+from ..liveness import is_stranded, liveness, overdue_grace, pending_merges
 from ..models import ExecutionLog, Workflow
 from ..operations import blocked_queryset
+from ..pages import formatting as fmt
+from ..pages import queries, workflow_page
 from ..validation import REASON_MAX_LENGTH, validate_reason
-from . import presenters as p
 from .filters import filter_state
 
 PAGE_SIZE = 50
@@ -221,7 +224,7 @@ class WorkflowViews(_AdminBase):
             "Force unlock?",
             workflows=[workflow],
             form_action=self._url("force_unlock", workflow.pk),
-            stranded=p.is_stranded(workflow),
+            stranded=is_stranded(workflow),
         )
 
     def cancel_view(self, request, object_id):
@@ -257,7 +260,7 @@ class WorkflowViews(_AdminBase):
         if not self.has_cancel_permission(request):
             raise PermissionDenied
         if request.method != "POST":
-            branch_log_id = p.parse_pk(request.GET.get("branch_log_id"), ExecutionLog)
+            branch_log_id = queries.parse_pk(request.GET.get("branch_log_id"), ExecutionLog)
             branch = (
                 ExecutionLog.objects.filter(pk=branch_log_id)
                 .only("id", "workflow_id", "step_name")
@@ -273,12 +276,14 @@ class WorkflowViews(_AdminBase):
                 "cancel.html",
                 "Cancel the children of a branch?",
                 branch=branch,
-                count=p.show_count(p.capped_count(operations.cancellable_children(branch.pk))),
+                count=queries.show_count(
+                    queries.capped_count(operations.cancellable_children(branch.pk))
+                ),
                 form_action=self._url("cancel_branch"),
                 next=back,
                 reason_max=REASON_MAX_LENGTH,
             )
-        branch_log_id = json_pk(p.parse_pk(request.POST.get("branch_log_id"), ExecutionLog))
+        branch_log_id = json_pk(queries.parse_pk(request.POST.get("branch_log_id"), ExecutionLog))
         reason = request.POST.get("reason", "").strip()
         try:
             validate_reason(reason)
@@ -286,7 +291,7 @@ class WorkflowViews(_AdminBase):
             messages.error(request, f"Nothing was cancelled: the reason {error}.")
             return self._back(request, self._url("changelist"))
         count = (
-            p.capped_count(operations.cancellable_children(branch_log_id))
+            queries.capped_count(operations.cancellable_children(branch_log_id))
             if branch_log_id is not None
             else 0
         )
@@ -300,7 +305,8 @@ class WorkflowViews(_AdminBase):
                 cluster=conf.get("MAINTENANCE_CLUSTER"),
             )
             messages.success(
-                request, f"Cancelling {p.show_count(count)} child workflow(s) in the background."
+                request,
+                f"Cancelling {queries.show_count(count)} child workflow(s) in the background.",
             )
         return self._back(request, self._url("changelist"))
 
@@ -310,8 +316,8 @@ class WorkflowViews(_AdminBase):
             return HttpResponseNotAllowed(["POST"])
         if not self.has_bulk_retry_permission(request):
             raise PermissionDenied
-        branch_log_id = json_pk(p.parse_pk(request.POST.get("branch_log_id"), ExecutionLog))
-        count = p.capped_count(blocked_queryset(branch_log_id))
+        branch_log_id = json_pk(queries.parse_pk(request.POST.get("branch_log_id"), ExecutionLog))
+        count = queries.capped_count(blocked_queryset(branch_log_id))
         if not count:
             messages.info(request, "No blocked workflows to retry.")
         else:
@@ -322,7 +328,8 @@ class WorkflowViews(_AdminBase):
                 **kwargs,
             )
             messages.success(
-                request, f"Retrying {p.show_count(count)} blocked workflow(s) in the background."
+                request,
+                f"Retrying {queries.show_count(count)} blocked workflow(s) in the background.",
             )
         return self._back(request, self._url("changelist"))
 
@@ -331,7 +338,7 @@ class WorkflowViews(_AdminBase):
             return HttpResponseNotAllowed(["POST"])
         if not self.has_reap_permission(request):
             raise PermissionDenied
-        count = p.capped_count(Workflow.objects.stranded())
+        count = queries.capped_count(Workflow.objects.stranded())
         if not count:
             messages.info(request, "No stranded workflows to reap.")
         else:
@@ -339,7 +346,8 @@ class WorkflowViews(_AdminBase):
                 "chrono_forge.operations.reap_all", cluster=conf.get("MAINTENANCE_CLUSTER")
             )
             messages.success(
-                request, f"Reaping {p.show_count(count)} stranded workflow(s) in the background."
+                request,
+                f"Reaping {queries.show_count(count)} stranded workflow(s) in the background.",
             )
         return self._back(request, self._url("stranded"))
 
@@ -348,14 +356,14 @@ class WorkflowViews(_AdminBase):
             return HttpResponseNotAllowed(["POST"])
         if not self.has_resume_permission(request):
             raise PermissionDenied
-        count = p.capped_count(Workflow.objects.overdue())
+        count = queries.capped_count(Workflow.objects.overdue())
         if not count:
             messages.info(request, "No overdue workflows.")
         else:
             maintenance.enqueue("resume-overdue")
             messages.success(
                 request,
-                f"Re-sending {p.show_count(count)} overdue delivery(ies) in the background.",
+                f"Re-sending {queries.show_count(count)} overdue delivery(ies) in the background.",
             )
         return self._back(request, self._url("overdue"))
 
@@ -375,18 +383,18 @@ class WorkflowViews(_AdminBase):
         self._require_view(request)
         now = clock.now()
         stranded = Workflow.objects.stranded()
-        after = p.parse_pk(request.GET.get("after"), Workflow)
+        after = queries.parse_pk(request.GET.get("after"), Workflow)
         page = stranded.defer("kwargs", "options", "context", "result").order_by("id")
         if after is not None:
             page = page.filter(pk__gt=after)
         rows = list(page[: PAGE_SIZE + 1])
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
-        total = p.capped_count(stranded)
-        ages = [p.seconds_between(row.locked_at, now) or 0 for row in rows]
+        total = queries.capped_count(stranded)
+        ages = [fmt.seconds_between(row.locked_at, now) or 0 for row in rows]
         longest = max(ages, default=0)
         items = [
-            {"workflow": row, "age": p.human_duration(age), "meter": p.meter_width(age, longest)}
+            {"workflow": row, "age": human_duration(age), "meter": fmt.meter_width(age, longest)}
             for row, age in zip(rows, ages, strict=True)
         ]
         return self._render(
@@ -395,10 +403,10 @@ class WorkflowViews(_AdminBase):
             "Stranded workflows",
             items=items,
             total=total,
-            total_text=p.show_count(total),
+            total_text=queries.show_count(total),
             next_cursor=rows[-1].pk if more and rows else None,
             first_url="?" if after is not None else None,
-            stale_after=p.human_duration(conf.reap_stale_after().total_seconds()),
+            stale_after=human_duration(conf.reap_stale_after().total_seconds()),
         )
 
     def overdue_view(self, request):
@@ -408,24 +416,24 @@ class WorkflowViews(_AdminBase):
         rows = list(
             Workflow.objects.overdue()
             .defer("kwargs", "options", "context", "result")
-            .order_by(F("next_run_at").asc(nulls_first=True), "id")[: p.SCAN_CAP + 1]
+            .order_by(F("next_run_at").asc(nulls_first=True), "id")[: queries.SCAN_CAP + 1]
         )
-        capped = len(rows) > p.SCAN_CAP
-        rows = rows[: p.SCAN_CAP]
-        merging = p.pending_merges(row.pk for row in rows)
+        capped = len(rows) > queries.SCAN_CAP
+        rows = rows[: queries.SCAN_CAP]
+        merging = pending_merges(row.pk for row in rows)
         items = []
         for row in rows:
-            reason = p.liveness(row, merge_pending=row.pk in merging, now=now)
-            late = p.seconds_between(reason.at if reason else None, now) or 0
-            items.append({"workflow": row, "reason": reason, "late": p.human_duration(late)})
+            reason = liveness(row, merge_pending=row.pk in merging, now=now)
+            late = fmt.seconds_between(reason.at if reason else None, now) or 0
+            items.append({"workflow": row, "reason": reason, "late": human_duration(late)})
         return self._render(
             request,
             "overdue.html",
             "Overdue workflows",
             items=items,
             capped=capped,
-            cap=p.SCAN_CAP,
-            grace=p.human_duration(p.overdue_grace().total_seconds()),
+            cap=queries.SCAN_CAP,
+            grace=human_duration(overdue_grace().total_seconds()),
         )
 
     def waiting_view(self, request):
@@ -435,10 +443,10 @@ class WorkflowViews(_AdminBase):
         self._require_view(request)
         now = clock.now()
         threshold = long_wait_threshold().total_seconds()
-        after = p.parse_pk(request.GET.get("after"), Workflow)
+        after = queries.parse_pk(request.GET.get("after"), Workflow)
         page = (
             Workflow.objects.filter(state=Workflow.STATE.idle)
-            .filter(p.has_pending_wait())
+            .filter(queries.has_pending_wait())
             .defer("kwargs", "options", "context", "result")
             .order_by("id")
         )
@@ -447,7 +455,7 @@ class WorkflowViews(_AdminBase):
         idle = list(page[: PAGE_SIZE + 1])
         more = len(idle) > PAGE_SIZE
         idle = idle[:PAGE_SIZE]
-        waits = p.latest_pending_waits(row.pk for row in idle)
+        waits = queries.latest_pending_waits(row.pk for row in idle)
         items = []
         for row in idle:
             wait = waits.get(row.pk)
@@ -458,10 +466,12 @@ class WorkflowViews(_AdminBase):
         items.sort(
             key=lambda item: (not (item["over"] and item["wait"].waits_for_event), -item["age"])
         )
-        stalled = p.capped_count(p.event_waits().filter(started_at__lt=now - long_wait_threshold()))
+        stalled = queries.capped_count(
+            queries.event_waits().filter(started_at__lt=now - long_wait_threshold())
+        )
         oldest_by_class = [
-            self._wait_item(log.workflow, p.wait_info(log), now, threshold)
-            for log in p.oldest_event_wait_per_class()
+            self._wait_item(log.workflow, queries.wait_info(log), now, threshold)
+            for log in queries.oldest_event_wait_per_class()
         ]
         oldest_by_class.sort(key=lambda i: -i["age"])
         return self._render(
@@ -469,9 +479,9 @@ class WorkflowViews(_AdminBase):
             "waiting.html",
             "Waiting workflows",
             items=items,
-            threshold=p.human_duration(threshold),
+            threshold=human_duration(threshold),
             stalled_events=stalled,
-            stalled_events_text=p.show_count(stalled),
+            stalled_events_text=queries.show_count(stalled),
             oldest_stalled=oldest_by_class[0] if stalled and oldest_by_class else None,
             oldest_by_class=oldest_by_class,
             next_cursor=idle[-1].pk if more and idle else None,
@@ -486,9 +496,9 @@ class WorkflowViews(_AdminBase):
             "workflow": row,
             "wait": wait,
             "age": age,
-            "age_text": p.human_duration(age),
+            "age_text": human_duration(age),
             "over": over,
-            "meter": p.bucket(100 * age / threshold) if threshold else 100,
+            "meter": fmt.bucket(100 * age / threshold) if threshold else 100,
             "tone": ("rose" if wait.waits_for_event else "amber") if over else "sky",
         }
 
@@ -501,13 +511,13 @@ class WorkflowViews(_AdminBase):
         ).one()
         if coordination is None:
             raise Http404("No such periodic task")
-        summary = p.periodic_task(workflow.pk, coordination)
-        queryset = p.repetitions_queryset(workflow.pk, name).defer("result")
+        summary = workflow_page.periodic_task(workflow.pk, coordination)
+        queryset = queries.repetitions_queryset(workflow.pk, name).defer("result")
         # Keyset on the step name: its unix-seconds suffix sorts by schedule, and the range is a
         # scan of the (workflow, step_name) unique index.
         before = request.GET.get("before", "")
         if before.isdigit():
-            queryset = queryset.filter(step_name__lt=f"{p.repetition_prefix(name)}{before}")
+            queryset = queryset.filter(step_name__lt=f"{queries.repetition_prefix(name)}{before}")
         rows = list(queryset.order_by("-step_name")[: PAGE_SIZE + 1])
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
@@ -515,23 +525,23 @@ class WorkflowViews(_AdminBase):
         lates = []
         for row in rows:
             metadata = row.metadata if isinstance(row.metadata, dict) else {}
-            scheduled = p.parse_time(metadata.get("scheduled_for"))
-            step = p.parse_step_name(row.step_name)
+            scheduled = fmt.parse_time(metadata.get("scheduled_for"))
+            step = fmt.parse_step_name(row.step_name)
             if scheduled is None and step.number is not None:
                 scheduled = datetime.fromtimestamp(step.number, tz=UTC)
-            status, tone = p.repetition_status(row)
+            status, tone = workflow_page.repetition_status(row)
             catch_up = bool(metadata.get("fast_forwarded"))
-            late = None if catch_up else p.seconds_between(scheduled, row.started_at)
+            late = None if catch_up else fmt.seconds_between(scheduled, row.started_at)
             if late is None and not catch_up and row.started_at and scheduled:
                 late = 0.0  # started early or on time
             end = row.completed_at or (
                 row.modified if row.state != ExecutionLog.STATE.pending else None
             )
-            duration = None if catch_up else p.seconds_between(row.started_at, end)
+            duration = None if catch_up else fmt.seconds_between(row.started_at, end)
             attempts, attempts_tone = (
                 ("", "")
                 if catch_up
-                else p.attempts_in_words(
+                else fmt.attempts_in_words(
                     "durably_execute", row.attempts, row.state == ExecutionLog.STATE.failed
                 )
             )
@@ -543,8 +553,8 @@ class WorkflowViews(_AdminBase):
                     "status": status,
                     "tone": tone,
                     "late": late,
-                    "late_text": p.human_duration(late) if late else "on time",
-                    "duration": p.human_duration(duration),
+                    "late_text": human_duration(late) if late else "on time",
+                    "duration": human_duration(duration),
                     "attempts": attempts,
                     "attempts_tone": attempts_tone,
                     "catch_up": catch_up,
@@ -553,8 +563,8 @@ class WorkflowViews(_AdminBase):
             )
         longest = max(lates, default=0)
         for item in items:
-            item["late_meter"] = p.meter_width(item["late"], longest)
-            item["late_slow"] = bool(item["late"] and item["late"] >= p.SLOW)
+            item["late_meter"] = fmt.meter_width(item["late"], longest)
+            item["late_slow"] = bool(item["late"] and item["late"] >= fmt.SLOW)
         return self._render(
             request,
             "repetitions.html",
@@ -570,24 +580,24 @@ class WorkflowViews(_AdminBase):
     def branch_children_view(self, request, object_id, log_id):
         self._require_view(request)
         workflow = self._workflow_or_404(request, object_id)
-        log_pk = p.parse_pk(log_id, ExecutionLog)
+        log_pk = queries.parse_pk(log_id, ExecutionLog)
         log = (
             ExecutionLog.objects.filter(pk=log_pk, workflow_id=workflow.pk).first()
             if log_pk
             else None
         )
-        if log is None or p.parse_step_name(log.step_name).kind != "branch":
+        if log is None or fmt.parse_step_name(log.step_name).kind != "branch":
             raise Http404("No such branch")
-        panel = p.branch_panel(log, {}, clock.now())
+        panel = workflow_page.branch_panel(log, {}, clock.now())
         children = Workflow.objects.filter(parent_execution_log_id=log.pk)
         chips = []
-        for value, label in (("blocked", "blocked"), *((s, s) for s in p.STATES), ("all", "all")):
-            count = p.capped_count(filter_state(children, value)) if value != "all" else None
+        for value, label in (("blocked", "blocked"), *((s, s) for s in fmt.STATES), ("all", "all")):
+            count = queries.capped_count(filter_state(children, value)) if value != "all" else None
             chips.append(
                 {
                     "value": value,
                     "label": label,
-                    "count": p.show_count(count) if count is not None else "",
+                    "count": queries.show_count(count) if count is not None else "",
                 }
             )
         # Blocked children first when there are some (what an operator comes for); otherwise all
@@ -596,7 +606,7 @@ class WorkflowViews(_AdminBase):
         for chip in chips:
             chip["selected"] = chip["value"] == state
         queryset = filter_state(children, state).defer("kwargs", "options", "context", "result")
-        before = p.parse_pk(request.GET.get("before"), Workflow)
+        before = queries.parse_pk(request.GET.get("before"), Workflow)
         if before is not None:
             queryset = queryset.filter(pk__lt=before)
         rows = list(queryset.order_by("-id")[: PAGE_SIZE + 1])
@@ -617,14 +627,14 @@ class WorkflowViews(_AdminBase):
 
 
 def workflow_row(row: Workflow) -> dict:
-    label, tone, tip = p.row_status(row)
+    label, tone, tip = fmt.row_status(row)
     return {
         "workflow": row,
         "label": label,
         "tone": tone,
         "tip": tip,
-        "duration": p.human_duration(p.row_duration(row)),
-        "class": p.short_class(row.job_class),
+        "duration": human_duration(fmt.row_duration(row)),
+        "class": fmt.short_class(row.job_class),
     }
 
 
@@ -634,8 +644,8 @@ def overview_data() -> dict:
     OVERVIEW_WINDOW workflows (a ``GROUP BY`` over a primary-key range): no query reads the whole
     table (the page caches the result 5 s)."""
     totals = {
-        state: p.capped_count(Workflow.objects.filter(state=state), OVERVIEW_COUNT_CAP)
-        for state in p.STATES
+        state: queries.capped_count(Workflow.objects.filter(state=state), OVERVIEW_COUNT_CAP)
+        for state in fmt.STATES
     }
     floor = list(
         Workflow.objects.order_by("-id").values_list("id", flat=True)[
@@ -645,9 +655,9 @@ def overview_data() -> dict:
     window = Workflow.objects.filter(pk__gte=floor[0]) if floor else Workflow.objects.all()
     grouped = window.order_by().values("job_class", "state").annotate(n=Count("id"))
     per_class: dict[str, dict[str, int]] = {}
-    class_totals = {state: 0 for state in p.STATES}
+    class_totals = {state: 0 for state in fmt.STATES}
     for row in grouped:
-        per_class.setdefault(row["job_class"], {state: 0 for state in p.STATES})[row["state"]] = (
+        per_class.setdefault(row["job_class"], {state: 0 for state in fmt.STATES})[row["state"]] = (
             row["n"]
         )
         class_totals[row["state"]] = class_totals.get(row["state"], 0) + row["n"]
@@ -659,7 +669,7 @@ def overview_data() -> dict:
         classes.append(
             {
                 "job_class": job_class,
-                "name": p.short_class(job_class),
+                "name": fmt.short_class(job_class),
                 "processed": processed,
                 "in_flight": counts["idle"] + counts["running"],
                 "blocked": counts["failed"] + counts["stalled"],
@@ -667,7 +677,7 @@ def overview_data() -> dict:
                 "share_text": (
                     "<0.01%" if 0 < share < 0.01 else f"{share:.2f}%".replace(".00%", "%")
                 ),
-                "share_width": p.bucket(share),
+                "share_width": fmt.bucket(share),
             }
         )
     classes.sort(key=lambda c: (-c["processed"], c["job_class"]))

@@ -10,10 +10,13 @@ from django.utils.safestring import mark_safe
 
 from .. import conf, operations
 from ..exceptions import ChronoForgeError
+from ..formatting import human_duration
+from ..liveness import is_stranded, overdue_grace
 from ..models import Workflow
+from ..pages import formatting as fmt
+from ..pages import queries, workflow_page
 from ..templatetags.chrono_forge_admin import cf_ago
 from ..validation import REASON_MAX_LENGTH
-from . import presenters as p
 from .filters import (
     IsBranchChildFilter,
     JobClassFilter,
@@ -137,28 +140,28 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
         return format_html(
             '<span class="cf-class-name" title="{}">{}</span>',
             obj.job_class,
-            p.short_class(obj.job_class),
+            fmt.short_class(obj.job_class),
         )
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj):
-        label, tone, tip = p.row_status(obj)
+        label, tone, tip = fmt.row_status(obj)
         return format_html('<span class="cf-pill cf-{}" title="{}">{}</span>', tone, tip, label)
 
     @admin.display(description="duration")
     def duration(self, obj):
-        seconds = p.row_duration(obj)
+        seconds = fmt.row_duration(obj)
         if seconds is None:
             return DASH
         # rose: stranded; amber: a live run past a minute; otherwise a quiet bar
-        live_and_slow = obj.state == Workflow.STATE.running and seconds >= p.SLOW
-        tone = "rose" if p.is_stranded(obj) else ("amber" if live_and_slow else "bar")
-        width = p.meter_width(seconds, max(seconds, 3600))
+        live_and_slow = obj.state == Workflow.STATE.running and seconds >= fmt.SLOW
+        tone = "rose" if is_stranded(obj) else ("amber" if live_and_slow else "bar")
+        width = fmt.meter_width(seconds, max(seconds, 3600))
         return format_html(
             '<span class="cf-meter"><span class="cf-meter-fill cf-{} cf-w-{}"></span></span> {}',
             tone,
             width,
-            p.human_duration(seconds),
+            human_duration(seconds),
         )
 
     @admin.display(description="started", ordering="started_at")
@@ -193,7 +196,7 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
             base = base.filter(parent_execution_log__isnull=False)
         if request.GET.get("job_class"):
             base = base.filter(job_class=request.GET["job_class"])
-        counts = {state: p.capped_count(base.filter(state=state)) for state in CHIP_STATES}
+        counts = {state: queries.capped_count(base.filter(state=state)) for state in CHIP_STATES}
         blocked = counts["failed"] + counts["stalled"]
         current = request.GET.get("state", "")
         params = request.GET.copy()
@@ -209,7 +212,7 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
                 "value": value,
                 "label": label,
                 "selected": current == value,
-                "count": f"{p.COUNT_CAP}+" if capped else str(count),
+                "count": f"{queries.COUNT_CAP}+" if capped else str(count),
                 "query": query.urlencode(),
                 "tone": {"blocked": "rose", "failed": "rose", "stalled": "rose"}.get(value, ""),
             }
@@ -220,12 +223,12 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
                 "blocked",
                 "blocked",
                 blocked,
-                counts["failed"] > p.COUNT_CAP
-                or counts["stalled"] > p.COUNT_CAP
-                or blocked > p.COUNT_CAP,
+                counts["failed"] > queries.COUNT_CAP
+                or counts["stalled"] > queries.COUNT_CAP
+                or blocked > queries.COUNT_CAP,
             ),
             *(
-                chip(state, state, counts[state], counts[state] > p.COUNT_CAP)
+                chip(state, state, counts[state], counts[state] > queries.COUNT_CAP)
                 for state in CHIP_STATES
             ),
         ]
@@ -233,11 +236,13 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
     # -- change page ------------------------------------------------------------------------------
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
-            context["page"] = p.workflow_page(obj)
+            context["page"] = workflow_page.workflow_page(obj)
             context["perms_cf"] = self.action_permissions(request)
-            context["status"] = dict(zip(("label", "tone", "tip"), p.row_status(obj), strict=True))
-            context["stale_after"] = p.human_duration(conf.reap_stale_after().total_seconds())
-            context["grace"] = p.human_duration(p.overdue_grace().total_seconds())
+            context["status"] = dict(
+                zip(("label", "tone", "tip"), fmt.row_status(obj), strict=True)
+            )
+            context["stale_after"] = human_duration(conf.reap_stale_after().total_seconds())
+            context["grace"] = human_duration(overdue_grace().total_seconds())
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     # -- actions on selected rows ------------------------------------------------------------------

@@ -1,0 +1,278 @@
+"""The operator pages' database reads. None issues a query whose cost grows with the size of a
+table: counts are capped (``COUNT`` over a ``LIMIT`` subquery), scans have a row cap, and lookups
+are ranges of an index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db.models import Exists, F, Min, OuterRef, Q
+
+from ..models import ErrorLog, ExecutionLog, Message, Workflow
+from ..step_names import kind_prefix
+from ..steps import REPETITION_LOG_PATTERN
+from .formatting import BLOCKED_STATES, parse_step_name, parse_time, seconds_between
+
+#: The Waiting page's "oldest per class" shows at most this many classes.
+DISTINCT_CLASSES = 200
+#: Capped counts stop here and show as "5000+".
+COUNT_CAP = 5000
+#: The stranded and waiting pages read at most this many rows.
+SCAN_CAP = 500
+#: Repetition summaries read at most this many repetition rows per periodic task.
+REPETITION_SCAN = 1000
+#: Error cards loaded on a workflow page (newest first; a link leads to the rest).
+ERROR_CAP = 50
+#: Timeline rows shown on a workflow page.
+TIMELINE_CAP = 1000
+#: The workflow page shows this many messages, newest first.
+MESSAGE_CAP = 50
+
+
+def capped_count(queryset, cap: int = COUNT_CAP) -> int:
+    """``SELECT COUNT(*) FROM (... LIMIT cap + 1)``: exact up to ``cap``, ``cap + 1`` beyond."""
+    return queryset.order_by()[: cap + 1].count()
+
+
+def show_count(count: int, cap: int = COUNT_CAP) -> str:
+    return f"{cap}+" if count > cap else str(count)
+
+
+def parse_pk(value: Any, model=ErrorLog) -> Any:
+    """``value`` as ``model``'s primary key (integer or UUID), or None when it cannot be one."""
+    try:
+        return model._meta.pk.to_python(value) if value not in (None, "") else None
+    except ValidationError:
+        return None
+
+
+# -- waits -----------------------------------------------------------------------------------------
+@dataclass
+class WaitInfo:
+    workflow_id: Any
+    kind: str  # "event" (continue_if), "message" (receive) or "poll" (wait_until)
+    condition: str
+    since: datetime | None
+    timeout_at: datetime | None
+    step_name: str
+
+    def age(self, now: datetime) -> float | None:
+        return seconds_between(self.since, now)
+
+    @property
+    def waits_for_event(self) -> bool:
+        """Only something outside the run ends it (a wake-up, a message), never the clock."""
+        return self.kind == "event" or (self.kind == "message" and self.timeout_at is None)
+
+    @property
+    def step(self) -> str:
+        """The waiting step's own name (``manual_approval``), not only its condition method."""
+        return parse_step_name(self.step_name).name
+
+
+EVENT_WAIT = kind_prefix("continue_if")
+POLL_WAIT = kind_prefix("wait_until")
+MESSAGE_WAIT = kind_prefix("receive")
+
+
+def pending_waits_q() -> Q:
+    """Pending ``continue_if`` / ``receive`` / ``wait_until`` logs (ranges of the (state,
+    step_name) index)."""
+    return Q(state=ExecutionLog.STATE.pending) & (
+        Q(step_name__prefix=EVENT_WAIT)
+        | Q(step_name__prefix=MESSAGE_WAIT)
+        | Q(step_name__prefix=POLL_WAIT)
+    )
+
+
+def has_pending_wait() -> Exists:
+    """For a Workflow queryset: the row has a pending wait (one probe of the unique index)."""
+    return Exists(ExecutionLog.objects.filter(pending_waits_q(), workflow_id=OuterRef("pk")))
+
+
+def event_waits():
+    """Pending ``continue_if`` logs of idle workflows, and ``receive`` logs without a timeout: the
+    event waits the Waiting page lists (nothing but the outside world ends them)."""
+    return ExecutionLog.objects.filter(
+        Q(step_name__prefix=EVENT_WAIT)
+        | (Q(step_name__prefix=MESSAGE_WAIT) & ~Q(metadata__has_key="timeout_at")),
+        state=ExecutionLog.STATE.pending,
+        workflow__state=Workflow.STATE.idle,
+    )
+
+
+def oldest_event_wait_per_class() -> list[ExecutionLog]:
+    """The oldest pending event wait of each class (at most DISTINCT_CLASSES classes), with its
+    workflow: one GROUP BY over the event waits, then one query for those logs."""
+    oldest = (
+        event_waits()
+        .order_by()
+        .values("workflow__job_class")
+        .annotate(first=Min("started_at"))
+        .order_by("first")[:DISTINCT_CLASSES]
+    )
+    wanted = {row["workflow__job_class"]: row["first"] for row in oldest if row["first"]}
+    if not wanted:
+        return []
+    q = Q()
+    for job_class, started in wanted.items():
+        q |= Q(workflow__job_class=job_class, started_at=started)
+    logs = (
+        event_waits()
+        .filter(q)
+        .select_related("workflow")
+        .defer(
+            "result",
+            "workflow__kwargs",
+            "workflow__options",
+            "workflow__context",
+            "workflow__result",
+        )
+        .order_by("id")
+    )
+    seen: dict[str, ExecutionLog] = {}
+    for log in logs[: len(wanted) * 2]:
+        seen.setdefault(log.workflow.job_class, log)
+    return list(seen.values())
+
+
+def wait_info(log: ExecutionLog) -> WaitInfo:
+    parsed = parse_step_name(log.step_name)
+    metadata = log.metadata if isinstance(log.metadata, dict) else {}
+    if parsed.kind == "receive":
+        kind, condition = "message", f"message {metadata.get('topic') or parsed.name}"
+    else:
+        kind = "event" if parsed.kind == "continue_if" else "poll"
+        condition = str(metadata.get("condition") or parsed.name)
+    return WaitInfo(
+        workflow_id=log.workflow_id,
+        kind=kind,
+        condition=condition,
+        since=log.started_at,
+        timeout_at=parse_time(metadata.get("timeout_at")),
+        step_name=log.step_name,
+    )
+
+
+def latest_pending_waits(workflow_ids) -> dict[Any, WaitInfo]:
+    """The latest pending ``wait_until``/``continue_if``/``receive`` log of each workflow, in one
+    query."""
+    ids = list(workflow_ids)
+    if not ids:
+        return {}
+    logs = (
+        ExecutionLog.objects.filter(pending_waits_q(), workflow_id__in=ids)
+        .only("id", "workflow_id", "step_name", "started_at", "metadata")
+        .order_by("workflow_id", F("started_at").desc(nulls_last=True), "-id")
+    )
+    waits: dict[Any, WaitInfo] = {}
+    for log in logs:
+        if log.workflow_id not in waits:
+            waits[log.workflow_id] = wait_info(log)
+    return waits
+
+
+# -- the workflow page's reads ---------------------------------------------------------------------
+def timeline_logs(workflow_id: Any) -> tuple[list[ExecutionLog], bool]:
+    """A workflow's step logs in the order they started (repetitions aside: their periodic task
+    sums them up), the first TIMELINE_CAP of them, and whether there are more (one query)."""
+    logs = list(
+        ExecutionLog.objects.filter(workflow_id=workflow_id)
+        .exclude(step_name__regex=REPETITION_LOG_PATTERN)
+        .order_by(F("started_at").asc(nulls_last=True), "id")[: TIMELINE_CAP + 1]
+    )
+    return logs[:TIMELINE_CAP], len(logs) > TIMELINE_CAP
+
+
+def newest_errors(workflow_id: Any) -> tuple[list[ErrorLog], bool]:
+    """A workflow's newest ERROR_CAP errors, newest first, and whether there are more (one
+    query)."""
+    errors = list(
+        ErrorLog.objects.filter(workflow_id=workflow_id)
+        .defer("context")
+        .order_by("-created", "-id")[: ERROR_CAP + 1]
+    )
+    return errors[:ERROR_CAP], len(errors) > ERROR_CAP
+
+
+def errors_by_pk(pks: list) -> list[ErrorLog]:
+    """The errors with these primary keys (one query): the ones failure markers name that are
+    older than the newest ERROR_CAP."""
+    return list(ErrorLog.objects.filter(pk__in=pks).defer("context"))
+
+
+def parent_log(execution_log_id: Any) -> ExecutionLog | None:
+    """The branch step a child workflow was spawned by, with its workflow's class and key."""
+    return (
+        ExecutionLog.objects.select_related("workflow")
+        .only("id", "step_name", "workflow__id", "workflow__job_class", "workflow__key")
+        .filter(pk=execution_log_id)
+        .first()
+    )
+
+
+def workflow_messages(workflow_id: Any) -> tuple[list[Message], bool]:
+    """The newest MESSAGE_CAP messages of a workflow with the step that consumed each (one
+    query), and whether there are more."""
+    rows = list(
+        Message.objects.filter(workflow_id=workflow_id)
+        .select_related("consumed_by")
+        .only(
+            "id",
+            "workflow_id",
+            "topic",
+            "payload",
+            "idempotency_key",
+            "created",
+            "consumed_at",
+            "consumed_by__id",
+            "consumed_by__step_name",
+        )
+        .order_by("-id")[: MESSAGE_CAP + 1]
+    )
+    return rows[:MESSAGE_CAP], len(rows) > MESSAGE_CAP
+
+
+# -- periodic tasks and branches -------------------------------------------------------------------
+def repetition_prefix(name: str) -> str:
+    return f"durably_repeat${name}$"
+
+
+def repetitions_queryset(workflow_id, name: str):
+    # startswith escapes % and _, and the prefix is a range scan on the (workflow, step_name) index.
+    return ExecutionLog.objects.filter(
+        workflow_id=workflow_id, step_name__prefix=repetition_prefix(name)
+    )
+
+
+def newest_repetitions(workflow_id, name: str) -> tuple[list[ExecutionLog], bool]:
+    """A periodic task's newest REPETITION_SCAN repetitions (by schedule), and whether there are
+    more (one query)."""
+    rows = list(
+        repetitions_queryset(workflow_id, name)
+        .only("id", "step_name", "state", "started_at", "completed_at", "error_class", "metadata")
+        .order_by("-step_name")[: REPETITION_SCAN + 1]
+    )
+    return rows[:REPETITION_SCAN], len(rows) > REPETITION_SCAN
+
+
+def branch_children(log_id: Any):
+    """The child workflows one branch step spawned."""
+    return Workflow.objects.filter(parent_execution_log_id=log_id)
+
+
+def blocked_children(log_id: Any) -> int:
+    return capped_count(branch_children(log_id).filter(state__in=BLOCKED_STATES))
+
+
+def live_child_counts(log_id: Any) -> tuple[int, int, int]:
+    """(spawned, pending, never started) of a branch not polled yet, each capped."""
+    children = branch_children(log_id)
+    return (
+        capped_count(children),
+        capped_count(children.filter(state__in=Workflow.EXECUTABLE_STATES)),
+        capped_count(children.filter(started_at__isnull=True)),
+    )
