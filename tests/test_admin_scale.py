@@ -17,6 +17,7 @@ from django.urls import reverse
 from chrono_forge import clock, conf
 from chrono_forge.admin import views
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
+from chrono_forge.pages import lists
 from tests.admin_fixtures import make_log, make_workflow
 
 pytestmark = pytest.mark.django_db
@@ -229,8 +230,8 @@ def test_a_repetitions_page_reads_its_coordination_log_from_the_unique_index():
 def test_overview_counts_are_capped_and_classes_cover_a_window(client, operator, monkeypatch):
     from django.core.cache import cache
 
-    monkeypatch.setattr(views, "OVERVIEW_COUNT_CAP", 4)
-    monkeypatch.setattr(views, "OVERVIEW_WINDOW", 3)
+    monkeypatch.setattr(lists, "OVERVIEW_COUNT_CAP", 4)
+    monkeypatch.setattr(lists, "OVERVIEW_WINDOW", 3)
     for _ in range(6):
         make_workflow("completed", job_class="tests.workflows_admin.Quick")
     for _ in range(3):

@@ -7,7 +7,8 @@ from django.core.cache import cache
 from django.db.models import Exists, OuterRef
 
 from ..models import ErrorLog, ExecutionLog, Workflow
-from ..pages.formatting import BLOCKED_STATES, KIND_LABELS, short_class
+from ..pages.formatting import KIND_LABELS, short_class
+from ..pages.queries import filter_state
 
 #: Distinct job/error classes are read once a minute at most (they are a scan of an index).
 DISTINCT_CACHE_SECONDS = 60
@@ -23,16 +24,6 @@ STATE_CHOICES = (
     ("stalled", "stalled"),
     ("cancelled", "cancelled"),
 )
-
-
-def filter_state(queryset, value: str | None):
-    if value == "blocked":
-        return queryset.filter(state__in=BLOCKED_STATES)
-    if value == "in_flight":
-        return queryset.filter(state__in=Workflow.EXECUTABLE_STATES)
-    if value is not None and value in Workflow.STATE:
-        return queryset.filter(state=value)
-    return queryset
 
 
 def cached_distinct(model, column: str) -> list[str]:

@@ -10,8 +10,8 @@ from django.utils.html import format_html
 
 from ..models import ErrorLog, ExecutionLog
 from ..pages import formatting as fmt
-from ..templatetags.chrono_forge_admin import cf_ago
 from ..tries import tries_of
+from .columns import time_column
 from .filters import ErrorClassFilter, StepKindFilter
 from .workflow import PrefixSearchMixin, ReadOnlyAdmin
 
@@ -115,13 +115,8 @@ class ExecutionLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
     def kind(self, obj):
         return fmt.parse_step_name(obj.step_name).label
 
-    @admin.display(description="started", ordering="started_at")
-    def started(self, obj):
-        return cf_ago(obj.started_at, "short")
-
-    @admin.display(description="completed", ordering="completed_at")
-    def completed(self, obj):
-        return cf_ago(obj.completed_at, "short")
+    started = time_column("started_at", "started")
+    completed = time_column("completed_at", "completed")
 
     @admin.display(description="result")
     def result_json(self, obj):
@@ -175,9 +170,7 @@ class ErrorLogAdmin(PrefixSearchMixin, ReadOnlyAdmin):
     def workflow_column(self, obj):
         return workflow_link(obj.workflow)
 
-    @admin.display(description="created", ordering="created")
-    def created_column(self, obj):
-        return cf_ago(obj.created, "short")
+    created_column = time_column("created", "created")
 
     @admin.display(description="error class", ordering="error_class")
     def short_class(self, obj):

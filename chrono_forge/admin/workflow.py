@@ -15,8 +15,8 @@ from ..liveness import is_stranded, overdue_grace
 from ..models import Workflow
 from ..pages import formatting as fmt
 from ..pages import queries, workflow_page
-from ..templatetags.chrono_forge_admin import cf_ago
 from ..validation import REASON_MAX_LENGTH
+from .columns import time_column
 from .filters import (
     IsBranchChildFilter,
     JobClassFilter,
@@ -164,17 +164,9 @@ class WorkflowAdmin(WorkflowViews, PrefixSearchMixin, ReadOnlyAdmin):
             human_duration(seconds),
         )
 
-    @admin.display(description="started", ordering="started_at")
-    def started(self, obj):
-        return cf_ago(obj.started_at, "short")
-
-    @admin.display(description="next run", ordering="next_run_at")
-    def next_run(self, obj):
-        return cf_ago(obj.next_run_at, "short")
-
-    @admin.display(description="updated", ordering="modified")
-    def updated(self, obj):
-        return cf_ago(obj.modified, "short")
+    started = time_column("started_at", "started")
+    next_run = time_column("next_run_at", "next run")
+    updated = time_column("modified", "updated")
 
     def changelist_view(self, request, extra_context=None):
         chips = self.state_chips(request)

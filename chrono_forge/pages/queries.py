@@ -9,12 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Exists, F, Min, OuterRef, Q
+from django.db.models import Count, Exists, F, Min, OuterRef, Q
 
 from ..models import ErrorLog, ExecutionLog, Message, Workflow
 from ..step_names import kind_prefix
 from ..steps import REPETITION_LOG_PATTERN
-from .formatting import BLOCKED_STATES, parse_step_name, parse_time, seconds_between
+from .formatting import BLOCKED_STATES, STATES, parse_step_name, parse_time, seconds_between
 
 #: The Waiting page's "oldest per class" shows at most this many classes.
 DISTINCT_CLASSES = 200
@@ -276,3 +276,121 @@ def live_child_counts(log_id: Any) -> tuple[int, int, int]:
         capped_count(children.filter(state__in=Workflow.EXECUTABLE_STATES)),
         capped_count(children.filter(started_at__isnull=True)),
     )
+
+
+def filter_state(queryset, value: str | None):
+    """Workflows in a state, or in a group of them: ``blocked`` (failed + stalled), ``in_flight``
+    (idle + running); anything else leaves the queryset as it is."""
+    if value == "blocked":
+        return queryset.filter(state__in=BLOCKED_STATES)
+    if value == "in_flight":
+        return queryset.filter(state__in=Workflow.EXECUTABLE_STATES)
+    if value is not None and value in Workflow.STATE:
+        return queryset.filter(state=value)
+    return queryset
+
+
+def step_log(log_id: Any) -> ExecutionLog | None:
+    """The step log ``log_id`` (an id from a form: None when it cannot be one), its id, workflow
+    and step name only."""
+    pk = parse_pk(log_id, ExecutionLog)
+    if pk is None:
+        return None
+    return ExecutionLog.objects.filter(pk=pk).only("id", "workflow_id", "step_name").first()
+
+
+def workflow_step_log(workflow_id: Any, log_id: Any) -> ExecutionLog | None:
+    """The step log ``log_id`` of that workflow (an id from a URL: None when it cannot be one)."""
+    pk = parse_pk(log_id, ExecutionLog)
+    return ExecutionLog.objects.filter(pk=pk, workflow_id=workflow_id).first() if pk else None
+
+
+def children_in_state(log_id: Any, state: str) -> int:
+    return capped_count(filter_state(branch_children(log_id), state))
+
+
+def children_page(log_id: Any, state: str, before: Any, size: int) -> tuple[list[Workflow], bool]:
+    """A branch's children in ``state``, newest first, ``size`` of them before the id ``before``
+    (keyset), and whether more follow."""
+    queryset = filter_state(branch_children(log_id), state).defer(*BIG_COLUMNS)
+    if before is not None:
+        queryset = queryset.filter(pk__lt=before)
+    return _page(queryset.order_by("-id"), size)
+
+
+def coordination_log(workflow_id: Any, name: str) -> ExecutionLog | None:
+    """The coordination log of the periodic task ``name`` (its repetitions are separate rows)."""
+    return ExecutionLog.objects.filter(
+        workflow_id=workflow_id, step_name=f"durably_repeat${name}"
+    ).one()
+
+
+def repetitions_page(
+    workflow_id: Any, name: str, before: str, size: int
+) -> tuple[list[ExecutionLog], bool]:
+    """``size`` repetitions, newest schedule first, scheduled before the unix time ``before``
+    (digits; anything else: from the newest), and whether more follow. Keyset on the step name:
+    its unix-seconds suffix sorts by schedule, and the range is a scan of the (workflow,
+    step_name) unique index."""
+    queryset = repetitions_queryset(workflow_id, name).defer("result")
+    if before.isdigit():
+        queryset = queryset.filter(step_name__lt=f"{repetition_prefix(name)}{before}")
+    return _page(queryset.order_by("-step_name"), size)
+
+
+# -- the list pages --------------------------------------------------------------------------------
+#: JSON columns the list pages never show.
+BIG_COLUMNS = ("kwargs", "options", "context", "result")
+
+
+def _page(queryset, size: int) -> tuple[list, bool]:
+    """The first ``size`` rows of an ordered queryset and whether more follow (one query: it reads
+    one row past the page)."""
+    rows = list(queryset[: size + 1])
+    return rows[:size], len(rows) > size
+
+
+def stranded_page(after: Any, size: int) -> tuple[list[Workflow], bool]:
+    page = Workflow.objects.stranded().defer(*BIG_COLUMNS).order_by("id")
+    if after is not None:
+        page = page.filter(pk__gt=after)
+    return _page(page, size)
+
+
+def overdue_rows() -> tuple[list[Workflow], bool]:
+    """What ``resume-overdue`` picks, the most overdue first, at most SCAN_CAP rows, and whether
+    there are more."""
+    rows = (
+        Workflow.objects.overdue()
+        .defer(*BIG_COLUMNS)
+        .order_by(F("next_run_at").asc(nulls_first=True), "id")
+    )
+    return _page(rows, SCAN_CAP)
+
+
+def waiting_page(after: Any, size: int) -> tuple[list[Workflow], bool]:
+    """Idle workflows with a pending wait, by id after ``after`` (keyset)."""
+    page = (
+        Workflow.objects.filter(state=Workflow.STATE.idle)
+        .filter(has_pending_wait())
+        .defer(*BIG_COLUMNS)
+        .order_by("id")
+    )
+    if after is not None:
+        page = page.filter(pk__gt=after)
+    return _page(page, size)
+
+
+def state_counts(cap: int) -> dict[str, int]:
+    """Workflows per state, each capped at ``cap`` (one ``COUNT`` over a ``LIMIT`` subquery per
+    state, served by the (state, completed_at) index)."""
+    return {state: capped_count(Workflow.objects.filter(state=state), cap) for state in STATES}
+
+
+def newest_per_class_and_state(window: int) -> tuple[list[dict], bool]:
+    """``{"job_class", "state", "n"}`` rows over the newest ``window`` workflows (a ``GROUP BY``
+    over a primary-key range), and whether the table holds more than ``window``."""
+    floor = list(Workflow.objects.order_by("-id").values_list("id", flat=True)[window - 1 : window])
+    rows = Workflow.objects.filter(pk__gte=floor[0]) if floor else Workflow.objects.all()
+    grouped = rows.order_by().values("job_class", "state").annotate(n=Count("id"))
+    return list(grouped), bool(floor)
