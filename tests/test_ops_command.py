@@ -114,13 +114,26 @@ def test_show_resolves_the_failure_marker_and_lists_errors_outside_steps(chrono_
     w.NeedsFix.perform_later("bad")
     chrono_forge_env.run_all()
     error = ErrorLog.objects.get()
+    # an error naming a step the run has no log of belongs to no step
+    stray = ErrorLog.objects.create(
+        workflow=error.workflow,
+        step_name="durably_execute$gone",
+        attempt=1,
+        error_class="KeyError",
+        error_message="from a step since removed",
+    )
     out, _ = run("show", "bad")
     assert (
         f"workflow failed: RuntimeError: not fixed yet: set context['fixed'] (ErrorLog #{error.pk})"
         in out
     )
-    orphans = out[out.index("Errors outside any step") :]
-    assert "RuntimeError" in orphans and "attempt 0" in orphans
+    # The failure marker owns the error it names, as on the admin's workflow page: its card is
+    # under the marker, with its attempt, and not repeated among the errors outside any step.
+    marker = out.index("$workflow_failure$")
+    orphans = out.index("Errors outside any step")
+    assert "x attempt 0 RuntimeError: not fixed yet" in out[marker:orphans]
+    assert "RuntimeError" not in out[orphans:]
+    assert f"KeyError: from a step since removed (ErrorLog #{stray.pk}" in out[orphans:]
 
 
 def test_show_says_when_the_failure_cause_was_deleted(chrono_forge_env):

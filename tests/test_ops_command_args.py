@@ -109,11 +109,13 @@ def subprocess_env() -> dict[str, str]:
     }
 
 
-def manage(*args: str, **popen: object) -> subprocess.CompletedProcess:
+def manage(
+    *args: str, settings: str = "tests.settings", **popen: object
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "django", *args],
         cwd=REPO_ROOT,
-        env=subprocess_env(),
+        env={**subprocess_env(), "DJANGO_SETTINGS_MODULE": settings},
         capture_output=True,
         text=True,
         timeout=120,
@@ -159,3 +161,27 @@ def test_a_broken_pipe_on_a_stream_the_caller_passed_is_theirs():
 
     with pytest.raises(BrokenPipeError):
         call_command("chrono_forge", "list", stdout=Closed())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_show_works_in_a_project_without_the_admin():
+    """The command imports the page models, never chrono_forge.admin (whose import needs
+    django.contrib.admin installed)."""
+    wf = make("no-admin", "stalled")
+    wf.execution_logs.create(
+        step_name="durably_execute$charge",
+        state="failed",
+        attempts=2,
+        error_class="GatewayError",
+        error_message="declined",
+    )
+    wf.error_logs.create(
+        step_name="durably_execute$charge",
+        attempt=2,
+        error_class="GatewayError",
+        error_message="declined",
+    )
+    shown = manage("chrono_forge", "show", "no-admin", settings="tests.settings_no_admin")
+    assert shown.returncode == 0, shown.stderr
+    assert "stalled at execute charge (failed after 2 attempts)" in shown.stdout
+    assert "x attempt 2 GatewayError: declined" in shown.stdout

@@ -27,13 +27,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
 from chrono_forge import conf, deadlines, health, maintenance, operations, registry, step_names
-from chrono_forge.cleanup import REPEAT_PREFIX
 from chrono_forge.exceptions import ChronoForgeError
 from chrono_forge.graph import as_dict
 from chrono_forge.liveness import is_stranded, liveness, pending_merges
 from chrono_forge.models import ErrorLog, ExecutionLog, Message, Workflow
-from chrono_forge.steps import REPETITION_LOG_PATTERN
-from chrono_forge.tries import StepTries, retry_times, step_tries
+from chrono_forge.pages import queries
+from chrono_forge.pages.formatting import is_failure_marker
+from chrono_forge.pages.queries import ERROR_CAP
+from chrono_forge.pages.workflow_page import PeriodicTask, TimelineRow, WorkflowPage, workflow_page
 from chrono_forge.workflow import resolve_workflow_class
 
 if TYPE_CHECKING:
@@ -543,8 +544,11 @@ class Command(BaseCommand):
         traceback: bool = False,
         **_: Any,
     ) -> None:
+        """The admin's workflow page as text: the same page model (pages.workflow_page), so the
+        timeline, which step each error belongs to and the banners say what the admin says."""
         self.full, self.traceback, self.cut = full, traceback, False
         wf = self.get_workflow(key, job_class)
+        page = workflow_page(wf)
         _short = self.short
         out = self.stdout.write
         out(self.style.MIGRATE_HEADING(f"{wf}  [{wf.job_class}]  id={wf.pk}"))
@@ -566,47 +570,27 @@ class Command(BaseCommand):
         out(f"  context: {_short(wf.context, 200)}")
         if wf.state == Workflow.STATE.completed:
             out(f"  result: {_short(wf.result, 200)}")
+        self.show_banners(page)
 
-        errors: dict[str | None, list[ErrorLog]] = {}
-        for error in (
-            ErrorLog.objects.filter(workflow=wf)
-            .order_by("pk")
-            .only(
-                "id",
-                "step_name",
-                "attempt",
-                "error_class",
-                "error_message",
-                "created",
-                *(["backtrace"] if traceback else []),
-            )
-        ):
-            errors.setdefault(error.step_name, []).append(error)
-        errors_by_id = {str(e.pk): e for group in errors.values() for e in group}
-
-        logs = list(
-            ExecutionLog.objects.filter(workflow=wf)
-            .exclude(step_name__regex=REPETITION_LOG_PATTERN)
-            .order_by("pk")
-        )
         out("")
         out(self.style.MIGRATE_HEADING("Timeline"))
-        if not logs:
+        if not page.timeline:
             out("  (no steps yet)")
-        # attempts over operator tries: the admin's computation (one query, retried workflows only)
-        tries = step_tries(logs, retry_times(logs))
-        for number, log in enumerate(logs, 1):
-            self.show_step(
-                number, log, errors.pop(log.step_name, []), errors_by_id, tries.get(log.pk)
-            )
-            if log.step_name.startswith(REPEAT_PREFIX):
-                self.show_repetitions(wf, log, errors)
-        orphans = [e for group in errors.values() for e in group]
-        if orphans:
+        for number, row in enumerate(page.timeline, 1):
+            self.show_step(number, row)
+        if page.timeline_capped:
+            out(f"  (the first {len(page.timeline)} steps; the rest are not shown)")
+        if page.orphans:
             out("")
             out(self.style.MIGRATE_HEADING("Errors outside any step"))
-            for error in orphans:
-                self.show_error(error, indent="  ")
+            for card in page.orphans:
+                self.show_error(card.error, indent="  ")
+        if page.errors_capped:
+            out("")
+            out(
+                f"(the newest {ERROR_CAP} errors are shown; older ones are in the ErrorLog table, "
+                "the admin's Errors list)"
+            )
         if self.cut:
             out("")
             out("(long values were cut off: --full shows them in full, --traceback the tracebacks)")
@@ -621,14 +605,63 @@ class Command(BaseCommand):
         self.cut = self.cut or text.endswith("...") and text != _short(value, math.inf)
         return text
 
-    def show_step(
-        self,
-        number: int,
-        log: ExecutionLog,
-        errors: list[ErrorLog],
-        errors_by_id: dict[str, ErrorLog],
-        tries: StepTries | None = None,
-    ) -> None:
+    def show_banners(self, page: WorkflowPage) -> None:
+        """The change page's banners: where a blocked run is stuck, a stale lock, the wait a run
+        is parked on, why an unfinished run waits, a replay that diverged."""
+        wf, out = page.workflow, self.stdout.write
+        if wf.retryable:
+            row = page.blocked_row
+            where = ""
+            if row is not None and row.step.kind == "workflow":
+                where = ": perform() raised and the workflow-level retries ran out"
+            elif row is not None:
+                where = f" at {row.step.label} {row.step.name}"
+                where += f" ({row.failed_text})" if row.log.attempts else ""
+            out(self.style.ERROR(f"  {wf.state}{where}"))
+            if page.banner_error is not None:
+                error = page.banner_error
+                out(
+                    self.style.ERROR(
+                        f"    {error.error_class}: {self.short(error.error_message, 120)}"
+                    )
+                )
+        if page.stranded:
+            out(
+                self.style.ERROR(
+                    f"  stranded: running, but the lock is stale (since {_time(wf.locked_at)}, "
+                    f"held by worker {wf.locked_by}): `chrono_forge reap` takes it over"
+                )
+            )
+        if page.wait is not None:
+            wait = page.wait
+            on = f" on {wait.condition}" if wait.condition != wait.step else ""
+            until = (
+                f"timeout {_time(wait.timeout_at)}"
+                if wait.timeout_at
+                else "no timeout: it resumes only when the workflow is resumed (an event arrives)"
+            )
+            out(
+                f"  waiting: step {wait.step} ({wait.step_name}){on} "
+                f"since {_time(wait.since)}; {until}"
+            )
+        if page.liveness is not None:
+            why = page.liveness
+            late = (
+                "  (overdue: `chrono_forge resume-overdue` sends it again)" if why.overdue else ""
+            )
+            out(f"  why: {why.text} {_time(why.at)}{late}")
+        if page.divergences:
+            first = page.divergences[-1]
+            more = f" (and {len(page.divergences) - 1} more)" if len(page.divergences) > 1 else ""
+            out(
+                self.style.WARNING(
+                    f"  replay diverged at {first.step_name} ({_time(first.created)}){more}: "
+                    f"{self.short(first.error_message, 200)}"
+                )
+            )
+
+    def show_step(self, number: int, row: TimelineRow) -> None:
+        log, tries = row.log, row.tries
         style = {"completed": self.style.SUCCESS, "failed": self.style.ERROR}.get(
             log.state, self.style.WARNING
         )
@@ -653,47 +686,44 @@ class Command(BaseCommand):
             )
         if log.metadata:
             self.stdout.write(f"       metadata: {self.short(log.metadata, 200)}")
-        if log.step_name.startswith(FAILURE_PREFIX):
-            error_id = (log.metadata or {}).get("error_log_id") or log.step_name[
-                len(FAILURE_PREFIX) :
-            ]
-            cause = errors_by_id.get(str(error_id))  # str: integer and UUID keys alike
+        if is_failure_marker(row.step):
+            cause = next(
+                (card.error for card in row.errors if str(card.error.pk) == row.step.ref), None
+            )
             self.stdout.write(
                 self.style.ERROR(
                     f"       workflow failed: {cause.error_class}: "
                     f"{self.short(cause.error_message, 120)} "
                     f"(ErrorLog #{cause.pk})"
                     if cause
-                    else f"       workflow failed: ErrorLog #{error_id} (deleted)"
+                    else f"       workflow failed: ErrorLog #{row.missing_error_id} (deleted)"
                 )
             )
-        numbers = tries.number_errors(errors) if tries is not None else {}
-        for error in errors:
+        if row.periodic is not None:
+            self.show_repetitions(row.periodic)
+        for card in row.errors:
             self.show_error(
-                error, indent="       ", with_step=False, try_number=numbers.get(error.pk)
+                card.error,
+                indent="       ",
+                with_step=card.error.step_name != log.step_name,
+                try_number=card.try_number,
             )
 
-    def show_repetitions(
-        self, wf: Workflow, coordination: ExecutionLog, errors: dict, shown: int = 5
-    ) -> None:
-        prefix = step_names.repetition_prefix(coordination.step_name)
-        repetitions = ExecutionLog.objects.filter(workflow=wf, step_name__prefix=prefix)
-        total = repetitions.count()
-        if not total:
+    def show_repetitions(self, task: PeriodicTask, shown: int = 5) -> None:
+        """How many times a periodic task ran (the page's summary) and its newest runs."""
+        log = task.log
+        recent, more = queries.repetitions_page(log.workflow_id, task.name, "", shown)
+        if not recent:
             return
-        recent = list(repetitions.order_by("-pk")[:shown])[::-1]
         self.stdout.write(
-            f"       {total} repetition(s)" + (f", last {shown}:" if total > shown else ":")
+            f"       {task.iterations_text} repetition(s)" + (f", last {shown}:" if more else ":")
         )
-        for log in recent:
+        for rep in reversed(recent):
             self.stdout.write(
-                f"         {log.step_name}  {log.state}  attempts={log.attempts}  "
-                f"took={_duration(log.started_at, log.completed_at)}"
-                + (f"  error={log.error_class}" if log.error_class else "")
+                f"         {rep.step_name}  {rep.state}  attempts={rep.attempts}  "
+                f"took={_duration(rep.started_at, rep.completed_at)}"
+                + (f"  error={rep.error_class}" if rep.error_class else "")
             )
-        for name in [n for n in errors if n and n.startswith(prefix)]:
-            for error in errors.pop(name):
-                self.show_error(error, indent="         ")
 
     def show_error(
         self, error: ErrorLog, indent: str, with_step: bool = True, try_number: int | None = None
