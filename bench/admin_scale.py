@@ -14,7 +14,8 @@ and 3 branch parents with N/25 children each. Then it times:
   (Overview, Waiting, Stranded, Overdue); the workflow pages of a plain run, of the periodic
   task with many ticks and of a branch parent, their Repetitions and Branch children pages;
 * every command: ``chrono_forge list`` / ``show``, ``cleanup --dry-run`` (with and without
-  ``--prune-repetitions-older-than``), ``reap``, ``resume-overdue``, and a real ``cleanup``.
+  ``--prune-repetitions-older-than``), ``reap``, ``resume-overdue``, a real pruning of the
+  repetition logs and a real ``cleanup``.
 
 It prints the median wall-clock ms (caches cleared before each round: the cold path) and the
 number of queries per page, and the plan of every query that took over 200 ms.
@@ -558,6 +559,18 @@ def run(args) -> int:
             command("cleanup", "--dry-run", "--no-progress", "--prune-repetitions-older-than", "0"),
             1,
         ))  # fmt: skip
+    if not args.no_destructive and wanted("prune"):
+        # Pruning alone (no workflow is 100 years old): its rows/s, before the real cleanup below.
+        before = ExecutionLog.objects.count()
+        result = measure(
+            "cleanup --prune-repetitions-older-than 0 (real)",
+            command("cleanup", "--no-progress", "--older-than", "36500",
+                    "--prune-repetitions-older-than", "0"),
+            1,
+        )  # fmt: skip
+        deleted = before - ExecutionLog.objects.count()
+        result.name += f" {deleted:,} rows, {deleted / (result.ms / 1000):,.0f} rows/s"
+        results.append(result)
     stranded = Workflow.objects.stranded().count()
     overdue = Workflow.objects.overdue().count()
     for name, run_ in (

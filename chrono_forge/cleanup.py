@@ -17,12 +17,16 @@ Workflows go in batches of ``batch_size`` primary keys, each batch in its own sh
 one raw DELETE per table (messages, error logs, execution logs, workflows). The batches walk an
 index in order (completed workflows by ``(completed_at, id)``, cancelled and failed ones by id),
 each starting where the last one stopped, so the cost is linear in what is deleted: no batch
-re-reads the candidates before it. Repetition logs are pruned a batch of coordination logs at a
-time: one SELECT of their repetition logs and one DELETE per ``batch_size`` of them, not two
-queries per periodic task. No row is loaded as a model instance, so memory stays flat however many
-rows there are. Raw deletes skip the ORM's ``on_delete``, so links into the deleted rows (a child
-workflow's
-``parent_execution_log``) are set to NULL explicitly first.
+re-reads the candidates before it. No row is loaded as a model instance, so memory stays flat
+however many rows there are.
+
+Repetition logs are pruned set-based: one statement joins every coordination log (its frontier read
+and converted by the database) with its repetition logs and returns what may go (a dry run counts
+it there); the real run then deletes those ids in batches of ``batch_size`` by primary key, one
+short transaction each. So the statement count grows with the rows pruned, never with the number of
+periodic tasks, and memory holds one id per pruned row. Raw deletes skip the ORM's ``on_delete``,
+so links into the deleted rows (a child workflow's ``parent_execution_log``) are set to NULL
+explicitly first.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Q, QuerySet
+from django.db.models.fields.json import KT
 
 from . import clock, conf
 from .models import ErrorLog, ExecutionLog, Message, Workflow
-from .step_names import kind_prefix, repetition_logs_q, repetition_prefix, tick_seconds
+from .step_names import SEPARATOR, kind_prefix, repetition_logs_q
 
 IN_FLIGHT = (Workflow.STATE.idle, Workflow.STATE.running, Workflow.STATE.stalled)
 COUNT_KEYS = ("workflows", "execution_logs", "error_logs", "repetition_logs", "messages")
@@ -45,7 +50,7 @@ REPEAT_PREFIX = kind_prefix("durably_repeat")
 BRANCH_PREFIX = kind_prefix("branch")
 
 #: ``progress(stage, done, total)``: stage "workflows" (deleted so far / candidates) or
-#: "repetitions" (coordination logs scanned / to scan).
+#: "repetitions" (repetition logs pruned so far / to prune; a dry run reports once, all counted).
 Progress = Callable[[str, int, int], None]
 
 
@@ -214,9 +219,80 @@ def frontier(coordination: ExecutionLog) -> datetime | None:
         return None
 
 
-#: Coordination logs whose repetition logs one SELECT reads (bounded by SQLite's 32,766
-#: parameters: three per coordination log).
-PRUNE_COORDINATIONS = 500
+#: The frontiers the pruning statement reads: the ISO 8601 time ``datetime.isoformat()`` writes for
+#: an aware datetime (``2026-12-04T01:00:00.123456+00:00``; ``Z`` and a space separator too), a
+#: real calendar date (Feb 29 in leap years only), an offset within ±15:59 (what PostgreSQL's
+#: timestamptz takes). The database then converts it without raising; a coordination log whose
+#: frontier is anything else (absent, naive, malformed) keeps all its repetition logs, as Python's
+#: :func:`frontier` (None) would.
+_YEAR = r"(19|[2-9][0-9])[0-9][0-9]"
+_LEAP_YEAR = r"((19|[2-9][0-9])(0[48]|[2468][048]|[13579][26])|(2[048]|[3579][26]|[468][048])00)"
+_DAY = (
+    rf"({_YEAR}-((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)"
+    rf"|(0[13578]|1[02])-31)|{_LEAP_YEAR}-02-29)"
+)
+FRONTIER_PATTERN = (
+    rf"^{_DAY}[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{{1,6}})?"
+    r"(Z|[+-](0[0-9]|1[0-5]):[0-5][0-9])$"
+)
+
+
+def _prunable_sql(connection, before: datetime, select: str) -> tuple[str, list]:
+    """One statement over every periodic task at once: ``select`` (``COUNT(*)`` or ``r.id``) of the
+    repetition logs that may go. A repetition log ``r`` of coordination log ``c`` (same workflow,
+    ``r.step_name`` = ``c.step_name`` + ``$`` + whole seconds) goes when it is not pending and its
+    second is before both the window's cutoff and the frontier's whole second. The frontier is read
+    and converted by the database (its fraction dropped first: SQLite rounds it to milliseconds),
+    so no coordination log is loaded into Python and the statement count does not depend on how
+    many there are."""
+    # The coordination logs are the prefix's rows without a second "$" (what coordination_logs()
+    # says with a regex, here with a LIKE: a regex per row of the prefix costs more than the rest).
+    coordinations = (
+        ExecutionLog.objects.filter(step_name__prefix=REPEAT_PREFIX)
+        .annotate(frontier=KT("metadata__last_execution_at"))
+        .filter(frontier__regex=FRONTIER_PATTERN)
+        .values("workflow_id", "step_name", "frontier")
+    )
+    coordination_sql, params = coordinations.query.get_compiler(connection=connection).as_sql()
+    quote = connection.ops.quote_name
+    table = quote(ExecutionLog._meta.db_table)
+    # The frontier's whole second, as text the database parses: date and time, then the offset.
+    whole = (
+        "SUBSTR(f.frontier, 1, 19) || CASE WHEN SUBSTR(f.frontier, LENGTH(f.frontier), 1) = 'Z'"
+        " THEN 'Z' ELSE SUBSTR(f.frontier, LENGTH(f.frontier) - 5) END"
+    )
+    suffix = f"SUBSTR(r.{quote('step_name')}, c.prefix_length + 1)"
+    if connection.vendor == "postgresql":
+        cutoff = f"LEAST(%s, FLOOR(EXTRACT(EPOCH FROM CAST({whole} AS timestamptz))))"
+        # CASE, not AND: PostgreSQL may evaluate the cast before the test in a conjunction.
+        tick = f"CASE WHEN {suffix} ~ '^[0-9]+$' THEN CAST({suffix} AS numeric) END"
+    else:
+        cutoff = f"MIN(%s, CAST(STRFTIME('%%s', {whole}) AS INTEGER))"
+        digits = f"{suffix} GLOB '[0-9]*' AND {suffix} NOT GLOB '*[^0-9]*'"
+        tick = f"CASE WHEN {digits} THEN CAST({suffix} AS INTEGER) END"
+    # Materialized: each coordination log's cutoff is computed once, not once per repetition log
+    # compared with it (SQLite would otherwise re-read the JSON for every reference).
+    sql = (
+        f"WITH c AS MATERIALIZED (SELECT f.workflow_id, f.step_name,"
+        f" LENGTH(f.step_name) + 1 AS prefix_length, {cutoff} AS cutoff"
+        f" FROM ({coordination_sql}) f WHERE f.step_name NOT LIKE %s ESCAPE '\\')"
+        f" SELECT {select} FROM c INNER JOIN {table} r ON r.{quote('workflow_id')} = c.workflow_id"
+        f" WHERE SUBSTR(r.{quote('step_name')}, 1, c.prefix_length) = c.step_name || %s"
+        f" AND r.{quote('state')} <> %s AND {tick} < c.cutoff"
+    )
+    second_separator = f"{_like_escape(REPEAT_PREFIX)}%{SEPARATOR}%"
+    before_seconds = math.floor(before.timestamp())
+    return sql, [
+        before_seconds,
+        *params,
+        second_separator,
+        SEPARATOR,
+        ExecutionLog.STATE.pending,
+    ]
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _prune_repetitions(
@@ -226,59 +302,35 @@ def _prune_repetitions(
     dry_run: bool,
     progress: Progress | None,
 ) -> None:
-    coordinations = coordination_logs()
-    total = coordinations.count() if progress else 0
-    done = 0
-    per_query = min(batch_size, PRUNE_COORDINATIONS)
-    # Along the step_name index: the repetition logs that sort between two coordination logs are
-    # read once and skipped, never re-read by a later batch.
-    for rows in _keyset(coordinations, "step_name", per_query):
-        batch = list(
-            ExecutionLog.objects.filter(pk__in=[pk for _, pk in rows]).only(
-                "id", "workflow_id", "step_name", "metadata"
-            )
-        )
-        counts["repetition_logs"] += _prune_batch(batch, before, batch_size, dry_run)
-        done += len(rows)
+    """Count (dry run) or delete the prunable repetition logs of every periodic task: one SELECT
+    over all of them, then one short transaction per ``batch_size`` ids (children unlinked, one
+    DELETE by primary key). The statement count grows with the rows deleted, never with the number
+    of periodic tasks; memory holds the ids to delete (one per pruned row), nothing per task."""
+    db = conf.database()
+    connection = connections[db]
+    if dry_run:
+        sql, params = _prunable_sql(connection, before, "COUNT(*)")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            (found,) = cursor.fetchone()
+        counts["repetition_logs"] += found
         if progress:
-            progress("repetitions", done, total)
-
-
-def _prune_batch(
-    coordinations: list[ExecutionLog], before: datetime, batch_size: int, dry_run: bool
-) -> int:
-    """Prune the repetition logs of ``coordinations``: one SELECT for all of them, then one DELETE
-    per ``batch_size`` rows."""
-    # Strictly before both the window's cutoff and the frontier, in the step name's whole seconds.
-    cutoffs: dict[Any, list[tuple[str, int]]] = {}
-    where = Q()
-    for coordination in coordinations:
-        last = frontier(coordination)
-        if last is None:
-            continue
-        prefix = repetition_prefix(coordination.step_name)
-        cutoffs.setdefault(coordination.workflow_id, []).append(
-            (prefix, math.floor(min(before, last).timestamp()))
-        )
-        where |= Q(workflow_id=coordination.workflow_id, step_name__prefix=prefix)
-    if not cutoffs:
-        return 0
-    rows = (
-        ExecutionLog.objects.filter(where)
-        .exclude(state=ExecutionLog.STATE.pending)
-        .values_list("pk", "workflow_id", "step_name")
-    )
-    ids = []
-    for pk, workflow_id, name in rows:
-        for prefix, cutoff in cutoffs[workflow_id]:
-            tick = tick_seconds(name, prefix)
-            if tick is not None and tick < cutoff:
-                ids.append(pk)
-                break
-    if not dry_run:
-        for start in range(0, len(ids), batch_size):
-            chunk = ids[start : start + batch_size]
-            with transaction.atomic(using=conf.database()):
-                _unlink_children(chunk)
-                ExecutionLog.objects.filter(pk__in=chunk)._raw_delete(conf.database())
-    return len(ids)
+            progress("repetitions", found, found)
+        return
+    sql, params = _prunable_sql(connection, before, f"r.{connection.ops.quote_name('id')}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        ids = [pk for (pk,) in cursor.fetchall()]
+    ids.sort()  # the deletes then walk the primary key in order
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size]
+        with transaction.atomic(using=db):
+            _unlink_children(chunk)
+            # Pending is re-checked under the DELETE: nothing the engine still waits on goes.
+            counts["repetition_logs"] += (
+                ExecutionLog.objects.filter(pk__in=chunk)
+                .exclude(state=ExecutionLog.STATE.pending)
+                ._raw_delete(db)
+            )
+        if progress:
+            progress("repetitions", start + len(chunk), len(ids))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 from datetime import datetime, timedelta
 
@@ -9,7 +10,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from chrono_forge import cleanup, maintenance
+from chrono_forge import cleanup, maintenance, step_names
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 
 pytestmark = pytest.mark.django_db
@@ -362,11 +363,81 @@ def test_pruning_a_live_repeat_never_re_executes_a_tick(chrono_forge_env):
     assert Workflow.objects.get(pk=wf.pk).state == "completed"
 
 
+FRONTIER_FORMS = [
+    # What the engine writes (datetime.isoformat() of an aware time), and what Python's
+    # fromisoformat also reads: "Z", a space, a fraction (never rounded up: SQLite keeps
+    # milliseconds), another offset, a leap day.
+    "2026-03-10T12:00:07+00:00",
+    "2026-03-10T12:00:07.999999+00:00",
+    "2026-03-10T12:00:07.5Z",
+    "2026-03-10 12:00:07+00:00",
+    "2026-03-10T07:30:07.999-04:30",
+    "2024-02-29T00:00:00+01:00",
+    # No frontier: nothing of that task is pruned.
+    "2023-02-29T00:00:00+00:00",
+    "2026-04-31T00:00:00+00:00",
+    "2026-03-10T24:00:00+00:00",
+    "not a time",
+    "",
+    None,
+    12345,
+]
+
+
+@pytest.mark.parametrize("value", FRONTIER_FORMS)
+def test_the_database_reads_the_frontier_as_python_does(chrono_forge_env, value):
+    """The pruning statement converts the frontier in the database; it agrees with
+    :func:`cleanup.frontier` second for second, and prunes nothing where that finds no time."""
+    wf = Workflow.objects.create(job_class=JOB, key="frontier")
+    coordination = ExecutionLog.objects.create(
+        workflow=wf,
+        step_name="durably_repeat$tick",
+        state="pending",
+        metadata={"last_execution_at": value},
+    )
+    last = cleanup.frontier(coordination)
+    around = 1773144007 if last is None else math.floor(last.timestamp())
+    ticks = [around + delta for delta in (-3601, -2, -1, 0, 1, 2)]
+    for tick in ticks:
+        ExecutionLog.objects.create(
+            workflow=wf, step_name=step_names.repetition_name("tick", tick), state="completed"
+        )
+    result = cleanup.run(prune_repetitions_older_than=timedelta(0))
+    expected = [] if last is None else [t for t in ticks if t < math.floor(last.timestamp())]
+    assert result["repetition_logs"] == len(expected)
+    kept = {
+        step_names.tick_seconds(name, "durably_repeat$tick$")
+        for name in ExecutionLog.objects.filter(workflow=wf).values_list("step_name", flat=True)
+    }
+    assert kept == {None, *(set(ticks) - set(expected))}
+
+
+def test_only_whole_second_suffixes_are_ticks_in_the_database_too(chrono_forge_env):
+    wf, _ = repeat_setup(chrono_forge_env, frontier_days_ago=0)
+    old = int((chrono_forge_env.now - 10 * DAY).timestamp())
+    names = {
+        f"durably_repeat$tick${old}": True,
+        f"durably_repeat$tick$0{old}": True,  # int("0...") reads it too
+        f"durably_repeat$tick${old}x": False,
+        f"durably_repeat$tick${old}.5": False,
+        "durably_repeat$tick$": False,
+        "durably_repeat$tick$\u0661\u0662": False,  # digits, not ASCII ones
+        f"durably_repeat$tick$-{old}": False,
+        f"durably_repeat$tick$${old}": False,
+        f"durably_repeat$tickx${old}": False,  # another task's name
+    }
+    for name in names:
+        ExecutionLog.objects.create(workflow=wf, step_name=name, state="completed")
+    assert cleanup.run(prune_repetitions_older_than=DAY)["repetition_logs"] == 2
+    left = set(ExecutionLog.objects.filter(workflow=wf).values_list("step_name", flat=True))
+    assert left == {"durably_repeat$tick"} | {name for name, goes in names.items() if not goes}
+
+
 def test_tick_seconds_parses_only_whole_second_suffixes():
-    assert cleanup.tick_seconds("durably_repeat$a$1700000000", "durably_repeat$a$") == 1700000000
-    assert cleanup.tick_seconds("durably_repeat$ab$1700000000", "durably_repeat$a$") is None
-    assert cleanup.tick_seconds("durably_repeat$a$17x", "durably_repeat$a$") is None
-    assert cleanup.tick_seconds("durably_repeat$a$", "durably_repeat$a$") is None
+    assert step_names.tick_seconds("durably_repeat$a$1700000000", "durably_repeat$a$") == 1700000000
+    assert step_names.tick_seconds("durably_repeat$ab$1700000000", "durably_repeat$a$") is None
+    assert step_names.tick_seconds("durably_repeat$a$17x", "durably_repeat$a$") is None
+    assert step_names.tick_seconds("durably_repeat$a$", "durably_repeat$a$") is None
 
 
 def test_pruning_a_repetition_log_nulls_links_pointing_to_it(chrono_forge_env):

@@ -1,11 +1,9 @@
 """cleanup at scale: batches that walk an index from where the last one stopped (never
-re-reading the candidates before them), repetition pruning in a fixed number of statements per
-batch of periodic tasks (not two per task), and no deferred foreign-key check per deleted step
+re-reading the candidates before them), repetition pruning in one statement over every periodic
+task (then a delete per batch of pruned rows), and no deferred foreign-key check per deleted step
 log at COMMIT."""
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -67,22 +65,56 @@ def test_pruning_takes_the_same_statements_for_3_or_30_periodic_tasks(chrono_for
     assert not ExecutionLog.objects.filter(step_name__regex=r"^durably_repeat\$[^$]*\$").exists()
 
 
-def test_pruning_dry_run_counts_in_one_select_per_batch(chrono_forge_env):
-    for i in range(4):
-        wf, _ = repeat_setup(chrono_forge_env, name=f"d{i}", frontier_days_ago=1)
-        repetition(wf, f"d{i}", chrono_forge_env.now - 400 * DAY)
-        repetition(wf, f"d{i}", chrono_forge_env.now - 400 * DAY + timedelta(seconds=5), "pending")
+def periodic_tasks(env, tasks: int, prunable: int, label: str) -> None:
+    """``tasks`` periodic tasks, each with two ticks behind its frontier; only the first
+    ``prunable`` of them have their frontier far enough back for the 30-day window."""
+    for i in range(tasks):
+        name = f"{label}{tasks}x{i}"
+        days = 100 if i < prunable else 1
+        wf, _ = repeat_setup(env, name=name, frontier_days_ago=days)
+        for behind in (2, 3):
+            repetition(wf, name, env.now - (days + behind) * DAY)
+        repetition(wf, name, env.now - (days + 5) * DAY, "pending")
+
+
+def pruning_statements(**options) -> tuple[int, int]:
+    """Statements of a run with pruning minus those of the same run without (the workflow
+    stage's share), and the repetition logs it counted."""
+    run = dict(older_than=10_000 * DAY, **options)
+    with CaptureQueriesContext(connection) as without:
+        cleanup.run(**run)
     with CaptureQueriesContext(connection) as captured:
-        result = cleanup.run(
-            older_than=10_000 * DAY, prune_repetitions_older_than=30 * DAY, dry_run=True
-        )
-    assert result["repetition_logs"] == 4  # the pending ones are never pruned
-    repetition_selects = [
-        q
-        for q in captured.captured_queries
-        if q["sql"].count('"chrono_forge_executionlog"."workflow_id" =') >= 4
-    ]
-    assert len(repetition_selects) == 1
+        result = cleanup.run(**run, prune_repetitions_older_than=30 * DAY)
+    extra = len(captured.captured_queries) - len(without.captured_queries)
+    return extra, result["repetition_logs"]
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_pruning_statements_do_not_grow_with_the_number_of_periodic_tasks(
+    chrono_forge_env, dry_run
+):
+    """batch_size 1: a walk over the coordination logs would take statements per task. The
+    candidates come from one statement over all tasks; only the deletes are batched (two
+    prunable rows here: two batches, however many tasks hold nothing to prune)."""
+    periodic_tasks(chrono_forge_env, 3, prunable=1, label="a")
+    few, pruned = pruning_statements(batch_size=1, dry_run=dry_run)
+    assert pruned == 2
+    ExecutionLog.objects.filter(step_name__prefix="durably_repeat$a").delete()
+    periodic_tasks(chrono_forge_env, 40, prunable=1, label="b")
+    many, pruned = pruning_statements(batch_size=1, dry_run=dry_run)
+    assert pruned == 2
+    assert many == few
+    # The SELECT; per batch (real run) the transaction's savepoint and release, UPDATE, DELETE.
+    assert few == (1 if dry_run else 1 + 2 * 4), few
+    left = ExecutionLog.objects.filter(step_name__regex=r"^durably_repeat\$[^$]*\$")
+    assert left.count() == (120 if dry_run else 118)
+
+
+def test_pruning_dry_run_counts_in_one_statement(chrono_forge_env):
+    periodic_tasks(chrono_forge_env, 25, prunable=25, label="d")
+    extra, pruned = pruning_statements(dry_run=True)
+    assert pruned == 50  # the pending ones are never pruned
+    assert extra == 1
 
 
 def test_a_childs_link_to_its_branch_log_has_no_database_constraint():
