@@ -41,6 +41,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.fields.json import KT
 
 from . import clock, conf
+from .lookups import successor
 from .models import ErrorLog, ExecutionLog, Message, Workflow
 from .step_names import SEPARATOR, kind_prefix, repetition_logs_q
 
@@ -262,6 +263,7 @@ def _prunable_sql(connection, before: datetime, select: str) -> tuple[str, list]
         " THEN 'Z' ELSE SUBSTR(f.frontier, LENGTH(f.frontier) - 5) END"
     )
     suffix = f"SUBSTR(r.{quote('step_name')}, c.prefix_length + 1)"
+    name_range, range_params = "", []
     if connection.vendor == "postgresql":
         cutoff = f"LEAST(%s, FLOOR(EXTRACT(EPOCH FROM CAST({whole} AS timestamptz))))"
         # CASE, not AND: PostgreSQL may evaluate the cast before the test in a conjunction.
@@ -270,6 +272,14 @@ def _prunable_sql(connection, before: datetime, select: str) -> tuple[str, list]
         cutoff = f"MIN(%s, CAST(STRFTIME('%%s', {whole}) AS INTEGER))"
         digits = f"{suffix} GLOB '[0-9]*' AND {suffix} NOT GLOB '*[^0-9]*'"
         tick = f"CASE WHEN {digits} THEN CAST({suffix} AS INTEGER) END"
+        # SQLite compares text bytewise: the prefix as a range of the (workflow, step_name)
+        # index, so only the task's repetition logs are read, not every log of the workflow.
+        # (PostgreSQL's collation order is not bytewise: there the workflow's logs are filtered.)
+        name_range = (
+            f" AND r.{quote('step_name')} >= c.step_name || %s"
+            f" AND r.{quote('step_name')} < c.step_name || %s"
+        )
+        range_params = [SEPARATOR, successor(SEPARATOR)]
     # Materialized: each coordination log's cutoff is computed once, not once per repetition log
     # compared with it (SQLite would otherwise re-read the JSON for every reference).
     sql = (
@@ -278,7 +288,7 @@ def _prunable_sql(connection, before: datetime, select: str) -> tuple[str, list]
         f" FROM ({coordination_sql}) f WHERE f.step_name NOT LIKE %s ESCAPE '\\')"
         f" SELECT {select} FROM c INNER JOIN {table} r ON r.{quote('workflow_id')} = c.workflow_id"
         f" WHERE SUBSTR(r.{quote('step_name')}, 1, c.prefix_length) = c.step_name || %s"
-        f" AND r.{quote('state')} <> %s AND {tick} < c.cutoff"
+        f"{name_range} AND r.{quote('state')} <> %s AND {tick} < c.cutoff"
     )
     second_separator = f"{_like_escape(REPEAT_PREFIX)}%{SEPARATOR}%"
     before_seconds = math.floor(before.timestamp())
@@ -287,6 +297,7 @@ def _prunable_sql(connection, before: datetime, select: str) -> tuple[str, list]
         *params,
         second_separator,
         SEPARATOR,
+        *range_params,
         ExecutionLog.STATE.pending,
     ]
 
