@@ -336,7 +336,15 @@ def _prune_repetitions(
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
         with transaction.atomic(using=db):
-            _unlink_children(chunk)
+            # Links into repetition logs are rare: find them by the index first. An UPDATE with a
+            # thousand ids in its IN list is planned by SQLite as a scan of every workflow.
+            linked = list(
+                Workflow.objects.filter(parent_execution_log_id__in=chunk).values_list(
+                    "pk", flat=True
+                )
+            )
+            if linked:
+                Workflow.objects.filter(pk__in=linked).update(parent_execution_log=None)
             # Pending is re-checked under the DELETE: nothing the engine still waits on goes.
             counts["repetition_logs"] += (
                 ExecutionLog.objects.filter(pk__in=chunk)
