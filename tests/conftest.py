@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import clear_per_test_state, log_in_operator
 from tests.helpers import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -320,6 +321,15 @@ def django_tasks_dispatcher(settings):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_per_test_state():
+    """Every counter, switch and record the workflow modules made with ``tests.factories.per_test``
+    is empty when a test starts and when it ends."""
+    clear_per_test_state()
+    yield
+    clear_per_test_state()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_default_cache():
     """Each test starts with an empty default cache: the admin Overview caches its counts for 5 s,
     and a value cached by an earlier test's database would leak into the next test's page."""
@@ -355,8 +365,4 @@ def login_as(client):
 @pytest.fixture
 def operator(client):
     """The test client logged in as a superuser (every admin permission)."""
-    from django.contrib.auth.models import User
-
-    user = User.objects.create_superuser("root", password="pw")
-    client.force_login(user)
-    return user
+    return log_in_operator(client)

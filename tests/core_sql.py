@@ -1,5 +1,9 @@
 """SQL accounting for the query-budget tests: statements by table and kind, and commits.
 
+The one place tests capture SQL: :func:`capture` (Django's ``CaptureQueriesContext`` on
+chrono_forge's database, with :func:`statements` and :func:`data_statements` over what it caught)
+for the statements of a block, and :class:`SqlLog` when the commits count too.
+
 Counting commits: ``CaptureQueriesContext`` does not show COMMITs, and in autocommit mode Django
 never calls ``commit()`` (the database commits each statement on its own). So :class:`SqlLog`
 records, through ``connection.execute_wrapper``, every statement together with whether
@@ -18,9 +22,12 @@ statement runs inside the test case's own transaction).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.db import connections
+from django.test.utils import CaptureQueriesContext
 
 from chrono_forge import conf
 
@@ -132,3 +139,35 @@ class SqlLog:
 
     def dump(self) -> str:
         return "\n".join(f"{'[atomic] ' if s.in_atomic else ''}{s.sql}" for s in self.statements)
+
+
+# -- Django's capture of one block's statements -------------------------------------------------
+@contextmanager
+def capture() -> Iterator[CaptureQueriesContext]:
+    """``with capture() as queries:`` records the statements of the block on chrono_forge's
+    database (``queries.captured_queries``; ``len(queries)``)."""
+    with CaptureQueriesContext(connections[conf.database()]) as queries:
+        yield queries
+
+
+def statements(queries, verb: str, table: str = EXECUTION_LOG) -> list[str]:
+    """The SQL of ``verb`` (SELECT/INSERT/UPDATE/DELETE) statements on ``table``."""
+    found = []
+    for query in queries.captured_queries:
+        sql = query["sql"]
+        head = sql.lstrip().upper()
+        if head.startswith(verb) and f'"{table}"' in sql.split(" WHERE ")[0]:
+            found.append(sql)
+    return found
+
+
+TRANSACTION_CONTROL = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK", "BEGIN", "COMMIT")
+
+
+def data_statements(queries) -> list[str]:
+    """Every statement except transaction control (savepoints differ between test wrappers)."""
+    return [
+        q["sql"]
+        for q in queries.captured_queries
+        if not q["sql"].lstrip().upper().startswith(TRANSACTION_CONTROL)
+    ]

@@ -7,7 +7,6 @@ import io
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
@@ -17,6 +16,7 @@ from chrono_forge.executor import token_for
 from chrono_forge.models import ExecutionLog, Workflow
 from tests import workflows_admin as wa
 from tests.admin_fixtures import FLAKY, QUICK, make_log, make_workflow
+from tests.factories import log_in_operator
 from tests.helpers import flash
 
 pytestmark = pytest.mark.django_db
@@ -26,11 +26,6 @@ LIST = reverse("admin:chrono_forge_workflow_changelist")
 
 def url(name, *args):
     return reverse(f"admin:chrono_forge_workflow_{name}", args=args)
-
-
-@pytest.fixture(autouse=True)
-def reset_calls():
-    wa.CALLS.clear()
 
 
 def run_task_only(env):
@@ -193,8 +188,7 @@ def test_actions_need_a_csrf_token(chrono_forge_env):
     from django.test import Client
 
     client = Client(enforce_csrf_checks=True)
-    user = User.objects.create_superuser("root", password="pw")
-    client.force_login(user)
+    log_in_operator(client)
     workflow = make_workflow("stalled", job_class=QUICK)
     assert client.post(url("retry", workflow.pk)).status_code == 403
     assert client.post(url("bulk_retry")).status_code == 403
@@ -296,9 +290,7 @@ def test_operations_skip_rows_that_fail(chrono_forge_env, caplog):
 
 
 # -- admin actions on selected rows ----------------------------------------------------------------
-def test_selected_row_actions_report_done_and_skipped(client, chrono_forge_env):
-    user = User.objects.create_superuser("root", password="pw")
-    client.force_login(user)
+def test_selected_row_actions_report_done_and_skipped(client, operator, chrono_forge_env):
     stalled = make_workflow("stalled", job_class=QUICK)
     done = make_workflow("completed", job_class=QUICK)
     response = client.post(
@@ -312,9 +304,7 @@ def test_selected_row_actions_report_done_and_skipped(client, chrono_forge_env):
     assert [r.key for r in chrono_forge_env.pending] == [stalled.key]
 
 
-def test_force_unlock_selected_asks_first(client, chrono_forge_env):
-    user = User.objects.create_superuser("root", password="pw")
-    client.force_login(user)
+def test_force_unlock_selected_asks_first(client, operator, chrono_forge_env):
     running = make_workflow("running", job_class=QUICK)
     data = {"action": "force_unlock_selected", "_selected_action": [running.pk]}
     page = client.post(LIST, data)
@@ -338,9 +328,7 @@ def test_selected_actions_are_hidden_without_permission(client, login_as):
     assert "force_unlock_selected" not in response.content.decode()
 
 
-def test_nothing_is_editable(client):
-    user = User.objects.create_superuser("root", password="pw")
-    client.force_login(user)
+def test_nothing_is_editable(client, operator):
     workflow = make_workflow("stalled")
     assert client.get(reverse("admin:chrono_forge_workflow_add")).status_code == 403
     assert (

@@ -76,7 +76,6 @@ def shot(tmp_path):
 def test_operator_retries_a_stalled_workflow_in_chromium(
     live_server, browser_page, chrono_forge_env, shot
 ):
-    wa.CALLS.clear()
     demo = build_demo()
     wa.FlakyCharge.perform_later("order-2001", order_id=2001, amount=4999)
     chrono_forge_env.run_all()

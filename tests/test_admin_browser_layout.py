@@ -90,7 +90,6 @@ def sized_page(request, monkeypatch):
 
 def build_runs(env) -> dict:
     """The demo fleet plus runs made by the engine: stalled, retried twice, parked on an event."""
-    wa.CALLS.clear()
     demo = build_demo()
     wa.FlakyCharge.perform_later("order-2001", order_id=2001, amount=4999)
     wa.FlakyCharge.perform_later("order-2002", order_id=2002, amount=1250)

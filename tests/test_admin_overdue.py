@@ -6,12 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from chrono_forge.models import Workflow
 from tests import workflows_liveness as wl
+from tests.core_sql import capture
 from tests.helpers import flash
 
 pytestmark = pytest.mark.django_db
@@ -22,11 +21,6 @@ LATE = timedelta(minutes=6)  # past RESUME_OVERDUE_GRACE (5 minutes)
 
 def url(name, *args):
     return reverse(f"admin:chrono_forge_workflow_{name}", args=args)
-
-
-@pytest.fixture(autouse=True)
-def reset():
-    wl.reset()
 
 
 def text(response) -> str:
@@ -211,7 +205,7 @@ def test_the_overdue_page_costs_the_same_for_3_and_30_rows(client, chrono_forge_
         for i in range(n):
             lost_first_delivery(env, key=f"k{n}-{i}")
         env.advance(LATE)
-        with CaptureQueriesContext(connection) as queries:
+        with capture() as queries:
             assert len(client.get(url("overdue")).context["items"]) == n
         sizes[n] = len(queries.captured_queries)
     assert sizes[3] == sizes[30]

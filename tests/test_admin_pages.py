@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.urls import reverse
 
 from chrono_forge import clock
@@ -22,15 +22,9 @@ def url(name, *args):
 
 
 @pytest.fixture
-def staff(client):
-    user = User.objects.create_user("viewer", password="pw", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(
-            codename__in=["view_workflow", "view_executionlog", "view_errorlog"]
-        )
-    )
-    client.force_login(user)
-    return user
+def staff(login_as):
+    """A staff user who may view the three lists (and nothing else)."""
+    return login_as("view_executionlog", "view_errorlog")
 
 
 def text(response) -> str:

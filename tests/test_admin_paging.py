@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth.models import User
 from django.urls import reverse
 
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
+from tests.factories import log_in_operator
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def many(client):
         ],
         batch_size=2000,
     )
-    client.force_login(User.objects.create_superuser("admin", password="pw"))
+    log_in_operator(client, "admin")
     return client
 
 

@@ -17,7 +17,7 @@ def url(name, *args):
 
 @pytest.fixture(autouse=True)
 def logged_in_operator(operator):
-    wa.CALLS.clear()
+    """Every test of this module runs logged in as a superuser."""
 
 
 def test_waits_show_as_event_then_poll_then_done(client, chrono_forge_env):

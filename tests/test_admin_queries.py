@@ -8,12 +8,11 @@ from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
-from django.db import connections
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from chrono_forge import clock, conf
+from chrono_forge import clock
 from tests.admin_fixtures import make_error, make_log, make_workflow
+from tests.core_sql import capture
 
 pytestmark = pytest.mark.django_db
 
@@ -25,10 +24,10 @@ def url(name, *args):
     return reverse(f"admin:chrono_forge_workflow_{name}", args=args)
 
 
-def capture(client, target) -> list[str]:
+def page_queries(client, target) -> list[str]:
     client.get(target)  # warm per-process caches (content types) so both sides compare alike
     cache.clear()  # the class-filter lookups and the overview are cached: measure the cold path
-    with CaptureQueriesContext(connections[conf.database()]) as captured:
+    with capture() as captured:
         response = client.get(target)
     assert response.status_code == 200, target
     return [q["sql"] for q in captured.captured_queries]
@@ -55,9 +54,9 @@ def fleet(n: int):
 
 def test_changelist_queries_do_not_grow_with_rows(client, operator):
     fleet(1)
-    small = capture(client, LIST)
+    small = page_queries(client, LIST)
     fleet(200)
-    large = capture(client, LIST)
+    large = page_queries(client, LIST)
     assert len(small) == len(large), "\n".join(large)
     assert_counts_are_capped(large)
 
@@ -78,7 +77,7 @@ def test_changelist_queries_do_not_grow_with_rows(client, operator):
 )
 def test_changelist_never_counts_the_whole_table(client, operator, query):
     fleet(60)
-    assert_counts_are_capped(capture(client, LIST + query))
+    assert_counts_are_capped(page_queries(client, LIST + query))
 
 
 def test_paginator_shows_a_capped_count(client, operator, monkeypatch):
@@ -113,8 +112,8 @@ def test_change_page_queries_do_not_grow_with_steps(client, operator):
             )
         return workflow
 
-    small = capture(client, url("change", workflow_with(1).pk))
-    large = capture(client, url("change", workflow_with(200).pk))
+    small = page_queries(client, url("change", workflow_with(1).pk))
+    large = page_queries(client, url("change", workflow_with(200).pk))
     assert len(small) == len(large), "\n".join(small)
     assert_counts_are_capped(large)
 
@@ -137,22 +136,22 @@ def test_operator_pages_never_count_the_whole_table(client, operator):
         reverse("admin:chrono_forge_executionlog_changelist") + "?kind=durably_execute",
         reverse("admin:chrono_forge_errorlog_changelist"),
     ):
-        assert_counts_are_capped(capture(client, target))
+        assert_counts_are_capped(page_queries(client, target))
 
 
 def test_waiting_resolves_waits_in_one_query(client, operator):
     fleet(5)
-    small = capture(client, url("waiting"))
+    small = page_queries(client, url("waiting"))
     fleet(100)
-    large = capture(client, url("waiting"))
+    large = page_queries(client, url("waiting"))
     assert len(small) == len(large)
 
 
 def test_overview_aggregates_once_and_is_cached(client, operator):
     fleet(10)
-    first = capture(client, url("overview"))
+    first = page_queries(client, url("overview"))
     grouped = [sql for sql in first if "GROUP BY" in sql.upper()]
     assert len(grouped) == 1
-    with CaptureQueriesContext(connections[conf.database()]) as again:
+    with capture() as again:
         client.get(url("overview"))
     assert not [q for q in again.captured_queries if "GROUP BY" in q["sql"].upper()]

@@ -9,9 +9,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import connections
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from chrono_forge import clock, conf
@@ -19,17 +17,13 @@ from chrono_forge.admin import views
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.pages import lists
 from tests.admin_fixtures import make_log, make_workflow
+from tests.core_sql import capture
 
 pytestmark = pytest.mark.django_db
 
 
 def url(name, *args):
     return reverse(f"admin:chrono_forge_workflow_{name}", args=args)
-
-
-@pytest.fixture
-def operator(client):
-    client.force_login(User.objects.create_superuser("root", password="pw"))
 
 
 def walk(client, target: str) -> list[list[str]]:
@@ -111,7 +105,7 @@ def test_waiting_and_stranded_queries_do_not_grow_with_rows(client, operator):
 
     def count(name):
         client.get(url(name))
-        with CaptureQueriesContext(connections[conf.database()]) as captured:
+        with capture() as captured:
             client.get(url(name))
         return len(captured.captured_queries)
 
@@ -237,7 +231,7 @@ def test_overview_counts_are_capped_and_classes_cover_a_window(client, operator,
     for _ in range(3):
         make_workflow("failed", job_class="tests.workflows_admin.FlakyCharge")
     cache.clear()
-    with CaptureQueriesContext(connections[conf.database()]) as captured:
+    with capture() as captured:
         response = client.get(url("overview"))
     context = response.context
     assert (context["processed_text"], context["blocked_text"]) == ("5+", "3")

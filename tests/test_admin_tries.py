@@ -10,24 +10,17 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import connections
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from chrono_forge import conf
 from chrono_forge.models import ExecutionLog, Workflow
 from chrono_forge.pages import workflow_page as p
 from tests import workflows_admin as wa
+from tests.core_sql import capture
 
 pytestmark = pytest.mark.django_db
 
 CHARGE = "durably_execute$charge"
 STEPS = reverse("admin:chrono_forge_executionlog_changelist")
-
-
-@pytest.fixture(autouse=True)
-def reset_calls():
-    wa.CALLS.clear()
 
 
 def change_url(workflow) -> str:
@@ -156,7 +149,7 @@ def test_the_page_reads_tries_in_one_query_whatever_their_number(
     def queries(key: str) -> int:
         target = change_url(Workflow.objects.get(key=key))
         client.get(target)
-        with CaptureQueriesContext(connections[conf.database()]) as captured:
+        with capture() as captured:
             assert client.get(target).status_code == 200
         return len(captured.captured_queries)
 
@@ -202,7 +195,7 @@ def test_the_steps_list_reads_tries_in_a_fixed_number_of_queries(
 ):
     def queries() -> tuple[int, str]:
         client.get(STEPS)
-        with CaptureQueriesContext(connections[conf.database()]) as captured:
+        with capture() as captured:
             response = client.get(STEPS)
         assert response.status_code == 200
         return len(captured.captured_queries), response.content.decode()
@@ -239,7 +232,7 @@ def test_the_tries_query_counts_one_steps_errors_never_a_table(client, operator,
     chrono_forge_env.run_all()
     target = change_url(Workflow.objects.get(key="counted"))
     client.get(target)
-    with CaptureQueriesContext(connections[conf.database()]) as captured:
+    with capture() as captured:
         client.get(target)
     counting = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()]
     # The subquery alias is U0 (Django 5.2) or "U0" (Django 6 quotes it).

@@ -19,7 +19,6 @@ from chrono_forge.exceptions import (
 )
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from tests import workflows_api as a
-from tests.workflows_api import reset_api  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

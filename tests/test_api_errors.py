@@ -12,7 +12,6 @@ from django.test import override_settings
 from chrono_forge.errors import storable_text
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from tests import workflows_api as a
-from tests.workflows_api import reset_api  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

@@ -4,9 +4,7 @@ completion gate."""
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.test import override_settings
-from django.test.utils import CaptureQueriesContext
 
 from chrono_forge.exceptions import (
     InvalidStepArgument,
@@ -18,16 +16,11 @@ from chrono_forge.exceptions import (
 )
 from chrono_forge.models import ExecutionLog, Workflow
 from tests import workflows_branches as wb
+from tests.core_sql import capture
 
 pytestmark = pytest.mark.django_db
 
 LEAF = "tests.workflows_branches.Leaf"
-
-
-@pytest.fixture(autouse=True)
-def reset_counters():
-    wb.RUNS.clear()
-    wb.EVENTS.clear()
 
 
 def log_of(key, step):
@@ -111,7 +104,7 @@ def test_replay_of_a_sealed_branch_skips_dispatch_and_inserts_nothing(chrono_for
     ExecutionLog.objects.filter(workflow__key="p", step_name="$workflow_completion$").delete()
     Workflow.objects.filter(key="p").update(state="idle", completed_at=None)
     Workflow.objects.get(key="p").resume()
-    with CaptureQueriesContext(connection) as queries:
+    with capture() as queries:
         env.run_all()
     assert inserts_into_workflows(queries.captured_queries) == 0
     assert children_of("p").count() == 1
@@ -155,7 +148,7 @@ def test_the_gate_costs_no_query_for_a_workflow_that_did_not_branch(chrono_forge
     run = Pass(wb.Leaf, "solo")
     run.acquire()
     instance = wb.Leaf._bind(run.row, run)
-    with CaptureQueriesContext(connection) as queries:
+    with capture() as queries:
         instance._before_completion()
     assert queries.captured_queries == []
     run.release(wf.STATE.idle)
@@ -171,7 +164,7 @@ def test_the_gate_costs_no_query_after_a_merge(chrono_forge_env):
     run.acquire()
     instance = wb.SpawnOne._bind(run.row, run)
     instance.perform()  # replays: the branch is sealed, the merge completed
-    with CaptureQueriesContext(connection) as queries:
+    with capture() as queries:
         instance._before_completion()
     assert queries.captured_queries == []
     run.release("completed")

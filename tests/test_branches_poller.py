@@ -8,24 +8,18 @@ shapes the children's rows, and then drives ``merge_poller.poll`` by hand on the
 from datetime import datetime, timedelta
 
 import pytest
-from django.db import OperationalError, connection
-from django.test.utils import CaptureQueriesContext
+from django.db import OperationalError
 
 from chrono_forge import merge_poller, tasks
 from chrono_forge.merge_poller import count_children, next_delay
 from chrono_forge.models import ExecutionLog, Workflow
 from tests import workflows_branches as wb
+from tests.core_sql import capture
 
 pytestmark = pytest.mark.django_db
 
 PARENT = "tests.workflows_branches.FanOut"
 POLL = "chrono_forge.tasks.poll_merge"
-
-
-@pytest.fixture(autouse=True)
-def reset_counters():
-    wb.RUNS.clear()
-    wb.EVENTS.clear()
 
 
 def arm(env, n=1, key="p"):
@@ -131,7 +125,7 @@ def test_counts_are_one_grouped_query_whatever_the_number_of_branches(chrono_for
         .order_by("step_name")
         .values_list("pk", flat=True)
     )
-    with CaptureQueriesContext(connection) as queries:
+    with capture() as queries:
         counts = count_children(ids)
     assert len(queries.captured_queries) == 1
     assert [counts[pk].never_started for pk in ids] == [1, 2]
@@ -356,7 +350,7 @@ def test_spawned_is_counted_once_at_seal_and_cached(chrono_forge_env):
         created=env.now,
         modified=env.now,
     )
-    with CaptureQueriesContext(connection) as queries:
+    with capture() as queries:
         poll(log)
     assert poll_state(log)["spawned"] == 1
     assert poll_state(log)["pending"] == 2
@@ -423,7 +417,7 @@ def test_a_superseded_poller_does_nothing_at_all(chrono_forge_env):
     )
     before = branch_log().metadata
     merge = merge_log()
-    with CaptureQueriesContext(connection) as queries:
+    with capture() as queries:
         assert merge_poller.poll(merge.pk, "stale") == "superseded"
     assert env.pending == []  # no reschedule, no wake, no rekick
     assert branch_log().metadata == before  # poll_token untouched, no "poll" written
@@ -567,7 +561,7 @@ def test_a_poll_costs_the_same_for_3_and_30_children(chrono_forge_env, stale):
         log = arm(env, n=n, key=key)
         if stale:
             Workflow.objects.filter(key__startswith=f"{key}$").update(modified=env.now - STALE)
-        with CaptureQueriesContext(connection) as queries:
+        with capture() as queries:
             poll(log)
         sizes[n] = len(queries.captured_queries)
     assert sizes[3] == sizes[30]

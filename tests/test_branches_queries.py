@@ -3,28 +3,20 @@ counts that must not grow with the number of children."""
 
 import pytest
 from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
 from chrono_forge.models import ExecutionLog, Workflow
+from tests import core_sql
 from tests import workflows_branches as wb
+from tests.core_sql import capture
 
 pytestmark = pytest.mark.django_db
 
 WORKFLOWS = Workflow._meta.db_table
 
 
-@pytest.fixture(autouse=True)
-def reset_counters():
-    wb.RUNS.clear()
-    wb.EVENTS.clear()
-
-
 def statements(queries, verb, table=WORKFLOWS):
-    return [
-        q["sql"]
-        for q in queries.captured_queries
-        if q["sql"].startswith(verb) and (f'"{table}"' in q["sql"].split(" WHERE ")[0])
-    ]
+    """tests.core_sql.statements, on the workflow table unless told otherwise."""
+    return core_sql.statements(queries, verb, table)
 
 
 def fan_out(env, key, n, **kwargs):
@@ -44,7 +36,7 @@ def replay(env, key, *, drop_merge=False):
         .order_by("pk")
         .values_list("key", "state", "modified")
     )
-    with CaptureQueriesContext(connection) as queries:
+    with capture() as queries:
         wb.FanOut._execute(key)
     assert Workflow.objects.get(key=key).state == "completed"
     assert (
@@ -104,7 +96,7 @@ def test_re_probing_a_dropped_merge_costs_the_same_for_3_and_30_children(chrono_
 
 # -- the per-batch budget --------------------------------------------------------------------------
 def test_25_children_in_batches_of_10_cost_4_workflow_inserts(chrono_forge_env):
-    with CaptureQueriesContext(connection) as queries:
+    with capture() as queries:
         fan_out(chrono_forge_env, "p", 25, of=10)
     assert len(statements(queries, "INSERT")) == 4  # the parent + ceil(25 / 10) bulk inserts (<= 8)
     assert Workflow.objects.filter(key__startswith="p$").count() == 25
@@ -112,7 +104,7 @@ def test_25_children_in_batches_of_10_cost_4_workflow_inserts(chrono_forge_env):
 
 def test_each_batch_costs_one_insert_one_idle_select_and_one_cursor_update(chrono_forge_env):
     wb.FanOut.perform_later("p", source="list", n=30, of=10)
-    with CaptureQueriesContext(connection) as queries:
+    with capture() as queries:
         wb.FanOut._execute("p")  # the dispatching pass alone
     logs = ExecutionLog._meta.db_table
     assert len(statements(queries, "INSERT")) == 3
@@ -152,7 +144,7 @@ def test_a_fan_out_respects_sqlites_variable_limit(chrono_forge_env):
         size = batch_size(10_000, "default")
         assert size == 999 // sum(1 for f in Workflow._meta.concrete_fields if not f.primary_key)
         n = size + 7  # one full INSERT and a partial one
-        with CaptureQueriesContext(connection) as queries:
+        with capture() as queries:
             fan_out(chrono_forge_env, "p", n)
     finally:
         raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, previous)
@@ -164,7 +156,7 @@ def test_the_dispatching_pass_costs_the_same_for_3_and_30_children(chrono_forge_
     counts = {}
     for key, n in (("small", 3), ("large", 30)):
         wb.FanOut.perform_later(key, source="list", n=n)
-        with CaptureQueriesContext(connection) as queries:
+        with capture() as queries:
             wb.FanOut._execute(key)  # spawns every child in one batch, arms the poller, parks
         counts[n] = len(queries.captured_queries)
     assert counts[3] == counts[30]

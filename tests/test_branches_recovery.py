@@ -22,12 +22,6 @@ class SimulatedCrash(RuntimeError):
     pass
 
 
-@pytest.fixture(autouse=True)
-def reset_counters():
-    wb.RUNS.clear()
-    wb.EVENTS.clear()
-
-
 def one_shot(monkeypatch, owner, name, *, when=lambda *args, **kwargs: True, skip=0, drop=False):
     """Make ``owner.name`` fail once: on the first call matching ``when`` after ``skip`` matching
     calls. ``drop=True`` swallows the call instead of raising (a lost enqueue)."""
@@ -203,15 +197,14 @@ def datetime_of(value):
 
 
 def test_a_pre_inserted_child_gets_started_at_on_its_first_pass(chrono_forge_env):
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
+    from tests.core_sql import capture
 
     env = chrono_forge_env
     wb.SpawnOne.perform_now("p")  # the parent's pass only
     child = Workflow.objects.get(key="p$grp$child")
     assert child.state == "idle" and child.started_at is None  # the poller's "never started" signal
     env.advance(timedelta(seconds=3))
-    with CaptureQueriesContext(connection) as queries:
+    with capture() as queries:
         env.run_due()
     child.refresh_from_db()
     assert child.started_at == env.now and child.state == "completed"

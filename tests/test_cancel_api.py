@@ -10,7 +10,6 @@ from chrono_forge import signals, step_names
 from chrono_forge.exceptions import WorkflowNotCancellableError, WorkflowNotRetryableError
 from chrono_forge.models import ExecutionLog, Workflow
 from tests import workflows_cancel as wc
-from tests.workflows_cancel import reset_cancel  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,6 @@ from chrono_forge import cleanup, clock
 from chrono_forge.models import Workflow
 from tests import workflows_cancel as wc
 from tests.helpers import flash
-from tests.workflows_cancel import reset_cancel  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

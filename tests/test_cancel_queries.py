@@ -9,7 +9,6 @@ from chrono_forge import cancellation
 from chrono_forge.models import Workflow
 from tests import workflows_cancel as wc
 from tests.core_sql import WORKFLOW, SqlLog
-from tests.workflows_cancel import reset_cancel  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

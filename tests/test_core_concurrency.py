@@ -16,7 +16,6 @@ from chrono_forge import tasks
 from chrono_forge.models import ExecutionLog, Workflow
 from tests import workflows_core as w
 from tests.helpers import wait_for
-from tests.workflows_core import reset_core  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

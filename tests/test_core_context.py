@@ -13,7 +13,6 @@ from chrono_forge.exceptions import ContextValidationError
 from chrono_forge.models import ErrorLog, Workflow
 from tests import workflows_core as w
 from tests.core_sql import WORKFLOW, SqlLog
-from tests.workflows_core import reset_core  # noqa: F401  (autouse)
 
 KB = 1024
 

@@ -13,7 +13,6 @@ from django_q.models import OrmQ
 from chrono_forge.exceptions import InvalidStepResult
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from tests import workflows_core as w
-from tests.workflows_core import reset_core  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

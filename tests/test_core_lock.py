@@ -24,7 +24,6 @@ from chrono_forge.executor import Pass, token_for
 from chrono_forge.models import ErrorLog, Workflow
 from tests import workflows_core as w
 from tests.core_sql import WORKFLOW, SqlLog
-from tests.workflows_core import reset_core  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

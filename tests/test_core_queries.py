@@ -35,7 +35,6 @@ from chrono_forge.models import ExecutionLog, Workflow
 from chrono_forge.steps import StepLogs
 from tests import workflows_core as w
 from tests.core_sql import ERROR_LOG, EXECUTION_LOG, WORKFLOW, SqlLog
-from tests.workflows_core import reset_core  # noqa: F401  (autouse)
 
 transactional = pytest.mark.django_db(transaction=True)
 

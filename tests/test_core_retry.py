@@ -13,7 +13,6 @@ from tests.workflows_core import (
     NetworkError,
     RateLimitError,
     SlowNetworkError,
-    reset_core,  # noqa: F401  (autouse)
 )
 
 NETWORK = "tests.workflows_core.NetworkError"

@@ -11,7 +11,6 @@ from chrono_forge.exceptions import InvalidStepName, WorkflowNotRetryableError
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from tests import workflows_core as w
 from tests.core_sql import EXECUTION_LOG, SqlLog
-from tests.workflows_core import reset_core  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

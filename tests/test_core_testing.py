@@ -13,7 +13,6 @@ from chrono_forge.exceptions import InvalidStepName
 from chrono_forge.models import Workflow
 from chrono_forge.testing import workflow_env
 from tests import workflows_core as w
-from tests.workflows_core import reset_core  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

@@ -19,18 +19,6 @@ from tests import workflows_waits as ww
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def reset():
-    ww.reset()
-    wb.RUNS.clear()
-    wb.EVENTS.clear()
-    wc.LEDGER.clear()
-    wc.NOTIFIED.clear()
-    yield
-    wc.LEDGER.clear()
-    wc.NOTIFIED.clear()
-
-
 # -- the example project's workflows ---------------------------------------------------------------
 def parcel_context(context: dict) -> dict:
     """The parcel demo records its ticks' times, which an outage shifts: keep their count and their

@@ -16,7 +16,6 @@ from chrono_forge import DurableWorkflow, deadlines, maintenance
 from chrono_forge.exceptions import DeadlineExceeded
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from tests import workflows_deadline as wd
-from tests.workflows_deadline import reset_deadline  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

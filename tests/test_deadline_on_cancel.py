@@ -11,7 +11,6 @@ import pytest
 from chrono_forge import deadlines, maintenance
 from chrono_forge.models import Workflow
 from tests import workflows_on_cancel as oc
-from tests.workflows_on_cancel import reset_on_cancel  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,6 @@ from chrono_forge import cancellation, conf
 from chrono_forge.models import ErrorLog, Workflow
 from tests import workflows_deadline as wd
 from tests.core_sql import ERROR_LOG, WORKFLOW, SqlLog
-from tests.workflows_deadline import reset_deadline  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

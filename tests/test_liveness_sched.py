@@ -20,11 +20,6 @@ MIN = timedelta(minutes=1)
 GRACE = 5 * MIN  # RESUME_OVERDUE_GRACE's default
 
 
-@pytest.fixture(autouse=True)
-def reset():
-    wl.reset()
-
-
 def row(key: str) -> Workflow:
     return Workflow.objects.get(key=key)
 

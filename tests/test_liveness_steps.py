@@ -15,7 +15,6 @@ from chrono_forge.tasks import run_workflow
 from tests import workflows_poison as p
 from tests.core_sql import ERROR_LOG, EXECUTION_LOG, SqlLog
 from tests.helpers import DYING, pass_in_a_process_that_dies, reap_and_run
-from tests.workflows_poison import reset_poison  # noqa: F401  (autouse)
 
 
 def log(wf: Workflow, name: str) -> ExecutionLog:

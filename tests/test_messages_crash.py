@@ -13,11 +13,6 @@ from tests import workflows_messages as wm
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _reset():
-    wm.reset()
-
-
 class MessageCrashTest(CrashTest):
     """The helper's outcome, plus every message of the family: topic, payload and the step that
     consumed it (a message consumed twice, or by no step, differs from the clean run)."""

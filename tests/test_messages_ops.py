@@ -18,11 +18,6 @@ pytestmark = pytest.mark.django_db
 DAY = timedelta(days=1)
 
 
-@pytest.fixture(autouse=True)
-def _reset():
-    wm.reset()
-
-
 def test_cleanup_deletes_a_finished_workflows_messages_with_it(chrono_forge_env):
     done = wm.Loop.perform_later("done", count=1)
     wm.Loop.send("done", "item", "consumed")

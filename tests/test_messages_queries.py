@@ -21,11 +21,6 @@ transactional = pytest.mark.django_db(transaction=True)
 MESSAGE = Message._meta.db_table
 
 
-@pytest.fixture(autouse=True)
-def _reset():
-    wm.reset()
-
-
 @transactional
 def test_a_send_is_one_insert_and_the_wake_in_one_commit(chrono_forge_env):
     wm.Inbox.perform_later("o1")

@@ -9,14 +9,10 @@ from chrono_forge.exceptions import DuplicateStepName, InvalidStepArgument, Inva
 from chrono_forge.liveness import liveness
 from chrono_forge.models import ErrorLog, ExecutionLog, Message, Workflow
 from tests import workflows_messages as wm
-from tests.waits_support import capture, data_statements, log, refresh
+from tests.core_sql import capture, data_statements
+from tests.waits_support import log, refresh
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _reset():
-    wm.reset()
 
 
 def test_a_receive_with_nothing_sent_parks_with_nothing_scheduled(chrono_forge_env):

@@ -11,14 +11,10 @@ from chrono_forge.exceptions import UnknownWorkflowError, WorkflowFinishedError
 from chrono_forge.executor import Pass
 from chrono_forge.models import Message, Workflow
 from tests import workflows_messages as wm
-from tests.waits_support import capture, refresh
+from tests.core_sql import capture
+from tests.waits_support import refresh
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _reset():
-    wm.reset()
 
 
 def parked(env, key="o1") -> Workflow:

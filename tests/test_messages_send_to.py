@@ -13,11 +13,6 @@ from tests.waits_support import log, refresh
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _reset():
-    wm.reset()
-
-
 def test_a_sent_message_wakes_the_target_and_is_sent_once_across_replays(chrono_forge_env):
     target = wm.Inbox.perform_later("order-1")
     chrono_forge_env.run_all()  # parked on receive$payment

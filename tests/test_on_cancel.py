@@ -14,7 +14,6 @@ from chrono_forge.retry import RetryPolicy
 from chrono_forge.testing import assert_crash_safe
 from chrono_forge.workflow import DurableWorkflow
 from tests import workflows_on_cancel as oc
-from tests.workflows_on_cancel import reset_on_cancel  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

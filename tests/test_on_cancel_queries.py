@@ -12,8 +12,6 @@ from chrono_forge.models import Workflow
 from tests import workflows_cancel as wc
 from tests import workflows_on_cancel as oc
 from tests.core_sql import EXECUTION_LOG, WORKFLOW, SqlLog
-from tests.workflows_cancel import reset_cancel  # noqa: F401  (autouse)
-from tests.workflows_on_cancel import reset_on_cancel  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
 from chrono_forge import cleanup, maintenance, step_names
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
+from tests.core_sql import capture
 
 pytestmark = pytest.mark.django_db
 
@@ -205,7 +205,7 @@ def test_deletes_are_raw_bulk_statements_not_per_row(chrono_forge_env):
         make_workflow(
             chrono_forge_env, f"old{i}", "completed", terminal_days_ago=40, logs=5, errors=5
         )
-    with CaptureQueriesContext(connection) as queries:
+    with capture() as queries:
         result = cleanup.run(older_than=30 * DAY, batch_size=1000)
     assert result["execution_logs"] == 100
     deletes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("DELETE")]

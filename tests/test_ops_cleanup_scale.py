@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
 from chrono_forge import cleanup
 from chrono_forge.models import ExecutionLog, Workflow
+from tests.core_sql import capture
 from tests.test_ops_cleanup import DAY, make_workflow, repeat_setup, repetition
 
 pytestmark = pytest.mark.django_db
@@ -30,7 +30,7 @@ def explain(sql: str) -> str:
 def test_each_batch_starts_where_the_last_stopped_along_the_index(chrono_forge_env):
     for i in range(5):
         make_workflow(chrono_forge_env, f"old{i}", "completed", terminal_days_ago=40 + i, logs=1)
-    with CaptureQueriesContext(connection) as captured:
+    with capture() as captured:
         result = cleanup.run(older_than=30 * DAY, batch_size=2, dry_run=True)
     assert result["workflows"] == 5
     pages = [
@@ -51,7 +51,7 @@ def test_pruning_takes_the_same_statements_for_3_or_30_periodic_tasks(chrono_for
             wf, _ = repeat_setup(chrono_forge_env, name=f"t{tasks}x{i}", frontier_days_ago=1)
             for day in (400, 300, 200):
                 repetition(wf, f"t{tasks}x{i}", chrono_forge_env.now - day * DAY)
-        with CaptureQueriesContext(connection) as captured:
+        with capture() as captured:
             result = cleanup.run(
                 older_than=10_000 * DAY, prune_repetitions_older_than=30 * DAY, batch_size=1000
             )
@@ -81,9 +81,9 @@ def pruning_statements(**options) -> tuple[int, int]:
     """Statements of a run with pruning minus those of the same run without (the workflow
     stage's share), and the repetition logs it counted."""
     run = dict(older_than=10_000 * DAY, **options)
-    with CaptureQueriesContext(connection) as without:
+    with capture() as without:
         cleanup.run(**run)
-    with CaptureQueriesContext(connection) as captured:
+    with capture() as captured:
         result = cleanup.run(**run, prune_repetitions_older_than=30 * DAY)
     extra = len(captured.captured_queries) - len(without.captured_queries)
     return extra, result["repetition_logs"]

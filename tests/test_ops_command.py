@@ -23,7 +23,6 @@ DAY = timedelta(days=1)
 
 @pytest.fixture(autouse=True)
 def reset():
-    w.CALLS.clear()
     w.StallsUntilFixed.FIXED = False
 
 

@@ -31,11 +31,6 @@ ROUTED = override_settings(
 MODELS = (Workflow, ExecutionLog, ErrorLog)
 
 
-@pytest.fixture(autouse=True)
-def reset_calls():
-    w.CALLS.clear()
-
-
 def rows(alias: str) -> tuple[int, int, int]:
     return tuple(model._base_manager.using(alias).count() for model in MODELS)
 

@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.test.utils import CaptureQueriesContext
 
 from chrono_forge import conf
 from chrono_forge.exceptions import (
@@ -18,6 +17,7 @@ from chrono_forge.executor import token_for
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.tasks import run_workflow
 from tests import workflows_ops as w
+from tests.core_sql import capture
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +27,6 @@ ONE_STEP = "tests.workflows_ops.OneStep"
 
 @pytest.fixture(autouse=True)
 def reset():
-    w.CALLS.clear()
     w.StallsUntilFixed.FIXED = False
 
 
@@ -164,7 +163,7 @@ def test_force_unlock_leaves_non_running_rows_alone(chrono_forge_env):
 def test_a_stale_lock_is_reaped_and_nothing_else_is_written(chrono_forge_env):
     wf = stranded_row(chrono_forge_env)
     before = Workflow.objects.values().get(pk=wf.pk)
-    with CaptureQueriesContext(connection) as queries:
+    with capture() as queries:
         assert Workflow.objects.reap_stalled() == 1
     assert pending_keys(chrono_forge_env) == [(ONE_STEP, "k")]
     assert Workflow.objects.values().get(pk=wf.pk) == before

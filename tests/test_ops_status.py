@@ -12,7 +12,6 @@ from io import StringIO
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import Permission, User
 from django.core.cache import cache, caches
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -133,10 +132,9 @@ def test_the_queue_depth_counts_ready_tasks_of_the_pass_queue(chrono_forge_env):
 
 # -- the admin Overview ------------------------------------------------------------------------
 @pytest.fixture
-def staff(client):
-    user = User.objects.create_user("staff", password="pw", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="view_workflow"))
-    client.force_login(user)
+def staff(client, login_as):
+    """The test client logged in as a staff user who may view workflows."""
+    login_as()
     return client
 
 

@@ -11,13 +11,11 @@ import tracemalloc
 
 import pytest
 from django.core.management import call_command
-from django.db import connections
 from django.db.models import F
 from django.test import override_settings
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from chrono_forge import conf, step_names
+from chrono_forge import step_names
 from chrono_forge.exceptions import (
     InvalidStepName,
     InvalidWorkflowResult,
@@ -30,15 +28,9 @@ from chrono_forge.exceptions import (
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.testing import CrashTest, assert_crash_safe
 from tests import workflows_results as wr
+from tests.core_sql import capture
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def reset():
-    wr.reset()
-    yield
-    wr.reset()
 
 
 # -- the stored result -----------------------------------------------------------------------------
@@ -259,10 +251,9 @@ def _stream(env, key: str, n: int, of: int) -> tuple[int, int, int]:
     seen: dict[str, int] = {}
 
     def consume(iterator):
-        database = connections[conf.database()]
         tracemalloc.start()
         try:
-            with CaptureQueriesContext(database) as queries:
+            with capture() as queries:
                 count, previous = 0, None
                 for child_key, result in iterator:
                     assert previous is None or child_key != previous

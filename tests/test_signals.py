@@ -41,7 +41,6 @@ class Recorder:
     def __exit__(self, *exc):
         for name in ALL:
             getattr(signals, name).disconnect(dispatch_uid=name)
-        ws.FLAKY.clear()
 
     def receiver(self, name):
         def receive(sender, **kwargs):

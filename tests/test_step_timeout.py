@@ -9,14 +9,13 @@ import signal
 import threading
 
 import pytest
-from django.db import connection, connections
-from django.test.utils import CaptureQueriesContext
+from django.db import connections
 
 from chrono_forge.exceptions import InvalidStepArgument
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from tests import workflows_poison as p
+from tests.core_sql import capture
 from tests.helpers import pass_in_a_process_that_dies, reap_and_run
-from tests.workflows_poison import reset_poison  # noqa: F401  (autouse)
 from tests.workflows_timeout import QuickStep, SlowStep
 
 SLOW = "durably_execute$slow"
@@ -235,7 +234,7 @@ def test_a_timeout_adds_no_statement_to_a_step(chrono_forge_env, no_alarm):
     counts = []
     for key, timeout in (("plain", None), ("bounded", 30)):
         QuickStep.perform_later(key, timeout=timeout)
-        with CaptureQueriesContext(connection) as captured:
+        with capture() as captured:
             chrono_forge_env.run_all()
         counts.append(len(captured.captured_queries))
     assert counts[0] == counts[1]

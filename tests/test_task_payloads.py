@@ -12,7 +12,6 @@ import pytest
 from chrono_forge import tasks
 from chrono_forge.models import ErrorLog, Workflow
 from tests import workflows_core as w
-from tests.workflows_core import reset_core  # noqa: F401  (autouse)
 
 pytestmark = pytest.mark.django_db
 

@@ -10,19 +10,12 @@ from django.urls import reverse
 from chrono_forge.exceptions import ReplayDivergence
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from tests import workflows_versioning as wv
-from tests.waits_support import capture, statements
+from tests.core_sql import capture, statements
 
 pytestmark = pytest.mark.django_db
 
 DIVERGENCE = "chrono_forge.exceptions.ReplayDivergence"
 ERROR_TABLE = ErrorLog._meta.db_table
-
-
-@pytest.fixture(autouse=True)
-def _reset():
-    wv.reset()
-    yield
-    wv.reset()
 
 
 def wake(cls, key, env):

@@ -10,16 +10,9 @@ from chrono_forge.graph import durable_steps
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.testing import assert_crash_safe
 from tests import workflows_versioning as wv
-from tests.waits_support import capture, data_statements, statements
+from tests.core_sql import capture, data_statements, statements
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _reset():
-    wv.reset()
-    yield
-    wv.reset()
 
 
 def open_gate(key: str, gate: str) -> None:

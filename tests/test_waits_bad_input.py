@@ -14,11 +14,6 @@ from tests import workflows_waits as ww
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _reset():
-    ww.reset()
-
-
 def fails_fast(chrono_forge_env, workflow_class, args, error, match):
     ww.FLAGS["args"] = args
     with pytest.raises(error, match=match):

@@ -4,14 +4,10 @@ import pytest
 
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from tests import workflows_waits as ww
-from tests.waits_support import attempt_updates, capture, log, refresh, statements, step_names
+from tests.core_sql import capture, statements
+from tests.waits_support import attempt_updates, log, refresh, step_names
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _reset():
-    ww.reset()
 
 
 def test_condition_already_true_completes_in_one_pass(chrono_forge_env):

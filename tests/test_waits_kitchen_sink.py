@@ -8,7 +8,8 @@ import pytest
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
 from chrono_forge.steps import StepLogs
 from tests import workflows_waits as ww
-from tests.waits_support import WORKFLOW_TABLE, capture, refresh, statements, step_names
+from tests.core_sql import capture, statements
+from tests.waits_support import WORKFLOW_TABLE, refresh, step_names
 
 pytestmark = pytest.mark.django_db
 
@@ -19,11 +20,6 @@ KITCHEN_SINK_STEPS = [
     "durably_execute$complete_order",
     "$workflow_completion$",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _reset():
-    ww.reset()
 
 
 def inject(monkeypatch, *points):

@@ -8,14 +8,10 @@ from chrono_forge.models import ErrorLog, ExecutionLog
 from chrono_forge.primitives.durably_repeat import fast_forward
 from chrono_forge.steps import StepLogs
 from tests import workflows_waits as ww
-from tests.waits_support import attempt_updates, capture, data_statements, log, refresh, statements
+from tests.core_sql import capture, data_statements, statements
+from tests.waits_support import attempt_updates, log, refresh
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _reset():
-    ww.reset()
 
 
 def repetitions(wf, step="durably_repeat$tick"):

@@ -7,14 +7,10 @@ import pytest
 from chrono_forge.exceptions import InvalidStepArgument, InvalidStepName
 from chrono_forge.models import ErrorLog, Workflow
 from tests import workflows_waits as ww
-from tests.waits_support import attempt_updates, capture, log, refresh, statements
+from tests.core_sql import capture, statements
+from tests.waits_support import attempt_updates, log, refresh
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _reset():
-    ww.reset()
 
 
 def test_first_pass_records_the_deadline_and_halts_until_it(chrono_forge_env):

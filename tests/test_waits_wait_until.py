@@ -6,16 +6,12 @@ import pytest
 
 from chrono_forge.models import ErrorLog, Workflow
 from tests import workflows_waits as ww
-from tests.waits_support import attempt_updates, capture, log, refresh, statements
+from tests.core_sql import capture, statements
+from tests.waits_support import attempt_updates, log, refresh
 
 pytestmark = pytest.mark.django_db
 
 JOB = "tests.workflows_waits.WaitUntil"
-
-
-@pytest.fixture(autouse=True)
-def _reset():
-    ww.reset()
 
 
 def test_condition_error_without_policy_stalls_with_one_attempt(chrono_forge_env):

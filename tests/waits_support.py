@@ -1,46 +1,12 @@
-"""Helpers shared by the tests/test_waits_*.py modules."""
+"""Helpers shared by the tests/test_waits_*.py modules (their SQL capture is tests.core_sql's)."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
-from django.db import connections
-from django.test.utils import CaptureQueriesContext
-
-from chrono_forge import conf
 from chrono_forge.models import ExecutionLog, Workflow
+from tests.core_sql import statements
 
 LOG_TABLE = ExecutionLog._meta.db_table
 WORKFLOW_TABLE = Workflow._meta.db_table
-
-
-@contextmanager
-def capture():
-    with CaptureQueriesContext(connections[conf.database()]) as queries:
-        yield queries
-
-
-def statements(queries, verb: str, table: str = LOG_TABLE) -> list[str]:
-    """The SQL of ``verb`` (SELECT/INSERT/UPDATE/DELETE) statements on ``table``."""
-    found = []
-    for query in queries.captured_queries:
-        sql = query["sql"]
-        head = sql.lstrip().upper()
-        if head.startswith(verb) and f'"{table}"' in sql.split(" WHERE ")[0]:
-            found.append(sql)
-    return found
-
-
-TRANSACTION_CONTROL = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK", "BEGIN", "COMMIT")
-
-
-def data_statements(queries) -> list[str]:
-    """Every statement except transaction control (savepoints differ between test wrappers)."""
-    return [
-        q["sql"]
-        for q in queries.captured_queries
-        if not q["sql"].lstrip().upper().startswith(TRANSACTION_CONTROL)
-    ]
 
 
 def attempt_updates(queries) -> list[str]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from chrono_forge import DurableWorkflow, RetryPolicy
+from tests.factories import per_test
 
-CALLS: dict[str, int] = {}
+#: body counters and switches (``CALLS["fixed"]``), empty at the start of every test
+CALLS: dict[str, int] = per_test({})
 
 
 class ChargeDeclined(Exception):

@@ -1,30 +1,16 @@
 """Workflow classes of the API-hardening tests: the enqueue contract, call-site programming errors
-and error recording. Inputs come from ``FLAGS`` (cleared by the autouse fixture ``reset_api``)."""
+and error recording. Inputs come from ``FLAGS`` (empty at the start of every test)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from chrono_forge import DurableWorkflow, RetryPolicy
+from tests.factories import counter, per_test
 
-FLAGS: dict[str, object] = {}
-CALLS: dict[str, int] = {}
-
-
-def called(name: str) -> int:
-    CALLS[name] = CALLS.get(name, 0) + 1
-    return CALLS[name]
-
-
-@pytest.fixture(autouse=True)
-def reset_api():
-    FLAGS.clear()
-    CALLS.clear()
-    yield
-    FLAGS.clear()
-    CALLS.clear()
+FLAGS: dict[str, object] = per_test({})
+CALLS = counter()
+called = CALLS.hit
 
 
 # -- the enqueue contract --------------------------------------------------------------------------

@@ -7,16 +7,13 @@ from datetime import timedelta
 from django.contrib.auth.models import Group
 
 from chrono_forge import DurableWorkflow, RetryPolicy
+from tests.factories import counter, per_test
 
-#: Every child pass that ran its body: key -> count (reset by an autouse fixture).
-RUNS: dict[str, int] = {}
+#: Every child pass that ran its body: key -> count (empty at the start of every test).
+RUNS: dict[str, int] = per_test({})
 #: Named events (dispatch called, finalize ran, ...): name -> count.
-EVENTS: dict[str, int] = {}
-
-
-def event(name: str) -> int:
-    EVENTS[name] = EVENTS.get(name, 0) + 1
-    return EVENTS[name]
+EVENTS = counter()
+event = EVENTS.hit
 
 
 def seed_groups(n: int, prefix: str = "item") -> list[int]:

@@ -1,7 +1,7 @@
 """Workflow classes of the cancellation tests (module level, so their dotted job_class imports).
 
-``CALLS`` counts step bodies; ``FLAGS`` holds per-test switches. The autouse fixture
-``reset_cancel`` clears both (import it into a test module to activate it there).
+``CALLS`` counts step bodies; ``FLAGS`` holds per-test switches. Both are empty at the start of
+every test (``tests.factories``).
 """
 
 from __future__ import annotations
@@ -10,29 +10,13 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 from chrono_forge import DurableWorkflow, RetryPolicy
+from tests.factories import counter, per_test
 
-CALLS: dict[str, int] = {}
-FLAGS: dict[str, object] = {}
-
-
-def called(name: str) -> None:
-    CALLS[name] = CALLS.get(name, 0) + 1
-
-
-def calls(name: str) -> int:
-    return CALLS.get(name, 0)
-
-
-@pytest.fixture(autouse=True)
-def reset_cancel():
-    CALLS.clear()
-    FLAGS.clear()
-    yield
-    CALLS.clear()
-    FLAGS.clear()
+CALLS = counter()
+FLAGS: dict[str, object] = per_test({})
+called = CALLS.hit
+calls = CALLS.of
 
 
 class TwoSteps(DurableWorkflow):

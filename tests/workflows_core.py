@@ -1,44 +1,26 @@
 """Workflow classes of the core-engine tests (module level, so their dotted job_class imports).
 
-Counters and switches live in module-level dicts that the autouse fixture ``reset_core`` clears
-before every test (import the fixture into a test module to activate it there).
+Counters and switches live in module-level dicts made with ``tests.factories``: they are empty
+at the start of every test.
 """
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
-
-import pytest
 
 from chrono_forge import DurableWorkflow, RetryPolicy, clock
 from chrono_forge.exceptions import ContextValidationError, ExecutionFailedError
+from tests.factories import counter, per_test
 
-CALLS: dict[str, int] = {}
+CALLS = counter()
 #: Per-test switches read by the workflows (e.g. "gate_open", "broken").
-FLAGS: dict[str, object] = {}
-_calls_lock = threading.Lock()
+FLAGS: dict[str, object] = per_test({})
 
 NO_WAIT = {"base": 0, "cap": 0, "jitter": False}
 
 
-def called(name: str) -> int:
-    with _calls_lock:
-        CALLS[name] = CALLS.get(name, 0) + 1
-        return CALLS[name]
-
-
-def calls(name: str) -> int:
-    return CALLS.get(name, 0)
-
-
-@pytest.fixture(autouse=True)
-def reset_core():
-    CALLS.clear()
-    FLAGS.clear()
-    yield
-    CALLS.clear()
-    FLAGS.clear()
+called = CALLS.hit
+calls = CALLS.of
 
 
 # -- errors ------------------------------------------------------------------------------------

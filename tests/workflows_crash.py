@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from chrono_forge import DurableWorkflow, RetryPolicy
+from tests.factories import per_test
 
 #: An external system without idempotency: every charge is a new entry.
-LEDGER: list[str] = []
+LEDGER: list[str] = per_test([])
 
 
 class DoubleCharge(DurableWorkflow):
@@ -32,7 +33,7 @@ class IdempotentCharge(DoubleCharge):
 
 
 #: A fake notification service: scheduled tick times it was told about (idempotent by tick).
-NOTIFIED: set[str] = set()
+NOTIFIED: set[str] = per_test(set())
 
 
 class Ticker(DurableWorkflow):

@@ -1,8 +1,8 @@
 """Workflow classes of the deadline tests (module level, so their dotted job_class imports).
 
 ``CALLS`` counts step bodies; ``FLAGS`` holds per-test switches (``FLAGS["in_first"]`` is called
-inside ``Slow.first``: a test moves its clock there). The autouse fixture ``reset_deadline``
-clears both (import it into a test module to activate it there).
+inside ``Slow.first``: a test moves its clock there). Both are empty at the start of every test
+(``tests.factories``).
 """
 
 from __future__ import annotations
@@ -11,31 +11,17 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from chrono_forge import DurableWorkflow, RetryPolicy
+from tests.factories import counter, per_test
 
-CALLS: dict[str, int] = {}
-FLAGS: dict[str, Any] = {}
+CALLS = counter()
+FLAGS: dict[str, Any] = per_test({})
 
 HOUR = timedelta(hours=1)
 
 
-def called(name: str) -> None:
-    CALLS[name] = CALLS.get(name, 0) + 1
-
-
-def calls(name: str) -> int:
-    return CALLS.get(name, 0)
-
-
-@pytest.fixture(autouse=True)
-def reset_deadline():
-    CALLS.clear()
-    FLAGS.clear()
-    yield
-    CALLS.clear()
-    FLAGS.clear()
+called = CALLS.hit
+calls = CALLS.of
 
 
 class Parked(DurableWorkflow):

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 from chrono_forge import DurableWorkflow, RetryPolicy
+from tests.factories import counter, per_test
 
-CALLS: dict[str, int] = {}
-FLAGS: dict[str, bool] = {}
-
-
-def called(name: str) -> int:
-    CALLS[name] = CALLS.get(name, 0) + 1
-    return CALLS[name]
-
-
-def reset() -> None:
-    CALLS.clear()
-    FLAGS.clear()
+CALLS = counter()
+FLAGS: dict[str, bool] = per_test({})
+called = CALLS.hit
 
 
 class Quick(DurableWorkflow):

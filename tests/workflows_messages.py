@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from chrono_forge import DurableWorkflow
+from tests.factories import per_test
 
 #: what each workflow's steps saw, by test
-SEEN: list = []
-FLAGS: dict = {}
+SEEN: list = per_test([])
+FLAGS: dict = per_test({})
 
 
 def reset() -> None:
+    """Between the runs of one crash test (each test starts with both empty anyway)."""
     SEEN.clear()
     FLAGS.clear()
 

@@ -1,42 +1,23 @@
 """Workflow classes of the ``on_cancel`` hook tests (module level, so their job_class imports).
 
 ``CALLS`` counts step and hook bodies, ``REASONS`` records the reasons the hooks got, ``FLAGS``
-holds per-test switches; the autouse fixture ``reset_on_cancel`` clears them (import it into a
-test module to activate it there). ``Gated`` writes an auth ``Group`` row from its hook, which a
-test can see from another process (the e2e test under a real qcluster).
+holds per-test switches; all three are empty at the start of every test (``tests.factories``).
+``Gated`` writes an auth ``Group`` row from its hook, which a test can see from another process
+(the e2e test under a real qcluster).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from chrono_forge import DurableWorkflow, RetryPolicy
+from tests.factories import counter, per_test
 
-CALLS: dict[str, int] = {}
-FLAGS: dict[str, object] = {}
-REASONS: list[tuple[str, str]] = []
-
-
-def called(name: str) -> int:
-    CALLS[name] = CALLS.get(name, 0) + 1
-    return CALLS[name]
-
-
-def calls(name: str) -> int:
-    return CALLS.get(name, 0)
-
-
-@pytest.fixture(autouse=True)
-def reset_on_cancel():
-    CALLS.clear()
-    FLAGS.clear()
-    REASONS.clear()
-    yield
-    CALLS.clear()
-    FLAGS.clear()
-    REASONS.clear()
+CALLS = counter()
+FLAGS: dict[str, object] = per_test({})
+REASONS: list[tuple[str, str]] = per_test([])
+called = CALLS.hit
+calls = CALLS.of
 
 
 class Reserve(DurableWorkflow):

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from chrono_forge import DurableWorkflow, RetryPolicy
+from tests.factories import counter, per_test
 
-CALLS: dict[str, int] = {}
-
-
-def called(name: str) -> int:
-    CALLS[name] = CALLS.get(name, 0) + 1
-    return CALLS[name]
+CALLS = counter()
+called = CALLS.hit
 
 
 class TransientError(Exception):
@@ -117,7 +114,7 @@ class GraphEmpty(DurableWorkflow):
         self.context["x"] = 1
 
 
-TICKS: list = []  # scheduled times Ticker.tick received
+TICKS: list = per_test([])  # scheduled times Ticker.tick received
 
 
 class Ticker(DurableWorkflow):

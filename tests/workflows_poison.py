@@ -1,9 +1,9 @@
 """Workflow classes of the poison-step and failure-replay tests (module level, so their dotted
 job_class imports in a qcluster worker too).
 
-In-process counters live in ``EXECUTIONS`` (cleared by the autouse fixture ``reset_poison``); a body
-that must be counted across processes (a subprocess or a qcluster worker that dies in it) appends
-a line to the file named by its ``counter`` argument instead.
+In-process counters live in ``EXECUTIONS`` (empty at the start of every test:
+``tests.factories``); a body that must be counted across processes (a subprocess or a qcluster
+worker that dies in it) appends a line to the file named by its ``counter`` argument instead.
 """
 
 from __future__ import annotations
@@ -14,41 +14,26 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 from chrono_forge import DurableWorkflow, RetryPolicy
 from chrono_forge.exceptions import ExecutionFailedError
+from tests.factories import counter, per_test
 
 #: body name -> how many times it ran in this process
-EXECUTIONS: dict[str, int] = {}
+EXECUTIONS = counter()
 #: per-test switches read by the workflows
-FLAGS: dict[str, object] = {}
+FLAGS: dict[str, object] = per_test({})
 #: the messages of the failures perform() caught, in order
-CAUGHT: list[str] = []
+CAUGHT: list[str] = per_test([])
 
 ONE_ATTEMPT = RetryPolicy(max_attempts=1)
 #: three attempts, one second apart (no jitter: the tests know when the retry is due)
 THREE_ATTEMPTS = RetryPolicy(max_attempts=3, base=1, cap=1, jitter=False)
 
 
-def executed(name: str) -> int:
-    EXECUTIONS[name] = EXECUTIONS.get(name, 0) + 1
-    return EXECUTIONS[name]
+executed = EXECUTIONS.hit
 
 
-def executions(name: str) -> int:
-    return EXECUTIONS.get(name, 0)
-
-
-@pytest.fixture(autouse=True)
-def reset_poison():
-    EXECUTIONS.clear()
-    FLAGS.clear()
-    CAUGHT.clear()
-    yield
-    EXECUTIONS.clear()
-    FLAGS.clear()
-    CAUGHT.clear()
+executions = EXECUTIONS.of
 
 
 class Declined(Exception):

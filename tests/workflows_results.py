@@ -1,6 +1,7 @@
 """Workflow classes of the results tests: ``perform()``'s return value, ``branch_results``.
 
-Module-level state (``READS``, ``PROBE``, ``FLAGS``) is cleared by the tests' autouse fixture.
+Module-level state (``READS``, ``PROBE``, ``FLAGS``, ``PASSES``) is empty at the start of every
+test (``tests.factories``).
 """
 
 from __future__ import annotations
@@ -8,20 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from chrono_forge import DurableWorkflow, RetryPolicy
+from tests.factories import per_test
 
 #: Every sequence a pass of a branch_results reader saw, by workflow key (replays append again).
-READS: dict[str, list[list]] = {}
+READS: dict[str, list[list]] = per_test({})
 #: ``PROBE["consume"](iterator)``: how StreamResults consumes branch_results (the memory test).
-PROBE: dict[str, Any] = {}
+PROBE: dict[str, Any] = per_test({})
 #: Per-test switches: ``FLAGS["bad"]`` is what BadResult returns.
-FLAGS: dict[str, Any] = {}
-
-
-def reset() -> None:
-    READS.clear()
-    PROBE.clear()
-    FLAGS.clear()
-    PASSES.clear()
+FLAGS: dict[str, Any] = per_test({})
 
 
 class Totals(DurableWorkflow):
@@ -92,7 +87,7 @@ class StreamResults(DurableWorkflow):
 
 
 #: One entry per pass of CountsPasses (the crash-safety check must see its result change).
-PASSES: list[int] = []
+PASSES: list[int] = per_test([])
 
 
 class CountsPasses(DurableWorkflow):

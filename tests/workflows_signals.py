@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from chrono_forge import DurableWorkflow, RetryPolicy
+from tests.factories import per_test
 
 NO_WAIT = {"base": 0, "cap": 0, "jitter": False}
-FLAKY: dict[str, int] = {}
+FLAKY: dict[str, int] = per_test({})
 
 
 class Fails(Exception):

@@ -1,8 +1,8 @@
 """Workflow classes of the step-timeout tests (module level, so their dotted job_class imports in
 a qcluster worker too).
 
-In-process counters are tests.workflows_poison's ``EXECUTIONS`` (cleared by its autouse fixture
-``reset_poison``); a body run by a qcluster worker appends a line to the file named by ``counter``.
+In-process counters are tests.workflows_poison's ``EXECUTIONS`` (empty at the start of every
+test); a body run by a qcluster worker appends a line to the file named by ``counter``.
 """
 
 from __future__ import annotations

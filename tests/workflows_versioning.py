@@ -3,22 +3,18 @@
 A deploy is simulated the way it happens in production: the class keeps its dotted path and its
 ``perform()`` behaves differently from one moment on. Which changes are "deployed" is the set
 ``DEPLOYED``, which a test changes between passes; ``CALLS`` counts step bodies and ``OPEN`` holds
-the event gates that are open. All three are reset by the tests' autouse fixture.
+the event gates that are open. All three are empty at the start of every test
+(``tests.factories``).
 """
 
 from __future__ import annotations
 
 from chrono_forge import DurableWorkflow
+from tests.factories import per_test
 
-DEPLOYED: set[str] = set()
-CALLS: dict[str, int] = {}
-OPEN: set[str] = set()
-
-
-def reset() -> None:
-    DEPLOYED.clear()
-    CALLS.clear()
-    OPEN.clear()
+DEPLOYED: set[str] = per_test(set())
+CALLS: dict[str, int] = per_test({})
+OPEN: set[str] = per_test(set())
 
 
 def deployed(change: str) -> bool:

@@ -1,7 +1,7 @@
 """Workflow classes for the wait / wait_until / continue_if / durably_repeat tests.
 
 Module level so their job_class imports. Calls are counted in ``CALLS`` and switches live in
-``FLAGS``; both are reset by an autouse fixture in each test module.
+``FLAGS``; both are empty at the start of every test (``tests.factories``).
 """
 
 from __future__ import annotations
@@ -12,21 +12,16 @@ from datetime import datetime, timedelta
 
 from chrono_forge import DurableWorkflow, RetryPolicy, clock
 from chrono_forge.exceptions import ExecutionFailedError, WaitConditionNotMet
+from tests.factories import counter, per_test
 
-CALLS: dict[str, int] = {}
-FLAGS: dict[str, object] = {}
-TICKS: list[datetime | None] = []  # scheduled times the repeat methods received, in call order
-
-
-def called(name: str) -> int:
-    CALLS[name] = CALLS.get(name, 0) + 1
-    return CALLS[name]
+CALLS = counter()
+FLAGS: dict[str, object] = per_test({})
+TICKS: list[datetime | None] = per_test(
+    []
+)  # scheduled times the repeat methods received, in call order
 
 
-def reset() -> None:
-    CALLS.clear()
-    FLAGS.clear()
-    TICKS.clear()
+called = CALLS.hit
 
 
 class TransientError(Exception):
