@@ -251,7 +251,6 @@ def _prunable_sql(connection, before: datetime, select: str) -> tuple[str, list]
     coordinations = (
         ExecutionLog.objects.filter(step_name__prefix=REPEAT_PREFIX)
         .annotate(frontier=KT("metadata__last_execution_at"))
-        .filter(frontier__regex=FRONTIER_PATTERN)
         .values("workflow_id", "step_name", "frontier")
     )
     coordination_sql, params = coordinations.query.get_compiler(connection=connection).as_sql()
@@ -264,6 +263,9 @@ def _prunable_sql(connection, before: datetime, select: str) -> tuple[str, list]
     )
     suffix = f"SUBSTR(r.{quote('step_name')}, c.prefix_length + 1)"
     name_range, range_params = "", []
+    # The frontier test comes after the LIKE, written last: SQLite runs its REGEXP in Python and
+    # reads the JSON for it, so only the coordination logs may reach it, not their repetitions.
+    regex = "~" if connection.vendor == "postgresql" else "REGEXP"
     if connection.vendor == "postgresql":
         cutoff = f"LEAST(%s, FLOOR(EXTRACT(EPOCH FROM CAST({whole} AS timestamptz))))"
         # CASE, not AND: PostgreSQL may evaluate the cast before the test in a conjunction.
@@ -285,7 +287,8 @@ def _prunable_sql(connection, before: datetime, select: str) -> tuple[str, list]
     sql = (
         f"WITH c AS MATERIALIZED (SELECT f.workflow_id, f.step_name,"
         f" LENGTH(f.step_name) + 1 AS prefix_length, {cutoff} AS cutoff"
-        f" FROM ({coordination_sql}) f WHERE f.step_name NOT LIKE %s ESCAPE '\\')"
+        f" FROM ({coordination_sql}) f WHERE f.step_name NOT LIKE %s ESCAPE '\\'"
+        f" AND f.frontier {regex} %s)"
         f" SELECT {select} FROM c INNER JOIN {table} r ON r.{quote('workflow_id')} = c.workflow_id"
         f" WHERE SUBSTR(r.{quote('step_name')}, 1, c.prefix_length) = c.step_name || %s"
         f"{name_range} AND r.{quote('state')} <> %s AND {tick} < c.cutoff"
@@ -296,6 +299,7 @@ def _prunable_sql(connection, before: datetime, select: str) -> tuple[str, list]
         before_seconds,
         *params,
         second_separator,
+        FRONTIER_PATTERN,
         SEPARATOR,
         *range_params,
         ExecutionLog.STATE.pending,
