@@ -33,7 +33,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import conf
-from .executor import Pass
+from .executor import Delivery, Pass
 from .models import ExecutionLog, Workflow
 from .steps import StepLogs
 from .testing import workflow_env
@@ -100,22 +100,22 @@ class _Killer:
         """Wrap the engine's write points for one run. Patching (not a hook in the engine) keeps
         production code free of test switches, as a real kill leaves no trace in it either."""
         killer = self
-        original_acquire, original_finish = Pass.acquire, Pass.finish
+        original_acquire, original_finish = Delivery.acquire, Pass.finish
         original_publish = Pass.publish
         original_create, original_update = StepLogs.create, StepLogs.update
         original_flushing = StepLogs.flushing
 
-        def acquire(run: Pass):
-            row = original_acquire(run)
-            if row is not None:
+        def acquire(delivery: Delivery) -> Pass | None:
+            run = original_acquire(delivery)
+            if run is not None:
                 killer.running = run
                 killer.passes += 1
-                killer.current = f"pass {killer.passes}, {row}"
+                killer.current = f"pass {killer.passes}, {run.row}"
                 if run.steps.claim is None:
                     killer.cross("lock taken")
                 else:  # a first pass: nothing written yet, the lock rides with the first write
                     killer.cross("lock read, to be written with the pass's first write")
-            return row
+            return run
 
         def create(steps: StepLogs, step_name: str, **fields: Any):
             log = original_create(steps, step_name, **fields)
@@ -145,7 +145,7 @@ class _Killer:
             original_finish(run)
 
         with (
-            mock.patch.object(Pass, "acquire", acquire),
+            mock.patch.object(Delivery, "acquire", acquire),
             mock.patch.object(Pass, "finish", finish),
             mock.patch.object(Pass, "publish", publish),
             mock.patch.object(StepLogs, "create", create),

@@ -53,6 +53,7 @@ from .steps import COMPLETED, FAILED, FAILURE, PENDING, REPETITION_LOG_PATTERN, 
 from .validation import to_json
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .primitives.branch import Dispatching
     from .workflow import DurableWorkflow
 
 logger = logging.getLogger("chrono_forge")
@@ -135,8 +136,10 @@ def storable_workflow_result(job_class: str, value: Any) -> Any:
         ) from None
 
 
-class Pass:
-    """The state of one pass; primitives reach it as ``workflow._pass``."""
+class Delivery:
+    """One delivery of a pass (a task payload, a ``perform_now``): what it asks for, before the
+    lock is taken. ``acquire()`` takes the lock and builds the :class:`Pass` that runs; a delivery
+    that finds nothing to run (no row, a superseded token, a finished run) builds none."""
 
     def __init__(
         self,
@@ -178,11 +181,242 @@ class Pass:
         self.internal = internal
         self.run_id = uuid.uuid4().hex
         self.db = conf.database()
-        # Set by acquire(), and read only after it returned a row, so typed as set; telemetry's
-        # ``run.row is None`` is the one reader that asks whether the pass found nothing to run.
-        self.row: Workflow = None  # type: ignore[assignment]
-        self.context: Context = None  # type: ignore[assignment]
-        self.steps: StepLogs = None  # type: ignore[assignment]
+        #: the pass this delivery ran, None while it has not (or found nothing to run): telemetry
+        #: reads the outcome from it
+        self.acquired: Pass | None = None
+
+    def execute(self) -> Workflow | None:
+        """Run one pass; returns the workflow row, or None when there was nothing to run."""
+        with telemetry.pass_span(self):
+            run = self.acquired = self.acquire()
+            if run is None:
+                return None
+            run.execute()
+            return run.row
+
+    # -- lock --------------------------------------------------------------------------------------
+    def acquire(self) -> Pass | None:
+        """Take the lock and build the pass (its row, context and step-log view), or None when
+        there is nothing to run; ConcurrentExecutionError when a live pass holds the lock."""
+        now = clock.now()
+        if self.token is not None and not self.retry_workflow and self.workflow_class is not None:
+            delivered = self.acquire_delivered(now)
+            if not isinstance(delivered, Relock):
+                return delivered
+        with transaction.atomic(using=self.db):
+            row = (
+                Workflow.objects.select_for_update()
+                .only(*LOCK_COLUMNS)
+                .filter(job_class=self.job_class, key=self.key)
+                .one()
+            )
+            if row is None:
+                logger.warning(
+                    "chrono_forge: %s(%s) does not exist; nothing to run", self.job_class, self.key
+                )
+                return None
+            if self.token is not None and (
+                row.next_run_at is None or row.next_run_at != datetime.fromisoformat(self.token)
+            ):
+                logger.info("chrono_forge: %s: superseded continuation (%s) exits", row, self.token)
+                return None
+            # A forced retry of a cancelled run restarts its deadline (else it is cancelled again).
+            restarted = bool(
+                self.retry_workflow
+                and row.state == STATE.cancelled
+                and self.internal.get("resume_cancelled")
+            )
+            if self.retry_workflow and (
+                row.state in Workflow.RETRYABLE_STATES
+                or (row.state == STATE.cancelled and self.internal.get("resume_cancelled"))
+            ):
+                self.prepare_retry(row, now)
+            if self.token is not None and self.workflow_class and on_cancel.pending(row):
+                # the delivery of its on_cancel hook: the pass runs the hook instead of perform()
+                if not on_cancel.claim(self, row, now):
+                    return None
+                return Pass(self, row, on_cancel_step=row.parked_on)
+            if row.state not in Workflow.EXECUTABLE_STATES:
+                logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
+                return None
+            holder = (
+                row.locked_by if row.locked_at and row.locked_at > now - self.lock_ttl() else None
+            )
+            if holder and self.token is None and not row.wake_requested:
+                # An external wake-up must not be lost: the holder publishes it when it releases.
+                Workflow.objects.filter(pk=row.pk).update(wake_requested=True)
+            if not holder:
+                first_pass = row.started_at is None
+                fields = self.lock_fields(row, now, restarted=restarted)
+                due = fields.get("deadline_at", row.deadline_at)
+                if due is not None and due <= now:  # a late delivery: cancel instead of running
+                    stale = row.locked_by is not None
+                    deadlines.cancel_run(row, now, context=row.context, unlock=stale)
+                    return None
+                Workflow.objects.filter(pk=row.pk).update(**fields)
+                for name, value in fields.items():
+                    setattr(row, name, value)
+        if holder:
+            raise self.locked_by_other(row, holder)
+        run = Pass(self, row, first_pass=first_pass)
+        if first_pass:
+            run.announce(signals.workflow_started)
+        return run
+
+    def acquire_delivered(self, now: datetime) -> Pass | None | Relock:
+        """The lock of a scheduled delivery (it carries a token), without ``select_for_update``:
+        one plain read, then a conditional UPDATE that takes the lock only if none of the columns
+        the read decided on (state, lock, due time, wake-up, start) changed since, which is what
+        the row lock would have guaranteed. A first pass (its row was just written) defers that
+        UPDATE to its first write, in the same transaction (one commit less per run: the step
+        INSERT before the first body commits the lock with it). Returns ``RELOCK`` when only the
+        locked path can decide: an on_cancel hook is due, a deadline passed, or the row changed
+        between the read and the UPDATE."""
+        row = Workflow.objects.only(*LOCK_COLUMNS).filter(job_class=self.job_class, key=self.key)
+        row = row.one()
+        if row is None:
+            logger.warning(
+                "chrono_forge: %s(%s) does not exist; nothing to run", self.job_class, self.key
+            )
+            return None
+        if row.next_run_at is None or row.next_run_at != datetime.fromisoformat(self.token or ""):
+            logger.info("chrono_forge: %s: superseded continuation (%s) exits", row, self.token)
+            return None
+        if on_cancel.pending(row):
+            return RELOCK
+        if row.state not in Workflow.EXECUTABLE_STATES:
+            logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
+            return None
+        holder = row.locked_by if row.locked_at and row.locked_at > now - self.lock_ttl() else None
+        if holder:
+            raise self.locked_by_other(row, holder)
+        first_pass = row.started_at is None
+        fields = self.lock_fields(row, now, restarted=False)
+        due = fields.get("deadline_at", row.deadline_at)
+        if due is not None and due <= now:
+            return RELOCK
+        unchanged = Workflow.objects.filter(
+            pk=row.pk,
+            state=row.state,
+            locked_by=row.locked_by,
+            locked_at=row.locked_at,
+            next_run_at=row.next_run_at,
+            wake_requested=row.wake_requested,
+            started_at=row.started_at,
+        )
+        deferred = first_pass and row.locked_by is None
+        if not deferred and not unchanged.update(**fields):
+            return RELOCK
+        for name, value in fields.items():
+            setattr(row, name, value)
+        run = Pass(self, row, first_pass=first_pass)
+        if deferred:
+            run.steps.claim = partial(run.claim_lock, unchanged, fields)
+        elif first_pass:
+            run.announce(signals.workflow_started)
+        return run
+
+    def lock_fields(self, row: Workflow, now: datetime, *, restarted: bool) -> dict[str, Any]:
+        """The columns the lock UPDATE writes; a first pass also starts the run and its deadline."""
+        first_pass = row.started_at is None
+        fields: dict[str, Any] = {
+            "locked_by": self.run_id,
+            "locked_at": now,
+            "state": STATE.running,
+            "wake_requested": False,
+            "modified": now,
+        }
+        if first_pass:
+            fields["started_at"] = now
+        if first_pass or restarted:  # the deadline counts from here, in the same UPDATE
+            deadline = deadlines.own_deadline(self.workflow_class, row.options or {})
+            if deadline is not None:
+                fields["deadline_at"] = now + deadline
+            elif restarted:
+                fields["deadline_at"] = None
+        return fields
+
+    def locked_by_other(self, row: Workflow, holder: str) -> ConcurrentExecutionError:
+        return ConcurrentExecutionError(
+            f"{self.job_class}({self.key}) is locked by run {holder} since "
+            f"{row.locked_at.isoformat() if row.locked_at else '?'}; run {self.run_id} exits "
+            f"(lock strategy: select_for_update, stale after {conf.max_duration()})"
+        )
+
+    def lock_ttl(self) -> timedelta:
+        """How long a lock holds: MAX_DURATION, or less when a reaper said so."""
+        if self.stale_after is None:
+            return conf.max_duration()
+        return min(conf.max_duration(), timedelta(seconds=self.stale_after))
+
+    def prepare_retry(self, row: Workflow, now: datetime) -> None:
+        """An operator retry: mark it, give failed steps a fresh budget, make the row runnable."""
+        ExecutionLog.objects.get_or_create(
+            workflow_id=row.pk,
+            step_name=step_names.retry_marker(int(now.timestamp())),
+            defaults={
+                "state": COMPLETED,
+                "attempts": 1,
+                "started_at": now,
+                "last_executed_at": now,
+                "completed_at": now,
+                "created": now,
+                "modified": now,
+            },
+        )
+        # Repetition logs are history (durably_repeat retries its own failed tick): left as is.
+        # A failed on_cancel hook is the history of an earlier cancellation: it stays failed.
+        failed = (
+            ExecutionLog.objects.filter(workflow_id=row.pk, state=FAILED)
+            .exclude(step_name__regex=REPETITION_LOG_PATTERN)
+            .exclude(step_name__prefix=step_names.ON_CANCEL_MARKER_PREFIX)
+        )
+        for log in failed.only("id", "metadata"):
+            metadata = {k: v for k, v in (log.metadata or {}).items() if k not in RESET_ON_RETRY}
+            ExecutionLog.objects.filter(pk=log.pk).update(
+                state=PENDING, attempts=0, metadata=metadata, modified=now
+            )
+        if row.state == STATE.cancelled:  # a forced retry: the run is no longer cancelled
+            Workflow.objects.filter(pk=row.pk).update(
+                cancelled_at=None, cancel_reason="", parked_on=None, parked_since=None
+            )
+            row.parked_on, row.parked_since = None, None  # nor is its on_cancel hook due
+        row.state, row.locked_by, row.locked_at = STATE.idle, None, None
+
+
+class Pass:
+    """One pass of a workflow, built by :meth:`Delivery.acquire` once the lock is held: the locked
+    row, its context, its step-log view, and what the pass decided so far (its continuation, the
+    gate it parks on, its outcome). Primitives reach it as ``workflow._pass`` and call its
+    methods (``claim_step``, ``step_policy``, ``continue_at``, ``expect_at``, ``park``, ...)."""
+
+    def __init__(
+        self,
+        delivery: Delivery,
+        row: Workflow,
+        *,
+        first_pass: bool = False,
+        on_cancel_step: str | None = None,
+    ):
+        self.delivery = delivery
+        self.workflow_class = delivery.workflow_class
+        self.job_class = delivery.job_class
+        self.key = delivery.key
+        self.run_id = delivery.run_id
+        self.db = delivery.db
+        self.row = row
+        self.context = Context(row.context)
+        # the on_cancel hook's step this delivery runs instead of perform() (chrono_forge.on_cancel)
+        self.on_cancel_step = on_cancel_step
+        if on_cancel_step is not None:  # the hook pass reads its one step log itself
+            self.steps = StepLogs(row.pk, known_empty=True)
+        else:
+            self.steps = StepLogs(
+                row.pk,
+                known_empty=first_pass,
+                before_attempt=self.stop_if_cancelled,
+                on_new_step=self.new_step,
+            )
         self.final_state = STATE.idle
         self.released = False
         self.continuation: tuple[datetime, dict[str, Any]] | None = None
@@ -192,7 +426,8 @@ class Pass:
         self.parked_on: str | None = None
         # branches opened in this pass (the completion gate checks they were merged)
         self.branches: dict[str, ExecutionLog] = {}
-        self.dispatching: Any = None  # the branch whose dispatch callable is running (spawn target)
+        # the branch whose dispatch callable is running (the target of spawn and spawn_each)
+        self.dispatching: Dispatching | None = None
         # step name -> the call site that used it in this pass (a second use is a programming error)
         self.claimed_steps: dict[str, str] = {}
         # True while perform() runs: what replays the run's history (divergence is judged there)
@@ -205,37 +440,30 @@ class Pass:
         self.cancelled = False
         self.finalizing = False  # inside final_transaction()
         self.checked_after = 0  # bodies attempted when the pass last checked for a cancel
-        # the on_cancel hook's step this delivery runs instead of perform() (chrono_forge.on_cancel)
-        self.on_cancel_step: str | None = None
         self.past_deadline = False  # stopped at a boundary past deadline_at: finish() cancels
 
     # -- the pass ----------------------------------------------------------------------------------
-    def execute(self) -> Workflow | None:
-        """Run one pass; returns the workflow row, or None when there was nothing to run."""
-        with telemetry.pass_span(self):
-            row = self.acquire()
-            if row is None:
-                return None
-            current = _current.set(self)
-            if self.on_cancel_step is not None:
-                try:
-                    on_cancel.run_hook(self)
-                finally:
-                    _current.reset(current)
-                return row
+    def execute(self) -> None:
+        """Run perform() (or the on_cancel hook), then finish: release the lock and publish."""
+        current = _current.set(self)
+        if self.on_cancel_step is not None:
             try:
-                self.run(self.workflow_class._bind(row, self))
-            except BaseException as error:
-                if not isinstance(error, Exception) and error is not self.exit_error:
-                    # The worker is going down outside a step body: a workflow-level failure, so
-                    # the release below leaves the run scheduled for a retry (or failed), never
-                    # idle with nothing scheduled.
-                    self.retry_or_fail(error)
-                raise
+                on_cancel.run_hook(self)
             finally:
                 _current.reset(current)
-                self.finish()
-            return row
+            return
+        try:
+            self.run(self.workflow_class._bind(self.row, self))
+        except BaseException as error:
+            if not isinstance(error, Exception) and error is not self.exit_error:
+                # The worker is going down outside a step body: a workflow-level failure, so
+                # the release below leaves the run scheduled for a retry (or failed), never
+                # idle with nothing scheduled.
+                self.retry_or_fail(error)
+            raise
+        finally:
+            _current.reset(current)
+            self.finish()
 
     def run(self, workflow: DurableWorkflow) -> None:
         try:
@@ -299,123 +527,7 @@ class Pass:
             self.publish()
             self.announce_outcome()
 
-    # -- lock --------------------------------------------------------------------------------------
-    def acquire(self) -> Workflow | None:
-        now = clock.now()
-        if self.token is not None and not self.retry_workflow and self.workflow_class is not None:
-            delivered = self.acquire_delivered(now)
-            if not isinstance(delivered, Relock):
-                return delivered
-        with transaction.atomic(using=self.db):
-            row = (
-                Workflow.objects.select_for_update()
-                .only(*LOCK_COLUMNS)
-                .filter(job_class=self.job_class, key=self.key)
-                .one()
-            )
-            if row is None:
-                logger.warning(
-                    "chrono_forge: %s(%s) does not exist; nothing to run", self.job_class, self.key
-                )
-                return None
-            if self.token is not None and (
-                row.next_run_at is None or row.next_run_at != datetime.fromisoformat(self.token)
-            ):
-                logger.info("chrono_forge: %s: superseded continuation (%s) exits", row, self.token)
-                return None
-            # A forced retry of a cancelled run restarts its deadline (else it is cancelled again).
-            restarted = bool(
-                self.retry_workflow
-                and row.state == STATE.cancelled
-                and self.internal.get("resume_cancelled")
-            )
-            if self.retry_workflow and (
-                row.state in Workflow.RETRYABLE_STATES
-                or (row.state == STATE.cancelled and self.internal.get("resume_cancelled"))
-            ):
-                self.prepare_retry(row, now)
-            if self.token is not None and self.workflow_class and on_cancel.pending(row):
-                return on_cancel.claim(self, row, now)  # the delivery of its on_cancel hook
-            if row.state not in Workflow.EXECUTABLE_STATES:
-                logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
-                return None
-            holder = (
-                row.locked_by if row.locked_at and row.locked_at > now - self.lock_ttl() else None
-            )
-            if holder and self.token is None and not row.wake_requested:
-                # An external wake-up must not be lost: the holder publishes it when it releases.
-                Workflow.objects.filter(pk=row.pk).update(wake_requested=True)
-            if not holder:
-                first_pass = row.started_at is None
-                fields = self.lock_fields(row, now, restarted=restarted)
-                due = fields.get("deadline_at", row.deadline_at)
-                if due is not None and due <= now:  # a late delivery: cancel instead of running
-                    stale = row.locked_by is not None
-                    deadlines.cancel_run(row, now, context=row.context, unlock=stale)
-                    return None
-                Workflow.objects.filter(pk=row.pk).update(**fields)
-                for name, value in fields.items():
-                    setattr(row, name, value)
-        if holder:
-            raise self.locked_by_other(row, holder)
-        self.bind_row(row, first_pass=first_pass)
-        if first_pass:
-            self.announce(signals.workflow_started)
-        return row
-
-    def acquire_delivered(self, now: datetime) -> Workflow | None | Relock:
-        """The lock of a scheduled delivery (it carries a token), without ``select_for_update``:
-        one plain read, then a conditional UPDATE that takes the lock only if none of the columns
-        the read decided on (state, lock, due time, wake-up, start) changed since, which is what
-        the row lock would have guaranteed. A first pass (its row was just written) defers that
-        UPDATE to its first write, in the same transaction (one commit less per run: the step
-        INSERT before the first body commits the lock with it). Returns ``RELOCK`` when only the
-        locked path can decide: an on_cancel hook is due, a deadline passed, or the row changed
-        between the read and the UPDATE."""
-        row = Workflow.objects.only(*LOCK_COLUMNS).filter(job_class=self.job_class, key=self.key)
-        row = row.one()
-        if row is None:
-            logger.warning(
-                "chrono_forge: %s(%s) does not exist; nothing to run", self.job_class, self.key
-            )
-            return None
-        if row.next_run_at is None or row.next_run_at != datetime.fromisoformat(self.token or ""):
-            logger.info("chrono_forge: %s: superseded continuation (%s) exits", row, self.token)
-            return None
-        if on_cancel.pending(row):
-            return RELOCK
-        if row.state not in Workflow.EXECUTABLE_STATES:
-            logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
-            return None
-        holder = row.locked_by if row.locked_at and row.locked_at > now - self.lock_ttl() else None
-        if holder:
-            raise self.locked_by_other(row, holder)
-        first_pass = row.started_at is None
-        fields = self.lock_fields(row, now, restarted=False)
-        due = fields.get("deadline_at", row.deadline_at)
-        if due is not None and due <= now:
-            return RELOCK
-        unchanged = Workflow.objects.filter(
-            pk=row.pk,
-            state=row.state,
-            locked_by=row.locked_by,
-            locked_at=row.locked_at,
-            next_run_at=row.next_run_at,
-            wake_requested=row.wake_requested,
-            started_at=row.started_at,
-        )
-        deferred = first_pass and row.locked_by is None
-        if not deferred and not unchanged.update(**fields):
-            return RELOCK
-        for name, value in fields.items():
-            setattr(row, name, value)
-        self.bind_row(row, first_pass=first_pass)
-        if deferred:
-            self.steps.claim = partial(self.claim_lock, unchanged, fields)
-        elif first_pass:
-            self.announce(signals.workflow_started)
-        return row
-
+    # -- lock and release --------------------------------------------------------------------------
     def claim_lock(self, unchanged: Any, fields: dict[str, Any]) -> LockClaimLost | None:
         """The deferred lock of a first pass, run by its first write (in that write's transaction,
         before it). If another delivery took the run meanwhile, returns the ``LockClaimLost`` the
@@ -432,83 +544,6 @@ class Pass:
         )
         self.steps.claim = lambda: error
         return error
-
-    def lock_fields(self, row: Workflow, now: datetime, *, restarted: bool) -> dict[str, Any]:
-        """The columns the lock UPDATE writes; a first pass also starts the run and its deadline."""
-        first_pass = row.started_at is None
-        fields: dict[str, Any] = {
-            "locked_by": self.run_id,
-            "locked_at": now,
-            "state": STATE.running,
-            "wake_requested": False,
-            "modified": now,
-        }
-        if first_pass:
-            fields["started_at"] = now
-        if first_pass or restarted:  # the deadline counts from here, in the same UPDATE
-            deadline = deadlines.own_deadline(self.workflow_class, row.options or {})
-            if deadline is not None:
-                fields["deadline_at"] = now + deadline
-            elif restarted:
-                fields["deadline_at"] = None
-        return fields
-
-    def locked_by_other(self, row: Workflow, holder: str) -> ConcurrentExecutionError:
-        return ConcurrentExecutionError(
-            f"{self.job_class}({self.key}) is locked by run {holder} since "
-            f"{row.locked_at.isoformat() if row.locked_at else '?'}; run {self.run_id} exits "
-            f"(lock strategy: select_for_update, stale after {conf.max_duration()})"
-        )
-
-    def bind_row(self, row: Workflow, *, first_pass: bool) -> None:
-        self.row = row
-        self.context = Context(row.context)
-        self.steps = StepLogs(
-            row.pk,
-            known_empty=first_pass,
-            before_attempt=self.stop_if_cancelled,
-            on_new_step=self.new_step,
-        )
-
-    def lock_ttl(self) -> timedelta:
-        """How long a lock holds: MAX_DURATION, or less when a reaper said so."""
-        if self.stale_after is None:
-            return conf.max_duration()
-        return min(conf.max_duration(), timedelta(seconds=self.stale_after))
-
-    def prepare_retry(self, row: Workflow, now: datetime) -> None:
-        """An operator retry: mark it, give failed steps a fresh budget, make the row runnable."""
-        ExecutionLog.objects.get_or_create(
-            workflow_id=row.pk,
-            step_name=step_names.retry_marker(int(now.timestamp())),
-            defaults={
-                "state": COMPLETED,
-                "attempts": 1,
-                "started_at": now,
-                "last_executed_at": now,
-                "completed_at": now,
-                "created": now,
-                "modified": now,
-            },
-        )
-        # Repetition logs are history (durably_repeat retries its own failed tick): left as is.
-        # A failed on_cancel hook is the history of an earlier cancellation: it stays failed.
-        failed = (
-            ExecutionLog.objects.filter(workflow_id=row.pk, state=FAILED)
-            .exclude(step_name__regex=REPETITION_LOG_PATTERN)
-            .exclude(step_name__prefix=step_names.ON_CANCEL_MARKER_PREFIX)
-        )
-        for log in failed.only("id", "metadata"):
-            metadata = {k: v for k, v in (log.metadata or {}).items() if k not in RESET_ON_RETRY}
-            ExecutionLog.objects.filter(pk=log.pk).update(
-                state=PENDING, attempts=0, metadata=metadata, modified=now
-            )
-        if row.state == STATE.cancelled:  # a forced retry: the run is no longer cancelled
-            Workflow.objects.filter(pk=row.pk).update(
-                cancelled_at=None, cancel_reason="", parked_on=None, parked_since=None
-            )
-            row.parked_on, row.parked_since = None, None  # nor is its on_cancel hook due
-        row.state, row.locked_by, row.locked_at = STATE.idle, None, None
 
     def release(self, state: str, **fields: Any) -> None:
         """Save the context (if changed) and release the lock in one UPDATE that verifies ownership.
@@ -723,19 +758,20 @@ class Pass:
 
     def retry_or_fail(self, error: BaseException) -> None:
         """An uncaught error in perform(): retry the whole pass per the class policy, else fail."""
-        error_log = self.record_error(error, attempt=self.attempt)
+        attempt = self.delivery.attempt
+        error_log = self.record_error(error, attempt=attempt)
         policy = self.workflow_class.workflow_retry_policy()
-        counts = dict(self.retry_counts)
+        counts = dict(self.delivery.retry_counts)
 
         def count(budget_key: str) -> int:
             counts[budget_key] = counts.get(budget_key, 0) + 1
             return counts[budget_key]
 
-        backoff = policy.retry_backoff(error, attempts=self.attempt + 1, count=count)
-        if policy.max_attempts is None and self.attempt + 1 >= WORKFLOW_ATTEMPTS_GUARD:
+        backoff = policy.retry_backoff(error, attempts=attempt + 1, count=count)
+        if policy.max_attempts is None and attempt + 1 >= WORKFLOW_ATTEMPTS_GUARD:
             backoff = None
         if backoff is not None:
-            self.continue_after(backoff, attempt=self.attempt + 1, retry_counts=counts or None)
+            self.continue_after(backoff, attempt=attempt + 1, retry_counts=counts or None)
             return
         now = clock.now()
         try:
@@ -822,7 +858,7 @@ class Pass:
         ]
 
 
-class BlockedPass(Pass):
+class BlockedPass(Delivery):
     """A delivery for a workflow class this process cannot run (not registered): the row is stalled
     with ``error`` under the lock and token rules of a real pass, so a superseded continuation or a
     duplicate of a live run still exits quietly, and an operator retry finds an ordinary stalled
@@ -842,14 +878,14 @@ class BlockedPass(Pass):
             )
             return None
         with telemetry.pass_span(self):
-            row = self.acquire()
-            if row is None:
+            run = self.acquired = self.acquire()
+            if run is None:
                 return None
             try:
-                self.stall(self.error, recorded=False)
+                run.stall(self.error, recorded=False)
             finally:
-                self.finish()
-            return row
+                run.finish()
+            return run.row
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Case, CharField, DateTimeField, Q, Value, When
 
 from . import clock, dispatch, registry, step_names, telemetry
-from .context import Context
 from .exceptions import ExecutionFailedError, HaltExecution, InvalidStepResult
 from .models import ExecutionLog, Workflow
 from .primitives.durably_execute import storable_result
@@ -47,13 +46,12 @@ from .steps import (
     FAILED,
     PENDING,
     STEP_COLUMNS,
-    StepLogs,
     begin_attempt,
     retry_or_stall,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .executor import Pass
+    from .executor import Delivery, Pass
     from .workflow import DurableWorkflow
 
 logger = logging.getLogger("chrono_forge")
@@ -115,29 +113,25 @@ def enqueue_batch(runs: list[tuple[str, str]], now: datetime) -> None:
         )
 
 
-def claim(run: Pass, row: Workflow, now: datetime) -> Workflow | None:
+def claim(delivery: Delivery, row: Workflow, now: datetime) -> bool:
     """Inside the lock transaction of a delivery whose token matches a pending hook: take it.
-    None when the cancelled pass still holds its live lock (its release publishes the hook).
+    False when the cancelled pass still holds its live lock (its release publishes the hook).
     Otherwise the due time moves forward by the lock's time-to-live (a lease: a duplicate
-    delivery no longer matches, a killed hook is overdue at its end) and the pass is set up for
-    :func:`run_hook`."""
-    if row.locked_by and row.locked_at and row.locked_at > now - run.lock_ttl():
+    delivery no longer matches, a killed hook is overdue at its end) and the delivery builds the
+    pass that runs :func:`run_hook`."""
+    if row.locked_by and row.locked_at and row.locked_at > now - delivery.lock_ttl():
         logger.info(
             "chrono_forge: %s: the cancelled pass still holds the lock; its release sends the "
             "on_cancel hook",
             row,
         )
-        return None
-    lease = now + run.lock_ttl()
+        return False
+    lease = now + delivery.lock_ttl()
     Workflow.objects.filter(pk=row.pk).update(
         next_run_at=lease, locked_by=None, locked_at=None, modified=now
     )
     row.next_run_at, row.locked_by, row.locked_at = lease, None, None
-    run.on_cancel_step = row.parked_on
-    run.row = row
-    run.context = Context(row.context)
-    run.steps = StepLogs(row.pk, known_empty=True)
-    return row
+    return True
 
 
 def run_hook(run: Pass) -> None:

@@ -55,7 +55,7 @@ except ImportError:  # the otel extra is not installed: every hook is a no-op
     trace = None  # type: ignore[assignment]  # the hooks test it before any use
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .executor import Pass
+    from .executor import Delivery, Pass
 
 #: Whether opentelemetry-api is importable (the hooks do nothing otherwise).
 ENABLED = trace is not None
@@ -116,14 +116,14 @@ def carrier() -> dict[str, str] | None:
     return found or None
 
 
-def _outcome(run: Pass) -> str:
-    if run.row is None:
+def _outcome(delivery: Delivery) -> str:
+    if delivery.acquired is None:
         return "skipped"
-    state = run.row.state
+    state = delivery.acquired.row.state
     return "waiting" if state == "idle" else state
 
 
-def pass_span(run: Pass):
+def pass_span(run: Delivery):
     """Around one pass: its span, the pass counter and the delivery delay."""
     if not ENABLED:
         return _NULL
@@ -131,7 +131,7 @@ def pass_span(run: Pass):
 
 
 @contextlib.contextmanager
-def _pass_span(run: Pass) -> Iterator[None]:
+def _pass_span(run: Delivery) -> Iterator[None]:
     parent = propagate.extract(run.trace_context) if run.trace_context else None
     started = clock.now()
     attributes = {
@@ -163,7 +163,7 @@ def _pass_span(run: Pass) -> Iterator[None]:
         _in_pass.reset(marker)
         labels = {"chrono_forge.job_class": run.job_class}
         _instrument("passes").add(1, {**labels, "chrono_forge.outcome": outcome})
-        if run.row is not None and run.token is not None:
+        if run.acquired is not None and run.token is not None:
             due = datetime.fromisoformat(run.token)
             delay = max((started - due).total_seconds(), 0.0)
             _instrument("pass_delay").record(delay, labels)

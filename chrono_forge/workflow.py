@@ -22,7 +22,7 @@ from .exceptions import (
     WorkflowNotCancellableError,
     WorkflowNotRetryableError,
 )
-from .executor import Pass, current_pass
+from .executor import Delivery, Pass, current_pass
 from .messages import send
 from .models import Message, Workflow
 from .primitives import branch as _branch
@@ -547,7 +547,7 @@ class DurableWorkflow:
 
     @classmethod
     def _execute(cls, key: str, **internal: Any) -> Workflow | None:
-        return Pass(cls, key, **internal).execute()
+        return Delivery(cls, key, **internal).execute()
 
     @classmethod
     def _bind(cls, row: Workflow, run: Pass) -> DurableWorkflow:

@@ -142,11 +142,11 @@ def test_a_branch_never_merged_fails_the_completion_gate(chrono_forge_env):
 
 
 def test_the_gate_costs_no_query_for_a_workflow_that_did_not_branch(chrono_forge_env):
-    from chrono_forge.executor import Pass
+    from chrono_forge.executor import Delivery
 
     wf = wb.Leaf.perform_later("solo")
-    run = Pass(wb.Leaf, "solo")
-    run.acquire()
+    run = Delivery(wb.Leaf, "solo").acquire()
+    assert run is not None
     instance = wb.Leaf._bind(run.row, run)
     with capture() as queries:
         instance._before_completion()
@@ -155,13 +155,13 @@ def test_the_gate_costs_no_query_for_a_workflow_that_did_not_branch(chrono_forge
 
 
 def test_the_gate_costs_no_query_after_a_merge(chrono_forge_env):
-    from chrono_forge.executor import Pass
+    from chrono_forge.executor import Delivery
 
     wb.SpawnOne.perform_later("p")
     chrono_forge_env.run_all()
     Workflow.objects.filter(key="p").update(state="idle")
-    run = Pass(wb.SpawnOne, "p")
-    run.acquire()
+    run = Delivery(wb.SpawnOne, "p").acquire()
+    assert run is not None
     instance = wb.SpawnOne._bind(run.row, run)
     instance.perform()  # replays: the branch is sealed, the merge completed
     with capture() as queries:

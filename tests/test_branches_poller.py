@@ -164,13 +164,14 @@ def test_an_unsealed_branch_is_not_merged_even_with_every_child_completed(chrono
 
 
 def test_a_wake_up_racing_the_parents_own_pass_is_delivered_when_it_releases(chrono_forge_env):
-    from chrono_forge.executor import Pass
+    from chrono_forge.executor import Delivery
 
     env = chrono_forge_env
     log = arm(env)
     shape(env, 0, "completed", started_ago=timedelta(seconds=1))
-    holder = Pass(wb.FanOut, "p")
-    holder.acquire()  # a pass of the parent is still running (e.g. it is parking at the merge)
+    # a pass of the parent is still running (e.g. it is parking at the merge)
+    holder = Delivery(wb.FanOut, "p").acquire()
+    assert holder is not None
     assert poll(log) == "woke"
     env.run_due()  # the wake-up loses the lock race...
     assert Workflow.objects.get(key="p").state == "running"

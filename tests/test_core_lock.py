@@ -20,7 +20,7 @@ from chrono_forge.exceptions import (
     LongRunningConcurrentExecutionError,
     WorkflowNotRetryableError,
 )
-from chrono_forge.executor import Pass, token_for
+from chrono_forge.executor import Delivery, token_for
 from chrono_forge.models import ErrorLog, Workflow
 from tests import workflows_core as w
 from tests.core_sql import WORKFLOW, SqlLog
@@ -38,8 +38,8 @@ def make_row(key="k", cls=w.Counter, **fields) -> Workflow:
 # -- lock ------------------------------------------------------------------------------------------
 def test_acquire_stamps_started_at_and_locked_by(chrono_forge_env):
     row = make_row()
-    run = Pass(w.Counter, "k")
-    run.acquire()
+    run = Delivery(w.Counter, "k").acquire()
+    assert run is not None
     row.refresh_from_db()
     assert row.locked_by == run.run_id and row.state == "running"
     assert row.started_at == chrono_forge_env.now and row.locked_at == chrono_forge_env.now
@@ -48,7 +48,7 @@ def test_acquire_stamps_started_at_and_locked_by(chrono_forge_env):
 def test_acquire_preserves_an_existing_started_at(chrono_forge_env):
     earlier = chrono_forge_env.now - timedelta(hours=1)
     row = make_row(started_at=earlier)
-    Pass(w.Counter, "k").acquire()
+    Delivery(w.Counter, "k").acquire()
     row.refresh_from_db()
     assert row.started_at == earlier
 
@@ -56,7 +56,7 @@ def test_acquire_preserves_an_existing_started_at(chrono_forge_env):
 def test_acquire_is_exactly_one_update_setting_started_at_and_locked_by(chrono_forge_env):
     make_row()
     with SqlLog() as sql:
-        Pass(w.Counter, "k").acquire()
+        Delivery(w.Counter, "k").acquire()
     [update] = sql.of("UPDATE", WORKFLOW)
     assert '"started_at"' in update.sql and '"locked_by"' in update.sql and '"state"' in update.sql
     assert sql.count("UPDATE") == 1 and sql.count("INSERT") == 0
@@ -69,7 +69,7 @@ def test_a_fresh_foreign_lock_raises_concurrent_execution_error(chrono_forge_env
         locked_at=clock.now() - timedelta(minutes=1),
         state="running",
     )
-    run = Pass(w.Counter, "order-123")
+    run = Delivery(w.Counter, "order-123")
     with pytest.raises(ConcurrentExecutionError) as excinfo:
         run.acquire()
     message = str(excinfo.value)
@@ -80,8 +80,8 @@ def test_a_fresh_foreign_lock_raises_concurrent_execution_error(chrono_forge_env
 
 def test_release_by_the_owner_clears_the_lock(chrono_forge_env):
     row = make_row()
-    run = Pass(w.Counter, "k")
-    run.acquire()
+    run = Delivery(w.Counter, "k").acquire()
+    assert run is not None
     run.release("idle")
     row.refresh_from_db()
     assert (row.locked_by, row.locked_at, row.state) == (None, None, "idle")
@@ -89,8 +89,8 @@ def test_release_by_the_owner_clears_the_lock(chrono_forge_env):
 
 def test_release_after_losing_the_lock_raises(chrono_forge_env):
     row = make_row()
-    run = Pass(w.Counter, "k")
-    run.acquire()
+    run = Delivery(w.Counter, "k").acquire()
+    assert run is not None
     Workflow.objects.filter(pk=row.pk).update(locked_by="thief")
     with pytest.raises(LongRunningConcurrentExecutionError, match="thief"):
         run.release("idle")
@@ -107,8 +107,8 @@ def test_force_unlock_ignores_ownership(chrono_forge_env):
 
 def test_release_reads_no_row_and_updates_only_where_it_still_owns_the_lock(chrono_forge_env):
     make_row()
-    run = Pass(w.Counter, "k")
-    run.acquire()
+    run = Delivery(w.Counter, "k").acquire()
+    assert run is not None
     run.context["dirty"] = True
     with SqlLog() as sql:
         run.release("idle")
@@ -125,8 +125,8 @@ def test_a_stale_lock_is_stolen(chrono_forge_env):
         state="running",
         locked_at=clock.now() - conf.max_duration() - timedelta(seconds=1),
     )
-    run = Pass(w.Counter, "k")
-    run.acquire()
+    run = Delivery(w.Counter, "k").acquire()
+    assert run is not None
     row.refresh_from_db()
     assert row.locked_by == run.run_id
 
@@ -134,15 +134,15 @@ def test_a_stale_lock_is_stolen(chrono_forge_env):
 def test_max_duration_is_read_at_run_time(chrono_forge_env):
     make_row(locked_by="slow-run", state="running", locked_at=clock.now() - timedelta(minutes=3))
     with pytest.raises(ConcurrentExecutionError):
-        Pass(w.Counter, "k").acquire()
+        Delivery(w.Counter, "k").acquire()
     with override_settings(CHRONO_FORGE={"MAX_DURATION": timedelta(minutes=2)}):
-        assert Pass(w.Counter, "k").acquire() is not None
+        assert Delivery(w.Counter, "k").acquire() is not None
 
 
 @pytest.mark.parametrize("state", ["completed", "failed", "stalled"])
 def test_a_finished_row_is_not_run(chrono_forge_env, state):
     make_row(state=state)
-    assert Pass(w.Counter, "k").execute() is None
+    assert Delivery(w.Counter, "k").execute() is None
     assert w.calls("Counter.perform") == 0
 
 
@@ -412,8 +412,8 @@ def test_a_first_pass_that_loses_its_lock_exits_before_any_write(chrono_forge_en
 
     wf = w.OneStep.perform_later("lost")
     [delivery] = chrono_forge_env.pending
-    run = Pass(w.OneStep, "lost", token=delivery.kwargs["token"])
-    assert run.acquire() is not None
+    run = Delivery(w.OneStep, "lost", token=delivery.kwargs["token"]).acquire()
+    assert run is not None
     assert Workflow.objects.get(pk=wf.pk).locked_by is None  # nothing written yet
     if how == "cancelled":
         Workflow.objects.filter(pk=wf.pk).cancel("stop")

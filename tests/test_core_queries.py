@@ -30,7 +30,7 @@ import re
 import pytest
 from django.db import connection
 
-from chrono_forge.executor import LOCK_COLUMNS, Pass
+from chrono_forge.executor import LOCK_COLUMNS, Delivery
 from chrono_forge.models import ExecutionLog, Workflow
 from chrono_forge.steps import StepLogs
 from tests import workflows_core as w
@@ -167,7 +167,7 @@ def test_the_step_cache_includes_coordination_logs_and_excludes_repetitions():
 def test_lock_acquire_is_one_select_of_the_pass_columns_and_one_update(chrono_forge_env):
     w.OneStep.perform_later("lock")
     with SqlLog() as sql:
-        Pass(w.OneStep, "lock").acquire()
+        Delivery(w.OneStep, "lock").acquire()
     select, update = sql.data_statements
     assert (select.kind, select.table, update.kind, update.table) == (
         "SELECT",
@@ -186,8 +186,8 @@ def test_lock_acquire_is_one_select_of_the_pass_columns_and_one_update(chrono_fo
 @pytest.mark.django_db
 def test_release_is_one_conditional_update_and_reads_nothing(chrono_forge_env):
     w.OneStep.perform_later("release")
-    run = Pass(w.OneStep, "release")
-    run.acquire()
+    run = Delivery(w.OneStep, "release").acquire()
+    assert run is not None
     with SqlLog() as sql:
         run.release("idle")
     [update] = sql.data_statements

@@ -184,10 +184,10 @@ def test_a_worker_killed_in_the_hook_leaves_the_row_scheduled_and_the_lost_attem
     oc.FLAGS["hook_fixed"] = True
     chrono_forge_env.drop_pending()
     # what a delivery that died inside the hook body leaves: the attempt recorded, the lease
-    from chrono_forge.executor import Pass
+    from chrono_forge.executor import Delivery
 
-    run = Pass(oc.FlakyHook, "killed", token=token_for(wf.next_run_at))
-    assert run.acquire() is not None and run.on_cancel_step is not None
+    run = Delivery(oc.FlakyHook, "killed", token=token_for(wf.next_run_at)).acquire()
+    assert run is not None and run.on_cancel_step is not None
     run.steps.record_attempt(run.on_cancel_step, None, state="pending")
     leased = row("killed")
     assert leased.next_run_at > wf.next_run_at and leased.parked_on == run.on_cancel_step
@@ -430,10 +430,10 @@ def test_a_lost_attempt_that_uses_up_the_hook_budget_fails_the_step_without_runn
     wf = oc.OneShotHook.cancel("one-shot")
     chrono_forge_env.drop_pending()
     # a delivery that died inside the hook body: the attempt recorded, the lease taken
-    from chrono_forge.executor import Pass
+    from chrono_forge.executor import Delivery
 
-    run = Pass(oc.OneShotHook, "one-shot", token=token_for(wf.next_run_at))
-    assert run.acquire() is not None and run.on_cancel_step is not None
+    run = Delivery(oc.OneShotHook, "one-shot", token=token_for(wf.next_run_at)).acquire()
+    assert run is not None and run.on_cancel_step is not None
     run.steps.record_attempt(run.on_cancel_step, None, state="pending")
     chrono_forge_env.advance(3600)
     assert Workflow.objects.resume_overdue() == 1

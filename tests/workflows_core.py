@@ -396,8 +396,8 @@ class ContinueWithKwargs(DurableWorkflow):
         from chrono_forge.exceptions import HaltExecution
 
         called("ContinueWithKwargs.perform")
-        FLAGS.setdefault("internal", []).append(dict(self._pass.internal))
-        if not self._pass.internal.get("wait_condition"):
+        FLAGS.setdefault("internal", []).append(dict(self._pass.delivery.internal))
+        if not self._pass.delivery.internal.get("wait_condition"):
             self._pass.continue_after(5, wait_condition="my_cond")
             self.context["halted"] = True
             raise HaltExecution()
