@@ -4,10 +4,12 @@ counts that must not grow with the number of children."""
 import pytest
 from django.db import connection
 
+from chrono_forge import tasks
+from chrono_forge.dispatch import token_for
 from chrono_forge.models import ExecutionLog, Workflow
 from tests import core_sql
 from tests import workflows_branches as wb
-from tests.core_sql import capture
+from tests.core_sql import SqlLog, capture
 
 pytestmark = pytest.mark.django_db
 
@@ -160,3 +162,23 @@ def test_the_dispatching_pass_costs_the_same_for_3_and_30_children(chrono_forge_
             wb.FanOut._execute(key)  # spawns every child in one batch, arms the poller, parks
         counts[n] = len(queries.captured_queries)
     assert counts[3] == counts[30]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_spawned_childs_first_pass_writes_its_lock_with_its_step(chrono_forge_env):
+    """A child's first delivery carries its due time as a token, like perform_later's, so its
+    first pass writes its lock with its first write: a trivial child costs 2 commits (its lock
+    with its step's INSERT, then the step's completion with the marker and the release)."""
+    wb.FanOut.perform_later("tok", source="list", n=2)
+    [parent] = chrono_forge_env.pending
+    tasks.run_workflow(*parent.args, **parent.kwargs)  # the dispatching pass only
+    children = [run for run in chrono_forge_env.pending if (run.key or "").startswith("tok$")]
+    assert len(children) == 2
+    for run in children:
+        row = Workflow.objects.get(key=run.key)
+        assert run.internal["token"] == token_for(row.next_run_at)
+    child = children[0]
+    with SqlLog() as sql:
+        tasks.run_workflow(*child.args, **child.kwargs)
+    assert Workflow.objects.get(key=child.key).state == "completed"
+    assert (len(sql.data_statements), sql.commits) == (6, 2), sql.dump()

@@ -346,14 +346,16 @@ def _dispatch_batch(
     log = scope.log
     with transaction.atomic(using=run.db):
         Workflow.objects.bulk_create(rows, batch_size=len(rows), ignore_conflicts=True)
+        # Each first delivery carries its due time as a token, like perform_later's: a scheduled
+        # delivery, whose first pass writes its lock with its first write.
         idle = [
-            pair
-            for pair in Workflow.objects.filter(
+            (job_class, key, {"token": dispatch.token_for(due)} if due is not None else {})
+            for job_class, key, due in Workflow.objects.filter(
                 key__in=[key for _, key, _ in children],
                 state=IDLE,
                 started_at__isnull=True,
-            ).values_list("job_class", "key")
-            if pair in wanted
+            ).values_list("job_class", "key", "next_run_at")
+            if (job_class, key) in wanted
         ]
         if idle:
             dispatch.enqueue_many(idle)
