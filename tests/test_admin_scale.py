@@ -246,3 +246,65 @@ def test_overview_counts_are_capped_and_classes_cover_a_window(client, operator,
             assert "LIMIT" in upper or "WHERE" in upper, f"an unbounded count: {sql}"
         if "GROUP BY" in upper:
             assert '"ID" >=' in upper, f"a GROUP BY over the whole table: {sql}"
+
+
+# -- no correlated probe of the step-log table -----------------------------------------------------
+def correlated(text: str) -> bool:
+    """Whether the plan evaluates a subquery once per outer row (SQLite says so; PostgreSQL shows
+    a ``SubPlan`` that is not hashed)."""
+    return "CORRELATED" in text or re.search(r"(?<!hashed )SubPlan", text) is not None
+
+
+def wait_filtered(value: str):
+    from chrono_forge.admin.filters import WaitKindFilter
+
+    choice = WaitKindFilter(None, {"wait": [value]}, Workflow, None)
+    return choice.queryset(None, Workflow.objects.order_by("-id"))[:100]
+
+
+@pytest.mark.parametrize("value", ["event", "poll"])
+def test_the_wait_filters_read_the_pending_waits_once(value):
+    """A correlated EXISTS here let SQLite probe the (state, step_name) index once per workflow,
+    each probe a range over every pending wait (280 s at 500k workflows); a non-correlated
+    semi-join reads that range once."""
+    text = plan(wait_filtered(value))
+    assert not correlated(text), text
+    assert uses("chrono_forge_log_state_step", text), text
+
+
+def test_the_wait_filters_keep_their_rows():
+    now = clock.now()
+    event = make_workflow("idle", key="on-event")
+    make_log(event, "continue_if$paid", "pending", started=now)
+    poll = make_workflow("idle", key="on-poll")
+    make_log(poll, "wait_until$shipped", "pending", started=now)
+    done = make_workflow("idle", key="waited")
+    make_log(done, "continue_if$paid", "completed", started=now)
+    running = make_workflow("running", key="running")
+    make_log(running, "continue_if$paid", "pending", started=now)
+    assert [w.key for w in wait_filtered("event")] == ["on-event"]
+    assert [w.key for w in wait_filtered("poll")] == ["on-poll"]
+
+
+def test_the_waiting_page_reads_the_pending_waits_once_and_its_rows_waits_by_workflow():
+    from chrono_forge.pages import queries as p
+
+    page = Workflow.objects.filter(state="idle").filter(p.has_pending_wait()).order_by("id")
+    text = plan(page[:51])
+    assert not correlated(text), text
+    assert uses("chrono_forge_log_state_step", text), text
+    # The page's own waits: probes of the per-workflow indexes, not the table's pending range.
+    waits = ExecutionLog.objects.filter(p.wait_steps_q(), workflow_id__in=[1, 2, 3])
+    text = plan(waits)
+    assert uses("chrono_forge_log_wf_step|chrono_forge_executionlog_workflow_id_[0-9a-f]+", text)
+    assert not uses("chrono_forge_log_state_step|chrono_forge_log_step_prefix", text), text
+
+
+def test_the_latest_wait_of_a_workflow_is_its_pending_one():
+    from chrono_forge.pages import queries as p
+
+    now = clock.now()
+    workflow = make_workflow("idle")
+    make_log(workflow, "continue_if$signed", "pending", started=now - timedelta(hours=1))
+    make_log(workflow, "continue_if$paid", "completed", started=now)
+    assert p.latest_pending_waits([workflow.pk])[workflow.pk].step_name == "continue_if$signed"

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Exists, F, Min, OuterRef, Q
+from django.db.models import Count, F, Min, Q
 
 from ..models import ErrorLog, ExecutionLog, Message, Workflow
 from ..step_names import kind_prefix
@@ -78,19 +78,26 @@ POLL_WAIT = kind_prefix("wait_until")
 MESSAGE_WAIT = kind_prefix("receive")
 
 
-def pending_waits_q() -> Q:
-    """Pending ``continue_if`` / ``receive`` / ``wait_until`` logs (ranges of the (state,
-    step_name) index)."""
-    return Q(state=ExecutionLog.STATE.pending) & (
+def wait_steps_q() -> Q:
+    """``continue_if`` / ``receive`` / ``wait_until`` logs, in any state."""
+    return (
         Q(step_name__prefix=EVENT_WAIT)
         | Q(step_name__prefix=MESSAGE_WAIT)
         | Q(step_name__prefix=POLL_WAIT)
     )
 
 
-def has_pending_wait() -> Exists:
-    """For a Workflow queryset: the row has a pending wait (one probe of the unique index)."""
-    return Exists(ExecutionLog.objects.filter(pending_waits_q(), workflow_id=OuterRef("pk")))
+def pending_waits_q() -> Q:
+    """Pending ``continue_if`` / ``receive`` / ``wait_until`` logs (ranges of the (state,
+    step_name) index)."""
+    return Q(state=ExecutionLog.STATE.pending) & wait_steps_q()
+
+
+def has_pending_wait() -> Q:
+    """For a Workflow queryset: the row has a pending wait. A non-correlated ``pk__in`` over the
+    pending waits (ranges of the (state, step_name) index, read once), not a correlated
+    ``EXISTS``, which a planner may probe through that index's whole range once per row."""
+    return Q(pk__in=ExecutionLog.objects.filter(pending_waits_q()).values("workflow_id"))
 
 
 def event_waits():
@@ -159,18 +166,20 @@ def wait_info(log: ExecutionLog) -> WaitInfo:
 
 def latest_pending_waits(workflow_ids) -> dict[Any, WaitInfo]:
     """The latest pending ``wait_until``/``continue_if``/``receive`` log of each workflow, in one
-    query."""
+    query. The state is checked here, not in SQL: with it there, SQLite read every pending log
+    of the table through the (state, step_name) index instead of probing the page's workflows
+    in the (workflow, step_name) unique index."""
     ids = list(workflow_ids)
     if not ids:
         return {}
     logs = (
-        ExecutionLog.objects.filter(pending_waits_q(), workflow_id__in=ids)
-        .only("id", "workflow_id", "step_name", "started_at", "metadata")
+        ExecutionLog.objects.filter(wait_steps_q(), workflow_id__in=ids)
+        .only("id", "workflow_id", "step_name", "state", "started_at", "metadata")
         .order_by("workflow_id", F("started_at").desc(nulls_last=True), "-id")
     )
     waits: dict[Any, WaitInfo] = {}
     for log in logs:
-        if log.workflow_id not in waits:
+        if log.state == ExecutionLog.STATE.pending and log.workflow_id not in waits:
             waits[log.workflow_id] = wait_info(log)
     return waits
 
