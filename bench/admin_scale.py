@@ -409,6 +409,7 @@ def pages(pop: Population) -> list[tuple[str, str]]:
     logs = reverse("admin:chrono_forge_executionlog_changelist")
     errs = reverse("admin:chrono_forge_errorlog_changelist")
 
+    # ``?o=`` is a 0-based index into the admin's list_display.
     def named(name, *args):
         return reverse(f"admin:chrono_forge_workflow_{name}", args=args)
 
@@ -430,7 +431,7 @@ def pages(pop: Population) -> list[tuple[str, str]]:
         ("Workflows wait=poll", wf + "?wait=poll"),
         ("Workflows created past 7 days", wf + "?created__gte=" + quote((NOW - timedelta(days=7)).isoformat())),
         *((f"Workflows sorted by {label}", f"{wf}?o={o}") for o, label in (
-            ("1", "class"), ("3", "state"), ("5", "started"), ("6", "next run"), ("7", "updated"))),
+            ("0", "class"), ("2", "state"), ("4", "started"), ("5", "next run"), ("6", "updated"))),
         ("Workflows key search", wf + "?q=order-00012"),
         *([("Workflows page 101 (past the count cap)", wf + "?p=101")] if deep_wf > 101 else []),
         (f"Workflows page {deep_wf:,} (half-way)", f"{wf}?p={deep_wf}"),
@@ -440,8 +441,9 @@ def pages(pop: Population) -> list[tuple[str, str]]:
         *((f"Steps state={s}", f"{logs}?state={s}") for s in ("pending", "failed")),
         ("Steps kind=continue_if&state=pending", logs + "?kind=continue_if&state__exact=pending"),
         ("Steps search merge$", logs + "?q=merge%24"),
-        ("Steps sorted by started_at", logs + "?o=6"),
-        ("Steps sorted by completed_at", logs + "?o=7"),
+        ("Steps sorted by started_at", logs + "?o=5"),
+        ("Steps sorted by completed_at", logs + "?o=6"),
+        ("Steps sorted by completed_at, newest first", logs + "?o=-6"),
         (f"Steps page {deep_logs:,} (half-way)", f"{logs}?p={deep_logs}"),
         ("Errors", errs),
         ("Errors class filter", errs + "?error_class=bench.scale.CardDeclined"),
@@ -491,7 +493,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--no-destructive", action="store_true", help="skip the real cleanup (it deletes rows)"
     )
-    parser.add_argument("--only", help="only pages/commands whose name contains this text")
+    parser.add_argument(
+        "--only", help="only pages/commands whose name contains this text (a|b: either)"
+    )
     args = parser.parse_args(argv)
 
     stack: list = []
@@ -527,7 +531,8 @@ def run(args) -> int:
     )
     client = Client()
     client.force_login(User.objects.create_superuser("bench", password="pw"))
-    wanted = (lambda name: args.only.lower() in name.lower()) if args.only else (lambda name: True)
+    only = args.only.lower().split("|") if args.only else [""]
+    wanted = lambda name: any(text in name.lower() for text in only)  # noqa: E731
     results = []
 
     def get(url):

@@ -19,6 +19,7 @@ from model_utils.models import TimeStampedModel
 from . import clock, conf, dispatch, registry
 from .exceptions import NotExecutableError
 from .lookups import Prefix
+from .step_names import KindPrefix
 
 logger = logging.getLogger("chrono_forge")
 
@@ -514,6 +515,11 @@ class ExecutionLog(TimeStampedModel):
                 opclasses=["varchar_pattern_ops", "varchar_pattern_ops"],
                 name="chrono_forge_log_state_step",
             ),
+            # The Steps list of one kind, newest first: a range of (kind, id), read backwards.
+            models.Index(KindPrefix("step_name"), "id", name="chrono_forge_log_kind"),
+            # The Steps list sorted by when a step started or completed.
+            models.Index(fields=["started_at"], name="chrono_forge_log_started"),
+            models.Index(fields=["completed_at"], name="chrono_forge_log_completed"),
         ]
 
     def __str__(self) -> str:

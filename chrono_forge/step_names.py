@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Q
+from django.db.models import CharField, Func, Q
 
 __all__ = [
     "SEPARATOR",
@@ -48,6 +48,7 @@ __all__ = [
     "tick_seconds",
     "merge_branches",
     "kind_prefix",
+    "KindPrefix",
     "repetition_logs_q",
     "coordination_logs_q",
 ]
@@ -248,6 +249,26 @@ def merge_branches(step_name: str) -> list[str] | None:
 def kind_prefix(kind: str) -> str:
     """``<kind>$`` (``$`` alone for the lifecycle markers, ``kind=""``): a ``startswith`` filter."""
     return f"{kind}{SEPARATOR}"
+
+
+class KindPrefix(Func):
+    """SQL: a step name up to and including its first ``$`` (``''`` when it has none), so
+    ``KindPrefix("step_name") == kind_prefix(kind)`` holds exactly for the steps of ``kind``
+    (kinds hold no ``$``) and for the lifecycle markers with ``kind=""``.
+
+    Step logs are indexed on it with their id (migration 0009): the newest steps of one kind are
+    a backward range of that index, where a ``step_name`` prefix range had to read and sort every
+    step of the kind. The ``$`` is written into the SQL, not passed as a parameter: SQLite matches
+    an expression index only against the same literal expression."""
+
+    output_field = CharField()
+    function = "SUBSTR"
+    template = f"SUBSTR(%(expressions)s, 1, INSTR(%(expressions)s, '{SEPARATOR}'))"
+    arity = 1
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        template = f"SUBSTR(%(expressions)s, 1, STRPOS(%(expressions)s, '{SEPARATOR}'))"
+        return self.as_sql(compiler, connection, template=template, **extra_context)
 
 
 def repetition_logs_q() -> Q:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.core.cache import cache
+from django.db.models.lookups import Exact
 
 from ..models import ErrorLog, ExecutionLog, Workflow
 from ..pages.formatting import KIND_LABELS, short_class
 from ..pages.queries import filter_state
+from ..step_names import KindPrefix, kind_prefix
 
 #: Distinct job/error classes are read once a minute at most (they are a scan of an index).
 DISTINCT_CACHE_SECONDS = 60
@@ -170,9 +172,10 @@ class StepKindFilter(admin.SimpleListFilter):
         value = self.value()
         if not value:
             return queryset
-        if value == "workflow":
-            return queryset.filter(step_name__prefix="$")
-        return queryset.filter(step_name__prefix=f"{value}$")
+        # An equality on the indexed KindPrefix expression, not a step_name prefix range: the
+        # newest steps of the kind come off the (kind, id) index without a sort.
+        kind = kind_prefix("" if value == "workflow" else value)
+        return queryset.filter(Exact(KindPrefix("step_name"), kind))
 
 
 class ErrorClassFilter(admin.SimpleListFilter):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
+from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
 from ..pages.queries import COUNT_CAP, capped_count
@@ -47,7 +48,28 @@ class CappedPaginator(Paginator):
             return super().page(number)
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
-        rows = list(self.object_list[bottom : bottom + self.per_page + 1])
+        rows = self._rows(bottom, bottom + self.per_page + 1)
         self.has_more = len(rows) > self.per_page
         # Paginator._get_page: Django's hook for building a Page (absent from the stubs).
         return self._get_page(rows[: self.per_page], number, self)  # type: ignore[attr-defined]
+
+    def _rows(self, bottom: int, top: int) -> list:
+        """The rows ``[bottom:top]`` of a list past the cap: their ids first (no join, no wide
+        column, so an index that holds the id can answer it and the sort handles ids only), then
+        those rows by primary key. Sliced directly, the query joined the workflow of every row it
+        skipped or sorted (2.5 s half-way down 4.35M step logs on PostgreSQL; seconds for the
+        pending steps on SQLite, which read each of them from the table to sort it)."""
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet):
+            return list(queryset[bottom:top])
+        ids = list(queryset.values_list("pk", flat=True)[bottom:top])
+        if queryset.query.annotations:
+            rows = queryset.order_by().filter(pk__in=ids)
+        else:
+            # Without the list's filters: they chose the ids, and a filter's subquery would run
+            # a second time. The same related rows and deferred columns.
+            rows = queryset.model._default_manager.filter(pk__in=ids)
+            rows.query.select_related = queryset.query.select_related
+            rows.query.deferred_loading = queryset.query.deferred_loading
+        by_pk = {row.pk: row for row in rows}
+        return [by_pk[pk] for pk in ids if pk in by_pk]  # a row deleted in between is skipped
