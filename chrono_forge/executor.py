@@ -1,7 +1,8 @@
 """One pass of a workflow, top to bottom.
 
-    acquire the lock  ->  run perform()  ->  completion gate  ->  complete
-                      `-> halt (continuation) / stall / workflow-level retry or fail
+    Delivery.acquire(): take the lock  ->  the Pass (row, context, step logs), or None
+    Pass.execute():     run perform()  ->  completion gate  ->  complete
+                                   `-> halt (continuation) / stall / workflow-level retry or fail
     finally: save the context and release the lock (one UPDATE), then publish the continuation.
 
 The lock is taken with ``select_for_update()`` inside a short transaction (on SQLite the
@@ -22,7 +23,7 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
@@ -47,12 +48,14 @@ from .exceptions import (
     NotExecutableError,
     ReplayDivergence,
 )
-from .models import ExecutionLog, Workflow
-from .retry import RetryPolicy, coerce
+from .models import ErrorLog, ExecutionLog, Workflow
+from .retry import AnyRetryPolicy, RetryPolicy, coerce
 from .steps import COMPLETED, FAILED, FAILURE, PENDING, REPETITION_LOG_PATTERN, StepLogs
 from .validation import to_json
 
 if TYPE_CHECKING:  # pragma: no cover
+    from django.dispatch import Signal
+
     from .primitives.branch import Dispatching
     from .workflow import DurableWorkflow
 
@@ -640,12 +643,14 @@ class Pass:
         return True
 
     # -- continuation ------------------------------------------------------------------------------
-    def continue_at(self, run_at: datetime, **internal: Any) -> None:
-        """Schedule the next pass; published after the lock is released."""
+    def continue_at(self, run_at: datetime, **internal: Any) -> datetime:
+        """Schedule the next pass at ``run_at`` (returned); published after the lock is released."""
         self.continuation = (run_at, internal)
+        return run_at
 
-    def continue_after(self, delay: timedelta | float, **internal: Any) -> None:
-        self.continue_at(clock.now() + conf.as_timedelta(delay), **internal)
+    def continue_after(self, delay: timedelta | float, **internal: Any) -> datetime:
+        """Schedule the next pass ``delay`` from now; returns its due time."""
+        return self.continue_at(clock.now() + conf.as_timedelta(delay), **internal)
 
     def expect_at(self, due: datetime) -> None:
         """Something outside the pass (the merge poller) wakes the run by ``due``: the release
@@ -669,7 +674,7 @@ class Pass:
         )
 
     # -- signals -----------------------------------------------------------------------------------
-    def announce(self, signal, **kwargs: Any) -> None:
+    def announce(self, signal: Signal, **kwargs: Any) -> None:
         """Send one of :mod:`chrono_forge.signals` for this run (after its write committed)."""
         signals.send(signal, self.workflow_class, using=self.db, workflow=self.row, **kwargs)
 
@@ -693,7 +698,7 @@ class Pass:
     # -- outcomes ----------------------------------------------------------------------------------
     def record_error(
         self, error: BaseException, *, step_name: str | None = None, attempt: int | None = None
-    ):
+    ) -> ErrorLog:
         telemetry.failure(self, step_name)
         self.steps.take_claim()  # the run's first write may be its error (perform() raised)
         return record_error(
@@ -788,7 +793,7 @@ class Pass:
         self.final_state = STATE.failed
 
     # -- policies ----------------------------------------------------------------------------------
-    def step_policy(self, explicit: Any = None, *, where: str = "retry_policy"):
+    def step_policy(self, explicit: Any = None, *, where: str = "retry_policy") -> AnyRetryPolicy:
         """Per-call policy, else the class default, else the built-in step default. A per-call
         value that is not a policy is a programming error (InvalidStepArgument: it stalls)."""
         try:
@@ -812,7 +817,7 @@ class Pass:
                 f"{step} is used twice in one pass: first at {first}, again at {site}. {advice}"
             )
 
-    def new_step(self, step: str):
+    def new_step(self, step: str) -> Callable[[], None] | None:
         """Replay-divergence detection, called before a step is INSERTed: ``perform()`` starts
         ``step`` while completed (or failed) steps that earlier passes recorded are not replayed
         yet, so the code no longer reaches them in the order the run took. Returns the warning's

@@ -26,6 +26,8 @@ from .models import ExecutionLog
 from .step_names import REPETITION_LOG_PATTERN  # noqa: F401
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .executor import Pass
+    from .retry import AnyRetryPolicy
     from .workflow import DurableWorkflow
 
 
@@ -273,10 +275,10 @@ def duration_arg(
 
 
 def begin_attempt(
-    run,
+    run: Pass,
     step: str,
     log: ExecutionLog | None,
-    policy,
+    policy: AnyRetryPolicy,
     *,
     timeout: timedelta | None = None,
     **fields: Any,
@@ -293,7 +295,7 @@ def begin_attempt(
     return run.steps.record_attempt(step, log, **fields)
 
 
-def attempt_lost(run, log: ExecutionLog | None) -> bool:
+def attempt_lost(run: Pass, log: ExecutionLog | None) -> bool:
     """The attempt ``log`` counts started and never finished: its worker died in it (killed, out of
     memory, timed out, exited). A finished attempt is completed, or its failure was recorded
     (:func:`record_failure` marks it), or it belongs to this pass."""
@@ -338,7 +340,12 @@ def overdue_attempt(log: ExecutionLog, timeout: timedelta | None) -> StepTimeout
 
 
 def record_failure(
-    run, log: ExecutionLog, error: BaseException, policy, *, message: str | None = None
+    run: Pass,
+    log: ExecutionLog,
+    error: BaseException,
+    policy: AnyRetryPolicy,
+    *,
+    message: str | None = None,
 ) -> ExecutionFailedError | None:
     """Attempt ``log.attempts`` failed with ``error``: record it in ErrorLog and charge it to
     ``policy``. Returns None when a retry is due (the continuation is scheduled), else the
@@ -381,13 +388,12 @@ def record_failure(
         run.record_error(error, step_name=log.step_name, attempt=log.attempts)
         run.steps.update(log, metadata=metadata, **fields)
     if backoff is not None:
-        run.continue_after(backoff)
         run.announce(
             signals.step_retry_scheduled,
             step_name=log.step_name,
             error=charged,
             attempt=log.attempts,
-            retry_at=run.continuation[0],
+            retry_at=run.continue_after(backoff),
         )
     else:
         run.step_failed(log.step_name, charged, log.attempts)
@@ -395,7 +401,7 @@ def record_failure(
 
 
 def halt_or_fail(
-    run, error: BaseException, failure: ExecutionFailedError | None, *, stalls: bool = True
+    run: Pass, error: BaseException, failure: ExecutionFailedError | None, *, stalls: bool = True
 ) -> BaseException:
     """What a step raises once :func:`record_failure` recorded ``error``: HaltExecution for a due
     retry, else the step's failure. A worker going down re-raises its own exception, so the
@@ -410,7 +416,12 @@ def halt_or_fail(
 
 
 def retry_or_stall(
-    run, log: ExecutionLog, error: BaseException, policy, *, message: str | None = None
+    run: Pass,
+    log: ExecutionLog,
+    error: BaseException,
+    policy: AnyRetryPolicy,
+    *,
+    message: str | None = None,
 ) -> NoReturn:
     """A step's body or condition raised: record the error, then either schedule a retry per
     ``policy`` and halt the pass, or mark the step failed and raise ExecutionFailedError

@@ -47,6 +47,7 @@ from ..validation import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..executor import Pass
     from ..models import ExecutionLog
     from ..workflow import DurableWorkflow
 
@@ -199,7 +200,7 @@ def batch_size(of: int, db: str) -> int:
     return max(1, min(of, limit // columns))
 
 
-def _current(run, kind: str) -> Dispatching:
+def _current(run: Pass, kind: str) -> Dispatching:
     if run.dispatching is None:
         raise NotInBranchError(
             f"{kind}() must be called inside a branch's dispatch callable: "
@@ -224,7 +225,7 @@ def _dispatch_callable(workflow: DurableWorkflow, value: Any, name: str) -> Call
 
 
 def _child(
-    run, scope: Dispatching, suffix: str, workflow_class: Any, kwargs: Any, *, what: str
+    run: Pass, scope: Dispatching, suffix: str, workflow_class: Any, kwargs: Any, *, what: str
 ) -> tuple[str, str, dict[str, Any]]:
     """(job_class, key, kwargs) of one child, validated here because the bulk path bypasses
     ``perform_later``'s guard (key type/length, keyword-only, reserved and JSON kwargs)."""
@@ -317,7 +318,7 @@ def json_pk(pk: Any) -> Any:
 
 
 def _dispatch_batch(
-    run,
+    run: Pass,
     scope: Dispatching,
     children: list[tuple[str, str, dict[str, Any]]],
     cursor: tuple[str, dict] | None = None,

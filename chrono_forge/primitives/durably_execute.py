@@ -39,6 +39,7 @@ from ..steps import (
 from ..validation import step_name, to_json
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..executor import Pass
     from ..models import ExecutionLog
     from ..workflow import DurableWorkflow
 
@@ -105,7 +106,7 @@ def run_within(func: Any, limit: timedelta, log: ExecutionLog) -> Any:
     return result
 
 
-def storable_result(step: str, result: Any, run, log: ExecutionLog) -> Any:
+def storable_result(step: str, result: Any, run: Pass, log: ExecutionLog) -> Any:
     """The JSON form of a step's return value, or InvalidStepResult (recorded, step failed)."""
     try:
         limit = conf.get("RESULT_MAX_BYTES")

@@ -57,6 +57,8 @@ from ..steps import (
 from ..validation import step_name
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..executor import Pass
+    from ..retry import AnyRetryPolicy
     from ..workflow import DurableWorkflow
 
 ON_ERROR = ("continue", "fail_workflow")
@@ -133,14 +135,14 @@ def durably_repeat(
 
 @dataclass
 class Repeat:
-    run: Any
+    run: Pass
     step: str
     coordination: ExecutionLog | None
     settings: dict[str, Any]
     every: timedelta
     timeout: timedelta
     on_error: str
-    policy: Any
+    policy: AnyRetryPolicy
     call: Callable[[datetime], Any]
     till: Callable[[], Any]
     start_at: datetime | None
@@ -240,7 +242,7 @@ class Repeat:
         failure = record_failure(self.run, rep, error, self.policy)
         if failure is not None and fail_workflow:
             self.run.steps.update(
-                self.coordination,
+                self.coordination_log,
                 last_executed_at=clock.now(),
                 state=FAILED,
                 error_class=rep.error_class,
@@ -298,7 +300,9 @@ class Repeat:
             "next_execution_at": None if finished else (handled + self.every).isoformat(),
         }
         fields = {"state": COMPLETED, "completed_at": now} if finished else {}
-        self.run.steps.update(self.coordination, last_executed_at=now, metadata=metadata, **fields)
+        self.run.steps.update(
+            self.coordination_log, last_executed_at=now, metadata=metadata, **fields
+        )
 
     def finish(self, now: datetime) -> None:
         if self.coordination is None:

@@ -19,6 +19,7 @@ from ..steps import COMPLETED
 from ..validation import step_name, validate_name
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..executor import Pass
     from ..workflow import DurableWorkflow
 
 
@@ -46,11 +47,12 @@ def branch_results(workflow: DurableWorkflow, name: str, *, of: int = 1000) -> I
     return _stream(log.pk, of)
 
 
-def _merged(run, name: str) -> bool:
+def _merged(run: Pass, name: str) -> bool:
     """A completed merge of ``name`` is in this pass's step view (no query)."""
     for step in run.steps.names():
         branches = merge_branches(step)
-        if branches is not None and name in branches and run.steps.get(step).state == COMPLETED:
+        log = run.steps.get(step)  # present: names() lists the view's own logs
+        if branches is not None and name in branches and log is not None and log.state == COMPLETED:
             return True
     return False
 
