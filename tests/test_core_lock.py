@@ -45,6 +45,25 @@ def test_acquire_stamps_started_at_and_locked_by(chrono_forge_env):
     assert row.started_at == chrono_forge_env.now and row.locked_at == chrono_forge_env.now
 
 
+def test_acquire_builds_the_pass_with_the_locked_row_its_context_and_its_step_view(
+    chrono_forge_env,
+):
+    make_row(context={"n": 1})
+    with SqlLog() as sql:
+        run = Delivery(w.Counter, "k").acquire()
+        assert run is not None
+        assert (run.row.state, run.row.locked_by) == ("running", run.run_id)
+        assert run.context["n"] == 1 and not run.context.dirty
+        assert run.steps.get("durably_execute$count") is None  # a first pass: no step log to read
+    assert sql.count("SELECT") == 1, sql.dump()  # the lock's: the step view was known empty
+
+
+def test_a_delivery_with_nothing_to_run_builds_no_pass(chrono_forge_env):
+    make_row(state="completed")
+    assert Delivery(w.Counter, "k").acquire() is None
+    assert Delivery(w.Counter, "nobody").acquire() is None
+
+
 def test_acquire_preserves_an_existing_started_at(chrono_forge_env):
     earlier = chrono_forge_env.now - timedelta(hours=1)
     row = make_row(started_at=earlier)

@@ -17,7 +17,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from chrono_forge import payloads, telemetry
+from chrono_forge import payloads, tasks, telemetry
+from chrono_forge.dispatch import token_for
 from tests import workflows_signals as ws
 
 pytestmark = pytest.mark.django_db
@@ -110,6 +111,18 @@ def test_a_span_per_pass_and_per_step_body(otel, chrono_forge_env):
     # Each step body is a child of the pass that ran it (replayed steps have no span).
     assert steps[0].parent.span_id == passes[0].context.span_id
     assert steps[1].parent.span_id == passes[1].context.span_id
+
+
+def test_a_delivery_with_nothing_to_run_is_a_skipped_pass_without_a_delay(otel, chrono_forge_env):
+    ws.TwoSteps.perform_later("skip")
+    assert chrono_forge_env.run_all() == 1
+    job = ws.TwoSteps.job_class()
+    delays = histogram("chrono_forge.pass.delay", job_class=job)[0]
+    EXPORTER.clear()
+    tasks.run_workflow(job, "skip", token=token_for(chrono_forge_env.now))  # superseded: completed
+    [span] = spans("chrono_forge.pass")
+    assert span.attributes["chrono_forge.outcome"] == "skipped"
+    assert histogram("chrono_forge.pass.delay", job_class=job)[0] == delays
 
 
 def test_a_failing_step_records_the_error_on_its_span(otel, chrono_forge_env):
