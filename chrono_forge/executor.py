@@ -54,6 +54,7 @@ from .steps import COMPLETED, FAILED, FAILURE, PENDING, REPETITION_LOG_PATTERN, 
 from .validation import to_json
 
 if TYPE_CHECKING:  # pragma: no cover
+    from django.db.models import QuerySet
     from django.dispatch import Signal
 
     from .primitives.branch import Dispatching
@@ -531,7 +532,9 @@ class Pass:
             self.announce_outcome()
 
     # -- lock and release --------------------------------------------------------------------------
-    def claim_lock(self, unchanged: Any, fields: dict[str, Any]) -> LockClaimLost | None:
+    def claim_lock(
+        self, unchanged: QuerySet[Workflow], fields: dict[str, Any]
+    ) -> LockClaimLost | None:
         """The deferred lock of a first pass, run by its first write (in that write's transaction,
         before it). If another delivery took the run meanwhile, returns the ``LockClaimLost`` the
         write raises instead: this pass exits without writing anything (and so does every later

@@ -82,7 +82,7 @@ class StepLogs:
         self._by_name: dict[str, ExecutionLog] | None = {} if known_empty else None
         self._deferred: list[tuple[Any, dict[str, Any]]] = []
         #: the pass's lock while it is still to be written (a first pass, see
-        #: Pass.acquire_delivered): the pass's first write runs it first, in its own transaction
+        #: Delivery.acquire_delivered): the pass's first write runs it first, in its own transaction
         #: (it returns None, or the error to raise when another delivery took the run first)
         self.claim: Callable[[], BaseException | None] | None = None
         #: steps whose attempt this pass recorded (theirs is not a lost attempt)
