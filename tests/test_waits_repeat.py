@@ -23,7 +23,7 @@ def repetitions(wf, step="durably_repeat$tick"):
 def summaries(wf):
     return [
         r
-        for r in ExecutionLog.objects.filter(workflow=wf)
+        for r in ExecutionLog.objects.filter(workflow=wf).order_by("pk")  # the oldest first
         if "fast_forwarded" in (r.metadata or {})
     ]
 
