@@ -197,10 +197,15 @@ def _delete_workflows(
 def _unlink_children(log_ids: list) -> None:
     # A raw delete skips on_delete=SET_NULL. ``modified`` is left alone on purpose: it is a failed
     # workflow's terminal time, and losing its parent does not change when it failed.
-    if log_ids:
-        Workflow.objects.filter(parent_execution_log_id__in=log_ids).update(
-            parent_execution_log=None
-        )
+    if not log_ids:
+        return
+    # Links are rare: find them by the index first. An UPDATE with a thousand ids in its IN list
+    # is planned by SQLite as a scan of every workflow.
+    linked = list(
+        Workflow.objects.filter(parent_execution_log_id__in=log_ids).values_list("pk", flat=True)
+    )
+    if linked:
+        Workflow.objects.filter(pk__in=linked).update(parent_execution_log=None)
 
 
 # -- repetition logs ------------------------------------------------------------------------------
@@ -340,15 +345,7 @@ def _prune_repetitions(
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
         with transaction.atomic(using=db):
-            # Links into repetition logs are rare: find them by the index first. An UPDATE with a
-            # thousand ids in its IN list is planned by SQLite as a scan of every workflow.
-            linked = list(
-                Workflow.objects.filter(parent_execution_log_id__in=chunk).values_list(
-                    "pk", flat=True
-                )
-            )
-            if linked:
-                Workflow.objects.filter(pk__in=linked).update(parent_execution_log=None)
+            _unlink_children(chunk)
             # Pending is re-checked under the DELETE: nothing the engine still waits on goes.
             counts["repetition_logs"] += (
                 ExecutionLog.objects.filter(pk__in=chunk)
