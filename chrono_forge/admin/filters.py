@@ -6,9 +6,9 @@ from django.contrib import admin
 from django.core.cache import cache
 from django.db.models.lookups import Exact
 
-from ..models import ErrorLog, ExecutionLog, Workflow
+from ..models import ErrorLog, Workflow
 from ..pages.formatting import KIND_LABELS, short_class
-from ..pages.queries import filter_state
+from ..pages.queries import EVENT_WAIT, POLL_WAIT, filter_state, has_pending_wait
 from ..step_names import KindPrefix, kind_prefix
 
 #: Distinct job/error classes are read once a minute at most (they are a scan of an index).
@@ -133,18 +133,6 @@ class LivenessFilter(admin.SimpleListFilter):
         return queryset.filter(pk__in=rows().values("pk"))
 
 
-def pending_wait_workflows(prefix: str):
-    """Ids of the workflows with a pending log of the wait kind ``prefix``, for ``pk__in``.
-
-    Not a correlated ``EXISTS``: with one, SQLite probed the (state, step_name) index once per
-    outer row, each probe a range over every pending wait of the kind (minutes at 500k
-    workflows). A non-correlated subquery leaves each database one plan: read that small range
-    once, then match workflows by primary key."""
-    return ExecutionLog.objects.filter(
-        state=ExecutionLog.STATE.pending, step_name__prefix=prefix
-    ).values("workflow_id")
-
-
 class WaitKindFilter(admin.SimpleListFilter):
     title = "waiting on"
     parameter_name = "wait"
@@ -153,10 +141,10 @@ class WaitKindFilter(admin.SimpleListFilter):
         return (("event", "an event (continue_if)"), ("poll", "a condition (wait_until)"))
 
     def queryset(self, request, queryset):
-        prefix = {"event": "continue_if$", "poll": "wait_until$"}.get(self.value() or "")
+        prefix = {"event": EVENT_WAIT, "poll": POLL_WAIT}.get(self.value() or "")
         if prefix is None:
             return queryset
-        return queryset.filter(pk__in=pending_wait_workflows(prefix), state=Workflow.STATE.idle)
+        return queryset.filter(has_pending_wait(prefix), state=Workflow.STATE.idle)
 
 
 class StepKindFilter(admin.SimpleListFilter):
