@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from django.db import transaction
 
@@ -214,15 +214,7 @@ class Delivery:
                 .filter(job_class=self.job_class, key=self.key)
                 .one()
             )
-            if row is None:
-                logger.warning(
-                    "chrono_forge: %s(%s) does not exist; nothing to run", self.job_class, self.key
-                )
-                return None
-            if self.token is not None and (
-                row.next_run_at is None or row.next_run_at != datetime.fromisoformat(self.token)
-            ):
-                logger.info("chrono_forge: %s: superseded continuation (%s) exits", row, self.token)
+            if not self.still_due(row):
                 return None
             # A forced retry of a cancelled run restarts its deadline (else it is cancelled again).
             restarted = bool(
@@ -240,12 +232,9 @@ class Delivery:
                 if not on_cancel.claim(self, row, now):
                     return None
                 return Pass(self, row, on_cancel_step=row.parked_on)
-            if row.state not in Workflow.EXECUTABLE_STATES:
-                logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
+            if not self.executable(row):
                 return None
-            holder = (
-                row.locked_by if row.locked_at and row.locked_at > now - self.lock_ttl() else None
-            )
+            holder = self.lock_holder(row, now)
             if holder and self.token is None and not row.wake_requested:
                 # An external wake-up must not be lost: the holder publishes it when it releases.
                 Workflow.objects.filter(pk=row.pk).update(wake_requested=True)
@@ -278,20 +267,13 @@ class Delivery:
         between the read and the UPDATE."""
         row = Workflow.objects.only(*LOCK_COLUMNS).filter(job_class=self.job_class, key=self.key)
         row = row.one()
-        if row is None:
-            logger.warning(
-                "chrono_forge: %s(%s) does not exist; nothing to run", self.job_class, self.key
-            )
-            return None
-        if row.next_run_at is None or row.next_run_at != datetime.fromisoformat(self.token or ""):
-            logger.info("chrono_forge: %s: superseded continuation (%s) exits", row, self.token)
+        if not self.still_due(row):
             return None
         if on_cancel.pending(row):
             return RELOCK
-        if row.state not in Workflow.EXECUTABLE_STATES:
-            logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
+        if not self.executable(row):
             return None
-        holder = row.locked_by if row.locked_at and row.locked_at > now - self.lock_ttl() else None
+        holder = self.lock_holder(row, now)
         if holder:
             raise self.locked_by_other(row, holder)
         first_pass = row.started_at is None
@@ -319,6 +301,32 @@ class Delivery:
         elif first_pass:
             run.announce(signals.workflow_started)
         return run
+
+    def still_due(self, row: Workflow | None) -> TypeGuard[Workflow]:
+        """Whether the delivery has a run to look at: ``row`` exists and, for a scheduled delivery
+        (a token), is still due at that token (a superseded continuation exits). Logs why not."""
+        if row is None:
+            logger.warning(
+                "chrono_forge: %s(%s) does not exist; nothing to run", self.job_class, self.key
+            )
+            return False
+        if self.token is not None and (
+            row.next_run_at is None or row.next_run_at != datetime.fromisoformat(self.token)
+        ):
+            logger.info("chrono_forge: %s: superseded continuation (%s) exits", row, self.token)
+            return False
+        return True
+
+    def executable(self, row: Workflow) -> bool:
+        """Whether ``row``'s state lets a pass run (logs why not: finished, cancelled)."""
+        if row.state not in Workflow.EXECUTABLE_STATES:
+            logger.info("chrono_forge: %s is %s; nothing to run", row, row.state)
+            return False
+        return True
+
+    def lock_holder(self, row: Workflow, now: datetime) -> str | None:
+        """The run holding ``row``'s lock, if that lock is still live (else it may be taken)."""
+        return row.locked_by if row.locked_at and row.locked_at > now - self.lock_ttl() else None
 
     def lock_fields(self, row: Workflow, now: datetime, *, restarted: bool) -> dict[str, Any]:
         """The columns the lock UPDATE writes; a first pass also starts the run and its deadline."""

@@ -52,6 +52,7 @@ from .steps import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from .executor import Delivery, Pass
+    from .retry import AnyRetryPolicy
     from .workflow import DurableWorkflow
 
 logger = logging.getLogger("chrono_forge")
@@ -119,7 +120,7 @@ def claim(delivery: Delivery, row: Workflow, now: datetime) -> bool:
     Otherwise the due time moves forward by the lock's time-to-live (a lease: a duplicate
     delivery no longer matches, a killed hook is overdue at its end) and the delivery builds the
     pass that runs :func:`run_hook`."""
-    if row.locked_by and row.locked_at and row.locked_at > now - delivery.lock_ttl():
+    if delivery.lock_holder(row, now):
         logger.info(
             "chrono_forge: %s: the cancelled pass still holds the lock; its release sends the "
             "on_cancel hook",
@@ -165,7 +166,7 @@ def run_hook(run: Pass) -> None:
 RECORDED = (HaltExecution, ExecutionFailedError, InvalidStepResult)
 
 
-def _attempt(run: Pass, step: str, log: ExecutionLog | None, policy: Any) -> None:
+def _attempt(run: Pass, step: str, log: ExecutionLog | None, policy: AnyRetryPolicy) -> None:
     """One attempt of the hook, through the lifecycle every durable step uses: an attempt a dead
     worker never finished is charged to ``policy`` first (a retry halts, a used-up budget fails
     the step), then this attempt is recorded and the body runs; a failure is recorded and retried
