@@ -388,12 +388,13 @@ def record_failure(
         run.record_error(error, step_name=log.step_name, attempt=log.attempts)
         run.steps.update(log, metadata=metadata, **fields)
     if backoff is not None:
+        retry_at = run.continue_after(backoff)
         run.announce(
             signals.step_retry_scheduled,
             step_name=log.step_name,
             error=charged,
             attempt=log.attempts,
-            retry_at=run.continue_after(backoff),
+            retry_at=retry_at,
         )
     else:
         run.step_failed(log.step_name, charged, log.attempts)
