@@ -13,12 +13,16 @@
   (``metadata["last_execution_at"]``, the last tick handled): nothing at or after it, and no pending
   row, is ever touched. The tick time comes from the step name, not from ``created``.
 
-Workflows go in batches of ``batch_size`` primary keys, each batch in its own short transaction with
-one raw DELETE per table (messages, error logs, execution logs, workflows). The batches walk an
-index in order (completed workflows by ``(completed_at, id)``, cancelled and failed ones by id),
-each starting where the last one stopped, so the cost is linear in what is deleted: no batch
-re-reads the candidates before it. No row is loaded as a model instance, so memory stays flat
-however many rows there are.
+Workflows go in batches of ``batch_size`` primary keys, each batch in its own short transaction:
+one locking SELECT reads the batch (the next ``batch_size`` candidates along an index, starting
+where the last batch stopped: completed workflows by ``(completed_at, id)``, cancelled and failed
+ones by id), then one raw DELETE per table (messages, error logs, execution logs, workflows). So
+the cost is linear in what is deleted: no batch re-reads the candidates before it. The ids go to
+the database as one parameter (an array, a JSON list on SQLite), not as a thousand placeholders
+that Python would prepare one by one. No row is loaded as a model instance, so memory stays flat
+however many rows there are. A dry run counts set-based instead: one COUNT per table over the
+expired workflows (a semi-join), so its statement count does not grow with the number of
+workflows.
 
 Repetition logs are pruned set-based: one statement joins every coordination log (its frontier read
 and converted by the database) with its repetition logs and returns what may go (a dry run counts
@@ -31,13 +35,14 @@ explicitly first.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import BooleanField, Expression, F, Q, QuerySet
 from django.db.models.fields.json import KT
 
 from . import clock, conf
@@ -107,42 +112,79 @@ def _window(value: Any, name: str) -> timedelta | None:
     return window
 
 
-def _keyset(queryset: QuerySet, column: str, batch_size: int):
-    """``(column, pk)`` pairs of ``queryset`` in ascending batches, each starting where the last
-    one stopped: ``column >= v AND (column > v OR pk > p)``, whose first half is a range of an
-    index on ``column`` (no OFFSET, no cursor held open across the deletes, nothing re-read)."""
-    last = None
-    while True:
-        page = queryset.order_by(column, "pk")
-        if last is not None:
-            value, pk = last
-            page = page.filter(
-                Q(**{f"{column}__gt": value}) | Q(**{column: value, "pk__gt": pk}),
-                **{f"{column}__gte": value},
-            )
-        rows = list(page.values_list(column, "pk")[:batch_size])
-        if not rows:
-            return
-        yield rows
-        last = rows[-1]
+class _Among(Expression):
+    """Column ``name`` is one of ``values``, sent as one parameter however many there are:
+    PostgreSQL ``= ANY(CAST(%s AS bigint[]))``, SQLite ``IN (SELECT value FROM json_each(%s))``
+    (both served by the column's index, one probe per value). An ``__in`` of a thousand ids
+    costs more in Python than the statement takes in the database (each value prepared by a
+    lookup, each placeholder parsed by the driver), and SQLite caps the number of placeholders."""
+
+    conditional = True
+    output_field = BooleanField()
+
+    def __init__(self, name: str, values: list) -> None:
+        super().__init__()
+        self.name, self.values = name, values
+        self.column: Any = None
+
+    def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, **_):
+        clone = self.copy()
+        clone.column = F(self.name).resolve_expression(query, allow_joins, reuse, summarize)
+        return clone
+
+    def get_source_expressions(self) -> list:
+        return [] if self.column is None else [self.column]
+
+    def set_source_expressions(self, exprs: Sequence[Any]) -> None:
+        (self.column,) = exprs or (None,)
+
+    def as_sql(self, compiler, connection, **_):
+        if not self.values:
+            return "1 = 0", []
+        column, params = compiler.compile(self.column)
+        field = self.column.target
+        values = [field.get_db_prep_value(value, connection) for value in self.values]
+        if connection.vendor == "postgresql":
+            target = getattr(field, "target_field", None) or field
+            return f"{column} = ANY(CAST(%s AS {target.rel_db_type(connection)}[]))", [
+                *params,
+                values,
+            ]
+        return f"{column} IN (SELECT value FROM json_each(%s))", [*params, json.dumps(values)]
 
 
-def _expired_batches(completed_before: datetime, failed_before: datetime, batch_size: int):
-    """Primary keys of the expired workflows in batches: completed ones along the (state,
+def _stages(completed_before: datetime, failed_before: datetime) -> list[tuple[QuerySet, str]]:
+    """The expired workflows as (queryset, column) walks: completed ones along the (state,
     completed_at) index, then cancelled and failed ones by id (rarer: no index of their own)."""
     keep = Q(parent_execution_log__workflow__state__in=IN_FLIGHT)
     completed = Workflow.objects.filter(
         state=Workflow.STATE.completed, completed_at__lt=completed_before
-    ).exclude(keep)
+    )
     cancelled = Workflow.objects.filter(
         state=Workflow.STATE.cancelled, cancelled_at__lt=completed_before
     )
     failed = Workflow.objects.filter(state=Workflow.STATE.failed, modified__lt=failed_before)
-    for rows in _keyset(completed, "completed_at", batch_size):
-        yield [pk for _, pk in rows]
-    for queryset in (cancelled, failed):
-        for rows in _keyset(queryset.exclude(keep), "pk", batch_size):
-            yield [pk for _, pk in rows]
+    return [
+        (completed.exclude(keep), "completed_at"),
+        (cancelled.exclude(keep), "pk"),
+        (failed.exclude(keep), "pk"),
+    ]
+
+
+def _locked_page(queryset: QuerySet, column: str, last: tuple | None, batch_size: int) -> list:
+    """The next ``batch_size`` ``(column, pk)`` pairs of ``queryset`` after ``last``, locked:
+    ``column >= v AND (column > v OR pk > p)``, whose first half is a range of an index on
+    ``column`` (no OFFSET, no cursor held open across the deletes, nothing re-read). Read under
+    the lock, so a row retried since the batch before is no longer terminal and not in it
+    (PostgreSQL re-checks a locked row's conditions on its latest version)."""
+    page = queryset.order_by(column, "pk")
+    if last is not None:
+        value, pk = last
+        page = page.filter(
+            Q(**{f"{column}__gt": value}) | Q(**{column: value, "pk__gt": pk}),
+            **{f"{column}__gte": value},
+        )
+    return list(page.select_for_update(of=("self",)).values_list(column, "pk")[:batch_size])
 
 
 def _delete_workflows(
@@ -154,44 +196,56 @@ def _delete_workflows(
     progress: Progress | None,
 ) -> None:
     workflows = expired_workflows(completed_before, failed_before)
+    if dry_run:
+        _count_workflows(workflows, counts, progress)
+        return
     total = workflows.count() if progress else 0
     db = conf.database()
-    for ids in _expired_batches(completed_before, failed_before, batch_size):
-        errors = ErrorLog.objects.filter(workflow_id__in=ids)
-        logs = ExecutionLog.objects.filter(workflow_id__in=ids)
-        messages = Message.objects.filter(workflow_id__in=ids)
-        if dry_run:
-            counts["messages"] += messages.count()
-            counts["error_logs"] += errors.count()
-            counts["execution_logs"] += logs.count()
-            counts["workflows"] += len(ids)
-        else:
+    for queryset, column in _stages(completed_before, failed_before):
+        last = None
+        while True:
             with transaction.atomic(using=db):
-                # Re-select under the lock: a row retried since the page was read is not terminal.
-                ids = list(
-                    workflows.filter(pk__in=ids)
-                    .select_for_update(of=("self",))
-                    .values_list("pk", flat=True)
-                )
-                errors = ErrorLog.objects.filter(workflow_id__in=ids)
-                logs = ExecutionLog.objects.filter(workflow_id__in=ids)
-                messages = Message.objects.filter(workflow_id__in=ids)
-                # Only branch steps spawn children: a few ids, then an indexed UPDATE (no join,
-                # whose plan on a freshly filled table can be quadratic).
-                branch_logs = list(
-                    ExecutionLog.objects.filter(
-                        workflow_id__in=ids, step_name__prefix=BRANCH_PREFIX
-                    ).values_list("pk", flat=True)
-                )
-                _unlink_children(branch_logs)
-                # One statement per table: nothing is loaded, however many logs a workflow has.
-                # Messages first: they point at the workflow and at the receive step's log.
-                counts["messages"] += messages._raw_delete(db)
-                counts["error_logs"] += errors._raw_delete(db)
-                counts["execution_logs"] += logs._raw_delete(db)
-                counts["workflows"] += Workflow.objects.filter(pk__in=ids)._raw_delete(db)
-        if progress:
-            progress("workflows", counts["workflows"], total)
+                rows = _locked_page(queryset, column, last, batch_size)
+                if rows:
+                    _delete_batch([pk for _, pk in rows], counts, db)
+            if rows and progress:
+                progress("workflows", counts["workflows"], total)
+            # A short page is the last: the lock skips no row without reading the next one.
+            if len(rows) < batch_size:
+                break
+            last = rows[-1]
+
+
+def _delete_batch(ids: list, counts: dict[str, int], db: str) -> None:
+    """One raw DELETE per table for the workflows ``ids`` (locked by the caller's transaction):
+    nothing is loaded, however many logs a workflow has."""
+    # Only branch steps spawn children: a few ids, then an indexed UPDATE (no join, whose plan
+    # on a freshly filled table can be quadratic).
+    branch_logs = list(
+        ExecutionLog.objects.filter(
+            _Among("workflow_id", ids), step_name__prefix=BRANCH_PREFIX
+        ).values_list("pk", flat=True)
+    )
+    _unlink_children(branch_logs)
+    # Messages first: they point at the workflow and at the receive step's log.
+    counts["messages"] += Message.objects.filter(_Among("workflow_id", ids))._raw_delete(db)
+    counts["error_logs"] += ErrorLog.objects.filter(_Among("workflow_id", ids))._raw_delete(db)
+    counts["execution_logs"] += ExecutionLog.objects.filter(_Among("workflow_id", ids))._raw_delete(
+        db
+    )
+    counts["workflows"] += Workflow.objects.filter(_Among("pk", ids))._raw_delete(db)
+
+
+def _count_workflows(workflows: QuerySet, counts: dict[str, int], progress: Progress | None):
+    """A dry run's counts, exact and set-based: one COUNT per table over the expired workflows
+    (a semi-join on the same conditions the real run deletes by), four statements in all."""
+    expired = workflows.values("pk")
+    counts["messages"] += Message.objects.filter(workflow__in=expired).count()
+    counts["error_logs"] += ErrorLog.objects.filter(workflow__in=expired).count()
+    counts["execution_logs"] += ExecutionLog.objects.filter(workflow__in=expired).count()
+    counts["workflows"] += workflows.count()
+    if progress:
+        progress("workflows", counts["workflows"], counts["workflows"])
 
 
 def _unlink_children(log_ids: list) -> None:
@@ -199,13 +253,11 @@ def _unlink_children(log_ids: list) -> None:
     # workflow's terminal time, and losing its parent does not change when it failed.
     if not log_ids:
         return
-    # Links are rare: find them by the index first. An UPDATE with a thousand ids in its IN list
-    # is planned by SQLite as a scan of every workflow.
-    linked = list(
-        Workflow.objects.filter(parent_execution_log_id__in=log_ids).values_list("pk", flat=True)
+    # One parameter, not an IN list: SQLite plans an UPDATE with a thousand placeholders as a
+    # scan of every workflow, the JSON list as probes of the parent index.
+    Workflow.objects.filter(_Among("parent_execution_log_id", log_ids)).update(
+        parent_execution_log=None
     )
-    if linked:
-        Workflow.objects.filter(pk__in=linked).update(parent_execution_log=None)
 
 
 # -- repetition logs ------------------------------------------------------------------------------
@@ -348,7 +400,7 @@ def _prune_repetitions(
             _unlink_children(chunk)
             # Pending is re-checked under the DELETE: nothing the engine still waits on goes.
             counts["repetition_logs"] += (
-                ExecutionLog.objects.filter(pk__in=chunk)
+                ExecutionLog.objects.filter(_Among("pk", chunk))
                 .exclude(state=ExecutionLog.STATE.pending)
                 ._raw_delete(db)
             )

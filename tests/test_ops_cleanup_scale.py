@@ -31,18 +31,83 @@ def test_each_batch_starts_where_the_last_stopped_along_the_index(chrono_forge_e
     for i in range(5):
         make_workflow(chrono_forge_env, f"old{i}", "completed", terminal_days_ago=40 + i, logs=1)
     with capture() as captured:
-        result = cleanup.run(older_than=30 * DAY, batch_size=2, dry_run=True)
+        result = cleanup.run(older_than=30 * DAY, batch_size=2)
     assert result["workflows"] == 5
     pages = [
         q["sql"]
         for q in captured.captured_queries
         if q["sql"].startswith("SELECT") and '"chrono_forge_workflow"."completed_at" >=' in q["sql"]
     ]
-    assert len(pages) == 3  # after batches 1 and 2, and the empty one that ends the walk
+    # The pages after batches 1 and 2; the second is short (one row), so it ends the walk.
+    assert len(pages) == 2
     plan = explain(pages[-1])
     assert "chrono_forge_wf_state_done" in plan, plan
     if connection.vendor == "sqlite":
         assert "TEMP B-TREE" not in plan, plan  # read in index order, nothing sorted
+
+
+def test_dry_run_statements_do_not_grow_with_the_number_of_workflows(chrono_forge_env):
+    """batch_size 1: a dry run that walked the candidates in batches would count per batch. It
+    counts set-based: one COUNT per table over the expired workflows, however many there are."""
+
+    def dry_run_statements(label: str, n: int) -> tuple[int, dict]:
+        for i in range(n):
+            state = ("completed", "failed")[i % 2]
+            make_workflow(chrono_forge_env, f"{label}{i}", state, terminal_days_ago=40, logs=2)
+        with capture() as captured:
+            result = cleanup.run(older_than=30 * DAY, batch_size=1, dry_run=True)
+        return len(captured.captured_queries), result
+
+    few, counted = dry_run_statements("a", 3)
+    assert (counted["workflows"], counted["execution_logs"], counted["error_logs"]) == (3, 6, 3)
+    many, counted = dry_run_statements("b", 30)
+    assert (counted["workflows"], counted["execution_logs"], counted["error_logs"]) == (33, 66, 33)
+    assert many == few == 4  # messages, error logs, execution logs, workflows
+
+
+def test_a_real_batch_takes_the_same_statements_for_3_or_300_workflows(chrono_forge_env):
+    """The ids of a batch go to the database as one parameter: a batch of 300 takes the
+    statements a batch of 3 takes (the locking page, the branch-log lookup, four DELETEs; the
+    test runs inside a transaction, so each batch's is a savepoint)."""
+
+    def statements(label: str, n: int) -> list[str]:
+        for i in range(n):
+            make_workflow(chrono_forge_env, f"{label}{i}", "completed", terminal_days_ago=40)
+        with capture() as captured:
+            result = cleanup.run(older_than=30 * DAY, batch_size=1000)
+        assert result["workflows"] == n
+        return [q["sql"].split(" ", 1)[0] for q in captured.captured_queries]
+
+    few = statements("a", 3)
+    many = statements("b", 300)
+    assert many == few
+    # The batch's transaction, then one (empty) page each for the cancelled and failed walks.
+    batch = ["SAVEPOINT", "SELECT", "SELECT", *["DELETE"] * 4, "RELEASE"]
+    assert few == [*batch, *["SAVEPOINT", "SELECT", "RELEASE"] * 2], few
+
+
+def test_a_batchs_deletes_and_unlink_are_served_by_indexes(chrono_forge_env):
+    """Each DELETE and the children's UPDATE find their rows by an index, one probe per id (an
+    UPDATE with a thousand placeholders was planned by SQLite as a scan of every workflow)."""
+    parent = make_workflow(chrono_forge_env, "parent", "completed", terminal_days_ago=40, logs=3)
+    branch_log = ExecutionLog.objects.create(
+        workflow=parent, step_name="branch$fan", state="completed"
+    )
+    child = make_workflow(chrono_forge_env, "child", "completed", terminal_days_ago=1)
+    Workflow.objects.filter(pk=child.pk).update(parent_execution_log=branch_log)
+    for i in range(20):
+        make_workflow(chrono_forge_env, f"old{i}", "completed", terminal_days_ago=40, logs=3)
+    with capture() as captured:
+        assert cleanup.run(older_than=30 * DAY)["workflows"] == 21
+    writes = [q["sql"] for q in captured.captured_queries if q["sql"].startswith(("DELETE", "UP"))]
+    assert len(writes) == 5, writes  # the children's link, then one DELETE per table
+    for sql in writes:
+        plan = explain(sql)
+        if connection.vendor == "sqlite":
+            assert "SCAN chrono_forge" not in plan, (sql, plan)
+        else:
+            assert "Seq Scan" not in plan, (sql, plan)
+    assert Workflow.objects.get(pk=child.pk).parent_execution_log_id is None
 
 
 def test_pruning_takes_the_same_statements_for_3_or_30_periodic_tasks(chrono_forge_env):
