@@ -122,8 +122,8 @@ class _Killer:
             killer.cross(f"{step_name} inserted ({fields.get('state', 'pending')})")
             return log
 
-        def update(steps: StepLogs, log: ExecutionLog, **fields: Any):
-            original_update(steps, log, **fields)
+        def update(steps: StepLogs, log: ExecutionLog, *, unless_cancelled: bool = False, **fields):
+            original_update(steps, log, unless_cancelled=unless_cancelled, **fields)
             written = ", ".join(sorted(name for name in fields if name != "modified"))
             killer.cross(f"{log.step_name} updated ({written})")
 

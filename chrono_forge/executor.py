@@ -426,7 +426,7 @@ class Pass:
             self.steps = StepLogs(
                 row.pk,
                 known_empty=first_pass,
-                before_attempt=self.stop_if_cancelled,
+                before_attempt=partial(self.stop_if_cancelled, fold=True),
                 on_new_step=self.new_step,
             )
         self.final_state = STATE.idle
@@ -507,13 +507,22 @@ class Pass:
             return
         self.complete(result)
 
-    def stop_if_cancelled(self) -> None:
+    def stop_if_cancelled(self, *, fold: bool = False) -> bool:
         """A primitive boundary: before a step body (or condition) starts, a run cancelled since
         this pass took the lock halts (no further body starts; the release keeps ``cancelled``).
-        One indexed SELECT, and only when some body ran since the last check: the pass's first
-        body is not checked (the lock read the state just before it). A run past its
-        ``deadline_at`` halts too, without a statement here (a boundary may be inside a step's
-        transaction, which the halt rolls back): ``finish()`` cancels it."""
+        Checked only when some body ran since the last check: the pass's first body is not (the
+        lock read the state just before it). A run past its ``deadline_at`` halts too, without a
+        statement here (a boundary may be inside a step's transaction, which the halt rolls
+        back): ``finish()`` cancels it.
+
+        The check is one indexed SELECT, or none with ``fold`` (an attempt's write follows) when a
+        finished step's completion is still to be written: then this returns True and that
+        completion's UPDATE, in the attempt's transaction, checks the state in the same statement
+        (``StepLogs.flushing``) and halts the same way. Either way the state is read before the
+        attempt commits, so a cancel committed after that read is seen at the next boundary (or
+        by the release, which never overwrites it); folded, the read is no earlier than the
+        SELECT's was, and on SQLite (``BEGIN IMMEDIATE``) no cancel commits between it and the
+        attempt's commit."""
         deadline = self.row.deadline_at
         if deadline is not None and clock.now() >= deadline:
             logger.info("chrono_forge: %s passed its deadline; the pass stops here", self.row)
@@ -521,11 +530,14 @@ class Pass:
             raise HaltExecution()
         ran = len(self.steps.attempted)
         if ran == self.checked_after:
-            return
+            return False
         self.checked_after = ran
+        if fold and self.steps.completing:
+            return True
         if Workflow.objects.filter(pk=self.row.pk, state=STATE.cancelled).exists():
             logger.info("chrono_forge: %s was cancelled; the pass stops here", self.row)
             raise HaltExecution()
+        return False
 
     def finish(self) -> None:
         try:

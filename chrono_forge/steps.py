@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.db import transaction
+from django.db.models import Exists
 
 from . import clock, conf, signals
 from .errors import error_class_name, error_text, storable_message
@@ -19,7 +21,7 @@ from .exceptions import (
     StepTimeout,
     WaitConditionNotMet,
 )
-from .models import ExecutionLog
+from .models import ExecutionLog, Workflow
 
 # Repetition logs (``durably_repeat$<name>$<unix_ts>``) grow without bound and are never replayed,
 # so they stay out of the per-pass read. Re-exported here for the modules that import it from steps.
@@ -30,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .retry import AnyRetryPolicy
     from .workflow import DurableWorkflow
 
+logger = logging.getLogger("chrono_forge")
 
 #: Columns a pass needs from a step log (error text and timestamps stay in the database).
 STEP_COLUMNS = (
@@ -70,11 +73,12 @@ class StepLogs:
         workflow_id: int,
         *,
         known_empty: bool = False,
-        before_attempt: Callable[[], None] | None = None,
+        before_attempt: Callable[[], bool] | None = None,
         on_new_step: Callable[[str], Callable[[], Any] | None] | None = None,
     ):
         self.workflow_id = workflow_id
-        #: called before each attempt is recorded (the pass's cancellation check)
+        #: called before each attempt is recorded (the pass's cancellation boundary); may halt, or
+        #: return True to have the attempt's write check the run is not cancelled (see flushing)
         self.before_attempt = before_attempt
         #: called with the name of every step about to be INSERTed; may raise (nothing is stored)
         #: or return a write to commit together with the INSERT (a divergence warning)
@@ -110,15 +114,18 @@ class StepLogs:
         """The step names earlier passes recorded (the view minus what this pass INSERTed)."""
         return [name for name in self._rows() if name not in self.created]
 
-    def create(self, step_name: str, **fields: Any) -> ExecutionLog:
-        """INSERT a step log (the first attempt is recorded in the INSERT itself)."""
+    def create(
+        self, step_name: str, *, unless_cancelled: bool = False, **fields: Any
+    ) -> ExecutionLog:
+        """INSERT a step log (the first attempt is recorded in the INSERT itself); for
+        ``unless_cancelled`` see :meth:`flushing`."""
         now = clock.now()
         storable_error(fields)
         along = self.on_new_step(step_name) if self.on_new_step is not None else None
         together = (
             transaction.atomic(using=conf.database(), savepoint=False) if along else nullcontext()
         )
-        with self.flushing(), together:
+        with self.flushing(unless_cancelled=unless_cancelled), together:
             if along:
                 along()
             log = ExecutionLog.objects.create(
@@ -146,11 +153,12 @@ class StepLogs:
             **fields,
         )
 
-    def update(self, log: ExecutionLog, **fields: Any) -> None:
-        """UPDATE only the given columns (plus ``modified``) and mirror them on ``log``."""
+    def update(self, log: ExecutionLog, *, unless_cancelled: bool = False, **fields: Any) -> None:
+        """UPDATE only the given columns (plus ``modified``) and mirror them on ``log``; for
+        ``unless_cancelled`` see :meth:`flushing`."""
         fields["modified"] = clock.now()
         storable_error(fields)
-        with self.flushing():
+        with self.flushing(unless_cancelled=unless_cancelled):
             ExecutionLog.objects.filter(pk=log.pk).update(**fields)
         for name, value in fields.items():
             setattr(log, name, value)
@@ -159,17 +167,29 @@ class StepLogs:
         self, step_name: str, log: ExecutionLog | None, **fields: Any
     ) -> ExecutionLog:
         """One statement per attempt: the first is recorded in the INSERT (``attempts=1``), later
-        ones bump ``attempts`` in an UPDATE that also writes whichever of ``fields`` changed."""
-        if self.before_attempt is not None:
-            self.before_attempt()
+        ones bump ``attempts`` in an UPDATE that also writes whichever of ``fields`` changed. The
+        pass's boundary runs first: it may halt, or fold its cancellation check into the write."""
+        live = self.before_attempt() if self.before_attempt is not None else False
         now = clock.now()
-        self.attempted.add(step_name)
+        self.attempted.add(step_name)  # before the write: if it fails, the next boundary checks
         if log is None:
-            return self.create(
-                step_name, attempts=1, started_at=now, last_executed_at=now, **fields
+            log = self.create(
+                step_name,
+                unless_cancelled=live,
+                attempts=1,
+                started_at=now,
+                last_executed_at=now,
+                **fields,
             )
-        changed = {name: value for name, value in fields.items() if getattr(log, name) != value}
-        self.update(log, attempts=log.attempts + 1, last_executed_at=now, **changed)
+        else:
+            changed = {name: value for name, value in fields.items() if getattr(log, name) != value}
+            self.update(
+                log,
+                unless_cancelled=live,
+                attempts=log.attempts + 1,
+                last_executed_at=now,
+                **changed,
+            )
         return log
 
     def complete_later(self, log: ExecutionLog, **fields: Any) -> None:
@@ -184,27 +204,48 @@ class StepLogs:
             setattr(log, name, value)
         self._deferred.append((log.pk, fields))
 
+    @property
+    def completing(self) -> bool:
+        """Whether a finished step's completion is still to be written (with the next write)."""
+        return bool(self._deferred)
+
     @contextmanager
-    def flushing(self) -> Iterator[None]:
+    def flushing(self, *, unless_cancelled: bool = False) -> Iterator[None]:
         """Run a write in one transaction with the deferred step completions (if any), and with
-        the pass's lock when it is still to be written (it goes first)."""
+        the pass's lock when it is still to be written (it goes first).
+
+        ``unless_cancelled`` (the write of an attempt whose body follows a finished step, which
+        :attr:`completing` says): the cancellation check rides in that step's completion UPDATE,
+        the write's first statement, conditional on the run not being cancelled. When it was,
+        nothing is written (the completions stay deferred: they commit with the release) and
+        HaltExecution is raised once the empty transaction ended, so the body never starts."""
         if not self._deferred and self.claim is None:
             yield
             return
         claim, self.claim = self.claim, None
+        deferred = list(self._deferred)
         lost = None
+        cancelled = False
         try:
             with transaction.atomic(using=conf.database(), savepoint=False):
                 lost = claim() if claim is not None else None
                 if lost is None:
-                    self.flush()
-                    yield
+                    cancelled = not self.flush(unless_cancelled=unless_cancelled)
+                    if not cancelled:
+                        yield
         except BaseException:
             if self.claim is None:  # rolled back: the next write takes the lock again
                 self.claim = claim
+            self._deferred[:] = deferred  # and writes these completions again
             raise
-        if lost is not None:  # raised once the (empty) transaction ended, so nothing is poisoned
+        # raised once the (empty) transaction ended, so nothing is poisoned
+        if lost is not None:
             raise lost
+        if cancelled:
+            logger.info(
+                "chrono_forge: workflow %s was cancelled; the pass stops here", self.workflow_id
+            )
+            raise HaltExecution()
 
     def take_claim(self) -> None:
         """Write the pass's lock now if it is still to be written (before a write that does not
@@ -213,11 +254,22 @@ class StepLogs:
             with self.flushing():
                 pass
 
-    def flush(self) -> None:
-        """Write the deferred step completions (inside the caller's transaction)."""
+    def flush(self, *, unless_cancelled: bool = False) -> bool:
+        """Write the deferred step completions (inside the caller's transaction). With
+        ``unless_cancelled`` the first one's UPDATE also checks, in the same statement, that the
+        run is not cancelled; returns False when it is (nothing written, nothing taken off)."""
+        if unless_cancelled and self._deferred:
+            pk, fields = self._deferred[0]
+            cancelled = Workflow.objects.filter(pk=self.workflow_id, state=Workflow.STATE.cancelled)
+            live = ExecutionLog.objects.filter(pk=pk).filter(~Exists(cancelled))
+            # no row matched: cancelled, or (never in a pass) the step log is gone: ask which
+            if not live.update(**fields) and cancelled.exists():
+                return False
+            self._deferred.pop(0)
         while self._deferred:
             pk, fields = self._deferred.pop(0)
             ExecutionLog.objects.filter(pk=pk).update(**fields)
+        return True
 
 
 def storable_error(fields: dict[str, Any]) -> None:

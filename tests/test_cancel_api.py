@@ -10,6 +10,7 @@ from chrono_forge import signals, step_names
 from chrono_forge.exceptions import WorkflowNotCancellableError, WorkflowNotRetryableError
 from chrono_forge.models import ExecutionLog, Workflow
 from tests import workflows_cancel as wc
+from tests.core_sql import EXECUTION_LOG, WORKFLOW, SqlLog
 
 pytestmark = pytest.mark.django_db
 
@@ -85,6 +86,41 @@ def test_a_pass_cancelled_mid_step_starts_no_further_step_and_releases_as_cancel
         workflow__key="mid", step_name="durably_execute$second"
     ).exists()
     assert chrono_forge_env.pending == []  # nothing scheduled for a cancelled run
+
+
+@pytest.mark.django_db(transaction=True)  # real commits: the cancel is committed on its own
+@pytest.mark.parametrize("after", ["first", "second"])
+def test_a_cancel_committed_right_after_a_step_finished_stops_the_next_body(
+    chrono_forge_env, after
+):
+    """The check before the next body rides in the finished step's completed UPDATE (no SELECT of
+    its own): a cancel committed between the step's return and that write halts the pass there.
+    The finished steps still commit as completed (with the release), nothing of the next step is
+    written, and nothing is scheduled."""
+    wc.FLAGS["cancel_after"] = after
+    wc.ThreeSteps.perform_later("between")
+    with SqlLog() as sql:
+        chrono_forge_env.run_all()
+    ran = ["first", "second", "third"][: ["first", "second"].index(after) + 1]
+    assert [name for name in ("first", "second", "third") if wc.calls(name)] == ran
+    assert_cancelled("between", f"after {after}")
+    logs = dict(
+        ExecutionLog.objects.filter(workflow__key="between").values_list("step_name", "state")
+    )
+    assert logs == {f"durably_execute${name}": "completed" for name in ran}, logs
+    assert chrono_forge_env.pending == []
+    # the check was the finished step's conditional UPDATE and, as it matched nothing, one
+    # SELECT telling why; no body that ran was preceded by a SELECT of the state
+    statements = sql.data_statements
+    checks = [
+        i
+        for i, s in enumerate(statements)
+        if s.kind == "SELECT" and s.table == WORKFLOW and '"state" =' in s.sql.split(" WHERE ")[1]
+    ]
+    assert len(checks) == 1, sql.dump()
+    folded = statements[checks[0] - 1]
+    assert (folded.kind, folded.table) == ("UPDATE", EXECUTION_LOG), sql.dump()
+    assert "NOT EXISTS" in folded.sql
 
 
 def test_a_cancel_during_the_last_step_wins_over_the_completion(chrono_forge_env):

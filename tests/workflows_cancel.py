@@ -40,6 +40,30 @@ class TwoSteps(DurableWorkflow):
         return 2
 
 
+class ThreeSteps(DurableWorkflow):
+    """first, second, third; ``FLAGS["cancel_after"]`` names the step after whose return
+    ``perform()`` cancels the run: the cancel commits after that step finished and before the next
+    step's attempt is written (which carries the cancellation check)."""
+
+    def perform(self) -> None:
+        for step in (self.first, self.second, self.third):
+            self.durably_execute(step)
+            if FLAGS.get("cancel_after") == step.__name__:
+                type(self).cancel(self.key, reason=f"after {step.__name__}")
+
+    def first(self):
+        called("first")
+        return 1
+
+    def second(self):
+        called("second")
+        return 2
+
+    def third(self):
+        called("third")
+        return 3
+
+
 class LastStepCancels(DurableWorkflow):
     """The cancel arrives in the last step's body: the run must not complete."""
 

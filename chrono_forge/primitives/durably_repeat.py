@@ -299,7 +299,7 @@ class Repeat:
             "last_execution_at": handled.isoformat(),
             "next_execution_at": None if finished else (handled + self.every).isoformat(),
         }
-        fields = {"state": COMPLETED, "completed_at": now} if finished else {}
+        fields: dict[str, Any] = {"state": COMPLETED, "completed_at": now} if finished else {}
         self.run.steps.update(
             self.coordination_log, last_executed_at=now, metadata=metadata, **fields
         )
