@@ -123,6 +123,25 @@ def test_a_cancel_committed_right_after_a_step_finished_stops_the_next_body(
     assert "NOT EXISTS" in folded.sql
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_before_a_receive_leaves_the_message_pending_and_the_step_completed(
+    chrono_forge_env,
+):
+    """The check folded into a write inside the receive's own transaction: nothing of the receive
+    is written (the message stays pending), and the finished step commits with the release."""
+    wc.StepThenReceive.perform_later("receive")
+    message = wc.StepThenReceive.send("receive", "note", {"n": 1})
+    chrono_forge_env.run_all()
+    assert_cancelled("receive", "before the receive")
+    message.refresh_from_db()
+    assert message.consumed_at is None
+    logs = dict(
+        ExecutionLog.objects.filter(workflow__key="receive").values_list("step_name", "state")
+    )
+    assert logs == {"durably_execute$first": "completed"}, logs
+    assert "got" not in row("receive").context
+
+
 def test_a_cancel_during_the_last_step_wins_over_the_completion(chrono_forge_env):
     wc.LastStepCancels.perform_later("last")
     chrono_forge_env.run_all()

@@ -64,6 +64,20 @@ class ThreeSteps(DurableWorkflow):
         return 3
 
 
+class StepThenReceive(DurableWorkflow):
+    """A step, a cancel, then a receive of a message already waiting: the receive's attempt (the
+    message consumed in the same transaction) carries the cancellation check."""
+
+    def perform(self) -> None:
+        self.durably_execute(self.first)
+        type(self).cancel(self.key, reason="before the receive")
+        self.context["got"] = self.receive("note")
+
+    def first(self):
+        called("first")
+        return 1
+
+
 class LastStepCancels(DurableWorkflow):
     """The cancel arrives in the last step's body: the run must not complete."""
 
