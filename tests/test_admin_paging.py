@@ -12,6 +12,7 @@ import pytest
 from django.urls import reverse
 
 from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
+from tests.core_sql import capture
 from tests.factories import log_in_operator
 
 pytestmark = pytest.mark.django_db
@@ -88,3 +89,69 @@ def test_the_next_link_keeps_filters_and_search(many):
     html = many.get(f"{url}?branch=all&q=wf-&p=101").content.decode()
     link = re.search(r'href="([^"]*)" class="cf-next-page"', html).group(1)
     assert "p=102" in link and "q=wf-" in link and "branch=all" in link
+
+
+def next_link(html: str) -> str:
+    return re.search(r'href="([^"]*)" class="cf-next-page"', html).group(1).replace("&amp;", "&")
+
+
+@pytest.mark.parametrize(
+    ("model", "pattern", "oldest"),
+    [
+        ("workflow", r"wf-\d{5}", "wf-00000"),
+        ("executionlog", r"durably_execute\$s\d{5}", "durably_execute$s00000"),
+        ("errorlog", r"msg-\d{5}", "msg-00000"),
+    ],
+)
+def test_the_next_link_past_the_cap_seeks_the_rows_older_than_its_page(
+    many, model, pattern, oldest
+):
+    """Past the cap the "next" link carries the page's last id: the next page is the rows below
+    it (a seek of the primary key, no OFFSET), the same rows as that page by offset, down to the
+    oldest row."""
+    url = reverse(f"admin:chrono_forge_{model}_changelist")
+    base = url + ("?branch=all" if model == "workflow" else "")
+    sep = "&" if "?" in base else "?"
+    html = many.get(f"{base}{sep}p={LAST_PAGE - 3}").content.decode()
+    for number in range(LAST_PAGE - 2, LAST_PAGE + 1):
+        link = next_link(html)
+        assert f"p={number}" in link and "before=" in link, link
+        with capture() as captured:
+            html = many.get(url + link).content.decode()
+        # Read before the next request: it empties the connection's log the capture slices.
+        ids = [
+            q["sql"]
+            for q in captured.captured_queries
+            if re.match(r'SELECT "chrono_forge_\w+"\."id"( AS "pk")? FROM', q["sql"])
+        ]
+        assert ids and all("OFFSET" not in sql.upper() for sql in ids), ids
+        assert any('"id" <' in sql for sql in ids), ids
+        by_offset = many.get(f"{base}{sep}p={number}").content.decode()
+        assert rows_of(html, pattern) == rows_of(by_offset, pattern), number
+        assert len(set(rows_of(html, pattern))) == PER_PAGE, number
+    assert oldest in html
+    assert "cf-next-page" not in html  # nothing follows the oldest rows
+
+
+def test_only_the_next_link_keeps_the_keyset(many):
+    """A filter, a sort, a page number or a search leads to that list by offset, not to the rows
+    older than an id of another page; an id that cannot be one is ignored, not a filter error."""
+    url = reverse("admin:chrono_forge_executionlog_changelist")
+    pattern = r"durably_execute\$s\d{5}"
+    newest = ExecutionLog.objects.order_by("-pk").values_list("pk", flat=True)[0]
+    cursor = newest - 1000  # the rows below it: s18998 and older
+    response = many.get(f"{url}?p=150&before={cursor}&q=durably_execute")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert rows_of(html, pattern)[0] == "durably_execute$s18998"
+    nxt = next_link(html)
+    assert "p=151" in nxt and "q=durably_execute" in nxt and f"before={cursor - 50}" in nxt, nxt
+    others = re.sub(r'<a href="[^"]*" class="cf-next-page"', "", html)
+    assert re.findall(r'href="[^"]*before=[^"]*"', others) == []  # sort, filter, page links
+    assert 'name="before"' not in html  # the search form's hidden fields
+    garbage = many.get(f"{url}?p=150&before=nope")
+    assert garbage.status_code == 200  # not the admin's redirect to ?e=1
+    by_offset = many.get(f"{url}?p=150").content.decode()
+    assert rows_of(garbage.content.decode(), pattern) == rows_of(by_offset, pattern)
+    # Sorted by another column, the next page is read by offset: no id in its link.
+    assert "before=" not in next_link(many.get(f"{url}?o=5&p=150").content.decode())

@@ -1,12 +1,19 @@
-"""A paginator that never counts a whole table."""
+"""A paginator that never counts a whole table, and whose "next" link past the count cap carries the
+last id of its page (keyset), so that deep pages are a seek of the primary key, not an OFFSET."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.contrib.admin.views.main import PAGE_VAR, ChangeList
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
 from ..pages.queries import COUNT_CAP, capped_count
+
+#: The query parameter of a page past the cap read as the rows older than this id ("next" links).
+BEFORE_VAR = "before"
 
 
 class CappedPaginator(Paginator):
@@ -14,11 +21,20 @@ class CappedPaginator(Paginator):
     ``capped`` is True (shown as "5000+"). Past the cap the count is a floor, not the total, so
     pages beyond it are sliced by offset without clamping to the count: every row stays
     reachable with ``?p=`` and the "next page" link, which shows while a page is full and more
-    rows follow (``has_more``, known by reading one row past the page)."""
+    rows follow (``has_more``, known by reading one row past the page).
+
+    On a list in primary-key order, newest first (every list's default), that link also carries
+    the page's last id (``before``): the next page is then the ``per_page`` rows below it, a seek
+    of the primary key instead of an OFFSET walk over every row above it (seconds half-way down
+    4.3M step logs on SQLite). ``?p=`` alone still reaches any page by offset."""
 
     cap = COUNT_CAP
     #: Whether the last page served past the cap had rows after it (None until one was served).
     has_more: bool | None = None
+    #: The id the page's rows are older than (``?before=``, set by the admin), or None.
+    before: Any = None
+    #: The last id of the page served, when the next one can be read by keyset (else None).
+    next_before: Any = None
 
     @cached_property
     def count(self) -> int:
@@ -47,19 +63,42 @@ class CappedPaginator(Paginator):
         if not self.capped:
             return super().page(number)
         number = self.validate_number(number)
-        bottom = (number - 1) * self.per_page
-        rows = self._rows(bottom, bottom + self.per_page + 1)
+        keyset = self._newest_first()
+        queryset = self.object_list
+        if keyset and number > 1 and self.before is not None:
+            assert isinstance(queryset, QuerySet)  # _newest_first says so
+            rows = self._rows(queryset.filter(pk__lt=self.before), 0, self.per_page + 1)
+        else:
+            bottom = (number - 1) * self.per_page
+            rows = self._rows(queryset, bottom, bottom + self.per_page + 1)
         self.has_more = len(rows) > self.per_page
+        page = rows[: self.per_page]
+        self.next_before = page[-1].pk if keyset and self.has_more else None
         # Paginator._get_page: Django's hook for building a Page (absent from the stubs).
-        return self._get_page(rows[: self.per_page], number, self)  # type: ignore[attr-defined]
+        return self._get_page(page, number, self)  # type: ignore[attr-defined]
 
-    def _rows(self, bottom: int, top: int) -> list:
+    def next_page_params(self, number: int) -> dict:
+        """The query parameters of the page after page ``number``: its number, and the last id
+        of page ``number`` when the next one is read by keyset (None: the parameter removed)."""
+        return {PAGE_VAR: number + 1, BEFORE_VAR: self.next_before}
+
+    def _newest_first(self) -> bool:
+        """Whether the list is in primary-key order, newest first, and nothing else (the admin's
+        default ``-id``, which the Workflows list repeats): then "older than the last id" is
+        exactly the next page."""
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet):
+            return False
+        pk = queryset.model._meta.pk
+        order = set(queryset.query.order_by)
+        return bool(order) and order <= {"-pk", f"-{pk.name}", f"-{pk.attname}"}
+
+    def _rows(self, queryset, bottom: int, top: int) -> list:
         """The rows ``[bottom:top]`` of a list past the cap: their ids first (no join, no wide
         column, so an index that holds the id can answer it and the sort handles ids only), then
         those rows by primary key. Sliced directly, the query joined the workflow of every row it
         skipped or sorted (2.5 s half-way down 4.35M step logs on PostgreSQL; seconds for the
         pending steps on SQLite, which read each of them from the table to sort it)."""
-        queryset = self.object_list
         if not isinstance(queryset, QuerySet):
             return list(queryset[bottom:top])
         ids = list(queryset.values_list("pk", flat=True)[bottom:top])
@@ -73,3 +112,22 @@ class CappedPaginator(Paginator):
             rows.query.deferred_loading = queryset.query.deferred_loading
         by_pk = {row.pk: row for row in rows}
         return [by_pk[pk] for pk in ids if pk in by_pk]  # a row deleted in between is skipped
+
+
+class CappedChangeList(ChangeList):
+    """A changelist whose ``before`` parameter is the paginator's, not a filter, and which no
+    link keeps unless it sets it (a filter, a sort or a page number leads to page 1 of that list
+    or to that page by offset, not to rows older than an id of another page)."""
+
+    def __init__(self, request, *args, **kwargs):
+        super().__init__(request, *args, **kwargs)
+        self.params.pop(BEFORE_VAR, None)  # the search form's hidden fields
+        self.filter_params.pop(BEFORE_VAR, None)
+
+    def get_filters_params(self, params=None):
+        lookup_params = super().get_filters_params(params)
+        lookup_params.pop(BEFORE_VAR, None)
+        return lookup_params
+
+    def get_query_string(self, new_params=None, remove=None):
+        return super().get_query_string({BEFORE_VAR: None, **(new_params or {})}, remove)

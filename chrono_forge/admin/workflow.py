@@ -25,7 +25,7 @@ from .filters import (
     StrandedFilter,
     WaitKindFilter,
 )
-from .paginator import CappedPaginator
+from .paginator import BEFORE_VAR, CappedChangeList, CappedPaginator
 from .views import HttpResponseSeeOther, WorkflowViews
 
 DASH = mark_safe('<span class="cf-muted">—</span>')
@@ -45,6 +45,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     class Media:
         css = {"all": ("chrono_forge/admin.css",)}
+
+    def get_changelist(self, request, **kwargs):
+        return CappedChangeList
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        paginator = super().get_paginator(
+            request, queryset, per_page, orphans, allow_empty_first_page
+        )
+        # The "next" link's keyset: rows older than this id (ignored when it cannot be one).
+        paginator.before = queries.parse_pk(request.GET.get(BEFORE_VAR), self.model)
+        return paginator
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -6,7 +6,6 @@ import json
 from datetime import datetime
 
 from django import template
-from django.contrib.admin.views.main import PAGE_VAR
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
@@ -56,6 +55,7 @@ def cf_short_class(job_class):
 
 
 @register.simple_tag
-def cf_page_url(cl, number):
-    """The changelist URL of page ``number`` with the current filters, sort and search kept."""
-    return cl.get_query_string({PAGE_VAR: number})
+def cf_next_page_url(cl):
+    """The changelist URL of the page after this one, filters, sort and search kept, with this
+    page's last id when the next page is read by keyset (CappedPaginator.next_page_params)."""
+    return cl.get_query_string(cl.paginator.next_page_params(cl.page_num))
