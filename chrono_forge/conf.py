@@ -137,3 +137,19 @@ def primary_key_field():
             default=uuid.uuid4, editable=False, primary_key=True, serialize=False, verbose_name="ID"
         )
     return field_class(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")
+
+
+#: PostgreSQL's default operator class of each primary-key column type.
+_KEY_OPCLASSES = {
+    "SmallAutoField": "int2_ops",
+    "AutoField": "int4_ops",
+    "BigAutoField": "int8_ops",
+    "UUIDField": "uuid_ops",
+}
+
+
+def key_opclass() -> str:
+    """PostgreSQL's operator class for a column holding one of chrono_forge's primary keys (a
+    foreign key): the default one of its type, for an index that names the operator class of
+    every column because another of its columns needs ``varchar_pattern_ops``."""
+    return _KEY_OPCLASSES[primary_key_field().get_internal_type()]

@@ -509,10 +509,12 @@ class ExecutionLog(TimeStampedModel):
                 opclasses=["varchar_pattern_ops"],
                 name="chrono_forge_log_step_prefix",
             ),
-            # Pending waits (the Waiting page, the wait filters) and the Steps list by state.
+            # Pending waits (the Waiting page, the wait filters) and the Steps list by state. The
+            # workflow last: the pending waits' workflows are read from the index alone (with
+            # (state, step_name) only, SQLite fetched every pending wait's row for its workflow).
             models.Index(
-                fields=["state", "step_name"],
-                opclasses=["varchar_pattern_ops", "varchar_pattern_ops"],
+                fields=["state", "step_name", "workflow"],
+                opclasses=["varchar_pattern_ops", "varchar_pattern_ops", conf.key_opclass()],
                 name="chrono_forge_log_state_step",
             ),
             # The Steps list of one kind, newest first: a range of (kind, id), read backwards.

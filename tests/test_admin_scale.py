@@ -272,6 +272,25 @@ def test_the_wait_filters_read_the_pending_waits_once(value):
     assert uses("chrono_forge_log_state_step", text), text
 
 
+def index_only(index: str, text: str) -> bool:
+    """Whether the plan reads ``index`` without the table's rows (SQLite: a covering index;
+    PostgreSQL: an index-only scan)."""
+    return re.search(rf"(?:COVERING INDEX|Index Only Scan using) {index}\b", text) is not None
+
+
+@pytest.mark.parametrize(
+    "prefix", [None, "continue_if$", "wait_until$"], ids=["any", "event", "poll"]
+)
+def test_the_pending_waits_workflows_come_off_the_index_alone(prefix):
+    """The wait filters and the Waiting page read the workflows of the pending waits from the
+    (state, step_name, workflow) index alone; with (state, step_name), SQLite fetched the row of
+    every pending wait for its workflow_id (0.3-0.6 s at 500k workflows, over 1 s under load)."""
+    from chrono_forge.pages import queries as p
+
+    text = plan(Workflow.objects.filter(p.has_pending_wait(prefix)).order_by("id")[:51])
+    assert index_only("chrono_forge_log_state_step", text), text
+
+
 def test_the_wait_filters_keep_their_rows():
     now = clock.now()
     event = make_workflow("idle", key="on-event")
