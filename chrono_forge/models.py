@@ -522,6 +522,12 @@ class ExecutionLog(TimeStampedModel):
             # The Steps list sorted by when a step started or completed.
             models.Index(fields=["started_at"], name="chrono_forge_log_started"),
             models.Index(fields=["completed_at"], name="chrono_forge_log_completed"),
+            # The ids alone, in order: a deep page of the Steps list (?p=N, newest first) is an
+            # OFFSET walk over the ids before it. On SQLite the primary key is the table itself,
+            # every column of every row, so the walk read the table up to the offset (half-way
+            # down 4.5M step logs: 0.2 s from the page cache, 1.7 s from disk); this index holds
+            # only the ids (30 ms). PostgreSQL's primary-key index does the same there.
+            models.Index(fields=["id"], name="chrono_forge_log_id"),
         ]
 
     def __str__(self) -> str:

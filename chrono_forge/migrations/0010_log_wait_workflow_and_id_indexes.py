@@ -1,7 +1,8 @@
 # The pending-wait index also holds the workflow: the wait filters and the Waiting page read the
 # workflows of the pending waits from the index alone. The operator class of the workflow column
-# follows the primary keys (see chrono_forge.conf.key_opclass). Building it on a table of
-# millions of step logs takes a while (one pass over the table).
+# follows the primary keys (see chrono_forge.conf.key_opclass). An index of the step logs' ids
+# alone: a deep page of the Steps list walks it instead of SQLite's table. Building them on a
+# table of millions of step logs takes a while (one pass over the table each).
 
 from django.db import migrations, models
 
@@ -25,5 +26,9 @@ class Migration(migrations.Migration):
                 name="chrono_forge_log_state_step",
                 opclasses=["varchar_pattern_ops", "varchar_pattern_ops", key_opclass()],
             ),
+        ),
+        migrations.AddIndex(
+            model_name="executionlog",
+            index=models.Index(fields=["id"], name="chrono_forge_log_id"),
         ),
     ]
