@@ -734,8 +734,7 @@ class Pass:
         saving the context), its rollback undid the release too: ``finish()`` releases again.
         A run cancelled meanwhile rolls back too (no marker on a cancelled run)."""
         self.finalizing = True
-        deferred = list(self.steps._deferred)
-        claim = self.steps.claim
+        carried = self.steps.pending()
         try:
             with transaction.atomic(using=self.db):
                 yield
@@ -743,14 +742,11 @@ class Pass:
             raise  # the lock is someone else's: nothing to release
         except LockClaimLost:
             raise  # another delivery runs it: nothing of this pass was written
-        except RunCancelled:
+        except Exception:  # RunCancelled too
             self.released = False
-            self.steps._deferred[:0] = deferred  # rolled back: they commit with the unlock
-            self.steps.claim = claim  # and so does a lock this block wrote
-            raise
-        except Exception:
-            self.released = False
-            self.steps.claim = claim
+            # rolled back: a lock this block wrote and the completions it carried commit with
+            # the release finish() runs
+            self.steps.restore(carried)
             raise
         finally:
             self.finalizing = False

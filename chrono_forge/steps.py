@@ -59,6 +59,10 @@ TIMED_OUT = "timed_out"
 #: not it has an attempt that started and never finished (its worker died).
 FAILED_ATTEMPT = "failed_attempt"
 
+#: What the pass's next write carries (:meth:`StepLogs.pending`): the lock still to be written, and
+#: the finished steps' completions (step log id, columns).
+Pending = tuple[Callable[[], BaseException | None] | None, list[tuple[Any, dict[str, Any]]]]
+
 
 class StepLogs:
     """The execution logs of one workflow as seen by one pass.
@@ -204,6 +208,14 @@ class StepLogs:
             setattr(log, name, value)
         self._deferred.append((log.pk, fields))
 
+    def pending(self) -> Pending:
+        """What the pass's next write carries, for :meth:`restore` if the write rolls back."""
+        return self.claim, list(self._deferred)
+
+    def restore(self, pending: Pending) -> None:
+        """A write that carried ``pending`` rolled back: the next write carries it again."""
+        self.claim, self._deferred[:] = pending
+
     @property
     def completing(self) -> bool:
         """Whether a finished step's completion is still to be written (with the next write)."""
@@ -222,8 +234,8 @@ class StepLogs:
         if not self._deferred and self.claim is None:
             yield
             return
+        carried = self.pending()
         claim, self.claim = self.claim, None
-        deferred = list(self._deferred)
         lost = None
         cancelled = False
         try:
@@ -234,9 +246,7 @@ class StepLogs:
                     if not cancelled:
                         yield
         except BaseException:
-            if self.claim is None:  # rolled back: the next write takes the lock again
-                self.claim = claim
-            self._deferred[:] = deferred  # and writes these completions again
+            self.restore(carried)  # rolled back: the next write takes the lock, writes them again
             raise
         # raised once the (empty) transaction ended, so nothing is poisoned
         if lost is not None:
