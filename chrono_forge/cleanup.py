@@ -367,6 +367,15 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def repetition_batch(batch_size: int, connection) -> int:
+    """Repetition logs per pruning transaction. On PostgreSQL each commit waits for the WAL's
+    fsync (most of a 1,000-row batch's time at 500k workflows): a batch there deletes ten times
+    ``batch_size``, about the rows of a workflow batch (a workflow has some ten logs). SQLite in
+    WAL mode does not sync at a commit, and larger batches measured slower there: one id per
+    ``batch_size``."""
+    return batch_size * 10 if connection.vendor == "postgresql" else batch_size
+
+
 def _prune_repetitions(
     before: datetime,
     counts: dict[str, int],
@@ -375,9 +384,10 @@ def _prune_repetitions(
     progress: Progress | None,
 ) -> None:
     """Count (dry run) or delete the prunable repetition logs of every periodic task: one SELECT
-    over all of them, then one short transaction per ``batch_size`` ids (children unlinked, one
-    DELETE by primary key). The statement count grows with the rows deleted, never with the number
-    of periodic tasks; memory holds the ids to delete (one per pruned row), nothing per task."""
+    over all of them, then one short transaction per :func:`repetition_batch` ids (children
+    unlinked, one DELETE by primary key). The statement count grows with the rows deleted, never
+    with the number of periodic tasks; memory holds the ids to delete (one per pruned row),
+    nothing per task."""
     db = conf.database()
     connection = connections[db]
     if dry_run:
@@ -394,8 +404,9 @@ def _prune_repetitions(
         cursor.execute(sql, params)
         ids = [pk for (pk,) in cursor.fetchall()]
     ids.sort()  # the deletes then walk the primary key in order
-    for start in range(0, len(ids), batch_size):
-        chunk = ids[start : start + batch_size]
+    per_batch = repetition_batch(batch_size, connection)
+    for start in range(0, len(ids), per_batch):
+        chunk = ids[start : start + per_batch]
         with transaction.atomic(using=db):
             _unlink_children(chunk)
             # Pending is re-checked under the DELETE: nothing the engine still waits on goes.

@@ -5,6 +5,8 @@ log at COMMIT."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from django.db import connection
 
@@ -160,7 +162,8 @@ def test_pruning_statements_do_not_grow_with_the_number_of_periodic_tasks(
 ):
     """batch_size 1: a walk over the coordination logs would take statements per task. The
     candidates come from one statement over all tasks; only the deletes are batched (two
-    prunable rows here: two batches, however many tasks hold nothing to prune)."""
+    prunable rows here: two batches of one on SQLite, one of ten on PostgreSQL, however many
+    tasks hold nothing to prune)."""
     periodic_tasks(chrono_forge_env, 3, prunable=1, label="a")
     few, pruned = pruning_statements(batch_size=1, dry_run=dry_run)
     assert pruned == 2
@@ -170,9 +173,28 @@ def test_pruning_statements_do_not_grow_with_the_number_of_periodic_tasks(
     assert pruned == 2
     assert many == few
     # The SELECT; per batch (real run) the transaction's savepoint and release, UPDATE, DELETE.
-    assert few == (1 if dry_run else 1 + 2 * 4), few
+    batches = math.ceil(2 / cleanup.repetition_batch(1, connection))
+    assert few == (1 if dry_run else 1 + batches * 4), few
     left = ExecutionLog.objects.filter(step_name__regex=r"^durably_repeat\$[^$]*\$")
     assert left.count() == (120 if dry_run else 118)
+
+
+def test_pruning_deletes_in_batches_of_repetition_batch_ids(chrono_forge_env):
+    """Each pruning transaction deletes up to repetition_batch(batch_size) rows: batch_size on
+    SQLite, ten times that on PostgreSQL (where every commit waits for an fsync)."""
+    wf, _ = repeat_setup(chrono_forge_env, name="many", frontier_days_ago=1)
+    for day in range(25):
+        repetition(wf, "many", chrono_forge_env.now - (40 + day) * DAY)
+    per_batch = cleanup.repetition_batch(2, connection)
+    assert per_batch == (20 if connection.vendor == "postgresql" else 2)
+    with capture() as captured:
+        result = cleanup.run(
+            older_than=10_000 * DAY, prune_repetitions_older_than=30 * DAY, batch_size=2
+        )
+    assert result["repetition_logs"] == 25
+    deletes = [q for q in captured.captured_queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == math.ceil(25 / per_batch)
+    assert not ExecutionLog.objects.filter(step_name__startswith="durably_repeat$many$").exists()
 
 
 def test_pruning_dry_run_counts_in_one_statement(chrono_forge_env):
