@@ -260,6 +260,21 @@ def _unlink_children(log_ids: list) -> None:
     )
 
 
+def _unlink_children_in_range(log_ids: list) -> None:
+    """:func:`_unlink_children` for a sorted chunk of many ids: the links into its id range are
+    read from the parent index in one range (usually none), and only those into the chunk's ids
+    are updated, instead of one index probe per id. The pruning's chunks are disjoint ranges, so
+    the whole run reads each link at most once."""
+    to_python = ExecutionLog._meta.pk.to_python
+    wanted = {to_python(pk) for pk in log_ids}
+    links = Workflow.objects.filter(
+        parent_execution_log_id__gte=log_ids[0], parent_execution_log_id__lte=log_ids[-1]
+    ).values_list("pk", "parent_execution_log_id")
+    linked = [pk for pk, parent in links.iterator(chunk_size=2000) if parent in wanted]
+    if linked:
+        Workflow.objects.filter(_Among("pk", linked)).update(parent_execution_log=None)
+
+
 # -- repetition logs ------------------------------------------------------------------------------
 def coordination_logs() -> QuerySet:
     """``durably_repeat$<name>`` rows (the repetition logs have a second ``$``)."""
@@ -408,7 +423,7 @@ def _prune_repetitions(
     for start in range(0, len(ids), per_batch):
         chunk = ids[start : start + per_batch]
         with transaction.atomic(using=db):
-            _unlink_children(chunk)
+            _unlink_children_in_range(chunk)
             # Pending is re-checked under the DELETE: nothing the engine still waits on goes.
             counts["repetition_logs"] += (
                 ExecutionLog.objects.filter(_Among("pk", chunk))

@@ -449,6 +449,25 @@ def test_pruning_a_repetition_log_nulls_links_pointing_to_it(chrono_forge_env):
     assert Workflow.objects.get(pk=other.pk).parent_execution_log_id is None
 
 
+def test_pruning_unlinks_only_links_to_the_pruned_ids_within_their_range(chrono_forge_env):
+    """The links are read for the chunk's id range: a link to another log inside that range
+    (here a branch log created between two pruned ticks) is kept."""
+    now = chrono_forge_env.now
+    wf, _ = repeat_setup(chrono_forge_env, frontier_days_ago=0)
+    first = repetition(wf, "tick", now - 12 * DAY)
+    parent = Workflow.objects.create(job_class=JOB, key="parent", state="idle")
+    branch_log = ExecutionLog.objects.create(
+        workflow=parent, step_name="branch$fan", state="completed"
+    )
+    last = repetition(wf, "tick", now - 11 * DAY)
+    assert first.pk < branch_log.pk < last.pk
+    child = Workflow.objects.create(job_class=JOB, key="child", parent_execution_log=branch_log)
+    linked = Workflow.objects.create(job_class=JOB, key="linked", parent_execution_log=last)
+    assert cleanup.run(prune_repetitions_older_than=DAY)["repetition_logs"] == 2
+    assert Workflow.objects.get(pk=child.pk).parent_execution_log_id == branch_log.pk
+    assert Workflow.objects.get(pk=linked.pk).parent_execution_log_id is None
+
+
 def test_pruning_dry_run(chrono_forge_env):
     now = chrono_forge_env.now
     wf, _ = repeat_setup(chrono_forge_env, frontier_days_ago=0)
