@@ -26,8 +26,9 @@ workflows.
 
 Repetition logs are pruned set-based: one statement joins every coordination log (its frontier read
 and converted by the database) with its repetition logs and returns what may go (a dry run counts
-it there); the real run then deletes those ids in batches of ``batch_size`` by primary key, one
-short transaction each. So the statement count grows with the rows pruned, never with the number of
+it there); the real run then deletes those ids by primary key in batches of
+:func:`repetition_batch` (``batch_size``, ten times that on PostgreSQL), one short transaction
+each. So the statement count grows with the rows pruned, never with the number of
 periodic tasks, and memory holds one id per pruned row. Raw deletes skip the ORM's ``on_delete``,
 so links into the deleted rows (a child workflow's ``parent_execution_log``) are set to NULL
 explicitly first.
