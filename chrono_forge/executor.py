@@ -49,6 +49,7 @@ from .exceptions import (
     ReplayDivergence,
 )
 from .models import ErrorLog, ExecutionLog, Workflow
+from .payloads import json_pk
 from .retry import AnyRetryPolicy, RetryPolicy, coerce
 from .steps import COMPLETED, FAILED, FAILURE, PENDING, REPETITION_LOG_PATTERN, StepLogs
 from .validation import to_json
@@ -803,7 +804,7 @@ class Pass:
                 self.steps.create_completed(
                     step_names.failure_marker(error_log.pk),
                     now,
-                    metadata={"error_log_id": error_log.pk},
+                    metadata={"error_log_id": json_pk(error_log.pk)},
                 )
                 self.release(STATE.failed)
         except RunCancelled:

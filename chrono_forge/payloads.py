@@ -139,6 +139,12 @@ def seconds(value: Any, what: str) -> float:
     return float(value)
 
 
+def json_pk(value: Any) -> Any:
+    """A primary key as JSON holds it (in a payload or a step's metadata): an int stays an int, a
+    UUID key becomes its text (``json`` cannot encode a UUID); the key field reads either back."""
+    return value if value is None or isinstance(value, (int, str)) else str(value)
+
+
 def pk(value: Any, what: str) -> Any:
     """A primary key as chrono_forge puts it in a payload: an int, or a str (UUID keys)."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):

@@ -28,6 +28,7 @@ from ..models import ExecutionLog, Workflow
 from ..operations import blocked_queryset
 from ..pages import formatting as fmt
 from ..pages import lists, queries
+from ..payloads import json_pk
 from ..validation import REASON_MAX_LENGTH, validate_reason
 
 PAGE_SIZE = 50
@@ -49,11 +50,6 @@ class HttpResponseSeeOther(HttpResponseRedirect):
 
 def long_wait_threshold() -> timedelta:
     return conf.as_timedelta(conf.get("ADMIN_LONG_WAIT_THRESHOLD"))
-
-
-def json_pk(value):
-    """A primary key as a JSON-friendly task argument (UUIDs travel as text)."""
-    return value if value is None or isinstance(value, int) else str(value)
 
 
 if TYPE_CHECKING:  # a mixin: typed as the ModelAdmin it is mixed into (WorkflowAdmin)

@@ -36,6 +36,7 @@ from ..exceptions import (
     UnmergedBranchError,
 )
 from ..models import Workflow
+from ..payloads import json_pk
 from ..step_names import merge_branches
 from ..steps import COMPLETED, PENDING
 from ..validation import (
@@ -310,11 +311,6 @@ def _iterable_batches(
     while page := list(islice(iterator, size)):
         start, index = index, index + len(page)
         yield page, range(start, index), {"index": index}
-
-
-def json_pk(pk: Any) -> Any:
-    """A primary key as a JSON/Python literal (UUID keys become strings)."""
-    return pk if isinstance(pk, (int, str)) else str(pk)
 
 
 def _dispatch_batch(

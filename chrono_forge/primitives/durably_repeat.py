@@ -39,6 +39,7 @@ from django.utils import timezone
 from .. import clock, conf, telemetry
 from ..exceptions import HaltExecution, InvalidStepArgument
 from ..models import ExecutionLog
+from ..payloads import json_pk
 from ..steps import (
     COMPLETED,
     FAILED,
@@ -281,7 +282,7 @@ class Repeat:
                     f"{skip_from.isoformat()} to {last.isoformat()}",
                     metadata={
                         "scheduled_for": skip_from.isoformat(),
-                        "parent_id": self.coordination_log.pk,
+                        "parent_id": json_pk(self.coordination_log.pk),
                         "fast_forwarded": skipped,
                         "skipped_from": skip_from.isoformat(),
                         "skipped_to": last.isoformat(),
@@ -336,7 +337,7 @@ class Repeat:
         return {
             "scheduled_for": due.isoformat(),
             "timeout_at": (due + self.timeout).isoformat(),
-            "parent_id": self.coordination_log.pk,
+            "parent_id": json_pk(self.coordination_log.pk),
         }
 
 

@@ -26,9 +26,9 @@ from django.db import transaction
 from .. import clock, conf, dispatch
 from ..exceptions import HaltExecution, InvalidStepArgument, UnknownBranchError
 from ..models import ExecutionLog, Workflow
+from ..payloads import json_pk
 from ..steps import COMPLETED, PENDING
 from ..validation import step_name, validate_name
-from .branch import json_pk
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..workflow import DurableWorkflow

@@ -28,6 +28,7 @@ from django.db import transaction
 from .. import clock
 from ..exceptions import HaltExecution, InvalidStepArgument
 from ..models import Message
+from ..payloads import json_pk
 from ..steps import COMPLETED, PENDING, duration_arg
 from ..validation import step_name, validate_topic
 
@@ -79,7 +80,7 @@ def receive(
             log = run.steps.record_attempt(
                 step,
                 log,
-                metadata={**metadata, MESSAGE_ID: message.pk},
+                metadata={**metadata, MESSAGE_ID: json_pk(message.pk)},
                 state=COMPLETED,
                 completed_at=now,
                 result=message.payload,
