@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, transaction
-from django.db.models import BooleanField, Expression, F, Q, QuerySet
+from django.db.models import F, Lookup, Q, QuerySet
 from django.db.models.fields.json import KT
 
 from . import clock, conf
@@ -113,38 +113,28 @@ def _window(value: Any, name: str) -> timedelta | None:
     return window
 
 
-class _Among(Expression):
+class _Among(Lookup):
     """Column ``name`` is one of ``values``, sent as one parameter however many there are:
     PostgreSQL ``= ANY(CAST(%s AS bigint[]))``, SQLite ``IN (SELECT value FROM json_each(%s))``
     (both served by the column's index, one probe per value). An ``__in`` of a thousand ids
     costs more in Python than the statement takes in the database (each value prepared by a
-    lookup, each placeholder parsed by the driver), and SQLite caps the number of placeholders."""
+    lookup, each placeholder parsed by the driver), and SQLite caps the number of placeholders.
 
-    conditional = True
-    output_field = BooleanField()
+    A lookup rather than a bare boolean expression: Django 6 writes any other expression in a
+    SQLite WHERE clause as ``(...) = 1``, which SQLite cannot serve from an index."""
+
+    lookup_name = "among"  # used directly in filter(), never registered on a field
+    prepare_rhs = False
 
     def __init__(self, name: str, values: list) -> None:
-        super().__init__()
-        self.name, self.values = name, values
-        self.column: Any = None
+        super().__init__(F(name), list(values))
 
-    def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, **_):
-        clone = self.copy()
-        clone.column = F(self.name).resolve_expression(query, allow_joins, reuse, summarize)
-        return clone
-
-    def get_source_expressions(self) -> list:
-        return [] if self.column is None else [self.column]
-
-    def set_source_expressions(self, exprs: Sequence[Any]) -> None:
-        (self.column,) = exprs or (None,)
-
-    def as_sql(self, compiler, connection, **_):
-        if not self.values:
+    def as_sql(self, compiler, connection):
+        if not self.rhs:
             return "1 = 0", []
-        column, params = compiler.compile(self.column)
-        field = self.column.target
-        values = [field.get_db_prep_value(value, connection) for value in self.values]
+        column, params = compiler.compile(self.lhs)
+        field = self.lhs.target
+        values = [field.get_db_prep_value(value, connection) for value in self.rhs]
         if connection.vendor == "postgresql":
             target = getattr(field, "target_field", None) or field
             return f"{column} = ANY(CAST(%s AS {target.rel_db_type(connection)}[]))", [

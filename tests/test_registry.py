@@ -139,7 +139,7 @@ def check_ids(**chrono_forge) -> list[tuple[str, str]]:
     with override_settings(CHRONO_FORGE=chrono_forge):
         return [
             (m.id, m.msg)
-            for m in run_checks()
+            for m in run_checks(databases=[])
             if m.id and m.id.startswith("chrono_forge.") and "WORKFLOW_MODULES" in m.msg
         ]
 
