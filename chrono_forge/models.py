@@ -587,8 +587,13 @@ class MessageQuerySet(ChronoForgeQuerySet):
 
     def next_for(self, workflow_id: Any, topic: str):
         """The oldest pending message of ``topic`` for one workflow (FIFO: arrival order, which
-        is commit order, as a send locks the workflow row before it inserts)."""
-        return self.pending().filter(workflow_id=workflow_id, topic=topic).order_by("pk")
+        is commit order, as a send locks the workflow row before it inserts). Auto-increment keys
+        grow in that order; random UUID keys do not, so with those the order is the send time
+        (read under that lock), then the key."""
+        pending = self.pending().filter(workflow_id=workflow_id, topic=topic)
+        if isinstance(self.model._meta.pk, models.UUIDField):
+            return pending.order_by("created", "pk")
+        return pending.order_by("pk")
 
 
 class Message(models.Model):

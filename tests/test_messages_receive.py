@@ -8,6 +8,7 @@ import pytest
 from chrono_forge.exceptions import DuplicateStepName, InvalidStepArgument, InvalidStepName
 from chrono_forge.liveness import liveness
 from chrono_forge.models import ErrorLog, ExecutionLog, Message, Workflow
+from chrono_forge.payloads import json_pk
 from tests import workflows_messages as wm
 from tests.core_sql import capture, data_statements
 from tests.waits_support import log, refresh
@@ -42,7 +43,7 @@ def test_a_send_wakes_the_parked_run_which_consumes_the_message_once(chrono_forg
     assert wm.SEEN == [("after", {"amount": 5})]
     entry = log(wf, "receive$payment")
     assert (entry.state, entry.attempts, entry.result) == ("completed", 2, {"amount": 5})
-    assert entry.metadata["message_id"] == message.pk
+    assert entry.metadata["message_id"] == json_pk(message.pk)
     message.refresh_from_db()
     assert (message.consumed_by_id, message.consumed_at) == (entry.pk, chrono_forge_env.now)
     assert not message.pending
@@ -65,12 +66,13 @@ def test_messages_of_a_topic_are_consumed_oldest_first(chrono_forge_env):
     wf = wm.Loop.perform_later("l", count=3)
     for n in range(4):
         wm.Loop.send("l", "item", n)
+        chrono_forge_env.advance(0.001)  # sent one after another, as separate requests are
     chrono_forge_env.run_all()
     wf = refresh(wf)
     assert wf.state == "completed" and wf.context["got"] == [0, 1, 2]
     left = Message.objects.pending().get(workflow=wf)
     assert left.payload == 3  # the fourth stays pending
-    consumed = Message.objects.consumed().filter(workflow=wf).order_by("pk")
+    consumed = Message.objects.consumed().filter(workflow=wf).order_by("created")
     assert [m.consumed_by.step_name for m in consumed] == [
         "receive$item-0",
         "receive$item-1",

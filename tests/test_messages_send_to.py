@@ -6,6 +6,7 @@ import pytest
 from chrono_forge.crash_safety import CrashTest
 from chrono_forge.exceptions import InvalidStepArgument, InvalidStepName
 from chrono_forge.models import ErrorLog, Message, Workflow
+from chrono_forge.payloads import json_pk
 from chrono_forge.primitives.send_to import idempotency_key
 from tests import workflows_messages as wm
 from tests.waits_support import log, refresh
@@ -23,7 +24,7 @@ def test_a_sent_message_wakes_the_target_and_is_sent_once_across_replays(chrono_
     assert target.state == "completed" and target.context["payment"] == {"amount": 5}
     message = Message.objects.get()
     step = log(sender, "send_to$payment")
-    assert step.state == "completed" and step.result == message.pk
+    assert step.state == "completed" and step.result == json_pk(message.pk)
     assert step.metadata == {"target": wm.Inbox.job_class(), "key": "order-1", "topic": "payment"}
     assert message.idempotency_key == idempotency_key(sender.pk, "send_to$payment")
     wm.Sender.send("s", "ack", "thanks")  # the sender replays send_to: nothing sent again

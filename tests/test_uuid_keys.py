@@ -16,6 +16,8 @@ FILES = [
     "tests/test_signals.py",  # a workflow-level error fails the run: the failure marker
     "tests/test_core_lock.py",  # a failed run's marker beside racing wake-ups
     "tests/test_messages_send.py",  # a consumed message's id in the receive step's metadata
+    "tests/test_messages_receive.py",  # a topic's messages consumed oldest first
+    "tests/test_messages_send_to.py",  # a sent message's id as the send_to step's result
     "tests/test_waits_bad_input.py",  # durably_repeat's repetition logs point at their task
     "tests/test_step_writes.py",  # the step INSERT/UPDATE written as SQL, against the ORM
 ]
