@@ -410,7 +410,8 @@ def pages(pop: Population) -> list[tuple[str, str]]:
     logs = reverse("admin:chrono_forge_executionlog_changelist")
     errs = reverse("admin:chrono_forge_errorlog_changelist")
 
-    # ``?o=`` is a 0-based index into the admin's list_display.
+    # ``?o=`` is a 0-based index into the changelist's list_display, which starts with the
+    # action checkbox where the admin has actions (Workflows: class is 1; Steps has none).
     def named(name, *args):
         return reverse(f"admin:chrono_forge_workflow_{name}", args=args)
 
@@ -432,7 +433,7 @@ def pages(pop: Population) -> list[tuple[str, str]]:
         ("Workflows wait=poll", wf + "?wait=poll"),
         ("Workflows created past 7 days", wf + "?created__gte=" + quote((NOW - timedelta(days=7)).isoformat())),
         *((f"Workflows sorted by {label}", f"{wf}?o={o}") for o, label in (
-            ("0", "class"), ("2", "state"), ("4", "started"), ("5", "next run"), ("6", "updated"))),
+            ("1", "class"), ("3", "state"), ("5", "started"), ("6", "next run"), ("7", "updated"))),
         ("Workflows key search", wf + "?q=order-00012"),
         *([("Workflows page 101 (past the count cap)", wf + "?p=101")] if deep_wf > 101 else []),
         (f"Workflows page {deep_wf:,} (half-way)", f"{wf}?p={deep_wf}"),
