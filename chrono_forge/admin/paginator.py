@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.admin.views.main import PAGE_VAR, ChangeList
+from django.contrib.admin.views.main import ORDER_VAR, PAGE_VAR, ChangeList
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db.models import QuerySet
 from django.utils.functional import cached_property
@@ -131,3 +131,24 @@ class CappedChangeList(ChangeList):
 
     def get_query_string(self, new_params=None, remove=None):
         return super().get_query_string({BEFORE_VAR: None, **(new_params or {})}, remove)
+
+    def get_ordering(self, request, queryset):
+        """A list sorted by a column breaks ties in that column's direction. Django breaks them
+        with the admin's default ``-id`` whatever the direction (``ORDER BY state ASC, id
+        DESC``), an order no index of (state, id) gives in either direction, so the database
+        sorted every row for a page of 50 (a fifth of a second at 500k workflows on SQLite).
+        A column that leads a unique pair is broken by the pair's other column instead
+        (class: ``job_class, key``, the order of the unique (job_class, key) index)."""
+        ordering = super().get_ordering(request, queryset)
+        if ORDER_VAR not in self.params or len(ordering) < 2 or not isinstance(ordering[0], str):
+            return ordering
+        pk = self.lookup_opts.pk
+        if ordering[-1] not in ("-pk", f"-{pk.name}", f"-{pk.attname}"):
+            return ordering
+        direction = "-" if ordering[0].startswith("-") else ""
+        column = ordering[0].lstrip("-")
+        tie_break = "pk"
+        for constraint in self.lookup_opts.total_unique_constraints:
+            if len(constraint.fields) == 2 and constraint.fields[0] == column:
+                tie_break = constraint.fields[1]
+        return [*ordering[:-1], direction + tie_break]
