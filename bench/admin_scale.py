@@ -138,7 +138,8 @@ class Inserter:
                 chunk = self.rows[start : start + self.per_statement]
                 one = "(" + ", ".join(["%s"] * len(self.columns)) + ")"
                 cursor.execute(
-                    f"INSERT INTO {self.table} ({self.names}) VALUES {', '.join([one] * len(chunk))}",
+                    f"INSERT INTO {self.table} ({self.names}) "
+                    f"VALUES {', '.join([one] * len(chunk))}",
                     [value for row in chunk for value in row],
                 )
                 self.count += len(chunk)
@@ -286,7 +287,8 @@ def populate(n: int, seed: int = 7) -> Population:
                     ticks[-1], UTC).isoformat()})  # fmt: skip
             for tick in ticks:
                 log(wf, f"durably_repeat$poll${tick}", "completed", created,
-                    metadata={"scheduled_for": datetime.fromtimestamp(tick, UTC).isoformat()})  # fmt: skip
+                    metadata={"scheduled_for": datetime.fromtimestamp(tick, UTC).isoformat()},
+                )  # fmt: skip
         return wf
 
     def pick_state():
@@ -319,7 +321,8 @@ def populate(n: int, seed: int = 7) -> Population:
         for t in range(ticks):
             tick = first + 60 * t
             log(wf, f"durably_repeat$beat${tick}", "completed", created,
-                metadata={"scheduled_for": datetime.fromtimestamp(tick, UTC).isoformat()})  # fmt: skip
+                metadata={"scheduled_for": datetime.fromtimestamp(tick, UTC).isoformat()},
+            )  # fmt: skip
         setattr(pop, f"{label}_repeat", wf)
     # Branch parents with many children each.
     for b in range(3):
@@ -431,7 +434,8 @@ def pages(pop: Population) -> list[tuple[str, str]]:
             "overdue", "never_started", "parked")),
         ("Workflows wait=event", wf + "?wait=event"),
         ("Workflows wait=poll", wf + "?wait=poll"),
-        ("Workflows created past 7 days", wf + "?created__gte=" + quote((NOW - timedelta(days=7)).isoformat())),
+        ("Workflows created past 7 days",
+         wf + "?created__gte=" + quote((NOW - timedelta(days=7)).isoformat())),
         *((f"Workflows sorted by {label}", f"{wf}?o={o}") for o, label in (
             ("1", "class"), ("3", "state"), ("5", "started"), ("6", "next run"), ("7", "updated"))),
         ("Workflows key search", wf + "?q=order-00012"),
@@ -461,7 +465,8 @@ def pages(pop: Population) -> list[tuple[str, str]]:
         ("Repetitions (1,000 ticks)", named("repetitions", pop.small_repeat) + "?step=beat"),
         ("Repetitions (N/5 ticks)", named("repetitions", pop.big_repeat) + "?step=beat"),
         ("Branch children", named("branch", pop.parent, pop.parent_branch_log)),
-        ("Branch children (all)", named("branch", pop.parent, pop.parent_branch_log) + "?state=all"),
+        ("Branch children (all)",
+         named("branch", pop.parent, pop.parent_branch_log) + "?state=all"),
     ]  # fmt: skip
     return out
 

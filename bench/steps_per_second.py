@@ -5,7 +5,8 @@ Not a test: it prints numbers beside a raw baseline measured in the same run, as
 * **steps/s**: ``perform_now`` of a workflow with 100 trivial ``durably_execute`` steps (one pass:
   admit, lock, 100 x (INSERT + UPDATE), completion), against a raw baseline doing the same writes
   with plain ORM calls and the same commit pattern (the workflow row INSERT, then per step one
-  transaction holding the step's ``ExecutionLog`` INSERT and the previous step's UPDATE to completed).
+  transaction holding the step's ``ExecutionLog`` INSERT and the previous step's UPDATE to
+  completed).
 * the same workflow as DBOS Transact would record it (``dbos_run``: per step a check transaction
   of two SELECTs before the body, the output INSERTed in its own transaction after it), with the
   same ORM calls on the same tables: the DBOS-equivalent baseline.
