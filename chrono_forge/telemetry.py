@@ -23,6 +23,12 @@ payload (the internal argument ``trace_context``), and the pass they start is a 
 that enqueued it. Continuations a pass schedules do not carry it: each later pass is a trace of
 its own, so a workflow that waits for months does not make a months-long trace.
 
+Until the project sets a tracer or a meter provider, the API's defaults record nothing, and the
+hooks skip them: a step body runs with no span, attributes or instrument calls around it, and a
+pass only marks itself as one. A pass whose delivery carries a trace context still goes through
+the API, whose no-op tracer makes that context the current one inside the pass (an instrumented
+client in a step body propagates it).
+
 Metrics (meter ``chrono_forge``):
 
 * ``chrono_forge.passes`` (counter): passes, by ``chrono_forge.job_class`` and ``.outcome``.
@@ -53,6 +59,14 @@ try:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError:  # the otel extra is not installed: every hook is a no-op
     trace = None  # type: ignore[assignment]  # the hooks test it before any use
+else:
+    try:  # the global meter provider's stand-in until one is set (not exported by the API)
+        from opentelemetry.metrics._internal import _ProxyMeterProvider
+    except ImportError:  # pragma: no cover - moved in a later API: count every provider as set
+        _UNSET_METER_PROVIDERS: tuple[type, ...] = ()
+    else:
+        _UNSET_METER_PROVIDERS = (_ProxyMeterProvider, metrics.NoOpMeterProvider)
+    _UNSET_TRACER_PROVIDERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .executor import Delivery, Pass
@@ -72,6 +86,19 @@ _in_pass: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "chrono_forge_in_pass", default=False
 )
 _instruments: dict[str, Any] = {}
+_configured = False
+
+
+def configured() -> bool:
+    """Whether a tracer or a meter provider other than the API's no-op defaults is set. A
+    global provider is set at most once and never unset, so a True answer is kept; until then
+    each call asks again (two lookups), so a provider set after the first pass is seen."""
+    global _configured
+    if not _configured:
+        _configured = not isinstance(
+            trace.get_tracer_provider(), _UNSET_TRACER_PROVIDERS
+        ) or not isinstance(metrics.get_meter_provider(), _UNSET_METER_PROVIDERS)
+    return _configured
 
 
 def _instrument(name: str) -> Any:
@@ -127,7 +154,20 @@ def pass_span(run: Delivery):
     """Around one pass: its span, the pass counter and the delivery delay."""
     if not ENABLED:
         return _NULL
+    if not run.trace_context and not configured():
+        return _marked_pass()
     return _pass_span(run)
+
+
+@contextlib.contextmanager
+def _marked_pass() -> Iterator[None]:
+    """A pass with nothing to record: only the marker that keeps its enqueues' payloads free
+    of the trace context current outside it."""
+    marker = _in_pass.set(True)
+    try:
+        yield
+    finally:
+        _in_pass.reset(marker)
 
 
 @contextlib.contextmanager
@@ -171,7 +211,7 @@ def _pass_span(run: Delivery) -> Iterator[None]:
 
 def step_span(run: Pass, step: str, attempt: int):
     """Around one attempt of a step body: its span, the step counter and the duration."""
-    if not ENABLED:
+    if not ENABLED or not configured():
         return _NULL
     return _step_span(run, step, attempt)
 
@@ -213,7 +253,7 @@ def _step_span(run: Pass, step: str, attempt: int) -> Iterator[None]:
 
 def failure(run: Pass, step_name: str | None) -> None:
     """An error was recorded (an ErrorLog row) for a step, or for the workflow itself."""
-    if not ENABLED:
+    if not ENABLED or not configured():
         return
     kind = "workflow" if step_name is None else "step"
     _instrument("failures").add(

@@ -249,6 +249,50 @@ print("no-op")
     assert done.stdout.strip() == "no-op"
 
 
+def test_without_a_provider_a_step_builds_no_span_and_a_later_provider_is_seen():
+    """No tracer or meter provider set (a fresh process: this module's fixture sets them for
+    good): a step body gets the shared null context (the run is not even read, so no attribute
+    dict is built) and the API's tracer is never asked; a pass only marks itself as one. Once a
+    provider is set, the next step and pass make their spans."""
+    script = """
+from types import SimpleNamespace
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from chrono_forge import telemetry
+
+def refuse(*args, **kwargs):
+    raise AssertionError("the API's tracer was asked for")
+
+real_get_tracer, trace.get_tracer = trace.get_tracer, refuse
+assert telemetry.configured() is False
+assert telemetry.step_span(None, "durably_execute$s", 1) is telemetry._NULL
+telemetry.failure(None, "durably_execute$s")
+delivery = SimpleNamespace(trace_context=None, job_class="a.B", key="k", attempt=0)
+with telemetry.pass_span(delivery):
+    assert telemetry._in_pass.get() is True
+    assert telemetry.carrier() is None
+assert telemetry._in_pass.get() is False
+assert not telemetry._instruments, "instruments created"
+
+trace.get_tracer = real_get_tracer
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+assert telemetry.configured() is True
+delivery.acquired = delivery.token = None
+with telemetry.pass_span(delivery):
+    with telemetry.step_span(delivery, "durably_execute$s", 1):
+        pass
+print(sorted(span.name for span in exporter.get_finished_spans()))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['chrono_forge.pass', 'chrono_forge.step']"
+
+
 # --- under a real qcluster ---------------------------------------------------------------------
 
 
