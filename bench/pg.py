@@ -2,7 +2,8 @@
 durability, and a line saying how durable the connected database is.
 
 scripts/pg switches fsync, synchronous_commit and full_page_writes off, because a test cluster holds
-nothing worth keeping; a measurement (or a crash test) needs them back on, like production.
+nothing worth keeping, and autovacuum, so that the plan tests do not depend on when it ran; a
+measurement (or a crash test) needs them back on, like production.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "full_page_writes")
+PRODUCTION_SETTINGS = (*DURABILITY_SETTINGS, "autovacuum")
 
 
 def start_durable(
@@ -22,7 +24,7 @@ def start_durable(
 ) -> str:
     """Start a scripts/pg cluster of our own in a new /tmp directory (the server runs as the
     postgres user, which must reach it), export its ``CHRONO_FORGE_PG_*`` variables, switch
-    durability on and push the cluster's stop onto ``stack``. Returns the cluster's DSN."""
+    durability and autovacuum on and push the cluster's stop onto ``stack``. Returns the cluster's DSN."""
     for name in [name for name in os.environ if name.startswith("CHRONO_FORGE_PG_")]:
         del os.environ[name]  # never alter a cluster someone else started
     directory = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
@@ -39,7 +41,7 @@ def start_durable(
 
     dsn = os.environ["CHRONO_FORGE_PG_DSN"]
     with psycopg.connect(dsn, autocommit=True) as connection:
-        for name in DURABILITY_SETTINGS:
+        for name in PRODUCTION_SETTINGS:
             connection.execute(f"ALTER SYSTEM SET {name} = on")
         connection.execute("SELECT pg_reload_conf()")
     return dsn
