@@ -18,6 +18,7 @@ from model_utils.models import TimeStampedModel
 
 from . import clock, conf, dispatch, registry
 from .exceptions import NotExecutableError
+from .indexes import RowidTableIndex
 from .lookups import Prefix
 from .step_names import KindPrefix
 
@@ -332,6 +333,9 @@ class Workflow(TimeStampedModel):
         on_delete=models.SET_NULL,
         related_name="child_workflows",
         help_text="The branch step that spawned this workflow.",
+        # No index of its own: chrono_forge_wf_parent_state (parent_execution_log, state, id)
+        # leads with this column and serves every lookup of a branch's children.
+        db_index=False,
         # No database constraint: PostgreSQL checks a deferred foreign key at COMMIT once per
         # deleted step log (whether a child points at it), which was most of cleanup's time
         # (250 of 290 s at 4.65 M rows). Every delete of step logs unlinks the children first
@@ -479,7 +483,12 @@ class ExecutionLog(TimeStampedModel):
 
     STATE = Choices("pending", "completed", "failed")
 
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="execution_logs")
+    # No index of its own: the unique chrono_forge_log_wf_step (workflow, step_name) leads with
+    # this column and serves the logs of a workflow, the delete of a workflow's logs and
+    # PostgreSQL's check of the foreign key when a workflow row is deleted.
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.CASCADE, related_name="execution_logs", db_index=False
+    )
     step_name = models.CharField(max_length=255)
     state = StatusField(choices_name="STATE", max_length=16)
     attempts = models.PositiveIntegerField(default=0)
@@ -526,8 +535,10 @@ class ExecutionLog(TimeStampedModel):
             # OFFSET walk over the ids before it. On SQLite the primary key is the table itself,
             # every column of every row, so the walk read the table up to the offset (half-way
             # down 4.5M step logs: 0.2 s from the page cache, 1.7 s from disk); this index holds
-            # only the ids (30 ms). PostgreSQL's primary-key index does the same there.
-            models.Index(fields=["id"], name="chrono_forge_log_id"),
+            # only the ids (30 ms). Created on SQLite with an integer key only: PostgreSQL's
+            # primary-key index (and SQLite's index of a UUID key) already is the ids alone, and
+            # a copy would be one more entry written by every step (see RowidTableIndex).
+            RowidTableIndex(fields=["id"], name="chrono_forge_log_id"),
         ]
 
     def __str__(self) -> str:
@@ -544,6 +555,7 @@ class ErrorLog(TimeStampedModel):
 
     id = conf.primary_key_field()
 
+    # Its own index stays: no other index of this table leads with the workflow.
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="error_logs")
     # None: an error outside any step (a workflow-level one), distinct from a step named "".
     step_name = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
@@ -601,7 +613,11 @@ class Message(models.Model):
 
     id = conf.primary_key_field()
 
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="messages")
+    # No index of its own: chrono_forge_msg_topic (workflow, topic, id) and the unique
+    # chrono_forge_msg_idempotency (workflow, idempotency_key) lead with this column.
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.CASCADE, related_name="messages", db_index=False
+    )
     topic = models.CharField(max_length=255)
     payload = models.JSONField(null=True, blank=True)
     # None, not "": most messages have no key, and the per-workflow unique constraint must not

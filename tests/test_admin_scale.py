@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from chrono_forge import clock, conf
 from chrono_forge.admin import views
-from chrono_forge.models import ErrorLog, ExecutionLog, Workflow
+from chrono_forge.models import ErrorLog, ExecutionLog, Message, Workflow
 from chrono_forge.pages import lists
 from tests.admin_fixtures import make_log, make_workflow
 from tests.core_sql import capture
@@ -170,6 +170,11 @@ def plan(queryset) -> str:
         )
 
 
+#: The unique (workflow, step_name) index of the step logs: SQLite names the index of a table's
+#: UNIQUE constraint itself.
+LOG_WF_STEP = "chrono_forge_log_wf_step|sqlite_autoindex_chrono_forge_executionlog_1"
+
+
 def uses(index: str, text: str) -> bool:
     """Whether the plan names ``index`` (or one of ``a|b``)."""
     return re.search(rf"\b(?:{index})\b", text) is not None
@@ -200,11 +205,76 @@ def uses(index: str, text: str) -> bool:
             "chrono_forge_wf_next_run",
             lambda: Workflow.objects.order_by("next_run_at", "id").only("id")[:50],
         ),
+        # The foreign keys without an index of their own: an index leading with the column
+        # serves them (a workflow's logs and messages: the engine's reads, the deletes of a
+        # workflow's rows; a branch's children: the children pages, the SET NULL of a delete).
+        (LOG_WF_STEP, lambda: ExecutionLog.objects.filter(workflow_id=1)),
+        (LOG_WF_STEP, lambda: ExecutionLog.objects.filter(workflow_id__in=[1, 2]).only("id")),
+        (
+            "chrono_forge_msg_topic|chrono_forge_msg_idempotency|sqlite_autoindex_chrono_forge_message_1",
+            lambda: Message.objects.filter(workflow_id__in=[1, 2]).only("id"),
+        ),
+        (
+            "chrono_forge_wf_parent_state",
+            lambda: Workflow.objects.filter(parent_execution_log_id__in=[1, 2]).only("id"),
+        ),
     ],
-    ids=["step-kind", "pending-waits", "step-state", "error-step", "key-search", "next-run-sort"],
+    ids=[
+        "step-kind",
+        "pending-waits",
+        "step-state",
+        "error-step",
+        "key-search",
+        "next-run-sort",
+        "workflow-logs",
+        "workflows-logs",
+        "workflow-messages",
+        "branch-children",
+    ],
 )
 def test_the_scale_indexes_serve_their_queries(index, queryset):
     assert uses(index, plan(queryset())), plan(queryset())
+
+
+def test_every_foreign_key_column_leads_an_index():
+    """A foreign key without an index of its own (its column leads another index) is still
+    found by an index: the ORM's cascades and SET NULLs filter on the column, and PostgreSQL
+    checks a constraint, when a referenced row is deleted, by probing it."""
+    connection = connections[conf.database()]
+    missing = []
+    for model in (Workflow, ExecutionLog, ErrorLog, Message):
+        with connection.cursor() as cursor:
+            indexes = connection.introspection.get_constraints(cursor, model._meta.db_table)
+        leading = {
+            c["columns"][0]
+            for c in indexes.values()
+            if (c["index"] or c["unique"]) and c["columns"]  # a unique constraint's index too
+        }
+        for field in model._meta.concrete_fields:
+            if field.is_relation and field.column not in leading:
+                missing.append(f"{model._meta.db_table}.{field.column}")
+    assert missing == []
+
+
+def test_postgresql_checks_a_deleted_workflows_references_along_an_index():
+    """When a workflow row is deleted, PostgreSQL's foreign-key trigger looks for a step log,
+    an error log or a message still pointing at it, with this query (per deleted row): each is
+    an index probe, never a scan of the table."""
+    connection = connections[conf.database()]
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's referential-integrity check")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        for model in (ExecutionLog, ErrorLog, Message):
+            table = model._meta.db_table
+            cursor.execute(
+                f'EXPLAIN SELECT 1 FROM ONLY "{table}" x WHERE "workflow_id" = %s '
+                "FOR KEY SHARE OF x",
+                [1],
+            )
+            text = "\n".join(row[0] for row in cursor)
+            assert "Index" in text and "Seq Scan" not in text, text
 
 
 def test_a_repetitions_page_reads_its_coordination_log_from_the_unique_index():
@@ -316,7 +386,7 @@ def test_the_waiting_page_reads_the_pending_waits_once_and_its_rows_waits_by_wor
     # The page's own waits: probes of the per-workflow indexes, not the table's pending range.
     waits = ExecutionLog.objects.filter(p.wait_steps_q(), workflow_id__in=[1, 2, 3])
     text = plan(waits)
-    assert uses("chrono_forge_log_wf_step|chrono_forge_executionlog_workflow_id_[0-9a-f]+", text)
+    assert uses(LOG_WF_STEP, text), text
     assert not uses("chrono_forge_log_state_step|chrono_forge_log_step_prefix", text), text
 
 
