@@ -24,7 +24,8 @@ Run (from the repository root; the database is chosen like the tests' settings):
 
 ``--index-cost [NAME ...]`` measures only what the named indexes (none named: the ones the admin's
 scale work added in migration 0003) cost each step write: steps/s with them and without them,
-taking turns every round.
+taking turns every round. The name ``dropped`` stands for the indexes migration 0011 dropped
+(created again for the measurement).
 
 A throwaway database is created (Django's test-database machinery) and destroyed at the end.
 """
@@ -150,6 +151,21 @@ SCALE_INDEXES = (
 )
 
 
+def dropped_indexes() -> list:
+    """The indexes migration 0011 dropped that a step write maintained, as they were: the
+    automatic indexes of the step log's and the workflow's foreign keys and, on PostgreSQL, the
+    step logs' id index (SQLite keeps that one)."""
+    from django.db import models
+
+    indexes = [
+        (ExecutionLog, models.Index(fields=["workflow"], name="bench_dropped_log_workflow")),
+        (Workflow, models.Index(fields=["parent_execution_log"], name="bench_dropped_wf_parent")),
+    ]
+    if connection.vendor != "sqlite":
+        indexes.append((ExecutionLog, models.Index(fields=["id"], name="bench_dropped_log_id")))
+    return indexes
+
+
 def index_cost(rounds: int, names: list[str]) -> None:
     """(``--index-cost [NAME ...]``) steps/s with the named step-log/workflow indexes (by default
     the scale indexes of migration 0003) and without them: the per-step write cost of maintaining
@@ -158,9 +174,11 @@ def index_cost(rounds: int, names: list[str]) -> None:
     from django.db import connection
 
     models = (ExecutionLog, Workflow)
+    dropped = dropped_indexes() if "dropped" in names else []
+    names = [name for name in names if name != "dropped"]
     indexes = [
         (model, index)
-        for name in names or [name for _m, name in SCALE_INDEXES]
+        for name in names or ([] if dropped else [name for _m, name in SCALE_INDEXES])
         for model in models
         for index in model._meta.indexes
         if index.name == name
@@ -168,6 +186,11 @@ def index_cost(rounds: int, names: list[str]) -> None:
     missing = set(names) - {index.name for _m, index in indexes}
     if missing:
         raise SystemExit(f"no such index: {', '.join(sorted(missing))}")
+    if dropped:  # created again, so "with" measures what a step paid before migration 0011
+        with connection.schema_editor() as editor:
+            for model, idx in dropped:
+                editor.add_index(model, idx)
+        indexes += dropped
     samples: dict[str, list[float]] = {"with the indexes": [], "without them": []}
     for index in range(rounds):
         offset = 10_000 * (1 + index)  # new workflow keys for every pass
@@ -209,7 +232,7 @@ def main() -> None:
         nargs="*",
         metavar="NAME",
         help="only measure the per-step cost of the named indexes (none named: the ones "
-        "migration 0003 added)",
+        "migration 0003 added; 'dropped': the ones migration 0011 dropped)",
     )
     args = parser.parse_args()
 
