@@ -9,11 +9,12 @@ from pathlib import Path
 import chrono_forge
 
 PACKAGE = Path(chrono_forge.__file__).resolve().parent
-#: What models may import at module level: the leaves (and lookups, its query fragments). The
-#: dispatcher is the one engine module still imported there (the model methods that enqueue a pass).
+#: What models may import at module level: the leaves (and lookups, its query fragments, and
+#: indexes, its index classes). The dispatcher is the one engine module still imported there (the
+#: model methods that enqueue a pass).
 MODELS_MAY_IMPORT = {
     *("conf", "clock", "exceptions", "validation", "step_names", "registry", "retry", "context"),
-    *("payloads", "signals", "telemetry", "lookups"),
+    *("payloads", "signals", "telemetry", "lookups", "indexes"),
     "dispatch",
 }
 
