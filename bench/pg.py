@@ -24,7 +24,8 @@ def start_durable(
 ) -> str:
     """Start a scripts/pg cluster of our own in a new /tmp directory (the server runs as the
     postgres user, which must reach it), export its ``CHRONO_FORGE_PG_*`` variables, switch
-    durability and autovacuum on and push the cluster's stop onto ``stack``. Returns the cluster's DSN."""
+    durability and autovacuum on and push the cluster's stop onto ``stack``. Returns the
+    cluster's DSN."""
     for name in [name for name in os.environ if name.startswith("CHRONO_FORGE_PG_")]:
         del os.environ[name]  # never alter a cluster someone else started
     directory = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
