@@ -26,7 +26,7 @@ def test_workflows_survive_killed_clusters_and_lost_queue_rows(qcluster, setting
         workflows=8,
         steps=6,
         fanouts=2,
-        children=2,
+        children=4,  # enough children queued at once that a kill finds one to lose
         kills=4,
         deletions=1,
         faults=FAULTS,
@@ -48,15 +48,15 @@ def test_workflows_survive_killed_clusters_and_lost_queue_rows(qcluster, setting
     # The faults happened: at least two kills, and a lost queue row of every enabled kind.
     assert report.kills >= 2, report.lines()
     assert all(report.deleted.get(kind, 0) >= 1 for kind in plan.queue_faults), report.deleted
-    # Everything completed after the sweeps: the 8 workflows, the 2 fan-outs, their 4 children.
-    assert report.workflows == 14
-    assert report.lost == [] and report.completed == 14
+    # Everything completed after the sweeps: the 8 workflows, the 2 fan-outs, their 8 children.
+    assert report.workflows == 18
+    assert report.lost == [] and report.completed == 18
     # No step body ran after its completion was committed; each completed step really ran; only a
     # kill (the driver's SIGKILL, or django-q2's of a timed-out worker) makes a step run again,
     # and each kill interrupts at most one attempt of a given step.
     assert report.after_completion == []
     assert report.completed_without_execution == []
-    assert report.steps == 8 * 6 + 2 * 2 + 4 * 3
+    assert report.steps == 8 * 6 + 2 * 2 + 8 * 3
     assert 1 <= report.max_executions <= 1 + report.kills + timeouts, (report.max_step, timeouts)
 
 
