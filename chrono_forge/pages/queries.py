@@ -5,11 +5,11 @@ are ranges of an index."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, F, Min, Q
+from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Min, Q
 
 from ..models import ErrorLog, ExecutionLog, Message, Workflow
 from ..step_names import kind_prefix
@@ -199,12 +199,22 @@ def latest_pending_waits(workflow_ids) -> dict[Any, WaitInfo]:
 def timeline_logs(workflow_id: Any) -> tuple[list[ExecutionLog], bool]:
     """A workflow's step logs in the order they started (repetitions aside: their periodic task
     sums them up), the first TIMELINE_CAP of them, and whether there are more (one query)."""
-    logs = list(
+    logs = list(timeline_queryset(workflow_id)[: TIMELINE_CAP + 1])
+    return logs[:TIMELINE_CAP], len(logs) > TIMELINE_CAP
+
+
+def timeline_queryset(workflow_id: Any):
+    """The timeline's logs, sorted by ``started_at + 0``, which no index holds. Sorted by the
+    bare column, PostgreSQL walked the whole started_at index for a periodic workflow (it
+    guesses that most of the workflow's 100k logs pass the repetition filter, so the first page
+    would come soon; a handful do): 3.9 s at 4.5M step logs. Now it reads the workflow's own
+    logs from its index and sorts those."""
+    started = ExpressionWrapper(F("started_at") + timedelta(0), output_field=DateTimeField())
+    return (
         ExecutionLog.objects.filter(workflow_id=workflow_id)
         .exclude(step_name__regex=REPETITION_LOG_PATTERN)
-        .order_by(F("started_at").asc(nulls_last=True), "id")[: TIMELINE_CAP + 1]
+        .order_by(started.asc(nulls_last=True), "id")
     )
-    return logs[:TIMELINE_CAP], len(logs) > TIMELINE_CAP
 
 
 def newest_errors(workflow_id: Any) -> tuple[list[ErrorLog], bool]:
