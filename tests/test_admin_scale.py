@@ -532,4 +532,4 @@ def test_the_timeline_is_in_start_order_and_read_from_the_workflows_own_logs():
             cursor.execute("SET LOCAL enable_sort = off")
     text = plan(queries.timeline_queryset(workflow.pk))
     assert "chrono_forge_log_started" not in text, text
-    assert uses("chrono_forge_log_wf_step|sqlite_autoindex_chrono_forge_executionlog_1", text), text
+    assert uses(LOG_WF_STEP, text), text
