@@ -161,8 +161,8 @@ def pass_span(run: Delivery):
 
 @contextlib.contextmanager
 def _marked_pass() -> Iterator[None]:
-    """A pass with nothing to record: only the marker that keeps its enqueues' payloads free
-    of the trace context current outside it."""
+    """Marks the code inside as a pass, which keeps its enqueues' payloads free of the trace
+    context current outside it: all a pass with nothing to record does, and part of a span."""
     marker = _in_pass.set(True)
     try:
         yield
@@ -179,17 +179,19 @@ def _pass_span(run: Delivery) -> Iterator[None]:
         "chrono_forge.key": run.key,
         "chrono_forge.attempt": run.attempt,
     }
-    marker = _in_pass.set(True)
     outcome = "error"
     try:
-        with _tracer().start_as_current_span(
-            "chrono_forge.pass",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
+        with (
+            _marked_pass(),
+            _tracer().start_as_current_span(
+                "chrono_forge.pass",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span,
+        ):
             try:
                 yield
                 outcome = _outcome(run)
@@ -200,7 +202,6 @@ def _pass_span(run: Delivery) -> Iterator[None]:
             finally:
                 span.set_attribute("chrono_forge.outcome", outcome)
     finally:
-        _in_pass.reset(marker)
         labels = {"chrono_forge.job_class": run.job_class}
         _instrument("passes").add(1, {**labels, "chrono_forge.outcome": outcome})
         if run.acquired is not None and run.token is not None:
