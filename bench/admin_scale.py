@@ -66,11 +66,16 @@ def start_postgres(stack: list) -> None:
     start_durable(stack, prefix="chrono_forge-scale-pg.")
 
 
+def remove_sqlite_files(path: str | Path) -> None:
+    """A SQLite database file with its WAL and shared-memory files."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def fresh_database(db: str) -> None:
     if db == "sqlite":
         path = Path(tempfile.gettempdir()) / f"{DB_NAME}-{os.getpid()}.sqlite3"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        remove_sqlite_files(path)
         os.environ["CHRONO_FORGE_TEST_DB_NAME"] = str(path)
         return
     import psycopg
@@ -523,8 +528,7 @@ def main(argv=None) -> int:
         for undo in reversed(stack):
             undo()
         if args.db == "sqlite" and os.environ.get("CHRONO_FORGE_TEST_DB_NAME"):
-            for suffix in ("", "-wal", "-shm"):
-                Path(os.environ["CHRONO_FORGE_TEST_DB_NAME"] + suffix).unlink(missing_ok=True)
+            remove_sqlite_files(os.environ["CHRONO_FORGE_TEST_DB_NAME"])
 
 
 def run(args) -> int:

@@ -52,10 +52,6 @@ def parse(variant: str) -> dict[str, str]:
     return pairs
 
 
-def files(path: Path) -> list[Path]:
-    return [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")]
-
-
 def prune(variant: dict[str, str]) -> dict[str, float]:
     from django.db import connection
 
@@ -138,8 +134,7 @@ def main(argv=None) -> int:
         print(f"{'variant':44} {'rows':>8} " + " ".join(f"{c:>8}" for c in columns[:3])
               + f" {'final ckpt':>10} {'rest':>8} {'total s':>8} {'rows/s':>8}")  # fmt: skip
         for text, variant in variants:
-            for path in files(work):
-                path.unlink(missing_ok=True)
+            admin_scale.remove_sqlite_files(work)
             shutil.copyfile(source, work)
             spent = prune(variant)
             connection.close()
